@@ -1,0 +1,1 @@
+"""The PySide6 desktop app. Imports engine; never training or torch."""

@@ -1,0 +1,317 @@
+"""Model packs: a folder with ``model.json`` (configs, model card, file hashes) and ONNX files.
+
+A pack is what the engine runs and what ``training`` exports. Layout::
+
+    PACK/
+      model.json            format, configs, model card, sha256 + size of every other file
+      text_encoder.onnx     input_ids, attention_mask (B, T) int64 -> context (B, T, D) float32
+      unet.onnx             sample (B, C, h, w), timestep (B,) float32, context (B, T, D)
+                            -> model_output (B, C, h, w): epsilon or v, as `schedule.prediction_type`
+      vae_decoder.onnx      latent (B, C, h, w) in diffusion space (already x scaling_factor)
+                            -> image (B, 1, H, W), about [-1, 1], not clamped
+      vae_encoder.onnx      image (B, 1, H, W) in [-1, 1] -> latent (B, C, h, w), mean x scaling_factor
+      vocab.txt             WordPiece vocabulary of the text encoder
+
+Loading checks the format version, refuses unknown keys, and checks every file's size and
+sha256, so a missing, truncated or altered file is refused with an error that names it.
+Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+FORMAT_NAME = "cxr-studio-pack"
+FORMAT_VERSION = 1
+MANIFEST = "model.json"
+REQUIRED_FILES = ("text_encoder.onnx", "unet.onnx", "vae_decoder.onnx")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+class PackError(ValueError):
+    """A folder that is not a usable model pack; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    height: int
+    width: int
+    channels: int = 1
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    channels: int
+    height: int
+    width: int
+    scaling_factor: float
+    downsample_factor: int
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Noise schedule, in diffusers' DDPMScheduler terms."""
+
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "scaled_linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    prediction_type: str = "epsilon"
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Tokenizer and text encoder: ``vocab_file`` is a file in the pack."""
+
+    vocab_file: str = "vocab.txt"
+    lowercase: bool = True
+    max_tokens: int = 64
+    context_dim: int = 256
+    encoder_name: str = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class PreviewConfig:
+    """A cheap latent -> pixel map fitted at export: ``pixel = sum_c weight[c] * z[c] + bias``.
+
+    ``z`` is the predicted clean latent in diffusion space; the result is in [-1, 1] at latent
+    resolution and is upsampled for display.
+    """
+
+    weight: tuple[float, ...]
+    bias: float
+
+
+@dataclass(frozen=True)
+class DefaultsConfig:
+    num_steps: int = 20
+    guidance_scale: float = 4.0
+    sampler: str = "dpmpp-2m"
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class PackManifest:
+    model_id: str
+    precision: str  # "fp32" or "fp16"
+    image: ImageConfig
+    latent: LatentConfig
+    schedule: ScheduleConfig
+    text: TextConfig
+    preview: PreviewConfig
+    defaults: DefaultsConfig = field(default_factory=DefaultsConfig)
+    card: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["preview"]["weight"] = list(self.preview.weight)
+        return data
+
+
+_SECTIONS = {
+    "image": ImageConfig,
+    "latent": LatentConfig,
+    "schedule": ScheduleConfig,
+    "text": TextConfig,
+    "preview": PreviewConfig,
+    "defaults": DefaultsConfig,
+}
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise PackError(f"{MANIFEST}: '{where}' must be an object")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise PackError(f"{MANIFEST}: unknown key(s) in '{where}': {', '.join(unknown)}")
+    try:
+        obj = cls(**data)
+    except TypeError as exc:
+        raise PackError(f"{MANIFEST}: '{where}' is incomplete: {exc}") from None
+    return obj
+
+
+def manifest_from_json(data: Any) -> PackManifest:
+    """Parse and check a decoded ``model.json``; raises PackError naming the bad key."""
+    if not isinstance(data, dict):
+        raise PackError(f"{MANIFEST}: not a JSON object")
+    if data.get("format") != FORMAT_NAME:
+        raise PackError(f"{MANIFEST}: format is {data.get('format')!r}, expected {FORMAT_NAME!r}")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise PackError(
+            f"{MANIFEST}: format_version {version!r} is not supported "
+            f"(this CXR Studio reads version {FORMAT_VERSION})"
+        )
+    known = {f.name for f in fields(PackManifest)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise PackError(f"{MANIFEST}: unknown key(s): {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _SECTIONS:
+            if key == "preview" and isinstance(value, dict) and "weight" in value:
+                value = {**value, "weight": tuple(float(w) for w in value["weight"])}
+            kwargs[key] = _build(_SECTIONS[key], value, key)
+        elif key == "files":
+            if not isinstance(value, dict):
+                raise PackError(f"{MANIFEST}: 'files' must be an object")
+            kwargs[key] = {name: _build(FileEntry, entry, f"files.{name}") for name, entry in value.items()}
+        else:
+            kwargs[key] = value
+    try:
+        manifest = PackManifest(**kwargs)
+    except TypeError as exc:
+        raise PackError(f"{MANIFEST}: incomplete: {exc}") from None
+    _check_values(manifest)
+    return manifest
+
+
+def _check_values(m: PackManifest) -> None:
+    if m.precision not in ("fp32", "fp16"):
+        raise PackError(f"{MANIFEST}: precision must be fp32 or fp16, not {m.precision!r}")
+    if m.schedule.prediction_type not in PREDICTION_TYPES:
+        raise PackError(
+            f"{MANIFEST}: schedule.prediction_type must be one of {', '.join(PREDICTION_TYPES)}"
+        )
+    if m.schedule.beta_schedule not in BETA_SCHEDULES:
+        raise PackError(f"{MANIFEST}: schedule.beta_schedule must be one of {', '.join(BETA_SCHEDULES)}")
+    if len(m.preview.weight) != m.latent.channels:
+        raise PackError(f"{MANIFEST}: preview.weight needs {m.latent.channels} values (latent channels)")
+    if m.latent.height * m.latent.downsample_factor != m.image.height or (
+        m.latent.width * m.latent.downsample_factor != m.image.width
+    ):
+        raise PackError(f"{MANIFEST}: latent size x downsample_factor does not match the image size")
+    if m.text.max_tokens < 3:
+        raise PackError(f"{MANIFEST}: text.max_tokens must be at least 3")
+    for name in (*REQUIRED_FILES, m.text.vocab_file):
+        if name not in m.files:
+            raise PackError(f"{MANIFEST}: required file {name} is not listed in 'files'")
+    for name in m.files:
+        if Path(name).name != name or name in (MANIFEST, "", ".", ".."):
+            raise PackError(f"{MANIFEST}: file name {name!r} must be a plain name inside the pack")
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelPack:
+    """A verified pack on disk."""
+
+    root: Path
+    manifest: PackManifest
+
+    def path(self, name: str) -> Path:
+        if name not in self.manifest.files:
+            raise PackError(f"{self.root}: the pack has no file {name}")
+        return self.root / name
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest.model_id
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over model.json's file hashes: one id for exactly these weights."""
+        digest = hashlib.sha256()
+        for name in sorted(self.manifest.files):
+            digest.update(f"{name}:{self.manifest.files[name].sha256}\n".encode())
+        return digest.hexdigest()
+
+    @property
+    def card(self) -> dict[str, Any]:
+        return self.manifest.card
+
+
+def read_manifest(root: str | os.PathLike[str]) -> PackManifest:
+    root = Path(root)
+    if not root.is_dir():
+        raise PackError(f"{root}: not a folder (a model pack is a folder with {MANIFEST})")
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise PackError(f"{root}: not a model pack: {MANIFEST} is missing")
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PackError(f"{manifest_path}: cannot be read as JSON: {exc}") from None
+    return manifest_from_json(data)
+
+
+def load_pack(root: str | os.PathLike[str], *, verify: bool = True) -> ModelPack:
+    """Read ``model.json`` and check every listed file's size and sha256.
+
+    Raises PackError that names the first missing, truncated or altered file.
+    """
+    root = Path(root).resolve()
+    manifest = read_manifest(root)
+    if verify:
+        for name, entry in sorted(manifest.files.items()):
+            path = root / name
+            if not path.is_file():
+                raise PackError(f"{path}: missing (listed in {MANIFEST})")
+            size = path.stat().st_size
+            if size != entry.size:
+                raise PackError(
+                    f"{path}: size {size} bytes, {MANIFEST} says {entry.size}: truncated or replaced"
+                )
+            if sha256_file(path) != entry.sha256:
+                raise PackError(f"{path}: sha256 does not match {MANIFEST}: the file was altered")
+    return ModelPack(root=root, manifest=manifest)
+
+
+def write_manifest(root: str | os.PathLike[str], manifest: PackManifest) -> PackManifest:
+    """Hash every file the manifest lists (or every file in ``root`` if it lists none) and
+    write ``model.json`` atomically. Returns the manifest with its ``files`` filled in."""
+    root = Path(root)
+    names = sorted(manifest.files) or sorted(
+        p.name for p in root.iterdir() if p.is_file() and p.name != MANIFEST
+    )
+    files = {}
+    for name in names:
+        path = root / name
+        files[name] = FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
+    manifest = PackManifest(**{**{f.name: getattr(manifest, f.name) for f in fields(manifest)}, "files": files})
+    _check_values(manifest)
+    atomic_write_text(root / MANIFEST, json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,1 @@
+"""Training (torch): models, importers, training loops and ONNX export. May import engine."""

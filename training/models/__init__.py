@@ -1,0 +1,1 @@
+"""Model definitions: KL autoencoder, conditional UNet, text conditioning."""
