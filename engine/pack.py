@@ -156,8 +156,7 @@ def manifest_from_json(data: Any) -> PackManifest:
     version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise PackError(
-            f"{MANIFEST}: format_version {version!r} is not supported "
-            f"(this CXR Studio reads version {FORMAT_VERSION})"
+            f"{MANIFEST}: format_version {version!r} is not supported (this CXR Studio reads version {FORMAT_VERSION})"
         )
     known = {f.name for f in fields(PackManifest)}
     unknown = sorted(set(data) - known)
@@ -187,9 +186,7 @@ def _check_values(m: PackManifest) -> None:
     if m.precision not in ("fp32", "fp16"):
         raise PackError(f"{MANIFEST}: precision must be fp32 or fp16, not {m.precision!r}")
     if m.schedule.prediction_type not in PREDICTION_TYPES:
-        raise PackError(
-            f"{MANIFEST}: schedule.prediction_type must be one of {', '.join(PREDICTION_TYPES)}"
-        )
+        raise PackError(f"{MANIFEST}: schedule.prediction_type must be one of {', '.join(PREDICTION_TYPES)}")
     if m.schedule.beta_schedule not in BETA_SCHEDULES:
         raise PackError(f"{MANIFEST}: schedule.beta_schedule must be one of {', '.join(BETA_SCHEDULES)}")
     if len(m.preview.weight) != m.latent.channels:
@@ -273,9 +270,7 @@ def load_pack(root: str | os.PathLike[str], *, verify: bool = True) -> ModelPack
                 raise PackError(f"{path}: missing (listed in {MANIFEST})")
             size = path.stat().st_size
             if size != entry.size:
-                raise PackError(
-                    f"{path}: size {size} bytes, {MANIFEST} says {entry.size}: truncated or replaced"
-                )
+                raise PackError(f"{path}: size {size} bytes, {MANIFEST} says {entry.size}: truncated or replaced")
             if sha256_file(path) != entry.sha256:
                 raise PackError(f"{path}: sha256 does not match {MANIFEST}: the file was altered")
     return ModelPack(root=root, manifest=manifest)
@@ -285,9 +280,7 @@ def write_manifest(root: str | os.PathLike[str], manifest: PackManifest) -> Pack
     """Hash every file the manifest lists (or every file in ``root`` if it lists none) and
     write ``model.json`` atomically. Returns the manifest with its ``files`` filled in."""
     root = Path(root)
-    names = sorted(manifest.files) or sorted(
-        p.name for p in root.iterdir() if p.is_file() and p.name != MANIFEST
-    )
+    names = sorted(manifest.files) or sorted(p.name for p in root.iterdir() if p.is_file() and p.name != MANIFEST)
     files = {}
     for name in names:
         path = root / name

@@ -1,0 +1,150 @@
+"""Backends that run a pack's graphs: ONNX Runtime here (CUDA when it works, else CPU).
+
+``Backend`` is the one interface the pipeline needs; a torch CUDA backend for machines without
+onnxruntime-gpu can implement it outside ``engine`` so the packaged app stays free of torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from engine.pack import ModelPack
+
+log = logging.getLogger(__name__)
+
+PROVIDER_CHOICES = ("auto", "cpu", "cuda")
+_ORT_FATAL = 4
+_ORT_ERROR = 3
+
+
+class BackendError(RuntimeError):
+    """A graph could not be loaded or run; the message names the file."""
+
+
+class Backend(Protocol):
+    """Runs a pack's four graphs on numpy arrays (float32 in, float32 out)."""
+
+    provider: str  # what actually runs: "CUDAExecutionProvider", "CPUExecutionProvider", "torch-cuda", ...
+
+    def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """(B, T) int64 x2 -> context (B, T, D) float32, padded positions zero."""
+        ...
+
+    def unet(self, sample: np.ndarray, timestep: np.ndarray, context: np.ndarray) -> np.ndarray:
+        """(B, C, h, w), (B,), (B, T, D) -> model output (B, C, h, w): epsilon or v."""
+        ...
+
+    def decode(self, latent: np.ndarray) -> np.ndarray:
+        """Diffusion-space latent (B, C, h, w) -> image (B, 1, H, W), about [-1, 1]."""
+        ...
+
+    def encode_image(self, image: np.ndarray) -> np.ndarray:
+        """Image (B, 1, H, W) in [-1, 1] -> diffusion-space latent mean (B, C, h, w)."""
+        ...
+
+
+def cuda_runtime_available() -> bool:
+    """True when onnxruntime lists CUDA; whether its libraries load is only known per session."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+@dataclass
+class OrtBackend:
+    """ONNX Runtime sessions for one pack.
+
+    ``provider``: "auto" tries CUDA and falls back to the CPU; "cuda" requires CUDA; "cpu".
+    onnxruntime-gpu without CUDA 13/cuDNN 9 logs a loud error and silently runs on the CPU:
+    the attempt is made with ORT's logger muted, and the provider actually used is read back
+    from the session (``session.get_providers()``), never assumed.
+    """
+
+    pack: ModelPack
+    requested: str = "auto"
+    intra_op_threads: int = 0  # 0: ORT's default (one per physical core)
+
+    def __post_init__(self) -> None:
+        if self.requested not in PROVIDER_CHOICES:
+            raise ValueError(f"provider must be one of {', '.join(PROVIDER_CHOICES)}, not {self.requested!r}")
+        import onnxruntime as ort
+
+        self._ort = ort
+        self.provider = "CPUExecutionProvider"
+        self._sessions: dict[str, object] = {}
+        want_cuda = self.requested in ("auto", "cuda") and cuda_runtime_available()
+        if self.requested == "cuda" and not want_cuda:
+            raise BackendError("CUDA was requested but this onnxruntime has no CUDA provider")
+        self._providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"]
+        # The UNet goes first: it decides the provider for the rest.
+        for name in ("unet.onnx", "text_encoder.onnx", "vae_decoder.onnx"):
+            self._session(name)
+        if self.requested == "cuda" and self.provider != "CUDAExecutionProvider":
+            raise BackendError(
+                "CUDA was requested but its libraries did not load (onnxruntime-gpu 1.31 needs "
+                "CUDA 13 and cuDNN 9); use --provider cpu or install them"
+            )
+
+    def _session_options(self) -> object:
+        options = self._ort.SessionOptions()
+        options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_mem_pattern = True
+        options.log_severity_level = _ORT_ERROR
+        if self.intra_op_threads:
+            options.intra_op_num_threads = self.intra_op_threads
+        return options
+
+    def _session(self, name: str) -> object:
+        if name in self._sessions:
+            return self._sessions[name]
+        path = self.pack.path(name)
+        muted = "CUDAExecutionProvider" in self._providers
+        if muted:
+            self._ort.set_default_logger_severity(_ORT_FATAL)
+        try:
+            session = self._ort.InferenceSession(
+                os.fspath(path), sess_options=self._session_options(), providers=self._providers
+            )
+        except Exception as exc:  # ORT raises its own exception types: name the file
+            raise BackendError(f"{path}: onnxruntime cannot load it: {exc}") from None
+        finally:
+            if muted:
+                self._ort.set_default_logger_severity(_ORT_ERROR)
+        used = session.get_providers()[0]
+        if used != "CUDAExecutionProvider" and "CUDAExecutionProvider" in self._providers:
+            log.info("CUDA libraries are not usable here; running on the CPU")
+            self._providers = ["CPUExecutionProvider"]
+        self.provider = used if name == "unet.onnx" else self.provider
+        self._sessions[name] = session
+        return session
+
+    def _run(self, name: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        session = self._session(name)
+        try:
+            return session.run(None, feeds)[0]
+        except Exception as exc:
+            raise BackendError(f"{self.pack.path(name)}: run failed: {exc}") from None
+
+    def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self._run("text_encoder.onnx", {"input_ids": input_ids, "attention_mask": attention_mask})
+
+    def unet(self, sample: np.ndarray, timestep: np.ndarray, context: np.ndarray) -> np.ndarray:
+        return self._run(
+            "unet.onnx",
+            {
+                "sample": np.ascontiguousarray(sample, dtype=np.float32),
+                "timestep": np.ascontiguousarray(timestep, dtype=np.float32),
+                "context": np.ascontiguousarray(context, dtype=np.float32),
+            },
+        )
+
+    def decode(self, latent: np.ndarray) -> np.ndarray:
+        return self._run("vae_decoder.onnx", {"latent": np.ascontiguousarray(latent, dtype=np.float32)})
+
+    def encode_image(self, image: np.ndarray) -> np.ndarray:
+        return self._run("vae_encoder.onnx", {"image": np.ascontiguousarray(image, dtype=np.float32)})

@@ -1,0 +1,34 @@
+"""Shared fixtures: one tiny seeded model pack per test session (built with training, run by engine)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """``../shared/data`` beside the checkout (CI has it; a user's fresh clone does not)."""
+    return Path(os.environ.get("CXR_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A verified tiny pack (32x32 images, random weights): read-only, shared by all tests."""
+    from training.tiny import build_tiny_pack
+
+    return build_tiny_pack(tmp_path_factory.mktemp("tiny") / "pack", seed=0)
+
+
+@pytest.fixture
+def tiny_pack_copy(tiny_pack_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny pack that a test may damage."""
+    return Path(shutil.copytree(tiny_pack_dir, tmp_path / "pack"))

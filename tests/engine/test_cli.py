@@ -1,0 +1,106 @@
+"""`cxr-studio` end to end on the tiny pack: outputs, determinism and one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("cxr-studio", path=str(Path(sys.executable).parent))
+    assert exe, "the cxr-studio command is not installed in this environment"
+    return subprocess.run([exe, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_generate_twice_gives_byte_identical_16_bit_png(tiny_pack_dir: Path, tmp_path: Path) -> None:
+    for name in ("a.png", "b.png"):
+        done = _cli("generate", "Normal chest radiograph", "--seed", "1", "--steps", "5",
+                    "--model", str(tiny_pack_dir), "--out", name, cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "seed=1" in done.stdout and "CPUExecutionProvider" in done.stderr
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    image = cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_UNCHANGED)
+    assert image.dtype == np.uint16 and image.ndim == 2 and image.shape == (32, 32)
+    assert image.std() > 0
+
+
+def test_eight_bit_batch_and_step_frames(tiny_pack_dir: Path, tmp_path: Path, capsys) -> None:
+    code = main(["generate", "Left pleural effusion", "--model", str(tiny_pack_dir), "--steps", "4",
+                 "--batch", "2", "--bits", "8", "--sampler", "euler", "--out", str(tmp_path / "x.png"),
+                 "--save-steps", str(tmp_path / "steps"), "--quiet"])  # fmt: skip
+    assert code == 0
+    for i in (0, 1):
+        image = cv2.imread(str(tmp_path / f"x_{i:02d}.png"), cv2.IMREAD_UNCHANGED)
+        assert image.dtype == np.uint8 and image.shape == (32, 32)
+    frames = sorted(p.name for p in (tmp_path / "steps").iterdir())
+    assert frames == [f"step_{s:03d}_{i:02d}.png" for s in range(4) for i in (0, 1)]
+    assert "seed=0" in capsys.readouterr().out
+
+
+def test_long_prompt_warns_with_dropped_words(tiny_pack_dir: Path, tmp_path: Path, capsys) -> None:
+    prompt = "cardiomegaly " * 30 + "finalword"
+    code = main(["generate", prompt, "--model", str(tiny_pack_dir), "--steps", "1", "--quiet",
+                 "--out", str(tmp_path / "long.png")])  # fmt: skip
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "warning: the prompt is longer than the encoder's 16 tokens; dropped:" in err
+    assert err.split("dropped:")[1].split("\n")[0].strip().endswith("finalword")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["generate", ""], "the prompt is empty"),
+        (["generate", "x", "--steps", "0"], "steps must be a whole number from 1 to 250"),
+        (["generate", "x", "--guidance-scale", "99"], "guidance scale must be from 0 to 30"),
+        (["generate", "x", "--sampler", "plms"], "choose one of ddim, dpmpp-2m, euler"),
+        (["generate", "x", "--batch", "100"], "batch must be from 1 to 16"),
+        (["generate", "x", "--out", "x.jpg"], "--out must name a .png file"),
+        (["generate", "x", "--out", "no/such/dir/x.png"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(
+    tiny_pack_dir: Path, tmp_path: Path, capsys, monkeypatch, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main([*args, "--model", str(tiny_pack_dir)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_a_pack_is_refused(tmp_path: Path, capsys) -> None:
+    (tmp_path / "folder").mkdir()
+    code = main(["generate", "Normal", "--model", str(tmp_path / "folder"), "--out", str(tmp_path / "o.png")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "not a model pack: model.json is missing" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_info_prints_the_model_card(tiny_pack_dir: Path, capsys) -> None:
+    assert main(["info", "--model", str(tiny_pack_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "Model:" in out and "Fingerprint:" in out and "not for diagnosis" in out.lower()
+
+
+def test_export_onnx_command_makes_a_pack_that_generates(tmp_path: Path, capsys) -> None:
+    from training.tiny import build_tiny_checkpoint
+
+    checkpoint = build_tiny_checkpoint(tmp_path / "ckpt", seed=3)
+    assert main(["export-onnx", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "pack")]) == 0
+    assert main(["generate", "Normal chest radiograph", "--model", str(tmp_path / "pack"), "--steps", "2",
+                 "--quiet", "--out", str(tmp_path / "g.png")]) == 0  # fmt: skip
+    assert (tmp_path / "g.png").is_file()
+    assert main(["export-onnx", "--checkpoint", str(tmp_path / "nothing"), "--out", str(tmp_path / "p2")]) == 2
+    assert not (tmp_path / "p2").exists()

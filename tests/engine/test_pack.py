@@ -1,0 +1,102 @@
+"""Model pack: round trip, and every way a pack can be broken is refused with the file named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.pack import FORMAT_VERSION, MANIFEST, PackError, load_pack, read_manifest, write_manifest
+
+
+def test_tiny_pack_loads_and_lists_every_file(tiny_pack_dir: Path) -> None:
+    pack = load_pack(tiny_pack_dir)
+    names = set(pack.manifest.files)
+    assert {"text_encoder.onnx", "unet.onnx", "vae_decoder.onnx", "vae_encoder.onnx", "vocab.txt"} <= names
+    on_disk = {p.name for p in tiny_pack_dir.iterdir() if p.is_file()} - {MANIFEST}
+    assert names == on_disk
+    assert len(pack.fingerprint) == 64
+
+
+def test_manifest_round_trip_is_stable(tiny_pack_copy: Path) -> None:
+    before = (tiny_pack_copy / MANIFEST).read_text()
+    manifest = read_manifest(tiny_pack_copy)
+    write_manifest(tiny_pack_copy, manifest)
+    assert (tiny_pack_copy / MANIFEST).read_text() == before
+    assert load_pack(tiny_pack_copy).manifest == manifest
+
+
+@pytest.mark.parametrize("name", ["unet.onnx", "text_encoder.onnx", "vae_decoder.onnx", "vocab.txt"])
+def test_missing_file_is_named(tiny_pack_copy: Path, name: str) -> None:
+    (tiny_pack_copy / name).unlink()
+    with pytest.raises(PackError, match=rf"{name}: missing"):
+        load_pack(tiny_pack_copy)
+
+
+def test_truncated_file_is_named(tiny_pack_copy: Path) -> None:
+    path = tiny_pack_copy / "unet.onnx"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(PackError, match=r"unet\.onnx: size .* truncated"):
+        load_pack(tiny_pack_copy)
+
+
+def test_altered_file_is_named(tiny_pack_copy: Path) -> None:
+    path = tiny_pack_copy / "vae_decoder.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one flipped byte
+    path.write_bytes(bytes(data))
+    with pytest.raises(PackError, match=r"vae_decoder\.onnx: sha256 does not match"):
+        load_pack(tiny_pack_copy)
+
+
+def _edit_manifest(root: Path, edit) -> None:
+    data = json.loads((root / MANIFEST).read_text())
+    edit(data)
+    (root / MANIFEST).write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(format_version=FORMAT_VERSION + 1), "format_version"),
+        (lambda d: d.update(format="something-else"), "format is"),
+        (lambda d: d.update(surprise=1), r"unknown key\(s\): surprise"),
+        (lambda d: d["latent"].update(extra=2), r"unknown key\(s\) in 'latent': extra"),
+        (lambda d: d["schedule"].update(prediction_type="sample"), "prediction_type"),
+        (lambda d: d["files"].pop("unet.onnx"), "unet.onnx is not listed"),
+        (lambda d: d["files"].update({"../evil.onnx": d["files"]["unet.onnx"]}), "plain name"),
+        (lambda d: d.pop("latent"), "incomplete"),
+    ],
+)
+def test_bad_manifest_is_refused(tiny_pack_copy: Path, edit, message: str) -> None:
+    _edit_manifest(tiny_pack_copy, edit)
+    with pytest.raises(PackError, match=message):
+        load_pack(tiny_pack_copy)
+
+
+def test_not_a_pack(tmp_path: Path) -> None:
+    with pytest.raises(PackError, match=r"model\.json is missing"):
+        load_pack(tmp_path)
+    with pytest.raises(PackError, match="not a folder"):
+        load_pack(tmp_path / "nowhere")
+    (tmp_path / MANIFEST).write_text("{ not json")
+    with pytest.raises(PackError, match="cannot be read as JSON"):
+        load_pack(tmp_path)
+
+
+def test_corrupt_onnx_with_matching_hash_fails_at_load_with_the_file_named(tiny_pack_copy: Path) -> None:
+    """A garbage graph whose hash was (wrongly) re-recorded still gives an error naming it."""
+    from engine.runtime import BackendError, OrtBackend
+
+    (tiny_pack_copy / "unet.onnx").write_bytes(b"not an onnx graph")
+    write_manifest(tiny_pack_copy, read_manifest(tiny_pack_copy))
+    with pytest.raises(BackendError, match=r"unet\.onnx: onnxruntime cannot load it"):
+        OrtBackend(load_pack(tiny_pack_copy), requested="cpu")
+
+
+def test_copy_of_pack_verifies(tiny_pack_dir: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(tiny_pack_dir, tmp_path / "moved"))
+    assert load_pack(copy).fingerprint == load_pack(tiny_pack_dir).fingerprint

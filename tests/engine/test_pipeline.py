@@ -1,0 +1,197 @@
+"""The generation pipeline on the tiny pack: shapes, determinism, guidance, cancel, validation."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.pack import load_pack
+from engine.pipeline import GenerationRequest, GenerationResult, Pipeline, RequestError, StepEvent
+from engine.runtime import OrtBackend
+from engine.text import PromptError
+
+
+@dataclass
+class CountingBackend:
+    """A Backend that forwards to ONNX Runtime and records every call (the plug-in interface)."""
+
+    inner: OrtBackend
+    calls: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+
+    @property
+    def provider(self) -> str:
+        return self.inner.provider
+
+    def encode_text(self, input_ids, attention_mask):
+        self.calls.append(("text", input_ids.shape))
+        return self.inner.encode_text(input_ids, attention_mask)
+
+    def unet(self, sample, timestep, context):
+        self.calls.append(("unet", sample.shape))
+        return self.inner.unet(sample, timestep, context)
+
+    def decode(self, latent):
+        self.calls.append(("decode", latent.shape))
+        return self.inner.decode(latent)
+
+    def encode_image(self, image):
+        return self.inner.encode_image(image)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_pack_dir: Path) -> Pipeline:
+    return Pipeline(load_pack(tiny_pack_dir), provider="cpu")
+
+
+@pytest.fixture
+def counting(tiny_pack_dir: Path) -> tuple[Pipeline, CountingBackend]:
+    pack = load_pack(tiny_pack_dir)
+    backend = CountingBackend(OrtBackend(pack, requested="cpu"))
+    return Pipeline(pack, backend=backend), backend
+
+
+def _request(**kw) -> GenerationRequest:
+    base = {"prompt": "Right lower lobe consolidation, no effusion", "num_steps": 6, "seed": 7}
+    return GenerationRequest(**{**base, **kw})
+
+
+def test_events_and_result_shapes(pipeline: Pipeline) -> None:
+    events = list(pipeline.iter_steps(_request(batch_size=2)))
+    steps, result = events[:-1], events[-1]
+    assert all(isinstance(e, StepEvent) for e in steps) and isinstance(result, GenerationResult)
+    image = pipeline.manifest.image
+    latent = pipeline.manifest.latent
+    assert [e.index for e in steps] == list(range(6)) and all(e.total == 6 for e in steps)
+    for event in steps:
+        assert event.preview.shape == (2, image.height, image.width) and event.preview.dtype == np.float32
+        assert event.latent.shape == (2, latent.channels, latent.height, latent.width)
+        assert event.preview.min() >= 0.0 and event.preview.max() <= 1.0
+    assert result.images.shape == (2, image.height, image.width)
+    assert result.seeds == [7, 8] and not result.cancelled and result.steps_done == 6
+    assert result.provider == "CPUExecutionProvider"
+    assert result.to_uint16().dtype == np.uint16 and result.to_uint16().max() > 0
+    assert result.model_fingerprint == pipeline.pack.fingerprint
+    assert result.timings["total_s"] >= result.timings["denoise_s"] > 0
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp-2m", "euler"])
+def test_same_request_same_pixels(pipeline: Pipeline, sampler: str) -> None:
+    a = pipeline.generate(_request(sampler=sampler))
+    b = pipeline.generate(_request(sampler=sampler))
+    np.testing.assert_array_equal(a.to_uint16(), b.to_uint16())
+    c = pipeline.generate(_request(sampler=sampler, seed=8))
+    assert not np.array_equal(a.to_uint16(), c.to_uint16())
+
+
+def test_batch_image_equals_its_seed_alone(pipeline: Pipeline) -> None:
+    batch = pipeline.generate(_request(batch_size=3, seed=20))
+    alone = pipeline.generate(_request(batch_size=1, seed=21))
+    np.testing.assert_allclose(batch.images[1], alone.images[0], atol=2e-5)
+
+
+def test_ddim_eta_is_seeded_per_image(pipeline: Pipeline) -> None:
+    a = pipeline.generate(_request(sampler="ddim", eta=1.0, batch_size=2))
+    b = pipeline.generate(_request(sampler="ddim", eta=1.0, batch_size=2))
+    np.testing.assert_array_equal(a.images, b.images)
+    alone = pipeline.generate(_request(sampler="ddim", eta=1.0, seed=8))
+    np.testing.assert_allclose(a.images[1], alone.images[0], atol=2e-5)
+    deterministic = pipeline.generate(_request(sampler="ddim", eta=0.0, batch_size=2))
+    assert not np.allclose(a.images, deterministic.images)
+
+
+def test_guided_prediction_is_what_the_sampler_sees(counting) -> None:
+    """The reference project computed the guided output and threw it away: pin the formula."""
+    pipe, backend = counting
+    cond, _ = pipe.encode(["Cardiomegaly", "Left pleural effusion"])
+    uncond = pipe.negative_context("")
+    rng = np.random.default_rng(0)
+    lat = pipe.manifest.latent
+    sample = rng.standard_normal((2, lat.channels, lat.height, lat.width)).astype(np.float32)
+    timestep = np.array([500.0, 500.0], dtype=np.float32)
+    backend.calls.clear()
+    guided = pipe.guided_model_fn(cond, uncond, 5.0)(sample, timestep)
+    assert backend.calls == [("unet", (4, lat.channels, lat.height, lat.width))]  # one batched call
+    out_cond = backend.inner.unet(sample, timestep, cond)
+    out_uncond = backend.inner.unet(sample, timestep, np.repeat(uncond, 2, axis=0))
+    np.testing.assert_allclose(guided, out_uncond + 5.0 * (out_cond - out_uncond), atol=1e-4)
+    assert not np.allclose(guided, out_cond, atol=1e-4)
+
+
+def test_guidance_scale_and_negative_prompt_change_the_image(pipeline: Pipeline) -> None:
+    base = pipeline.generate(_request(guidance_scale=4.0)).images
+    assert not np.allclose(base, pipeline.generate(_request(guidance_scale=1.0)).images)
+    assert not np.allclose(base, pipeline.generate(_request(guidance_scale=8.0)).images)
+    assert not np.allclose(base, pipeline.generate(_request(negative_prompt="pleural effusion")).images)
+
+
+def test_empty_text_embedding_is_encoded_once(counting) -> None:
+    pipe, backend = counting
+    pipe.generate(_request(num_steps=2))
+    pipe.generate(_request(num_steps=2, prompt="Cardiomegaly"))
+    text_calls = [c for c in backend.calls if c[0] == "text"]
+    assert len(text_calls) == 3  # the empty text once, then one call per prompt
+    unet_calls = [c for c in backend.calls if c[0] == "unet"]
+    assert len(unet_calls) == 4 and all(c[1][0] == 2 for c in unet_calls)
+
+
+def test_guidance_one_skips_the_unconditional_half(counting) -> None:
+    pipe, backend = counting
+    pipe.generate(_request(num_steps=3, guidance_scale=1.0))
+    assert [c[1][0] for c in backend.calls if c[0] == "unet"] == [1, 1, 1]
+    assert len([c for c in backend.calls if c[0] == "text"]) == 1
+
+
+def test_previews_cost_no_decode_unless_asked(counting) -> None:
+    pipe, backend = counting
+    pipe.generate(_request(num_steps=6))
+    assert len([c for c in backend.calls if c[0] == "decode"]) == 1  # the final image only
+    backend.calls.clear()
+    pipe.generate(_request(num_steps=6, preview_decode_every=2))
+    assert len([c for c in backend.calls if c[0] == "decode"]) == 1 + 2  # steps 2 and 4, then final
+
+
+def test_cancel_between_steps_ends_with_last_preview(pipeline: Pipeline) -> None:
+    flag = threading.Event()
+    events = []
+    for event in pipeline.iter_steps(_request(num_steps=10), cancel=flag):
+        events.append(event)
+        if isinstance(event, StepEvent) and event.index == 2:
+            flag.set()
+    result = events[-1]
+    assert isinstance(result, GenerationResult)
+    assert result.cancelled and result.steps_done == 3 and len(events) == 4
+    np.testing.assert_array_equal(result.images, events[-2].preview)
+
+
+def test_long_prompt_reports_dropped_words(pipeline: Pipeline) -> None:
+    words = " ".join(f"word{i}" for i in range(80))
+    result = pipeline.generate(_request(prompt=words, num_steps=1))
+    assert result.dropped_words and result.dropped_words[-1] == "word79"
+    assert "word0" not in result.dropped_words
+    assert pipeline.generate(_request(num_steps=1)).dropped_words == ()
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "message"),
+    [
+        ({"prompt": "   "}, PromptError, "empty"),
+        ({"prompt": "x" * 5000}, PromptError, "at most 4000"),
+        ({"num_steps": 0}, RequestError, "steps must be"),
+        ({"num_steps": 251}, RequestError, "steps must be"),
+        ({"guidance_scale": -1.0}, RequestError, "guidance scale"),
+        ({"guidance_scale": 31.0}, RequestError, "guidance scale"),
+        ({"sampler": "plms"}, RequestError, "ddim, dpmpp-2m, euler"),
+        ({"seed": -1}, RequestError, "seed"),
+        ({"batch_size": 0}, RequestError, "batch"),
+        ({"eta": 0.5, "sampler": "euler"}, RequestError, "ddim sampler only"),
+    ],
+)
+def test_bad_requests_are_refused_before_any_work(counting, kw, error, message) -> None:
+    pipe, backend = counting
+    with pytest.raises(error, match=message):
+        next(pipe.iter_steps(_request(**kw)))
+    assert backend.calls == []
