@@ -1,0 +1,45 @@
+"""``cxr-studio export-onnx``: registered through the entry-point group ``cxr_studio.commands``.
+
+Registering is cheap (argparse only); torch and the exporter are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+def register_export_onnx(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``export-onnx --checkpoint DIR --out PACK [--fp16] [--model-id ID]``."""
+    parser = subparsers.add_parser(
+        "export-onnx",
+        help="export a training checkpoint to a model pack (ONNX + model.json)",
+        description="Export a checkpoint folder (config.json + safetensors) to a verified model pack.",
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="DIR", help="checkpoint folder")
+    parser.add_argument("--out", type=Path, required=True, metavar="PACK", help="new (or empty) folder for the pack")
+    parser.add_argument("--fp16", action="store_true", help="float16 weights and arithmetic (float32 inputs/outputs)")
+    parser.add_argument(
+        "--model-id", default=None, metavar="ID", help="model id (default: the checkpoint folder's name)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export; 0 when the pack is written, 2 with a one-line error on stderr when it cannot be."""
+    from training.checkpoint import CheckpointError
+    from training.export_onnx import ExportError, export_pack
+    from training.models.text import TextEncoderError
+
+    try:
+        pack = export_pack(args.checkpoint, args.out, fp16=args.fp16, model_id=args.model_id)
+    except (CheckpointError, ExportError, TextEncoderError, OSError) as exc:
+        message = " ".join(str(exc).split())  # one line, even for multi-line library errors
+        print(f"cxr-studio export-onnx: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {pack}")
+    return EXIT_OK
