@@ -31,10 +31,13 @@ def register_export_onnx(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export; 0 when the pack is written, 2 with a one-line error on stderr when it cannot be."""
+    from transformers.utils import logging as hf_logging
+
     from training.checkpoint import CheckpointError
     from training.export_onnx import ExportError, export_pack
     from training.models.text import TextEncoderError
 
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in a command's output
     try:
         pack = export_pack(args.checkpoint, args.out, fp16=args.fp16, model_id=args.model_id)
     except (CheckpointError, ExportError, TextEncoderError, OSError) as exc:
