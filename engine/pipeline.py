@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from engine import samplers
+from engine.imaging import to_uint8, to_uint16
 from engine.pack import ModelPack
 from engine.runtime import Backend, OrtBackend
 from engine.text import PromptError, WordPieceTokenizer, check_prompt
@@ -104,14 +105,6 @@ class GenerationResult:
 
     def to_uint8(self) -> np.ndarray:
         return to_uint8(self.images)
-
-
-def to_uint16(images: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(images, 0.0, 1.0) * 65535.0).astype(np.uint16)
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 CancelFlag = threading.Event | Callable[[], bool] | None

@@ -84,6 +84,8 @@ class OrtBackend:
         # The UNet goes first: it decides the provider for the rest.
         for name in ("unet.onnx", "text_encoder.onnx", "vae_decoder.onnx"):
             self._session(name)
+        if self.pack.manifest.precision == "fp16" and self.provider == "CPUExecutionProvider":
+            log.warning("%s is an fp16 pack (made for CUDA); on the CPU an fp32 pack is faster", self.pack.root)
         if self.requested == "cuda" and self.provider != "CUDAExecutionProvider":
             raise BackendError(
                 "CUDA was requested but its libraries did not load (onnxruntime-gpu 1.31 needs "
