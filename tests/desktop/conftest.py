@@ -1,0 +1,41 @@
+"""Desktop fixtures: the user's data, log and settings point into tmp_path; a worker thread never outlives a test."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings
+
+import engine.paths
+
+
+@pytest.fixture(autouse=True)
+def user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """User data and logs under tmp_path; no default model unless a test installs one."""
+    data = tmp_path / "user-data"
+    monkeypatch.setattr(engine.paths, "user_data_dir", lambda: data)
+    monkeypatch.setattr(engine.paths, "user_models_dir", lambda: data / "models")
+    monkeypatch.setattr(engine.paths, "user_log_dir", lambda: tmp_path / "user-logs")
+    monkeypatch.setenv("CXR_STUDIO_MODEL", str(tmp_path / "no-default-model"))
+    return data
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> QSettings:
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_behind():
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    left = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    # A QThread that ran Python code stays listed as a _DummyThread forever on Python 3.11 (even when
+    # ended); tests check those through QThread.isRunning() and /proc instead. Real Python threads must end.
+    assert not [t for t in left if not isinstance(t, threading._DummyThread)], left
