@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine import __version__
+from engine import __version__, cli_dicom
 from engine.pack import PackError, atomic_write_bytes, load_pack
 from engine.paths import default_model_dir
 from engine.pipeline import GenerationRequest, RequestError, StepEvent, to_uint8
@@ -42,9 +42,10 @@ def _add_model_arg(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _load(args: argparse.Namespace):
-    path = args.model if args.model is not None else default_model_dir()
-    if args.model is None and not path.exists():
+def load_model_arg(model: Path | None):
+    """``--model PACK`` or the embedded default pack, verified."""
+    path = model if model is not None else default_model_dir()
+    if model is None and not path.exists():
         raise UsageError(f"no default model is installed at {path}; pass --model PACK")
     return load_pack(path)
 
@@ -60,8 +61,12 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity, 0 to 1")
     p.add_argument("--batch", type=int, default=1, help="number of images")
     _add_model_arg(p)
-    p.add_argument("--out", type=Path, default=None, metavar="FILE.png", help="output image (default: cxr-SEED.png)")
+    p.add_argument(
+        "--out", type=Path, default=None, metavar="FILE",
+        help="output image: .png (16-bit grayscale) or .dcm (synthetic DICOM); default cxr-SEED.png",
+    )  # fmt: skip
     p.add_argument("--bits", type=int, choices=(8, 16), default=16, help="PNG bit depth (default 16)")
+    cli_dicom.add_dicom_options(p)
     p.add_argument("--save-steps", type=Path, default=None, metavar="DIR", help="write every step's preview as PNG")
     p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="ONNX Runtime device")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -86,13 +91,19 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     # 1. check everything before anything is written
     out = args.out if args.out is not None else Path(f"cxr-{args.seed}.png")
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"--out must name a .png file, not {out.name!r}")
+    kind = out.suffix.lower()
+    if kind not in (".png", ".dcm"):
+        raise UsageError(f"--out must name a .png or .dcm file, not {out.name!r}")
+    if kind == ".dcm" and args.transfer_syntax != "explicit":
+        from engine.dicom import codec_available
+
+        if not codec_available(args.transfer_syntax):
+            raise UsageError(f"--transfer-syntax {args.transfer_syntax}: its encoder plugin is not installed")
     if not out.parent.resolve().is_dir():
         raise UsageError(f"--out: the folder {out.parent} does not exist")
     if args.save_steps is not None and args.save_steps.exists() and not args.save_steps.is_dir():
         raise UsageError(f"--save-steps: {args.save_steps} exists and is not a folder")
-    pack = _load(args)
+    pack = load_model_arg(args.model)
     defaults = pack.manifest.defaults
     request = GenerationRequest(
         prompt=args.prompt,
@@ -131,11 +142,18 @@ def _run_generate(args: argparse.Namespace) -> int:
             result = event
     bar.close()
 
-    # 3. write the images atomically
-    images = result.to_uint16() if args.bits == 16 else result.to_uint8()
+    # 3. write the images atomically (a batch in DICOM is one series of one synthetic study)
     paths = _output_paths(out, request.batch_size)
-    for path, image in zip(paths, images, strict=True):
-        atomic_write_bytes(path, _encode_png(image))
+    if kind == ".dcm":
+        from engine.dicom import StudyContext, datasets_from_result, write_dicom
+
+        datasets = datasets_from_result(result, StudyContext.synthetic(), iod=args.iod, burn_in=args.burn_in)
+        for path, ds in zip(paths, datasets, strict=True):
+            write_dicom(ds, path, transfer_syntax=args.transfer_syntax)
+    else:
+        images = result.to_uint16() if args.bits == 16 else result.to_uint8()
+        for path, image in zip(paths, images, strict=True):
+            atomic_write_bytes(path, _encode_png(image))
     t = result.timings
     for path, seed in zip(paths, result.seeds, strict=True):
         print(f"{path}  seed={seed}")
@@ -180,7 +198,7 @@ def format_card(pack) -> str:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    print(format_card(_load(args)))
+    print(format_card(load_model_arg(args.model)))
     return EXIT_OK
 
 
@@ -194,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_generate(subparsers)
     _add_info(subparsers)
+    cli_dicom.register(subparsers)
     for entry in sorted(entry_points(group="cxr_studio.commands"), key=lambda e: e.name):
         try:
             register = entry.load()
@@ -223,10 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args))
-    except (UsageError, RequestError, PromptError, PackError) as exc:
+    except (UsageError, RequestError, PromptError, PackError, ValueError) as exc:
         print(f"cxr-studio {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except BackendError as exc:
+    except (BackendError, OSError) as exc:
         print(f"cxr-studio {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -51,6 +51,9 @@ from pynetdicom.sop_class import Verification
 from engine import paths
 
 LOGGER = logging.getLogger(__name__)
+# pynetdicom logs every refused connection or abort at ERROR level; this module turns each into one
+# plain-words message for the caller, so its own log would only repeat it on users' consoles.
+logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
 
 Outcome = Literal["stored", "warning", "failed"]
 Method = Literal["c-store", "stow"]

@@ -65,7 +65,7 @@ def test_long_prompt_warns_with_dropped_words(tiny_pack_dir: Path, tmp_path: Pat
         (["generate", "x", "--guidance-scale", "99"], "guidance scale must be from 0 to 30"),
         (["generate", "x", "--sampler", "plms"], "choose one of ddim, dpmpp-2m, euler"),
         (["generate", "x", "--batch", "100"], "batch must be from 1 to 16"),
-        (["generate", "x", "--out", "x.jpg"], "--out must name a .png file"),
+        (["generate", "x", "--out", "x.jpg"], "--out must name a .png or .dcm file"),
         (["generate", "x", "--out", "no/such/dir/x.png"], "does not exist"),
     ],
 )

@@ -1,0 +1,202 @@
+"""``cxr-studio pacs | send | outbox | make-studies``: PACS nodes, sending through the outbox, bulk studies."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from engine.pacs import Outbox, PacsNode, SendEvent, SendReport, echo
+
+DICOM_IODS = ("sc", "dx")
+TRANSFER_SYNTAXES = ("explicit", "rle", "jpeg-ls", "jpeg2000")
+
+
+class CommandError(ValueError):
+    """A bad argument: one line, exit code 2."""
+
+
+def add_dicom_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--iod", choices=DICOM_IODS, default="sc", help="DICOM: Secondary Capture (SYN) or DX")
+    parser.add_argument("--transfer-syntax", choices=TRANSFER_SYNTAXES, default="explicit", help="DICOM encoding")
+    parser.add_argument("--burn-in", action="store_true", help='DICOM: draw "SYNTHETIC" into the pixels')
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    # pacs: configured nodes
+    p = subparsers.add_parser("pacs", help="configure PACS nodes and test them with C-ECHO")
+    sub = p.add_subparsers(dest="pacs_command", metavar="ACTION", required=True)
+    add = sub.add_parser("add", help="add or replace a node")
+    add.add_argument("name")
+    add.add_argument("--host", required=True)
+    add.add_argument("--port", type=int, required=True)
+    add.add_argument("--aet", required=True, help="the PACS's (called) AE title")
+    add.add_argument("--calling-aet", default="CXRSTUDIO")
+    add.add_argument(
+        "--dicomweb-url", default="", help="DICOMweb base URL for STOW-RS, e.g. http://host:8042/dicom-web"
+    )
+    add.add_argument("--user", default="", help="DICOMweb user (basic auth)")
+    add.add_argument("--password", default="", help="DICOMweb password (stored in the user config, mode 600)")
+    add.add_argument("--timeout", type=float, default=10.0, help="connection timeout in seconds")
+    sub.add_parser("list", help="list the nodes")
+    rm = sub.add_parser("remove", help="remove a node")
+    rm.add_argument("name")
+    ping = sub.add_parser("echo", help="C-ECHO a node")
+    ping.add_argument("name")
+    p.set_defaults(func=_run_pacs)
+
+    # send: files -> outbox -> node
+    p = subparsers.add_parser("send", help="send DICOM files to a PACS node (via the outbox: nothing is lost)")
+    p.add_argument("files", nargs="*", type=Path, help="DICOM files or folders (none: resend the outbox)")
+    p.add_argument("--node", required=True, help="a node from `cxr-studio pacs list`")
+    p.add_argument("--stow", action="store_true", help="DICOMweb STOW-RS instead of C-STORE")
+    p.add_argument("--retries", type=int, default=3)
+    p.add_argument("--outbox", type=Path, default=None, help="outbox folder (default: in the user data dir)")
+    p.set_defaults(func=_run_send)
+
+    # outbox: what is waiting
+    p = subparsers.add_parser("outbox", help="list the files waiting in the outbox")
+    p.add_argument("--outbox", type=Path, default=None)
+    p.set_defaults(func=_run_outbox)
+
+    # make-studies
+    p = subparsers.add_parser("make-studies", help="N synthetic patients/studies as DICOM, for PACS testing")
+    p.add_argument("--count", type=int, required=True, help="number of studies (one patient each)")
+    p.add_argument("--prompts", type=Path, required=True, help="text file, one prompt per line, used in turn")
+    p.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
+    p.add_argument("--images-per-study", type=int, default=1)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0, help="makes demographics and images reproducible (UIDs stay fresh)")
+    p.add_argument("--send", metavar="NODE", default=None, help="send everything to this node afterwards")
+    p.add_argument("--stow", action="store_true", help="with --send: STOW-RS instead of C-STORE")
+    p.add_argument("--dicomdir", action="store_true", help="also write a DICOMDIR file-set under OUT/fileset")
+    p.add_argument("--model", type=Path, default=None, metavar="PACK")
+    p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
+    add_dicom_options(p)
+    p.set_defaults(func=_run_make_studies)
+
+
+def _dicom_files(items: list[Path]) -> list[Path]:
+    files = []
+    for item in items:
+        if item.is_dir():
+            files.extend(sorted(p for p in item.rglob("*") if p.is_file() and p.name != "DICOMDIR"))
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise CommandError(f"{item}: no such file or folder")
+    return files
+
+
+def _run_pacs(args: argparse.Namespace) -> int:
+    from engine.nodes import get_node, load_nodes, save_nodes
+
+    if args.pacs_command == "add":
+        node = PacsNode(
+            name=args.name, host=args.host, port=args.port, called_ae_title=args.aet,
+            calling_ae_title=args.calling_aet, connection_timeout_s=args.timeout, dicomweb_url=args.dicomweb_url,
+            dicomweb_user=args.user, dicomweb_password=args.password,
+        )  # fmt: skip
+        nodes = load_nodes()
+        nodes[node.name] = node
+        print(f"saved {node.label} in {save_nodes(nodes)}")
+    elif args.pacs_command == "list":
+        for node in load_nodes().values():
+            web = f"  DICOMweb {node.dicomweb_url}" if node.dicomweb_url else ""
+            print(f"{node.name}: {node.called_ae_title}@{node.host}:{node.port}{web}")
+    elif args.pacs_command == "remove":
+        nodes = load_nodes()
+        if nodes.pop(args.name, None) is None:
+            raise CommandError(f"no PACS node named {args.name!r}")
+        save_nodes(nodes)
+    elif args.pacs_command == "echo":
+        result = echo(get_node(args.name))
+        print(result.message)
+        return 0 if result.ok else 1
+    return 0
+
+
+def _print_progress(event: SendEvent) -> None:
+    if event.message:
+        print(f"  {event.message}", file=sys.stderr)
+
+
+def _send_outbox(outbox: Outbox, node: PacsNode, stow: bool, retries: int) -> SendReport:
+    report = outbox.send(node, "stow" if stow else "c-store", retries=retries, progress=_print_progress)
+    print(report.summary())
+    for failure in report.failed:
+        print(f"  failed: {failure.path.name}: {failure.message}", file=sys.stderr)
+    left = len(outbox.pending())
+    if left:
+        print(f"{left} file(s) kept in the outbox {outbox.folder}; resend with `cxr-studio send --node {node.name}`")
+    return report
+
+
+def _run_send(args: argparse.Namespace) -> int:
+    from engine.nodes import get_node
+
+    node = get_node(args.node)
+    if args.stow and not node.dicomweb_url:
+        raise CommandError(
+            f"node {node.name!r} has no DICOMweb URL; add one with `cxr-studio pacs add ... --dicomweb-url`"
+        )
+    files = _dicom_files(args.files)
+    outbox = Outbox(args.outbox)
+    for path in files:  # everything is queued before anything is sent
+        outbox.put(path)
+    report = _send_outbox(outbox, node, args.stow, args.retries)
+    return 0 if report.ok and not outbox.pending() else 1
+
+
+def _run_outbox(args: argparse.Namespace) -> int:
+    outbox = Outbox(args.outbox)
+    attempts = outbox.attempts()
+    pending = outbox.pending()
+    for path in pending:
+        tried = attempts.get(path.name)
+        note = f"  ({tried.attempts} attempt(s); last error: {tried.last_error})" if tried else ""
+        print(f"{path}{note}")
+    print(f"{len(pending)} file(s) waiting in {outbox.folder}")
+    return 0
+
+
+def _run_make_studies(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from engine.cli import load_model_arg
+    from engine.nodes import get_node
+    from engine.pipeline import Pipeline
+    from engine.studies import make_studies, plan_studies, read_prompts, write_dicomdir
+
+    # 1. check before writing anything
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise CommandError(f"--out {args.out} must be a new or empty folder")
+    if not 1 <= args.images_per_study <= 16:
+        raise CommandError("--images-per-study must be from 1 to 16")
+    node = get_node(args.send) if args.send else None
+    if node is not None and args.stow and not node.dicomweb_url:
+        raise CommandError(f"node {node.name!r} has no DICOMweb URL")
+    prompts = read_prompts(args.prompts)
+    plans = plan_studies(prompts, args.count, seed=args.seed)
+    pipeline = Pipeline(load_model_arg(args.model), provider=args.provider)
+
+    # 2. generate and write
+    args.out.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=args.count * args.images_per_study, unit="image", file=sys.stderr, desc="studies")
+    files = make_studies(
+        pipeline, plans, args.out, images_per_study=args.images_per_study, num_steps=args.steps,
+        iod=args.iod, transfer_syntax=args.transfer_syntax, burn_in=args.burn_in, on_file=lambda _path: bar.update(1),
+    )  # fmt: skip
+    bar.close()
+    print(f"wrote {len(files)} instance(s) in {args.count} stud(ies) under {args.out}")
+    if args.dicomdir:
+        print(f"DICOMDIR: {write_dicomdir(args.out, files)}")
+
+    # 3. send through the outbox
+    if node is not None:
+        outbox = Outbox()
+        for path in files:
+            outbox.put(path)
+        report = _send_outbox(outbox, node, args.stow, retries=3)
+        return 0 if report.ok else 1
+    return 0
