@@ -1,0 +1,55 @@
+"""``cxr-studio`` with no subcommand (or ``./studio``): open the desktop app.
+
+cxr-studio [--model PACK] [--provider auto|cpu|cuda] [Qt options]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.runtime import PROVIDER_CHOICES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cxr-studio", description="CXR Studio desktop app: synthetic chest radiographs from clinical text."
+    )
+    parser.add_argument("--model", type=Path, default=None, metavar="PACK", help="model pack folder to open")
+    parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="ONNX Runtime device")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more (to the log file and stderr)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    multiprocessing.freeze_support()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, qt_args = build_parser().parse_known_args(argv)
+    if args.model is not None and not args.model.is_dir():
+        print(f"cxr-studio: error: --model {args.model}: no such folder (a model pack is a folder)", file=sys.stderr)
+        return 2
+
+    from PySide6.QtWidgets import QApplication
+
+    from desktop.logs import install_excepthook, setup_logging
+    from desktop.main_window import MainWindow
+    from desktop.settings import APPLICATION, ORGANIZATION
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    app = QApplication.instance() or QApplication([sys.argv[0], *qt_args])
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    window = MainWindow(model=args.model, provider=args.provider)
+    install_excepthook(window.show_error)
+    window.show()
+    logging.getLogger(__name__).info("CXR Studio window open")
+    return int(app.exec())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

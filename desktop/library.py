@@ -1,0 +1,394 @@
+"""The case library: every generation kept with what made it, in SQLite beside 16-bit PNGs.
+
+No Qt here (the window drives it; a script may too). Layout under ``engine.paths.user_data_dir()``::
+
+    library/
+      library.sqlite3           cases, tags (WAL journal)
+      images/<uuid>.png         16-bit greyscale PNG of each case (full range 0..65535)
+
+Crash safety
+- An image is written to a temporary file in ``images/``, fsynced and renamed into place
+  (``engine.pack.atomic_write_bytes``) *before* its row is inserted in a transaction, so a row
+  never points at a half-written file. A crash between the two leaves an orphan image, which
+  :meth:`CaseLibrary.remove_orphans` deletes on the next open.
+- Every change is one SQLite transaction (``with connection:``); a failed write (disk full) rolls
+  back and raises, leaving the previous state intact.
+- Deleting removes the row first (committed), then the file.
+
+A case can be regenerated exactly: :meth:`Case.request` rebuilds the one-image GenerationRequest
+(seed, steps, guidance, sampler, eta, prompts) and ``model_fingerprint`` says which weights made it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine import paths
+from engine.dicom import StudyContext, SyntheticImageInfo, build_dataset, write_dicom
+from engine.pack import atomic_write_bytes
+from engine.pipeline import GenerationRequest, GenerationResult
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created TEXT NOT NULL,
+    image_file TEXT NOT NULL UNIQUE,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    prompt TEXT NOT NULL,
+    negative_prompt TEXT NOT NULL DEFAULT '',
+    seed INTEGER NOT NULL,
+    num_steps INTEGER NOT NULL,
+    guidance_scale REAL NOT NULL,
+    sampler TEXT NOT NULL,
+    eta REAL NOT NULL DEFAULT 0,
+    model_id TEXT NOT NULL,
+    model_fingerprint TEXT NOT NULL,
+    provider TEXT NOT NULL DEFAULT '',
+    total_s REAL,
+    notes TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS tags (
+    case_id INTEGER NOT NULL REFERENCES cases(id) ON DELETE CASCADE,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (case_id, tag)
+);
+CREATE INDEX IF NOT EXISTS tags_by_tag ON tags(tag);
+"""
+
+
+class LibraryError(RuntimeError):
+    """The library could not be read or written; the message says which file and what to do."""
+
+
+@dataclass(frozen=True)
+class Case:
+    id: int
+    created: str  # ISO 8601 with offset
+    image_path: Path
+    width: int
+    height: int
+    prompt: str
+    negative_prompt: str
+    seed: int
+    num_steps: int
+    guidance_scale: float
+    sampler: str
+    eta: float
+    model_id: str
+    model_fingerprint: str
+    provider: str = ""
+    total_s: float | None = None
+    notes: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    def request(self) -> GenerationRequest:
+        """The one-image request that regenerates this case (on the same model: see model_fingerprint)."""
+        return GenerationRequest(
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            num_steps=self.num_steps,
+            guidance_scale=self.guidance_scale,
+            sampler=self.sampler,
+            seed=self.seed,
+            batch_size=1,
+            eta=self.eta,
+        )
+
+    def image_info(self) -> SyntheticImageInfo:
+        return SyntheticImageInfo(
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            seed=self.seed,
+            num_steps=self.num_steps,
+            guidance_scale=self.guidance_scale,
+            sampler=self.sampler,
+            model_id=self.model_id,
+            model_fingerprint=self.model_fingerprint,
+        )
+
+    @property
+    def title(self) -> str:
+        text = " ".join(self.prompt.split())
+        return text if len(text) <= 80 else text[:77] + "..."
+
+
+def encode_png16(image: np.ndarray) -> bytes:
+    """(H, W) uint16 -> PNG bytes (lossless, 16-bit greyscale)."""
+    image = np.asarray(image)
+    if image.dtype not in (np.uint8, np.uint16) or image.ndim != 2:
+        raise ValueError(f"a PNG needs one (H, W) uint8 or uint16 image, not {image.dtype} {image.shape}")
+    ok, buffer = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError("PNG encoding failed")
+    return buffer.tobytes()
+
+
+def read_png(path: Path) -> np.ndarray:
+    image = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise LibraryError(f"{path}: the image is missing or unreadable")
+    return image
+
+
+class CaseLibrary:
+    """SQLite + PNG store of generated cases. One object per thread (SQLite connections are not shared)."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else paths.user_data_dir() / "library"
+        self.images_dir = self.root / "images"
+        try:
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.root / "library.sqlite3", timeout=10.0)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            with self._db:
+                self._db.executescript(_SCHEMA)
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except (OSError, sqlite3.Error) as exc:
+            raise LibraryError(
+                f"the case library at {self.root} cannot be opened: {exc}. "
+                "Check that the folder is writable and the disk is not full."
+            ) from exc
+        self.remove_orphans()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> CaseLibrary:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # 1. adding ------------------------------------------------------------------------------------
+
+    def add(self, result: GenerationResult, index: int = 0, *, image: np.ndarray | None = None) -> Case:
+        """Keep image ``index`` of a result: PNG first (atomic), then its row (one transaction)."""
+        if not 0 <= index < len(result.seeds):
+            raise ValueError(f"image index {index} is outside the batch of {len(result.seeds)}")
+        pixels = result.to_uint16()[index] if image is None else np.asarray(image)
+        request = result.request
+        name = f"{uuid.uuid4().hex}.png"
+        path = self.images_dir / name
+        try:
+            atomic_write_bytes(path, encode_png16(pixels))
+        except OSError as exc:
+            raise LibraryError(f"{path}: the image could not be saved: {exc}. Free some disk space.") from exc
+        created = datetime.now().astimezone().isoformat(timespec="seconds")
+        try:
+            with self._db:
+                cursor = self._db.execute(
+                    "INSERT INTO cases (created, image_file, width, height, prompt, negative_prompt, seed, "
+                    "num_steps, guidance_scale, sampler, eta, model_id, model_fingerprint, provider, total_s) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        created, name, int(pixels.shape[1]), int(pixels.shape[0]), request.prompt,
+                        request.negative_prompt, int(result.seeds[index]), int(result.steps_done),
+                        float(request.guidance_scale), request.sampler, float(request.eta), result.model_id,
+                        result.model_fingerprint, result.provider, result.timings.get("total_s"),
+                    ),
+                )  # fmt: skip
+        except sqlite3.Error as exc:
+            path.unlink(missing_ok=True)
+            raise LibraryError(f"the case could not be recorded in {self.root}: {exc}") from exc
+        return self.get(int(cursor.lastrowid))
+
+    # 2. reading -----------------------------------------------------------------------------------
+
+    def _case(self, row: sqlite3.Row) -> Case:
+        tags = tuple(
+            r[0] for r in self._db.execute("SELECT tag FROM tags WHERE case_id = ? ORDER BY tag", (row["id"],))
+        )
+        return Case(
+            id=row["id"],
+            created=row["created"],
+            image_path=self.images_dir / row["image_file"],
+            width=row["width"],
+            height=row["height"],
+            prompt=row["prompt"],
+            negative_prompt=row["negative_prompt"],
+            seed=row["seed"],
+            num_steps=row["num_steps"],
+            guidance_scale=row["guidance_scale"],
+            sampler=row["sampler"],
+            eta=row["eta"],
+            model_id=row["model_id"],
+            model_fingerprint=row["model_fingerprint"],
+            provider=row["provider"],
+            total_s=row["total_s"],
+            notes=row["notes"],
+            tags=tags,
+        )
+
+    def get(self, case_id: int) -> Case:
+        row = self._db.execute("SELECT * FROM cases WHERE id = ?", (case_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no case {case_id} in the library")
+        return self._case(row)
+
+    def search(self, text: str = "", *, tag: str | None = None, limit: int = 500) -> list[Case]:
+        """Newest first. ``text`` matches (case-insensitively, every word) prompt, negative prompt,
+        notes, tags, model id and the seed; ``tag`` keeps cases with exactly that tag."""
+        clauses, params = [], []
+        for word in text.split():
+            like = "%" + _escape_like(word) + "%"
+            clauses.append(
+                "(prompt LIKE ? ESCAPE '\\' OR negative_prompt LIKE ? ESCAPE '\\' OR notes LIKE ? ESCAPE '\\' "
+                "OR model_id LIKE ? ESCAPE '\\' OR CAST(seed AS TEXT) = ? "
+                "OR EXISTS (SELECT 1 FROM tags t WHERE t.case_id = cases.id AND t.tag LIKE ? ESCAPE '\\'))"
+            )
+            params += [like, like, like, like, word, like]
+        if tag:
+            clauses.append("EXISTS (SELECT 1 FROM tags t WHERE t.case_id = cases.id AND t.tag = ?)")
+            params.append(tag)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(f"SELECT * FROM cases {where} ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [self._case(row) for row in rows.fetchall()]
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM cases").fetchone()[0])
+
+    def all_tags(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT DISTINCT tag FROM tags ORDER BY tag")]
+
+    def image(self, case: Case | int) -> np.ndarray:
+        """The case's stored pixels, (H, W) uint16."""
+        case = self.get(case) if isinstance(case, int) else case
+        return read_png(case.image_path)
+
+    # 3. editing -----------------------------------------------------------------------------------
+
+    def set_notes(self, case_id: int, notes: str) -> Case:
+        with self._db:
+            if self._db.execute("UPDATE cases SET notes = ? WHERE id = ?", (notes, case_id)).rowcount != 1:
+                raise KeyError(f"no case {case_id} in the library")
+        return self.get(case_id)
+
+    def set_tags(self, case_id: int, tags: Iterable[str]) -> Case:
+        clean = sorted({t.strip() for t in tags if t.strip()})
+        if any(len(t) > 64 or "," in t for t in clean):
+            raise ValueError("a tag is at most 64 characters and has no comma")
+        self.get(case_id)
+        with self._db:
+            self._db.execute("DELETE FROM tags WHERE case_id = ?", (case_id,))
+            self._db.executemany("INSERT INTO tags (case_id, tag) VALUES (?, ?)", [(case_id, t) for t in clean])
+        return self.get(case_id)
+
+    def delete(self, case_ids: Sequence[int] | int) -> None:
+        ids = [case_ids] if isinstance(case_ids, int) else list(case_ids)
+        cases = [self.get(i) for i in ids]
+        with self._db:
+            self._db.executemany("DELETE FROM cases WHERE id = ?", [(i,) for i in ids])
+        for case in cases:
+            case.image_path.unlink(missing_ok=True)
+
+    def remove_orphans(self) -> int:
+        """Delete images no row refers to (left by a crash between writing the file and the row) and temp files."""
+        known = {r[0] for r in self._db.execute("SELECT image_file FROM cases")}
+        removed = 0
+        for path in self.images_dir.iterdir():
+            if path.name not in known and (path.suffix in (".png", ".tmp")):
+                path.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.info("case library: removed %d orphan image file(s)", removed)
+        return removed
+
+    # 4. teaching file -----------------------------------------------------------------------------
+
+    def export_teaching_file(
+        self, case_ids: Sequence[int], folder: str | os.PathLike[str], *, title: str = "CXR Studio teaching file"
+    ) -> Path:
+        """Each case as a DICOM file (one synthetic study per case) plus a PNG and an index.html
+        listing prompts, parameters and notes. Returns the index.html path."""
+        folder = Path(folder)
+        if not case_ids:
+            raise ValueError("select at least one case to export")
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for number, case_id in enumerate(case_ids, start=1):
+            case = self.get(case_id)
+            pixels = self.image(case)
+            stem = f"case{number:03d}"
+            study = StudyContext.synthetic(study_description=f"Teaching case {number}")
+            write_dicom(build_dataset(pixels, case.image_info(), study), folder / f"{stem}.dcm")
+            preview = (pixels.astype(np.float64) / 257.0).round().astype(np.uint8)
+            atomic_write_bytes(folder / f"{stem}.png", encode_png16(preview))
+            rows.append((number, stem, case))
+        atomic_write_bytes(folder / "index.html", _teaching_html(title, rows).encode("utf-8"))
+        atomic_write_bytes(
+            folder / "cases.json",
+            json.dumps(
+                [{"file": f"{stem}.dcm", **_case_json(case)} for _, stem, case in rows], indent=2, ensure_ascii=False
+            ).encode("utf-8"),
+        )
+        return folder / "index.html"
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _case_json(case: Case) -> dict[str, object]:
+    return {
+        "prompt": case.prompt,
+        "negative_prompt": case.negative_prompt,
+        "seed": case.seed,
+        "num_steps": case.num_steps,
+        "guidance_scale": case.guidance_scale,
+        "sampler": case.sampler,
+        "eta": case.eta,
+        "model_id": case.model_id,
+        "model_fingerprint": case.model_fingerprint,
+        "created": case.created,
+        "tags": list(case.tags),
+        "notes": case.notes,
+    }
+
+
+def _teaching_html(title: str, rows: list[tuple[int, str, Case]]) -> str:
+    e = html.escape
+    items = []
+    for number, stem, case in rows:
+        tags = ", ".join(case.tags) or "none"
+        notes = e(case.notes).replace("\n", "<br>") or "<i>no notes</i>"
+        items.append(
+            f"""<section>
+<h2>Case {number}</h2>
+<img src="{stem}.png" alt="case {number}" width="256">
+<p><b>Prompt:</b> {e(case.prompt)}</p>
+<p><b>Negative prompt:</b> {e(case.negative_prompt) or "<i>none</i>"}</p>
+<p><b>Notes:</b> {notes}</p>
+<p class="meta">Tags: {e(tags)} &middot; seed {case.seed} &middot; {case.num_steps} steps &middot; {e(case.sampler)}
+&middot; guidance {case.guidance_scale:g} &middot; model {e(case.model_id)} ({e(case.model_fingerprint[:16])})
+&middot; <a href="{stem}.dcm">DICOM</a></p>
+</section>"""
+        )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:auto}} section{{border-top:1px solid #ccc;padding:1em 0}}
+img{{image-rendering:auto;background:#000;float:right;margin-left:1em}} .meta{{color:#555;font-size:90%}}
+.warn{{background:#fee;padding:.5em;border:1px solid #c66}}</style></head>
+<body><h1>{e(title)}</h1>
+<p class="warn">SYNTHETIC IMAGES generated from text by CXR Studio. No real patient. Not for diagnosis.</p>
+{"".join(items)}
+</body></html>
+"""

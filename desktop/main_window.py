@@ -1,0 +1,913 @@
+"""The main window: prompt and generation settings, the viewer, the denoising steps, the case library.
+
+The engine runs on the worker's thread (desktop.worker); this window only queues requests and shows
+what comes back, so it keeps answering while a generation runs. Batch count n runs n one-image
+requests with seeds seed, seed + 1, ... (the engine's rule for batches), each kept in the library
+as its own case that regenerates exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, Qt, QThread, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.library import Case, CaseLibrary, LibraryError, encode_png16
+from desktop.logs import log_file, setup_logging
+from desktop.settings import Settings
+from desktop.widgets.dialogs import DicomExportDialog, DicomOptions, TextDialog
+from desktop.widgets.library_view import LibraryPanel
+from desktop.widgets.prompt import PromptBox
+from desktop.widgets.steps import StepsPanel, export_frames, pillow_available
+from desktop.widgets.viewer import ViewerPanel
+from desktop.worker import ModelInfo, WorkerHost
+from engine import imaging, paths
+from engine.dicom import (
+    CodecUnavailableError,
+    StudyContext,
+    SyntheticImageInfo,
+    build_dataset,
+    stored_pixels,
+    write_dicom,
+)
+from engine.pack import atomic_write_bytes
+from engine.pipeline import MAX_BATCH, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, GenerationRequest, GenerationResult
+from engine.samplers import SAMPLERS
+from engine.text import PromptError
+
+log = logging.getLogger(__name__)
+
+RANDOM_SEED_LIMIT = 2**32  # random seeds stay short enough to read aloud
+
+
+@dataclass
+class CurrentImage:
+    """The image the exports act on: a finished generation or a reopened case."""
+
+    pixels: np.ndarray  # (H, W) uint16
+    info: SyntheticImageInfo
+    label: str
+    case_id: int | None = None
+
+
+class Task(QThread):
+    """A short blocking call (a C-ECHO, a send) off the GUI thread; ``done(result)`` or ``errored(message)``."""
+
+    done = Signal(object)
+    errored = Signal(str)
+
+    def __init__(self, function, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._function = function
+
+    def run(self) -> None:
+        try:
+            result = self._function()
+        except Exception as exc:
+            log.exception("background task failed")
+            self.errored.emit(str(exc))
+            return
+        self.done.emit(result)
+
+
+class MainWindow(QMainWindow):
+    model_ready = Signal(object)  # ModelInfo, after the window has taken it in
+    generation_done = Signal(object)  # GenerationResult, after it is shown and kept in the library
+    run_finished = Signal()  # the whole batch ended (finished, cancelled or failed)
+    error_shown = Signal(str, str)
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        provider: str = "auto",
+        settings: Settings | None = None,
+        library: CaseLibrary | None = None,
+    ) -> None:
+        super().__init__()
+        self.setWindowTitle("CXR Studio — synthetic chest radiographs")
+        self.resize(1280, 860)
+        self.settings = settings if settings is not None else Settings()
+        self.provider = provider
+        self.errors: list[str] = []  # every error shown, in order (also in the log file)
+        self._boxes: list[QMessageBox] = []
+        self._tasks: list[Task] = []
+        self.model_info: ModelInfo | None = None
+        self.current: CurrentImage | None = None
+        self._queue: list[GenerationRequest] = []
+        self._batch_total = 0
+        self._batch_done = 0
+        self._running = False
+        self._loading = False
+        self._user_window = False  # the user set W/L during this run: keep it for the next frames
+        self._run_started = 0.0
+        self.log_path = setup_logging()
+
+        # 1. the case library
+        try:
+            self.library: CaseLibrary | None = library if library is not None else CaseLibrary()
+        except LibraryError as exc:
+            self.library = None
+            message = str(exc)
+            QTimer.singleShot(0, lambda: self.show_error("Case library unavailable", message))
+
+        # 2. the worker
+        self.host = WorkerHost(self)
+        self.host.model_loading.connect(self._on_model_loading)
+        self.host.model_loaded.connect(self._on_model_loaded)
+        self.host.model_failed.connect(self._on_model_failed)
+        self.host.started.connect(self._on_started)
+        self.host.step.connect(self._on_step)
+        self.host.finished.connect(self._on_finished)
+        self.host.cancelled.connect(self._on_cancelled)
+        self.host.failed.connect(self._on_failed)
+
+        # 3. widgets and actions
+        self._build_controls()
+        self._build_central()
+        self._build_library_dock()
+        self._build_actions()
+        self._build_status_bar()
+        self._restore_settings()
+        self._set_running(False)
+
+        # 4. the model: --model, else the last one used, else the default pack
+        self.load_initial_model(model)
+
+    # ------------------------------------------------------------------------------------------- building
+
+    def _build_controls(self) -> None:
+        panel = QWidget()
+        layout = QVBoxLayout(panel)
+        self.model_banner = QFrame()
+        self.model_banner.setFrameShape(QFrame.Shape.StyledPanel)
+        self.model_banner.setStyleSheet("QFrame { background: #fff4d6; color: #333; }")
+        banner_layout = QVBoxLayout(self.model_banner)
+        self.model_banner_label = QLabel()
+        self.model_banner_label.setWordWrap(True)
+        self.open_model_button = QPushButton("Open model pack folder…")
+        self.open_model_button.clicked.connect(self.choose_model)
+        banner_layout.addWidget(self.model_banner_label)
+        banner_layout.addWidget(self.open_model_button)
+        self.model_banner.hide()
+        layout.addWidget(self.model_banner)
+
+        self.prompt_box = PromptBox()
+        self.prompt_box.submitted.connect(self.generate)
+        self.prompt_box.cancel_requested.connect(self.cancel)
+        self.prompt_box.history_changed.connect(lambda: self.settings.set_history(self.prompt_box.history))
+        layout.addWidget(self.prompt_box)
+        self.negative_edit = QLineEdit()
+        self.negative_edit.setPlaceholderText("Negative prompt (what to steer away from), optional")
+        layout.addWidget(QLabel("Negative prompt"))
+        layout.addWidget(self.negative_edit)
+
+        form = QFormLayout()
+        seed_row = QHBoxLayout()
+        self.seed_edit = QLineEdit("0")
+        self.seed_edit.setToolTip(f"Seed, 0 to {MAX_SEED}; image i of a batch uses seed + i")
+        self.seed_lock = QCheckBox("Lock")
+        self.seed_lock.setToolTip("Locked: keep this seed. Unlocked: a new random seed for every Generate")
+        self.seed_dice = QPushButton("New")
+        self.seed_dice.setToolTip("Draw a new random seed now")
+        self.seed_dice.clicked.connect(lambda: self.seed_edit.setText(str(secrets.randbelow(RANDOM_SEED_LIMIT))))
+        seed_row.addWidget(self.seed_edit, 1)
+        seed_row.addWidget(self.seed_lock)
+        seed_row.addWidget(self.seed_dice)
+        form.addRow("Seed", seed_row)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, MAX_STEPS)
+        self.steps_spin.setValue(20)
+        form.addRow("Steps", self.steps_spin)
+        self.guidance_spin = QDoubleSpinBox()
+        self.guidance_spin.setRange(0.0, MAX_GUIDANCE)
+        self.guidance_spin.setSingleStep(0.5)
+        self.guidance_spin.setDecimals(2)
+        self.guidance_spin.setValue(4.0)
+        self.guidance_spin.setToolTip("Classifier-free guidance scale (1 = no guidance)")
+        form.addRow("Guidance", self.guidance_spin)
+        self.sampler_box = QComboBox()
+        for name in SAMPLERS:
+            self.sampler_box.addItem(name, name)
+        form.addRow("Sampler", self.sampler_box)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, MAX_BATCH)
+        self.batch_spin.setToolTip("Number of images, one after another (seeds seed, seed+1, ...)")
+        form.addRow("Batch count", self.batch_spin)
+        layout.addLayout(form)
+
+        buttons = QHBoxLayout()
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setToolTip("Generate (Ctrl+Enter)")
+        self.generate_button.setDefault(True)
+        self.generate_button.clicked.connect(self.generate)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop after the current step (Esc)")
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.generate_button, 2)
+        buttons.addWidget(self.cancel_button, 1)
+        layout.addLayout(buttons)
+        self.run_label = QLabel()
+        self.run_label.setWordWrap(True)
+        layout.addWidget(self.run_label)
+        layout.addStretch(1)
+        disclaimer = QLabel("Synthetic images for education and testing. Not for diagnosis.")
+        disclaimer.setWordWrap(True)
+        disclaimer.setStyleSheet("color: #a33")
+        layout.addWidget(disclaimer)
+        dock = QDockWidget("Generate", self)
+        dock.setObjectName("generate-dock")
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        dock.setWidget(panel)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+
+    def _build_central(self) -> None:
+        self.viewer = ViewerPanel()
+        self.viewer.view.window_changed.connect(self._on_user_window)
+        self.viewer.custom_presets_changed.connect(
+            lambda: self.settings.set_window_presets_json(self.viewer.presets_json())
+        )
+        self.steps = StepsPanel()
+        self.steps.frame_selected.connect(self._show_frame)
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.viewer)
+        splitter.addWidget(self.steps)
+        splitter.setStretchFactor(0, 5)
+        splitter.setStretchFactor(1, 0)
+        self.setCentralWidget(splitter)
+
+    def _build_library_dock(self) -> None:
+        self.library_panel = LibraryPanel(self.library)
+        self.library_panel.open_requested.connect(self.open_case)
+        self.library_panel.regenerate_requested.connect(self.regenerate_case)
+        self.library_panel.compare_requested.connect(self.compare_case)
+        self.library_panel.export_requested.connect(self.choose_teaching_export)
+        self.library_panel.error.connect(self.show_error)
+        self.library_dock = QDockWidget("Case library", self)
+        self.library_dock.setObjectName("library-dock")
+        self.library_dock.setWidget(self.library_panel)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.library_dock)
+
+    def _action(self, text: str, slot, shortcut: QKeySequence | str | list | None = None, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            if isinstance(shortcut, list):
+                action.setShortcuts(shortcut)
+            else:
+                action.setShortcut(shortcut)
+        if tip:
+            action.setStatusTip(tip)
+            action.setToolTip(tip)
+        action.triggered.connect(lambda _checked=False: slot())
+        self.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
+        self.generate_action = self._action(
+            "Generate", self.generate, [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")],
+            "Generate (Ctrl+Enter)",
+        )  # fmt: skip
+        self.cancel_action = self._action("Cancel", self.cancel, QKeySequence(Qt.Key.Key_Escape), "Cancel (Esc)")
+        self.open_model_action = self._action("Open model pack…", self.choose_model, QKeySequence.StandardKey.Open)
+        self.export_png_action = self._action("Export PNG…", self.choose_png_export, "Ctrl+E")
+        self.export_dicom_action = self._action("Export DICOM…", self.choose_dicom_export, "Ctrl+Shift+E")
+        self.export_steps_action = self._action("Export denoising steps…", self.choose_steps_export)
+        self.send_pacs_action = self._action("Send to PACS…", self.open_pacs_dialog)
+        self.quit_action = self._action("Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.card_action = self._action("Model card…", self.show_model_card)
+        self.log_action = self._action("Open log folder", self.open_log_folder)
+        self.about_action = self._action("About CXR Studio", self.show_about)
+
+        menu = self.menuBar().addMenu("&File")
+        for action in (self.open_model_action, None, self.export_png_action, self.export_dicom_action,
+                       self.export_steps_action, self.send_pacs_action, None, self.quit_action):  # fmt: skip
+            menu.addSeparator() if action is None else menu.addAction(action)
+        run = self.menuBar().addMenu("&Generate")
+        run.addAction(self.generate_action)
+        run.addAction(self.cancel_action)
+        view = self.menuBar().addMenu("&View")
+        view.addAction(self.library_dock.toggleViewAction())
+        for text, slot in (("Fit", self.viewer.fit), ("Actual size (1:1)", self.viewer.actual_size),
+                           ("Reset window", self.viewer.view.reset_window),
+                           ("Pin for comparison", self.viewer.pin_current)):  # fmt: skip
+            view.addAction(self._action(text, slot))
+        help_menu = self.menuBar().addMenu("&Help")
+        for action in (self.card_action, self.log_action, self.about_action):
+            help_menu.addAction(action)
+        self.send_pacs_action.setVisible(_pacs_module() is not None)
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.model_label = QLabel("No model")
+        self.provider_label = QLabel("")
+        self.provider_label.setToolTip("Where ONNX Runtime runs the model")
+        self.progress = QProgressBar()
+        self.progress.setMinimumWidth(320)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("Idle")
+        self.progress.setValue(0)
+        bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.model_label)
+        bar.addPermanentWidget(self.provider_label)
+
+    # ------------------------------------------------------------------------------------------- settings
+
+    def _restore_settings(self) -> None:
+        self.prompt_box.set_history(self.settings.history())
+        values = self.settings.generation()
+        self._apply_generation_values(values)
+        self.viewer.load_presets_json(self.settings.window_presets_json())
+        display = self.settings.viewer()
+        self.viewer.clip_spin.setValue(float(display.get("clip_limit", 2.0)))
+        self.viewer.tiles_spin.setValue(int(display.get("tiles", 8)))
+        geometry, state = self.settings.geometry(), self.settings.state()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
+
+    def _apply_generation_values(self, values: dict) -> None:
+        if "sampler" in values and values["sampler"] in SAMPLERS:
+            self.sampler_box.setCurrentIndex(self.sampler_box.findData(values["sampler"]))
+        if "num_steps" in values:
+            self.steps_spin.setValue(int(values["num_steps"]))
+        if "guidance_scale" in values:
+            self.guidance_spin.setValue(float(values["guidance_scale"]))
+        if "negative_prompt" in values:
+            self.negative_edit.setText(str(values["negative_prompt"]))
+        if "seed" in values:
+            self.seed_edit.setText(str(values["seed"]))
+        if "seed_locked" in values:
+            self.seed_lock.setChecked(bool(values["seed_locked"]))
+        if "batch_count" in values:
+            self.batch_spin.setValue(int(values["batch_count"]))
+
+    def save_settings(self) -> None:
+        self.settings.set_generation(
+            {
+                "sampler": self.sampler_box.currentData(),
+                "num_steps": self.steps_spin.value(),
+                "guidance_scale": self.guidance_spin.value(),
+                "negative_prompt": self.negative_edit.text(),
+                "seed": self.seed_edit.text(),
+                "seed_locked": self.seed_lock.isChecked(),
+                "batch_count": self.batch_spin.value(),
+            }
+        )
+        self.settings.set_history(self.prompt_box.history)
+        self.settings.set_window_presets_json(self.viewer.presets_json())
+        self.settings.set_viewer({"clip_limit": self.viewer.clip_spin.value(), "tiles": self.viewer.tiles_spin.value()})
+        self.settings.set_geometry(self.saveGeometry(), self.saveState())
+        if self.model_info is not None:
+            self.settings.last_model = str(self.model_info.path)
+        self.settings.sync()
+
+    # ------------------------------------------------------------------------------------------- errors
+
+    def show_error(self, title: str, message: str) -> None:
+        """Log it and show a dialog that does not block the event loop (the run goes on)."""
+        log.error("%s: %s", title, message)
+        self.errors.append(f"{title}: {message}")
+        box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
+        if self.log_path is not None:
+            box.setInformativeText(f"Details are in the log: {self.log_path}")
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.finished.connect(lambda _r, b=box: self._boxes.remove(b) if b in self._boxes else None)
+        self._boxes.append(box)
+        box.open()
+        self.statusBar().showMessage(f"{title}: {message.splitlines()[0]}", 10_000)
+        self.error_shown.emit(title, message)
+
+    # ------------------------------------------------------------------------------------------- model
+
+    def load_initial_model(self, model: str | Path | None) -> None:
+        if model is not None:
+            self.load_model(model)
+            return
+        last = self.settings.last_model
+        if last and Path(last).is_dir():
+            self.load_model(last)
+            return
+        default = paths.default_model_dir()
+        if default.is_dir():
+            self.load_model(default)
+            return
+        self._show_no_model(
+            f"No model is installed: the default model pack is not at {default}. "
+            f"Open a model pack folder (or drop one into {paths.user_models_dir()})."
+        )
+
+    def _show_no_model(self, text: str) -> None:
+        self.model_banner_label.setText(text)
+        self.model_banner.show()
+        self.model_label.setText("No model")
+        self.provider_label.setText("")
+        self._set_running(False)
+
+    def choose_model(self) -> None:
+        start = str(self.model_info.path.parent) if self.model_info else str(paths.user_models_dir())
+        folder = QFileDialog.getExistingDirectory(self, "Open model pack folder", start)
+        if folder:
+            self.load_model(folder)
+
+    def load_model(self, path: str | Path) -> None:
+        if self._running:
+            self.show_error("Model not changed", "A generation is running: cancel it (Esc) before opening a model.")
+            return
+        self._loading = True
+        self._set_running(False)
+        self.host.load_model(str(path), self.provider)
+
+    def _on_model_loading(self, path: str) -> None:
+        self.model_label.setText(f"Loading model {Path(path).name}…")
+        self.statusBar().showMessage(f"Loading the model pack {path} (checking its files)…")
+
+    def _on_model_loaded(self, info: ModelInfo) -> None:
+        self._loading = False
+        first = self.model_info is None
+        self.model_info = info
+        self.model_banner.hide()
+        self.model_label.setText(f"Model: {info.model_id} ({info.image_size[1]}x{info.image_size[0]})")
+        self.model_label.setToolTip(info.card_text)
+        self.provider_label.setText(info.device)
+        self.provider_label.setToolTip(info.provider)
+        self.statusBar().showMessage(f"Model {info.model_id} loaded in {info.load_s:.1f} s on {info.device}", 8000)
+        self.prompt_box.set_card(info.card)
+        if first and not self.settings.generation():
+            self._apply_generation_values(info.defaults)
+        self.settings.last_model = str(info.path)
+        self._set_running(False)
+        self.model_ready.emit(info)
+
+    def _on_model_failed(self, message: str) -> None:
+        self._loading = False
+        self.model_info = None
+        self._show_no_model(f"The model could not be loaded. {message.splitlines()[0]}")
+        self.show_error("Model not loaded", message)
+
+    def show_model_card(self) -> None:
+        if self.model_info is None:
+            self.show_error("No model", "No model is loaded: open a model pack folder first.")
+            return
+        TextDialog(f"Model card — {self.model_info.model_id}", self.model_info.card_text, self).open()
+
+    # ------------------------------------------------------------------------------------------- generating
+
+    def _set_running(self, running: bool) -> None:
+        self._running = running
+        ready = self.model_info is not None and not self._loading
+        self.generate_button.setEnabled(ready and not running)
+        self.generate_action.setEnabled(ready and not running)
+        self.cancel_button.setEnabled(running)
+        self.cancel_action.setEnabled(running)
+        self.open_model_action.setEnabled(not running)
+        self.open_model_button.setEnabled(not running)
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def _seed(self) -> int:
+        if not self.seed_lock.isChecked():
+            self.seed_edit.setText(str(secrets.randbelow(RANDOM_SEED_LIMIT)))
+        text = self.seed_edit.text().strip()
+        if not text.isdigit() or int(text) > MAX_SEED:
+            raise ValueError(f"the seed must be a whole number from 0 to {MAX_SEED}, not {text!r}")
+        return int(text)
+
+    def current_request(self, seed: int | None = None) -> GenerationRequest:
+        """The request the controls describe (validated; raises ValueError with what to correct)."""
+        return GenerationRequest(
+            prompt=self.prompt_box.text(),
+            negative_prompt=self.negative_edit.text(),
+            num_steps=self.steps_spin.value(),
+            guidance_scale=round(self.guidance_spin.value(), 4),
+            sampler=self.sampler_box.currentData(),
+            seed=self._seed() if seed is None else seed,
+        ).validated()
+
+    def generate(self) -> bool:
+        """Queue the batch described by the controls; False (with a message) when it cannot start."""
+        if self._running:
+            return False
+        if self.model_info is None or self._loading:
+            self.show_error("No model", "No model is loaded: open a model pack folder first (File > Open model pack).")
+            return False
+        try:
+            request = self.current_request()
+        except (ValueError, PromptError) as exc:
+            self.show_error("Cannot generate", f"{exc}")
+            return False
+        count = self.batch_spin.value()
+        if request.seed + count - 1 > MAX_SEED:
+            self.show_error("Cannot generate", f"seed + batch count must stay at most {MAX_SEED}")
+            return False
+        self.prompt_box.remember(request.prompt)
+        self.save_settings()
+        self.run_requests([replace(request, seed=request.seed + i) for i in range(count)])
+        return True
+
+    def run_requests(self, requests: list[GenerationRequest]) -> None:
+        if not requests:
+            return
+        self._queue = list(requests)
+        self._batch_total = len(requests)
+        self._batch_done = 0
+        self._user_window = False
+        self._run_started = time.perf_counter()
+        self._set_running(True)
+        self._start_next()
+
+    def _start_next(self) -> None:
+        request = self._queue.pop(0)
+        self.progress.setRange(0, request.num_steps * self._batch_total)
+        self.progress.setValue(request.num_steps * self._batch_done)
+        self.progress.setFormat(self._progress_text(0, request.num_steps, None))
+        self.host.generate(request)
+
+    def cancel(self) -> None:
+        if not self._running:
+            return
+        self._queue.clear()
+        self.host.cancel()
+        self.run_label.setText("Cancelling after the current step…")
+
+    def _progress_text(self, done: int, total: int, left_s: float | None) -> str:
+        image = f"Image {self._batch_done + 1}/{self._batch_total} · " if self._batch_total > 1 else ""
+        left = "" if left_s is None else f" · {_duration(left_s)} left"
+        return f"{image}Step {done}/{total}{left}"
+
+    def _on_started(self, request: GenerationRequest) -> None:
+        self.steps.clear()
+        self.run_label.setText(f"Generating seed {request.seed} ({request.num_steps} steps, {request.sampler})…")
+
+    def _on_step(self, event) -> None:
+        frame = imaging.to_uint16(event.preview[0])
+        self.steps.add_frame(f"step {event.index + 1} / {event.total}", frame)
+        done = event.index + 1
+        per_step = event.elapsed_s / done
+        left = (event.total - done + event.total * len(self._queue)) * per_step
+        self.progress.setValue(event.total * self._batch_done + done)
+        self.progress.setFormat(self._progress_text(done, event.total, left))
+
+    def _show_frame(self, index: int) -> None:
+        frame = self.steps.frames()[index]
+        self.viewer.set_image(frame.pixels, frame.label, keep_window=self._user_window)
+
+    def _on_user_window(self, _center: float, _width: float) -> None:
+        self._user_window = True
+
+    def _on_finished(self, result: GenerationResult) -> None:
+        image = result.to_uint16()[0]
+        info = SyntheticImageInfo.from_result(result, 0)
+        case_id = None
+        if self.library is not None:
+            try:
+                case_id = self.library.add(result, 0, image=image).id
+            except (LibraryError, ValueError) as exc:
+                self.show_error("Not kept in the case library", str(exc))
+            except Exception as exc:  # sqlite3 and OS errors beyond LibraryError
+                log.exception("library add failed")
+                self.show_error("Not kept in the case library", f"The library could not be written: {exc}")
+        label = f"seed {result.seeds[0]} · {result.request.sampler} · {result.steps_done} steps"
+        self.current = CurrentImage(image, info, label, case_id)
+        self.steps.add_frame("final", image)
+        if self.steps.following():
+            self.viewer.set_image(image, label, keep_window=self._user_window)
+        self._batch_done += 1
+        self.library_panel.refresh()
+        if case_id is not None:
+            self.library_panel.select(case_id)
+        t = result.timings
+        self.run_label.setText(
+            f"Seed {result.seeds[0]}: {t.get('total_s', 0):.2f} s on {result.provider.replace('ExecutionProvider', '')}"
+        )
+        if result.dropped_words:
+            self.show_error(
+                "Prompt too long",
+                "The text encoder ignored these words beyond its token limit: "
+                f"{' '.join(result.dropped_words)}. Shorten the prompt.",
+            )
+        self.generation_done.emit(result)
+        if self._queue:
+            self._start_next()
+        else:
+            self._end_run(f"Done: {self._batch_done} image(s) in {time.perf_counter() - self._run_started:.1f} s")
+
+    def _on_cancelled(self, result: GenerationResult) -> None:
+        self._queue.clear()
+        image = result.to_uint16()[0]
+        self.viewer.set_image(image, f"cancelled at step {result.steps_done}", keep_window=self._user_window)
+        self._end_run(
+            f"Cancelled after {result.steps_done} of {result.request.num_steps} steps (not kept in the library)"
+        )
+
+    def _on_failed(self, message: str) -> None:
+        self._queue.clear()
+        self._end_run("Generation failed")
+        self.show_error("Generation failed", message)
+
+    def _end_run(self, text: str) -> None:
+        self._set_running(False)
+        self.progress.setFormat(text if len(text) < 60 else "Idle")
+        self.run_label.setText(text)
+        self.statusBar().showMessage(text, 10_000)
+        self.run_finished.emit()
+
+    # ------------------------------------------------------------------------------------------- library
+
+    def open_case(self, case_id: int) -> Case | None:
+        """Show a case in the viewer and put its settings into the controls (seed locked)."""
+        if self.library is None:
+            return None
+        try:
+            case = self.library.get(case_id)
+            pixels = self.library.image(case)
+        except (KeyError, LibraryError) as exc:
+            self.show_error("Case not opened", f"{exc}")
+            return None
+        self.prompt_box.set_text(case.prompt)
+        self.negative_edit.setText(case.negative_prompt)
+        self.seed_edit.setText(str(case.seed))
+        self.seed_lock.setChecked(True)
+        self.steps_spin.setValue(case.num_steps)
+        self.guidance_spin.setValue(case.guidance_scale)
+        self.sampler_box.setCurrentIndex(self.sampler_box.findData(case.sampler))
+        self.batch_spin.setValue(1)
+        label = f"case {case.id} · seed {case.seed}"
+        self.current = CurrentImage(pixels, case.image_info(), label, case.id)
+        self.steps.clear()
+        self.viewer.set_image(pixels, label)
+        if self.model_info is not None and case.model_fingerprint != self.model_info.fingerprint:
+            self.statusBar().showMessage(
+                f"Case {case.id} was made by model {case.model_id}; the loaded model differs, so a "
+                "regeneration will not be identical",
+                15_000,
+            )
+        return case
+
+    def regenerate_case(self, case_id: int) -> bool:
+        """Generate a case again from its record (identical pixels on the same model)."""
+        if self._running:
+            self.show_error("Busy", "A generation is running: wait for it or cancel it (Esc).")
+            return False
+        case = self.open_case(case_id)
+        if case is None:
+            return False
+        if self.model_info is None:
+            self.show_error("No model", "No model is loaded: open the model pack that made this case.")
+            return False
+        if case.model_fingerprint != self.model_info.fingerprint:
+            self.show_error(
+                "Different model",
+                f"Case {case.id} was made by {case.model_id} ({case.model_fingerprint[:12]}); the loaded model is "
+                f"{self.model_info.model_id} ({self.model_info.fingerprint[:12]}). The new image will differ; "
+                "open the original pack for an identical one.",
+            )
+        self.run_requests([case.request()])
+        return True
+
+    def compare_case(self, case_id: int) -> None:
+        if self.library is None:
+            return
+        try:
+            case = self.library.get(case_id)
+            pixels = self.library.image(case)
+        except (KeyError, LibraryError) as exc:
+            self.show_error("Case not opened", f"{exc}")
+            return
+        self.viewer.set_reference(pixels, f"case {case.id} · seed {case.seed}")
+        self.viewer.set_compare(True)
+
+    def choose_teaching_export(self, case_ids: list[int]) -> None:
+        if not case_ids:
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Export teaching file into folder")
+        if folder:
+            self.export_teaching_file(case_ids, Path(folder))
+
+    def export_teaching_file(self, case_ids: list[int], folder: Path) -> Path | None:
+        if self.library is None:
+            return None
+        try:
+            index = self.library.export_teaching_file(case_ids, folder)
+        except (OSError, ValueError, LibraryError, KeyError) as exc:
+            self.show_error("Teaching file not exported", f"{exc}. Choose a writable folder with free space.")
+            return None
+        self.statusBar().showMessage(f"Teaching file written: {index}", 10_000)
+        return index
+
+    # ------------------------------------------------------------------------------------------- exports
+
+    def _need_image(self) -> CurrentImage | None:
+        if self.current is None:
+            self.show_error("Nothing to export", "Generate an image or open a case from the library first.")
+        return self.current
+
+    def choose_png_export(self) -> None:
+        if self._need_image() is None:
+            return
+        path, chosen = QFileDialog.getSaveFileName(
+            self, "Export PNG", f"cxr-{self.current.info.seed}.png",
+            "16-bit PNG, stored pixels (*.png);;8-bit PNG, stored pixels (*.png);;8-bit PNG, as displayed (*.png)",
+        )  # fmt: skip
+        if path:
+            mode = {"16": (16, False), "8-bit PNG, s": (8, False), "8-bit PNG, a": (8, True)}
+            bits, displayed = next((v for k, v in mode.items() if chosen.startswith(k)), (16, False))
+            self.export_png(Path(path), bits=bits, displayed=displayed)
+
+    def export_png(self, path: Path, *, bits: int = 16, displayed: bool = False) -> Path | None:
+        """Stored pixels at 16 or 8 bits, or (``displayed``) the 8-bit image as the viewer shows it."""
+        current = self._need_image()
+        if current is None:
+            return None
+        if path.suffix.lower() != ".png":
+            path = path.with_suffix(".png")
+        if displayed:
+            self.viewer.set_image(current.pixels, current.label, keep_window=True)
+            image = self.viewer.view.displayed_pixels()
+        elif bits == 8:
+            image = imaging.rescale_bits(current.pixels, 16, 8)
+        else:
+            image = current.pixels
+        try:
+            atomic_write_bytes(path, encode_png16(image))
+        except OSError as exc:
+            self.show_error("PNG not saved", f"{path}: {exc.strerror or exc}. Choose another folder or free space.")
+            return None
+        self.statusBar().showMessage(f"Saved {path}", 8000)
+        return path
+
+    def choose_dicom_export(self) -> None:
+        if self._need_image() is None:
+            return
+        dialog = DicomExportDialog(self, DicomOptions.from_dict(self.settings.export()))
+        if dialog.exec() != DicomExportDialog.DialogCode.Accepted:
+            return
+        options = dialog.options()
+        self.settings.set_export(options.to_dict())
+        name = f"cxr-{self.current.info.seed}.dcm"
+        path, _ = QFileDialog.getSaveFileName(self, "Export DICOM", name, "DICOM (*.dcm)")
+        if path:
+            self.export_dicom(Path(path), dialog.study_context(), options)
+
+    def export_dicom(
+        self, path: Path, study: StudyContext | None = None, options: DicomOptions | None = None
+    ) -> Path | None:
+        """Write the current image as a synthetic DICOM file; None (after an error dialog) on failure."""
+        current = self._need_image()
+        if current is None:
+            return None
+        study = study or StudyContext.synthetic()
+        options = options or DicomOptions()
+        try:
+            windows = None
+            if options.viewer_window:
+                windows = self._dicom_windows(current.pixels, options.bits_stored)
+            dataset = build_dataset(
+                current.pixels, current.info, study, iod=options.iod, bits_stored=options.bits_stored,
+                windows=windows, burn_in=options.burn_in,
+            )  # fmt: skip
+            write_dicom(dataset, path, transfer_syntax=options.transfer_syntax)
+        except CodecUnavailableError as exc:
+            self.show_error("DICOM not saved", f"{exc}. Choose the uncompressed transfer syntax instead.")
+            return None
+        except ValueError as exc:
+            self.show_error("DICOM not saved", f"{exc}. Correct the value in the export dialog.")
+            return None
+        except OSError as exc:
+            self.show_error("DICOM not saved", f"{path}: {exc.strerror or exc}. Choose another folder or free space.")
+            return None
+        self.statusBar().showMessage(f"Saved {path}", 8000)
+        return path
+
+    def _dicom_windows(self, pixels: np.ndarray, bits_stored: int) -> list[imaging.WindowPreset]:
+        """The viewer's window (rescaled to the stored bits) first, then the image-derived presets."""
+        stored = stored_pixels(pixels, bits_stored)
+        presets = imaging.window_presets(stored)
+        if not self.viewer.view.has_image():
+            return presets
+        center, width = self.viewer.view.window()
+        scale = (2**bits_stored - 1) / imaging.MAX_16BIT
+        try:
+            viewer = imaging.WindowPreset("VIEWER", round(center * scale, 2), max(1.0, round(width * scale, 2)))
+        except ValueError:
+            return presets
+        return [viewer, *presets]
+
+    def choose_steps_export(self) -> None:
+        if not self.steps.frames():
+            self.show_error("Nothing to export", "Generate an image first: its denoising steps are exported.")
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Export denoising steps into folder")
+        if folder:
+            self.export_steps(Path(folder))
+
+    def export_steps(self, folder: Path) -> str | None:
+        try:
+            _pngs, _gif, message = export_frames(self.steps.frames(), folder, gif=True)
+        except (OSError, ValueError) as exc:
+            self.show_error("Steps not exported", f"{exc}. Choose a writable folder with free space.")
+            return None
+        if not pillow_available():
+            log.warning("Pillow is not installed: denoising steps exported as PNG frames only")
+        self.statusBar().showMessage(message, 10_000)
+        return message
+
+    # ------------------------------------------------------------------------------------------- PACS
+
+    def open_pacs_dialog(self) -> None:
+        if _pacs_module() is None:
+            self.show_error("PACS unavailable", "This build has no PACS support (engine.pacs is missing).")
+            return
+        from desktop.widgets.pacs_dialog import PacsDialog
+
+        dialog = PacsDialog(self)
+        dialog.open()
+
+    def run_task(self, function, on_done, on_error=None) -> Task:
+        """Run a blocking call off the GUI thread; the window waits for it when closing."""
+        task = Task(function, self)
+        task.done.connect(on_done)
+        task.errored.connect(on_error or (lambda message: self.show_error("Failed", message)))
+        task.finished.connect(lambda t=task: self._tasks.remove(t) if t in self._tasks else None)
+        self._tasks.append(task)
+        task.start()
+        return task
+
+    # ------------------------------------------------------------------------------------------- misc
+
+    def open_log_folder(self) -> None:
+        folder = log_file().parent
+        folder.mkdir(parents=True, exist_ok=True)
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+    def show_about(self) -> None:
+        from engine import __version__
+
+        QMessageBox.about(
+            self,
+            "About CXR Studio",
+            f"CXR Studio {__version__}\n\nSynthetic chest radiographs from clinical text with a latent "
+            "diffusion model, offline.\nFor education and testing only; not for diagnosis.",
+        )
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """Stop a run cleanly: cancel, quit the worker's thread and wait for it; nothing is left running."""
+        self._queue.clear()
+        try:
+            self.save_settings()
+        except Exception:  # never block closing on settings
+            log.exception("settings not saved")
+        self.steps.set_playing(False)
+        self.host.shutdown()
+        for task in list(self._tasks):
+            task.wait(15_000)
+        for box in list(self._boxes):
+            box.close()
+        if self.library is not None:
+            self.library.close()
+        super().closeEvent(event)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
+
+
+def _pacs_module():
+    """engine.pacs and the dialog that uses it, or None when this checkout lacks either."""
+    import importlib.util
+
+    if importlib.util.find_spec("desktop.widgets.pacs_dialog") is None:
+        return None
+    try:
+        from engine import pacs
+    except ImportError:
+        return None
+    return pacs

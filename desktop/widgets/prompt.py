@@ -1,0 +1,272 @@
+"""The prompt box: multi-line text with word completion, a history/examples menu and a findings analyser.
+
+Completion words come from the model card (``vocabulary``, ``example_prompts``, ``supported_findings``
+when present) and from the prompt history. Ctrl+Enter submits; Esc asks to cancel.
+
+The analyser (when ``engine.findings`` is installed) shows the findings recognised in the prompt,
+negated ones as absent, and warns about findings the model card's ``supported_findings`` does not list.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from PySide6.QtCore import QStringListModel, Qt, QTimer, Signal
+from PySide6.QtGui import QKeyEvent, QTextCursor
+from PySide6.QtWidgets import (
+    QCompleter,
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QPlainTextEdit,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+try:  # written by another part of the project; the analyser hides itself without it
+    from engine import findings as _findings
+except ImportError:  # pragma: no cover - depends on the checkout
+    _findings = None
+
+MIN_PREFIX = 2
+
+
+def findings_available() -> bool:
+    return _findings is not None
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
+def analyse(prompt: str, supported: Iterable[str] | None) -> dict[str, Any]:
+    """Findings in ``prompt`` -> {"present": [...], "absent": [...], "uncertain": [...], "unsupported": [...]}.
+
+    Names are engine.findings labels; ``unsupported`` lists present/uncertain findings missing from
+    ``supported`` (None: the card lists none, so nothing is flagged).
+    """
+    out: dict[str, Any] = {"present": [], "absent": [], "uncertain": [], "unsupported": []}
+    if _findings is None or not prompt.strip():
+        return out
+    statuses = _findings.summarize(prompt)
+    known = None if supported is None else {_normal(s) for s in supported}
+    for name, status in statuses.items():
+        if name == _findings.NO_FINDING and status == _findings.ABSENT:
+            continue  # "not a normal study" adds nothing next to the findings themselves
+        label = _findings.FINDINGS.get(name, name)
+        out[status].append(label)
+        flagged = known is not None and status != _findings.ABSENT and name != _findings.NO_FINDING
+        if flagged and _normal(name) not in known and _normal(label) not in known:
+            out["unsupported"].append(label)
+    return out
+
+
+class PromptEdit(QPlainTextEdit):
+    """Plain-text prompt with a completion popup for the word being typed."""
+
+    submitted = Signal()  # Ctrl+Enter
+    escape_pressed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setTabChangesFocus(True)
+        self._model = QStringListModel(self)
+        self.completer = QCompleter(self._model, self)
+        self.completer.setWidget(self)
+        self.completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.completer.setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
+        self.completer.setModelSorting(QCompleter.ModelSorting.CaseInsensitivelySortedModel)
+        self.completer.activated.connect(self.insert_completion)
+
+    def set_words(self, words: Iterable[str]) -> None:
+        unique = sorted({w.strip() for w in words if len(w.strip()) >= MIN_PREFIX}, key=str.lower)
+        self._model.setStringList(unique)
+
+    def words(self) -> list[str]:
+        return self._model.stringList()
+
+    def _prefix(self) -> str:
+        cursor = self.textCursor()
+        text = self.toPlainText()[: cursor.position()]
+        match = re.search(r"[\w\-']+$", text)
+        return match.group(0) if match else ""
+
+    def insert_completion(self, completion: str) -> None:
+        prefix = self._prefix()
+        cursor = self.textCursor()
+        cursor.movePosition(QTextCursor.MoveOperation.Left, QTextCursor.MoveMode.KeepAnchor, len(prefix))
+        cursor.insertText(completion)
+        self.setTextCursor(cursor)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        popup = self.completer.popup()
+        key = event.key()
+        if popup.isVisible() and key in (
+            Qt.Key.Key_Enter, Qt.Key.Key_Return, Qt.Key.Key_Escape, Qt.Key.Key_Tab, Qt.Key.Key_Backtab,
+        ):  # fmt: skip
+            event.ignore()  # the completer takes these
+            return
+        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            self.submitted.emit()
+            event.accept()
+            return
+        if key == Qt.Key.Key_Escape:
+            self.escape_pressed.emit()
+            event.accept()
+            return
+        super().keyPressEvent(event)
+        prefix = self._prefix()
+        if len(prefix) < MIN_PREFIX or not event.text():
+            popup.hide()
+            return
+        if prefix != self.completer.completionPrefix():
+            self.completer.setCompletionPrefix(prefix)
+            popup.setCurrentIndex(self.completer.completionModel().index(0, 0))
+        if self.completer.completionCount() == 0:
+            popup.hide()
+            return
+        rect = self.cursorRect()
+        rect.setWidth(popup.sizeHintForColumn(0) + popup.verticalScrollBar().sizeHint().width())
+        self.completer.complete(rect)
+
+
+class PromptBox(QWidget):
+    """Prompt + history/examples menu + analyser line."""
+
+    submitted = Signal()
+    cancel_requested = Signal()
+    history_changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.edit = PromptEdit(self)
+        self.edit.setPlaceholderText('Clinical text, e.g. "Right lower lobe consolidation, no pleural effusion"')
+        self.edit.setMinimumHeight(70)
+        self.edit.submitted.connect(self.submitted)
+        self.edit.escape_pressed.connect(self.cancel_requested)
+        self.history: list[str] = []
+        self.examples: list[str] = []
+        self._card_words: list[str] = []
+        self.supported_findings: list[str] | None = None
+        self.menu_button = QToolButton(self)
+        self.menu_button.setText("History")
+        self.menu_button.setToolTip("Recent prompts and the model card's example prompts")
+        self.menu_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.menu = QMenu(self.menu_button)
+        self.menu.aboutToShow.connect(self._fill_menu)
+        self.menu_button.setMenu(self.menu)
+        self.analysis = QLabel(self)
+        self.analysis.setWordWrap(True)
+        self.analysis.setTextFormat(Qt.TextFormat.RichText)
+        self.analysis.setVisible(findings_available())
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(250)
+        self._timer.timeout.connect(self.update_analysis)
+        self.edit.textChanged.connect(self._timer.start)
+
+        top = QHBoxLayout()
+        top.setContentsMargins(0, 0, 0, 0)
+        top.addWidget(QLabel("Prompt"))
+        top.addStretch(1)
+        top.addWidget(self.menu_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(top)
+        layout.addWidget(self.edit)
+        layout.addWidget(self.analysis)
+        self.update_analysis()
+
+    def text(self) -> str:
+        return self.edit.toPlainText()
+
+    def set_text(self, text: str) -> None:
+        self.edit.setPlainText(text)
+        self.edit.moveCursor(QTextCursor.MoveOperation.End)
+
+    # model card --------------------------------------------------------------------------------
+
+    def set_card(self, card: dict[str, Any]) -> None:
+        """Take completion words, example prompts and supported findings from a model card."""
+        vocabulary = card.get("vocabulary") or []
+        self.examples = [str(p) for p in (card.get("example_prompts") or []) if str(p).strip()]
+        supported = card.get("supported_findings")
+        self.supported_findings = [str(s) for s in supported] if isinstance(supported, list) else None
+        words = [str(w) for w in vocabulary] if isinstance(vocabulary, list) else []
+        for prompt in self.examples:
+            words += re.findall(r"[A-Za-z][\w\-']+", prompt)
+        if self.supported_findings:
+            words += [s.replace("_", " ") for s in self.supported_findings]
+        self._card_words = words
+        self._refresh_words()
+        self.update_analysis()
+
+    def _refresh_words(self) -> None:
+        words = list(self._card_words)
+        for prompt in self.history:
+            words += re.findall(r"[A-Za-z][\w\-']+", prompt)
+        self.edit.set_words(words)
+
+    # history -----------------------------------------------------------------------------------
+
+    def set_history(self, prompts: list[str]) -> None:
+        self.history = list(prompts)
+        self._refresh_words()
+
+    def remember(self, prompt: str) -> None:
+        prompt = prompt.strip()
+        if not prompt:
+            return
+        self.history = [prompt, *[p for p in self.history if p != prompt]][:50]
+        self._refresh_words()
+        self.history_changed.emit()
+
+    def _fill_menu(self) -> None:
+        self.menu.clear()
+        if self.history:
+            self.menu.addSection("Recent")
+            for prompt in self.history[:20]:
+                self._add_prompt_action(prompt)
+        if self.examples:
+            self.menu.addSection("Examples from the model card")
+            for prompt in self.examples:
+                self._add_prompt_action(prompt)
+        if not self.history and not self.examples:
+            action = self.menu.addAction("No prompts yet")
+            action.setEnabled(False)
+
+    def _add_prompt_action(self, prompt: str) -> None:
+        title = prompt if len(prompt) <= 90 else prompt[:87] + "..."
+        action = self.menu.addAction(title)
+        action.setToolTip(prompt)
+        action.triggered.connect(lambda _=False, p=prompt: self.set_text(p))
+
+    # analyser ----------------------------------------------------------------------------------
+
+    def analysis_result(self) -> dict[str, Any]:
+        return analyse(self.text(), self.supported_findings)
+
+    def update_analysis(self) -> None:
+        if not findings_available():
+            return
+        result = self.analysis_result()
+        e = html.escape
+        parts = []
+        if result["present"]:
+            parts.append("<b>Present:</b> " + ", ".join(e(x) for x in result["present"]))
+        if result["uncertain"]:
+            parts.append("<b>Uncertain:</b> " + ", ".join(e(x) for x in result["uncertain"]))
+        if result["absent"]:
+            parts.append("<b>Absent:</b> " + ", ".join(f"<s>{e(x)}</s>" for x in result["absent"]))
+        text = " &nbsp; ".join(parts) if parts else "<i>No findings recognised in the prompt.</i>"
+        if result["unsupported"]:
+            text += (
+                "<br><span style='color:#c0392b'>&#9888; Not in this model's supported findings: "
+                + ", ".join(e(x) for x in result["unsupported"])
+                + " (the image may not show them)</span>"
+            )
+        self.analysis.setText(text)
