@@ -1,0 +1,198 @@
+"""The viewer widget on synthetic 16-bit images: W/L by mouse, presets, zoom/pan, invert, CLAHE, marks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
+
+from desktop.widgets.viewer import DisplayOptions, ImageView, ViewerPanel
+from engine import imaging
+
+
+@pytest.fixture
+def image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:64, 0:96]
+    base = 8000 + 400 * x + 200 * y + rng.normal(0, 800, (64, 96))
+    return np.clip(base, 0, 65535).astype(np.uint16)
+
+
+@pytest.fixture
+def view(qtbot, image) -> ImageView:
+    view = ImageView()
+    qtbot.addWidget(view)
+    view.resize(480, 320)
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_image(image, "test")
+    return view
+
+
+def wheel(widget, position: QPointF, notches: int) -> None:
+    event = QWheelEvent(
+        position, widget.mapToGlobal(position), QPoint(0, 0), QPoint(0, 120 * notches),
+        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False,
+    )  # fmt: skip
+    QApplication.sendEvent(widget, event)
+
+
+def test_new_image_gets_its_default_window_and_presets(view: ImageView, image) -> None:
+    names = [p.name for p in view.presets()]
+    assert names == ["DEFAULT", "LUNG", "MEDIASTINUM", "BONE"]
+    default = imaging.window_presets(image, ["DEFAULT"])[0]
+    assert view.window() == (default.window_center, default.window_width)
+    expected = imaging.apply_window(image, default.window_center, default.window_width)
+    np.testing.assert_array_equal(view.displayed_pixels(), expected)
+    view.apply_preset("BONE")
+    assert view.window()[0] > default.window_center
+    view.reset_window()
+    assert view.window() == (default.window_center, default.window_width)
+
+
+def test_left_drag_horizontal_is_width_vertical_is_centre(qtbot, view: ImageView) -> None:
+    start = QPoint(200, 150)
+    c0, w0 = view.window()
+    for end, check in (
+        (QPoint(260, 150), lambda c, w: w > w0 and c == c0),  # right: wider only
+        (QPoint(200, 210), lambda c, w: c > c0 and w == w0),  # down: higher centre only
+        (QPoint(140, 90), lambda c, w: c < c0 and w < w0),  # up-left: lower centre, narrower
+    ):
+        view.set_window(c0, w0)
+        with qtbot.waitSignal(view.window_changed, timeout=1000):
+            QTest.mousePress(view, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start)
+            QTest.mouseMove(view, end)
+            QTest.mouseRelease(view, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, end)
+        assert check(*view.window()), view.window()
+
+
+def test_width_never_goes_below_one(view: ImageView) -> None:
+    view.set_window(1000, -50)
+    assert view.window()[1] == 1.0
+
+
+def test_wheel_zooms_about_the_cursor_and_middle_drag_pans(view: ImageView) -> None:
+    view.fit()
+    anchor = QPointF(250, 140)
+    before = (anchor - view.offset()) / view.zoom()
+    zoom = view.zoom()
+    wheel(view, anchor, 2)
+    assert view.zoom() == pytest.approx(zoom * 1.25**2)
+    after = (anchor - view.offset()) / view.zoom()
+    assert after.x() == pytest.approx(before.x()) and after.y() == pytest.approx(before.y())
+    offset = view.offset()
+    QTest.mousePress(view, Qt.MouseButton.MiddleButton, Qt.KeyboardModifier.NoModifier, QPoint(100, 100))
+    QTest.mouseMove(view, QPoint(130, 80))
+    QTest.mouseRelease(view, Qt.MouseButton.MiddleButton, Qt.KeyboardModifier.NoModifier, QPoint(130, 80))
+    assert view.offset() == offset + QPointF(30, -20)
+    window = view.window()
+    assert window == view.window()  # panning leaves W/L alone
+
+
+def test_fit_and_actual_size(view: ImageView) -> None:
+    view.actual_size()
+    assert view.zoom() == 1.0
+    view.fit()
+    assert view.zoom() == pytest.approx(min(480 / 96, 320 / 64))
+    QTest.keyClick(view, Qt.Key.Key_1)
+    assert view.zoom() == 1.0
+    QTest.keyClick(view, Qt.Key.Key_F)
+    assert view.zoom() == pytest.approx(5.0)
+
+
+def test_invert_is_a_display_toggle(view: ImageView, image) -> None:
+    plain = view.displayed_pixels().copy()
+    QTest.keyClick(view, Qt.Key.Key_I)
+    assert view.options().invert
+    np.testing.assert_array_equal(view.displayed_pixels(), 255 - plain)
+    np.testing.assert_array_equal(view.source, image)  # the data are untouched
+
+
+def test_clahe_and_enhancement_change_the_display_not_the_data(view: ImageView, image) -> None:
+    plain = view.displayed_pixels().copy()
+    view.set_options(DisplayOptions(clahe=True, clip_limit=2.0, tile_grid=(8, 8)))
+    np.testing.assert_array_equal(view.processed, imaging.clahe(image, 2.0, (8, 8)))
+    assert not np.array_equal(view.displayed_pixels(), plain)
+    view.set_options(DisplayOptions(enhancement="edges"))
+    expected = imaging.to_uint16(imaging.enhance(imaging.stored_to_float(image), "edges"))
+    np.testing.assert_array_equal(view.processed, expected)
+    np.testing.assert_array_equal(view.source, image)
+
+
+def test_synthetic_mark_and_overlay_are_painted(view: ImageView) -> None:
+    screen = view.grab().toImage()
+    reds = 0
+    for x in range(view.width() - 120, view.width()):
+        for y in range(0, 30):
+            color = screen.pixelColor(x, y)
+            reds += color.red() > 200 and color.green() < 130
+    assert reds > 20  # the red "SYNTHETIC" letters, top right
+    assert view.overlay_lines()[0].startswith("W ")
+    view.set_image(None)
+    screen = view.grab().toImage()
+    reds = sum(
+        screen.pixelColor(x, y).red() > 200 and screen.pixelColor(x, y).green() < 130
+        for x in range(view.width() - 120, view.width())
+        for y in range(0, 30)
+    )
+    assert reds > 20  # even without an image
+
+
+def test_other_inputs(view: ImageView) -> None:
+    eight = np.arange(64 * 96, dtype=np.uint32).reshape(64, 96).astype(np.uint8)
+    view.set_image(eight)
+    assert view.source.dtype == np.uint16 and view.source.max() == 255 * 257
+    with pytest.raises(ValueError, match="uint16"):
+        view.set_image(np.zeros((4, 4), np.float32))
+
+
+def test_panel_histogram_presets_and_saved_windows(qtbot, image) -> None:
+    panel = ViewerPanel()
+    qtbot.addWidget(panel)
+    panel.resize(700, 500)
+    panel.show()
+    panel.set_image(image, "x")
+    assert panel.histogram.counts().sum() == image.size
+    assert [panel.preset_box.itemText(i) for i in range(panel.preset_box.count())] == [
+        "Default", "Lung", "Mediastinum", "Bone",
+    ]  # fmt: skip
+    panel.apply_preset("lung")
+    lung = imaging.window_presets(image, ["LUNG"])[0]
+    assert panel.view.window() == (lung.window_center, lung.window_width)
+    panel.view.set_window(12345, 6789)
+    panel.save_preset("mine")
+    panel.view.reset_window()
+    panel.apply_preset("mine")
+    assert panel.view.window() == (12345.0, 6789.0)
+    restored = ViewerPanel()
+    qtbot.addWidget(restored)
+    restored.load_presets_json(panel.presets_json())
+    assert restored.custom_presets == {"mine": (12345.0, 6789.0)}
+    restored.load_presets_json("not json")
+    assert restored.custom_presets == {}
+    panel.clahe_box.setChecked(True)
+    assert panel.histogram.counts().sum() == image.size
+    assert panel.view.options().clahe
+
+
+def test_pin_and_compare_are_linked(qtbot, image) -> None:
+    panel = ViewerPanel()
+    qtbot.addWidget(panel)
+    panel.resize(800, 500)
+    panel.show()
+    panel.set_image(image, "first")
+    assert not panel.compare_box.isEnabled()
+    panel.pin_current()
+    panel.set_image(65535 - image, "second")
+    panel.compare_box.setChecked(True)
+    assert panel.comparing()
+    np.testing.assert_array_equal(panel.compare_view.source, image)
+    panel.view.set_window(20000, 10000)
+    assert panel.compare_view.window() == (20000.0, 10000.0)
+    panel.invert_box.setChecked(True)
+    assert panel.compare_view.options().invert
+    panel.compare_box.setChecked(False)
+    assert not panel.comparing()
