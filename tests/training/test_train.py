@@ -1,0 +1,459 @@
+"""Training: data loading, metrics, the loop's pieces, and tiny VAE / diffusion runs through the CLI
+and the API (kill -9 and exact resume, early stopping, export to a pack that generates)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import REPO, shared_data_dir
+from training import train_cli
+from training.checkpoint import load_checkpoint
+from training.datasets import NO_AUGMENTATION, Augmentation, DatasetError, augment, load_image, read_manifest
+from training.loop import (
+    BatchOrder,
+    EarlyStopping,
+    MetricsLog,
+    RunFolder,
+    TrainingError,
+    load_optimizer_state,
+    lr_at,
+    optimizer_state,
+)
+from training.train_diffusion import DiffusionOptions, train_diffusion
+from training.train_vae import VAEOptions, psnr, ssim, train_vae
+
+CAPTIONS = ("Normal chest radiograph", "Cardiomegaly", "Cardiomegaly with small left pleural effusion")
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+
+def _chest(index: int, rng: np.random.Generator) -> np.ndarray:
+    """A 40x36 float32 'radiograph' in [0, 255]: two lung fields and a heart on the image's right."""
+    image = np.full((40, 36), 20, np.float32)
+    cv2.ellipse(image, (11, 20), (6, 13), 0, 0, 360, 150 + 5 * (index % 5), -1)
+    cv2.ellipse(image, (25, 20), (6, 13), 0, 0, 360, 150, -1)
+    cv2.circle(image, (22, 26), 5 + 2 * (index % 3), 230, -1)
+    return np.clip(image + rng.normal(0, 4, image.shape), 0, 255)
+
+
+def make_dataset(folder: Path, count: int = 24) -> Path:
+    """``count`` images (8-bit JPEG and 16-bit PNG alternately) and a manifest: 3 in 4 train, 1 in 4 val."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(count):
+        image = _chest(i, rng)
+        if i % 2:
+            name = f"images/chest{i:02d}.png"
+            data = np.round(image * 257).astype(np.uint16)
+        else:
+            name = f"images/chest{i:02d}.jpg"
+            data = np.round(image).astype(np.uint8)
+        (folder / "images").mkdir(exist_ok=True)
+        assert cv2.imwrite(str(folder / name), data)
+        split = "val" if i % 4 == 0 else "train"
+        lines.append(json.dumps({"image": name, "text": CAPTIONS[i % 3], "split": split, "view": "PA"}))
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def config_file(tiny_checkpoint: Path) -> Path:
+    """The tiny config with the tiny random BERT (a FILE.json config with a relative encoder folder)."""
+    return tiny_checkpoint / "config.json"
+
+
+def _common(dataset: Path, out: Path, config: Path | None = None) -> dict:
+    common = {"data": str(dataset), "out": str(out), "batch_size": 4, "quiet": True, "workers": 2}
+    return {**common, "config": str(config)} if config else common
+
+
+@pytest.fixture(scope="module")
+def vae_run(dataset: Path, config_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "vae"
+    train_vae(VAEOptions(**_common(dataset, out, config_file), steps=8, checkpoint_every=4, log_every=2))
+    return out
+
+
+def _diffusion(dataset: Path, vae: Path, out: Path, **overrides) -> DiffusionOptions:
+    values = {**_common(dataset, out), "vae": str(vae), "steps": 20, "checkpoint_every": 5, "log_every": 1}
+    return DiffusionOptions(**{**values, **overrides})
+
+
+def _cli_args(options: DiffusionOptions) -> list[str]:
+    """The flags of ``train diffusion`` for ``options`` (the fields tests set)."""
+    args = ["train", "diffusion", "--data", options.data, "--out", options.out, "--vae", options.vae]
+    for name in ("steps", "batch_size", "checkpoint_every", "log_every", "workers", "seed", "lr"):
+        args += [f"--{name.replace('_', '-')}", str(getattr(options, name))]
+    return [*args, "--quiet"]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_manifest_reads_known_keys_and_resolves_paths(dataset: Path) -> None:
+    manifest = read_manifest(dataset)
+    assert len(manifest.records) == 24
+    assert manifest.counts() == {"train": 18, "val": 6, "test": 0}
+    assert all(r.image.is_absolute() and r.image.is_file() for r in manifest.records)
+    assert manifest.records[1].text == CAPTIONS[1]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "no records"),
+        ('{"image": "a.png", "text": "x"}\n', ":1: missing key(s) split"),
+        ('\n{"image": "a.png", "text": "x", "split": "dev"}\n', ":2: split 'dev' is not one of"),
+        ('{"image": "a.png", "text": 3, "split": "train"}\n', "'text' must be a string"),
+        ("not json\n", ":1: not valid JSON"),
+    ],
+)
+def test_manifest_errors_name_the_line(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DatasetError, match=None) as info:
+        read_manifest(path)
+    assert message in str(info.value)
+
+
+def test_load_image_8_and_16_bit_crop_and_resize(tmp_path: Path) -> None:
+    gradient = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (48, 1))  # 48x64: the centre 48x48 is kept
+    cv2.imwrite(str(tmp_path / "a.png"), np.round(gradient * 65535).astype(np.uint16))
+    cv2.imwrite(str(tmp_path / "b.png"), np.round(gradient * 255).astype(np.uint8))
+    wide = load_image(tmp_path / "a.png", 16)
+    narrow = load_image(tmp_path / "b.png", 16)
+    assert wide.shape == (1, 16, 16) and wide.dtype == np.float32
+    assert -1 <= wide.min() and wide.max() <= 1
+    np.testing.assert_allclose(wide, narrow, atol=2.5 / 255)
+    expected = (9 + 3 * np.arange(16)) / 63 * 2 - 1  # columns 8..55 of 64, 3 averaged per pixel
+    np.testing.assert_allclose(wide[0, 0], expected, atol=1e-4)
+    with pytest.raises(DatasetError, match="no such file"):
+        load_image(tmp_path / "missing.png", 16)
+
+
+def test_augment_is_seeded_and_never_flips() -> None:
+    image = torch.full((8, 1, 32, 32), -1.0)
+    image[:, :, 8:24, 18:30] = 1.0  # bright "heart" on the right half
+    out = augment(image, torch.Generator().manual_seed(1), Augmentation())
+    again = augment(image, torch.Generator().manual_seed(1), Augmentation())
+    assert torch.equal(out, again)
+    assert not torch.equal(out, image)
+    assert (out[..., 16:].mean(dim=(1, 2, 3)) > out[..., :16].mean(dim=(1, 2, 3)) + 0.3).all()
+    assert torch.equal(augment(image, torch.Generator(), NO_AUGMENTATION), image)
+
+
+# --------------------------------------------------------------------------- metrics and loop pieces
+
+
+def _ssim_reference(a: np.ndarray, b: np.ndarray) -> float:
+    """skimage's gaussian SSIM (sigma 1.5, truncate 3.5 -> 11 taps, population statistics, crop 5)."""
+    from scipy.ndimage import gaussian_filter
+
+    def blur(x: np.ndarray) -> np.ndarray:
+        return gaussian_filter(x, sigma=1.5, truncate=3.5, mode="reflect")
+
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    c1, c2 = 0.01**2, 0.03**2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
+    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(index[5:-5, 5:-5].mean())
+
+
+def test_ssim_matches_reference_and_psnr() -> None:
+    rng = np.random.default_rng(0)
+    clean = cv2.GaussianBlur(rng.random((40, 48)).astype(np.float32), (0, 0), 2.0)
+    noisy = np.clip(clean + rng.normal(0, 0.05, clean.shape), 0, 1).astype(np.float32)
+    a, b = torch.from_numpy(clean)[None, None], torch.from_numpy(noisy)[None, None]
+    assert ssim(a, b).item() == pytest.approx(_ssim_reference(clean, noisy), abs=1e-5)
+    assert ssim(a, a).item() == pytest.approx(1.0, abs=1e-6)
+    mse = float(np.mean((clean - noisy) ** 2))
+    assert psnr(a, b).item() == pytest.approx(10 * math.log10(1 / mse), abs=1e-3)
+
+
+def test_lr_schedule_warmup_then_cosine() -> None:
+    lrs = [lr_at(s, base_lr=1.0, warmup_steps=10, total_steps=110, min_lr_ratio=0.1) for s in range(1, 111)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[59] == pytest.approx(0.55)  # half-way through the cosine
+    assert lrs[-1] == pytest.approx(0.1)
+    assert all(x >= y for x, y in zip(lrs[9:], lrs[10:], strict=False))
+
+
+def test_batch_order_is_a_seeded_permutation_per_epoch_and_resumes() -> None:
+    order = BatchOrder(10, 3, seed=7, device=torch.device("cpu"))
+    batches = [order.next() for _ in range(7)]  # 3 batches per epoch, one item dropped
+    first = torch.cat(batches[:3])
+    assert len(set(first.tolist())) == 9
+    assert not torch.equal(torch.cat(batches[3:6]), first)
+    again = BatchOrder(10, 3, seed=7, device=torch.device("cpu"))
+    again.load_state({"epoch": 1, "batch": 2})
+    assert torch.equal(again.next(), batches[5])
+    with pytest.raises(TrainingError, match="larger than the training split"):
+        BatchOrder(2, 3, seed=0, device=torch.device("cpu"))
+
+
+def test_optimizer_state_round_trips_without_pickle() -> None:
+    param = torch.nn.Parameter(torch.randn(4, 3))
+    optimizer = torch.optim.AdamW([param], lr=0.1)
+    param.grad = torch.ones_like(param)
+    optimizer.step()
+    tensors, meta = optimizer_state(optimizer)
+    json.dumps(meta)  # everything but tensors is JSON
+    other = torch.optim.AdamW([torch.nn.Parameter(param.detach().clone())], lr=0.5)
+    load_optimizer_state(other, tensors, json.loads(json.dumps(meta)))
+    assert other.param_groups[0]["lr"] == 0.1
+    state = next(iter(other.state.values()))
+    assert torch.equal(state["exp_avg"], optimizer.state[param]["exp_avg"])
+
+
+def test_early_stopping_patience() -> None:
+    early = EarlyStopping(patience=2)
+    assert early.update(1.0, 1) and not early.update(1.0, 2) and not early.should_stop
+    assert not early.update(1.5, 3) and early.should_stop
+    assert EarlyStopping(patience=0, bad_evals=9).should_stop is False
+
+
+def test_run_folder_publish_and_recover_an_interrupted_swap(tmp_path: Path) -> None:
+    run = RunFolder(tmp_path)
+
+    def write(step: int):
+        def go(folder: Path) -> None:
+            folder.mkdir()
+            (folder / "config.json").write_text(str(step))
+
+        return go
+
+    run.publish("checkpoint", write(1))
+    # killed between "checkpoint -> .checkpoint.old" and ".checkpoint.tmp -> checkpoint"
+    write(2)(tmp_path / ".checkpoint.tmp")
+    os.rename(tmp_path / "checkpoint", tmp_path / ".checkpoint.old")
+    run.recover()
+    assert (tmp_path / "checkpoint" / "config.json").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+    # killed while writing the new one: the old one stays
+    (tmp_path / ".checkpoint.tmp").mkdir()
+    run.recover()
+    assert (tmp_path / "checkpoint" / "config.json").read_text() == "2"
+
+
+def test_state_files_of_older_steps_are_removed_after_the_index(tmp_path: Path) -> None:
+    run = RunFolder(tmp_path)
+    run.save_state(5, {"model": {"w": torch.ones(2)}}, {"note": 5})
+    (run.state_dir / ".model-00000010.safetensors.abc.tmp").write_bytes(b"half")  # a killed write
+    run.save_state(10, {"model": {"w": torch.full((2,), 2.0)}}, {"note": 10})
+    assert sorted(p.name for p in run.state_dir.iterdir()) == ["index.json", "model-00000010.safetensors"]
+    state = run.load_state()
+    assert state.step == 10 and state.meta["note"] == 10 and torch.equal(state.parts["model"]["w"], torch.full((2,), 2.0))
+
+
+def test_metrics_log_truncates_records_after_a_step(tmp_path: Path) -> None:
+    log = MetricsLog(tmp_path / "m.jsonl")
+    for step in (1, 2, 3):
+        log.append({"step": step, "loss": step})
+    with log.path.open("a") as handle:
+        handle.write('{"step": 4, "lo')  # a line cut by a kill
+    log.truncate_after(2)
+    assert [r["step"] for r in log.read()] == [1, 2]
+
+
+# --------------------------------------------------------------------------- VAE
+
+
+def test_vae_run_writes_checkpoint_metrics_samples_and_scaling_factor(vae_run: Path, dataset: Path) -> None:
+    records = MetricsLog(vae_run / "metrics.jsonl").read()
+    train = [r for r in records if "loss" in r]
+    val = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in train] == [2, 4, 6, 8]
+    assert [r["step"] for r in val] == [4, 8]
+    for r in val:
+        assert 5 < r["val_psnr"] < 60 and 0 < r["val_ssim"] <= 1 and math.isfinite(r["val_loss"])
+    assert all(r["images_per_s"] > 0 and r["lr"] > 0 for r in train)
+    # the checkpoint loads, and its scaling factor gives unit-variance latents
+    model = load_checkpoint(RunFolder(vae_run).best_or_last())
+    assert model.config.scaling_factor != 0.5  # not the tiny config's placeholder
+    images = torch.from_numpy(
+        np.stack([load_image(r.image, 32) for r in read_manifest(dataset).split("train")])
+    )
+    with torch.no_grad():
+        posterior = model.vae.encode(images).latent_dist
+    z = (posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=torch.Generator().manual_seed(3)))
+    assert (z * model.config.scaling_factor).std().item() == pytest.approx(1.0, rel=0.05)
+    assert (vae_run / "state" / "index.json").is_file()
+    assert not list(vae_run.glob(".*"))  # no temporary folders left
+
+
+# --------------------------------------------------------------------------- diffusion
+
+
+def _losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in MetricsLog(run / "metrics.jsonl").read() if "loss" in r}
+
+
+@pytest.mark.slow
+def test_diffusion_killed_with_sigkill_resumes_exactly_and_exports(
+    vae_run: Path, dataset: Path, tmp_path: Path
+) -> None:
+    # 1. an uninterrupted run, exported at the end
+    pack = tmp_path / "pack"
+    reference = _diffusion(dataset, vae_run, tmp_path / "reference", export=str(pack))
+    result = train_diffusion(reference)
+    assert result.finished and result.step == 20
+    expected = _losses(tmp_path / "reference")
+    assert sorted(expected) == list(range(1, 21))
+
+    # 2. the same run in a subprocess, killed with SIGKILL once its first checkpoint exists
+    killed = _diffusion(dataset, vae_run, tmp_path / "killed")
+    index = tmp_path / "killed" / "state" / "index.json"
+    with (tmp_path / "log.txt").open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", *_cli_args(killed)], cwd=REPO, stdout=output, stderr=output
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while not index.is_file() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert process.poll() is None, (tmp_path / "log.txt").read_text()
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+    run = RunFolder(tmp_path / "killed")
+    run.recover()
+    load_checkpoint(run.checkpoint())  # the last complete checkpoint loads
+    start = run.load_state().step
+    assert 5 <= start < 20
+
+    # 3. resume: step numbers continue, losses equal the uninterrupted run's
+    code = train_cli.run(_parse(["train", "diffusion", "--out", killed.out, "--resume", "--quiet"]))
+    assert code == 0
+    resumed = _losses(tmp_path / "killed")
+    assert sorted(resumed) == list(range(1, 21))
+    after = [step for step in range(start + 1, 21)]
+    np.testing.assert_allclose([resumed[s] for s in after], [expected[s] for s in after], rtol=1e-5, atol=1e-7)
+    final, ref = load_checkpoint(tmp_path / "killed" / "checkpoint"), load_checkpoint(tmp_path / "reference" / "checkpoint")
+    for (name, a), (_, b) in zip(final.unet.state_dict().items(), ref.unet.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+    # 4. the exported pack generates, and its card names the data
+    from engine.cli import main
+    from engine.pack import load_pack
+    from engine.pipeline import GenerationRequest, Pipeline
+
+    loaded = load_pack(pack)
+    assert "manifest.jsonl: 24 records" in loaded.manifest.card["training_data"]
+    assert "'train' split" in loaded.manifest.card["training_data"]
+    generated = Pipeline(loaded).generate(GenerationRequest(prompt=CAPTIONS[1], num_steps=4))
+    assert generated.images.shape == (1, 32, 32) and np.isfinite(generated.images).all()
+    assert main(["generate", CAPTIONS[0], "--model", str(pack), "--steps", "3", "--out", str(tmp_path / "a.png"),
+                 "--quiet"]) == 0  # fmt: skip
+    assert (tmp_path / "a.png").is_file()
+
+
+def test_diffusion_early_stopping_on_flat_validation_loss(vae_run: Path, dataset: Path, tmp_path: Path) -> None:
+    options = _diffusion(
+        dataset, vae_run, tmp_path / "flat", lr=0.0, steps=50, val_every=2, patience=2, checkpoint_every=100
+    )
+    result = train_diffusion(options)
+    assert result.finished and result.stop_reason == "early_stopping" and result.step == 6
+    records = MetricsLog(tmp_path / "flat" / "metrics.jsonl").read()
+    val = [r["val_loss"] for r in records if "val_loss" in r]
+    assert len(val) == 3 and val[0] == val[1] == val[2]
+    assert records[-1] == {"step": 6, "early_stop": True, "best_step": 2, "best_val_loss": val[0]}
+    assert RunFolder(tmp_path / "flat").load_state().meta["stop_reason"] == "early_stopping"
+    assert result.checkpoint == tmp_path / "flat" / "best"
+    # resuming a finished run does nothing more
+    again = train_diffusion(options, resume=True)
+    assert again.step == 6 and len(MetricsLog(tmp_path / "flat" / "metrics.jsonl").read()) == len(records)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="cxr-studio")
+    train_cli.register_train(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", "no such manifest file"),
+        ("empty", "no records (an empty manifest)"),
+        ("config", "--config 'huge': not 'tiny', 'default' or an existing JSON file"),
+        ("exists", "already exists and is not empty; pass --resume"),
+        ("resume", "nothing to resume"),
+    ],
+)
+def test_cli_errors_exit_2_with_one_line(
+    case: str, message: str, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli import main
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    data = {"missing": tmp_path / "nope.jsonl", "empty": empty}.get(case, dataset)
+    out = tmp_path / ("full" if case == "exists" else "run")
+    argv = ["train", "vae", "--data", str(data), "--out", str(out), "--config", "huge" if case == "config" else "tiny"]
+    code = main([*argv, "--resume"] if case == "resume" else argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("cxr-studio train vae: error: ") and message in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_resume_refuses_changed_settings(vae_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = train_cli.run(_parse(["train", "vae", "--out", str(vae_run), "--resume", "--lr", "0.1"]))
+    assert code == 2
+    assert "--lr is 0.1 but" in capsys.readouterr().err
+
+
+def test_cli_help_defaults_match_the_options() -> None:
+    for kind, cls in (("vae", VAEOptions), ("diffusion", DiffusionOptions)):
+        defaults = {f.name: f.default for f in fields(cls)}
+        for name, value in train_cli._defaults(kind).items():
+            assert defaults[name] == value, (kind, name)
+
+
+# --------------------------------------------------------------------------- real data (when present)
+
+
+@pytest.mark.needs_shared_data
+def test_pediatric_images_load_at_224(tmp_path: Path) -> None:
+    root = shared_data_dir() / "pediatric-cxr"
+    if not (root / "labels.csv").is_file():
+        pytest.skip(f"{root}: not present")
+    rows = (root / "labels.csv").read_text().splitlines()[1:5]
+    lines = [
+        json.dumps({"image": str(root / "images" / row.split(",")[0]), "text": row.split(",")[1], "split": "train"})
+        for row in rows
+    ]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    manifest = read_manifest(tmp_path / "m.jsonl")
+    image = load_image(manifest.records[0].image, 224)
+    assert image.shape == (1, 224, 224) and image.min() >= -1 and image.max() <= 1 and image.std() > 0.1

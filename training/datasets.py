@@ -1,0 +1,269 @@
+"""Training data: a JSON Lines manifest -> grayscale images (N, 1, H, W) in [-1, 1] and captions.
+
+A manifest (written by ``training.data`` importers) holds one JSON object per line, one record
+per image. Only three keys are read; any other key is ignored:
+
+- ``image``: path of the image, absolute or relative to the manifest's folder;
+- ``text``: the caption (report text) the image is conditioned on;
+- ``split``: ``"train"``, ``"val"`` or ``"test"``.
+
+Images are read with OpenCV (8- or 16-bit PNG, JPEG, ...; colour is converted to gray), mapped to
+[0, 1] by their bit depth, centre-cropped to a square (the shorter side) and resized to the model's
+``image_size``, then mapped to [-1, 1]. :func:`load_images` decodes a whole split into one float16
+tensor (about 100 KB per 224x224 image), so training draws batches by index with no per-sample
+Python work.
+
+:func:`augment` applies light, batched, seeded augmentation on the device: a small shift, zoom and
+rotation, and intensity changes (gamma, contrast, brightness). Never a horizontal flip: the heart
+is on the patient's left, and a flipped radiograph is a different (rare) anatomy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SPLITS = ("train", "val", "test")
+REQUIRED_KEYS = ("image", "text", "split")
+
+
+class DatasetError(ValueError):
+    """A manifest or image that cannot be used; the message names the file (and line)."""
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    image: Path  # absolute
+    text: str
+    split: str  # one of SPLITS
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The records of one manifest file, in file order, and the file's SHA-256."""
+
+    path: Path
+    records: tuple[ManifestRecord, ...]
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def split(self, name: str) -> list[ManifestRecord]:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}: choose one of {', '.join(SPLITS)}")
+        return [r for r in self.records if r.split == name]
+
+    def counts(self) -> dict[str, int]:
+        return {name: sum(r.split == name for r in self.records) for name in SPLITS}
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Parse a JSON Lines manifest; DatasetError names the line of the first bad record.
+
+    Blank lines are skipped. A manifest with no records is an error. Image files are not opened
+    here (see :func:`load_images`).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such manifest file")
+    try:
+        data = path.read_bytes()
+        lines = data.decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot be read as UTF-8 text: {exc}") from None
+    root = path.resolve().parent
+    records: list[ManifestRecord] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{where}: not valid JSON: {exc.msg}") from None
+        if not isinstance(item, dict):
+            raise DatasetError(f"{where}: a record must be a JSON object")
+        missing = [key for key in REQUIRED_KEYS if key not in item]
+        if missing:
+            raise DatasetError(f"{where}: missing key(s) {', '.join(missing)}")
+        for key in REQUIRED_KEYS:
+            if not isinstance(item[key], str):
+                raise DatasetError(f"{where}: {key!r} must be a string")
+        if item["split"] not in SPLITS:
+            raise DatasetError(f"{where}: split {item['split']!r} is not one of {', '.join(SPLITS)}")
+        if not item["image"]:
+            raise DatasetError(f"{where}: 'image' is empty")
+        image = Path(item["image"]).expanduser()
+        image = image if image.is_absolute() else root / image
+        records.append(ManifestRecord(image=image, text=item["text"], split=item["split"]))
+    if not records:
+        raise DatasetError(f"{path}: no records (an empty manifest)")
+    return Manifest(path=path, records=tuple(records), sha256=hashlib.sha256(data).hexdigest())
+
+
+def evenly_spaced(records: list[ManifestRecord], limit: int) -> list[ManifestRecord]:
+    """At most ``limit`` records, evenly spaced through ``records`` (all of them when fewer)."""
+    if len(records) <= limit:
+        return list(records)
+    return [records[i] for i in np.linspace(0, len(records) - 1, limit).round().astype(int)]
+
+
+# --------------------------------------------------------------------------- images
+
+
+def load_image(path: str | os.PathLike[str], size: int) -> np.ndarray:
+    """One image file -> (1, size, size) float32 in [-1, 1].
+
+    8-bit images are divided by 255, 16-bit by 65535 (no windowing: the file's full range), then
+    centre-cropped to a square and resized (area averaging when shrinking, cubic when enlarging).
+    """
+    path = Path(path)
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None:
+        reason = "no such file" if not path.exists() else "not an image OpenCV can read"
+        raise DatasetError(f"{path}: {reason}")
+    # 1. gray, [0, 1]
+    if data.ndim == 3:
+        code = cv2.COLOR_BGRA2GRAY if data.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+        data = cv2.cvtColor(data, code)
+    if data.dtype == np.uint8:
+        image = data.astype(np.float32) / 255.0
+    elif data.dtype == np.uint16:
+        image = data.astype(np.float32) / 65535.0
+    else:
+        raise DatasetError(f"{path}: pixel type {data.dtype} is not supported (8- or 16-bit gray or colour)")
+    # 2. centre square, resize
+    height, width = image.shape
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    image = image[top : top + side, left : left + side]
+    if side != size:
+        interpolation = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+        image = np.clip(cv2.resize(image, (size, size), interpolation=interpolation), 0.0, 1.0)
+    return (image * 2.0 - 1.0)[None]
+
+
+def load_images(
+    records: Sequence[ManifestRecord], size: int, *, workers: int | None = None, progress: bool = False
+) -> torch.Tensor:
+    """Decode ``records``' images into one (N, 1, size, size) float16 CPU tensor in [-1, 1].
+
+    Decoding runs on ``workers`` threads (OpenCV releases the GIL); the order is the records' order.
+    """
+    out = np.empty((len(records), 1, size, size), dtype=np.float16)
+    workers = workers or min(8, os.cpu_count() or 1)
+
+    def load(i: int) -> None:
+        out[i] = load_image(records[i].image, size)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        jobs = pool.map(load, range(len(records)))
+        if progress:
+            from tqdm import tqdm
+
+            jobs = tqdm(jobs, total=len(records), desc="loading images", unit="img", leave=False)
+        for _ in jobs:
+            pass
+    return torch.from_numpy(out)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Light augmentation ranges; each batch item draws its own values uniformly.
+
+    Geometry: shift by up to ``max_shift`` of the image size, zoom by up to ``max_zoom`` (x(1 +/- z)),
+    rotate by up to ``max_rotation_deg``; borders are filled by reflection. Intensity, on [0, 1]:
+    ``u ** gamma`` with ``log(gamma)`` in +/- ``log(1 + max_gamma)``, then contrast x(1 +/- c) about
+    0.5 and brightness +/- b, clipped to [0, 1].
+    """
+
+    max_shift: float = 0.03
+    max_zoom: float = 0.05
+    max_rotation_deg: float = 3.0
+    max_gamma: float = 0.15
+    max_contrast: float = 0.1
+    max_brightness: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"augmentation {name} must be a number >= 0, got {value!r}")
+        if self.max_zoom >= 1:
+            raise ValueError("augmentation max_zoom must be below 1")
+
+    @property
+    def geometric(self) -> bool:
+        return any((self.max_shift, self.max_zoom, self.max_rotation_deg))
+
+    @property
+    def photometric(self) -> bool:
+        return any((self.max_gamma, self.max_contrast, self.max_brightness))
+
+
+NO_AUGMENTATION = Augmentation(0, 0, 0, 0, 0, 0)
+
+
+def _uniform(n: int, limit: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(n,) float32 uniform in [-limit, limit]."""
+    return (torch.rand(n, generator=generator, device=device) * 2 - 1) * limit
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, options: Augmentation) -> torch.Tensor:
+    """Augment a batch (B, 1, H, W) float in [-1, 1] on its device; returns a new tensor, same shape.
+
+    Draws from ``generator`` only (same generator state, same result); never flips.
+    """
+    batch, device = images.shape[0], images.device
+    out = images.float()
+    # 1. geometry: the affine grid maps output coordinates to input coordinates in [-1, 1]
+    if options.geometric:
+        zoom = 1 + _uniform(batch, options.max_zoom, generator, device)
+        angle = _uniform(batch, math.radians(options.max_rotation_deg), generator, device)
+        shift = _uniform(2 * batch, 2 * options.max_shift, generator, device).view(batch, 2)
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # scale > 0: never a flip
+        theta = torch.stack(
+            [torch.stack([cos, -sin, shift[:, 0]], dim=1), torch.stack([sin, cos, shift[:, 1]], dim=1)], dim=1
+        )
+        grid = F.affine_grid(theta, list(out.shape), align_corners=False)
+        out = F.grid_sample(out, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    # 2. intensity on [0, 1]
+    if options.photometric:
+        view = (batch, 1, 1, 1)
+        gamma = torch.exp(_uniform(batch, math.log1p(options.max_gamma), generator, device)).view(view)
+        contrast = (1 + _uniform(batch, options.max_contrast, generator, device)).view(view)
+        brightness = _uniform(batch, options.max_brightness, generator, device).view(view)
+        unit = ((out + 1) * 0.5).clamp(0, 1) ** gamma
+        unit = ((unit - 0.5) * contrast + 0.5 + brightness).clamp(0, 1)
+        out = unit * 2 - 1
+    return out.to(images.dtype)
+
+
+__all__ = [
+    "NO_AUGMENTATION",
+    "SPLITS",
+    "Augmentation",
+    "DatasetError",
+    "Manifest",
+    "ManifestRecord",
+    "augment",
+    "evenly_spaced",
+    "load_image",
+    "load_images",
+    "read_manifest",
+]

@@ -1,0 +1,154 @@
+"""``cxr-studio train vae|diffusion``: registered through the entry-point group ``cxr_studio.commands``.
+
+Registering is cheap (argparse only); torch and the trainers are imported when the command runs.
+Every training flag defaults to None here so that ``--resume`` can tell "not given" (take the
+run's value) from "given" (must equal the run's value, except the few a resumed run may change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+PATH_OPTIONS = ("data", "out", "vae", "export")
+# Shown in --help; tests/training/test_train.py checks them against the options classes.
+COMMON_DEFAULTS: dict[str, Any] = {
+    "grad_accum": 1, "min_lr_ratio": 0.1, "weight_decay": 0.01, "grad_clip": 1.0, "log_every": 10,
+    "patience": 5, "min_delta": 0.0, "seed": 0,
+}  # fmt: skip
+VAE_DEFAULTS: dict[str, Any] = {"steps": 3000, "batch_size": 32, "lr": 2e-4, "checkpoint_every": 500}
+DIFFUSION_DEFAULTS: dict[str, Any] = {"steps": 10000, "batch_size": 128, "lr": 2e-4, "checkpoint_every": 1000}
+
+
+def _common(parser: argparse.ArgumentParser, defaults: dict[str, Any], config_help: str) -> None:
+    def d(name: str) -> str:
+        return f" (default {defaults[name]})"
+
+    add = parser.add_argument
+    add("--data", metavar="MANIFEST", default=None, help="JSON Lines manifest (image, text, split per line)")
+    add("--out", metavar="RUN", required=True, help="run folder: new, or an existing one with --resume")
+    add("--config", metavar="tiny|default|FILE.json", default=None, help=config_help)
+    add("--resume", action="store_true", help="continue the run in --out from its last checkpoint, exactly")
+    add("--steps", type=int, default=None, help="optimizer steps" + d("steps"))
+    add("--batch-size", type=int, default=None, help="images per micro-batch" + d("batch_size"))
+    add("--lr", type=float, default=None, help="peak AdamW learning rate" + d("lr"))
+    add("--grad-accum", type=int, default=None, help="micro-batches per optimizer step" + d("grad_accum"))
+    add("--warmup-steps", type=int, default=None, help="linear warmup steps (default 5%% of --steps, at most 1000)")
+    add("--min-lr-ratio", type=float, default=None, help="cosine floor, x --lr" + d("min_lr_ratio"))
+    add("--weight-decay", type=float, default=None, help="AdamW weight decay" + d("weight_decay"))
+    add("--grad-clip", type=float, default=None, help="gradient norm clip, 0 off" + d("grad_clip"))
+    add("--checkpoint-every", type=int, default=None, metavar="N", help="save every N steps" + d("checkpoint_every"))
+    add("--val-every", type=int, default=None, metavar="N", help="validate every N steps (default: --checkpoint-every)")
+    add("--sample-every", type=int, default=None, metavar="N", help="sample grid every N steps, 0 off (default 0)")
+    add("--log-every", type=int, default=None, metavar="N", help="metrics line every N steps" + d("log_every"))
+    add("--patience", type=int, default=None, help="early stopping after P validations without improvement, 0 off"
+        + d("patience"))  # fmt: skip
+    add("--min-delta", type=float, default=None, help="smallest validation improvement that counts" + d("min_delta"))
+    add("--device", choices=("auto", "cpu", "cuda"), default=None, help="default auto: CUDA when available")
+    add("--seed", type=int, default=None, help="seed of weights, data order and noise" + d("seed"))
+    add("--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="torch.compile the training step (default: on for CUDA, off for the CPU)")  # fmt: skip
+    add("--workers", type=int, default=None, help="image decoding threads (default up to 8)")
+    add("--quiet", action="store_true", default=None, help="no progress bar or messages")
+
+
+def register_train(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train vae`` and ``train diffusion``."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train the VAE or the diffusion model from a manifest",
+        description="Train the VAE, then the text-conditioned diffusion model on its latents.",
+    )
+    models = parser.add_subparsers(dest="train_model", metavar="MODEL", required=True)
+
+    vae = models.add_parser("vae", help="train the autoencoder", description="Train the KL autoencoder (VAE).")
+    _common(vae, _defaults("vae"), "model config (default: default)")
+    vae.add_argument("--kl-weight", type=float, default=None, help="KL weight (default 1e-6)")
+    vae.add_argument("--edge-weight", type=float, default=None, help="Sobel edge L1 weight (default 0.2)")
+    vae.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                     help="shift/zoom/rotation and intensity augmentation, never flips (default on)")  # fmt: skip
+    vae.set_defaults(func=run)
+
+    diffusion = models.add_parser(
+        "diffusion",
+        help="train the text-conditioned UNet on a trained VAE",
+        description="Train the text-conditioned UNet on cached latents of a frozen VAE.",
+    )
+    _common(
+        diffusion,
+        _defaults("diffusion"),
+        "UNet/text/schedule config (default: the VAE checkpoint's); its image and VAE sections must match the VAE's",
+    )
+    add = diffusion.add_argument
+    add("--vae", metavar="RUN_OR_CHECKPOINT", default=None, help="VAE run (its best checkpoint) or checkpoint folder")
+    add("--ema-decay", type=float, default=None, help="EMA decay of the UNet weights (default 0.999)")
+    add("--uncond-prob", type=float, default=None, help="empty-caption probability for guidance (default 0.1)")
+    add("--sample-steps", type=int, default=None, help="sampler steps of the sample grids (default 20)")
+    add("--guidance-scale", type=float, default=None, help="guidance of the sample grids (default 4)")
+    add("--export", metavar="PACK", default=None, help="export a model pack (ONNX) from the best checkpoint at the end")
+    add("--export-fp16", action="store_true", default=None, help="export float16 weights")
+    diffusion.set_defaults(func=run)
+    parser.set_defaults(func=run)
+
+
+def _defaults(kind: str) -> dict[str, Any]:
+    """The defaults --help shows (the options classes import torch; a test checks these match them)."""
+    return {**COMMON_DEFAULTS, **(VAE_DEFAULTS if kind == "vae" else DIFFUSION_DEFAULTS)}
+
+
+def _absolute(value: str | None, name: str) -> str | None:
+    """Paths as absolute strings, so that ``--resume`` from another folder compares equal."""
+    if value is None or (name == "config" and not Path(value).expanduser().is_file()):
+        return value  # tiny, default, or a name the trainer will refuse as given
+    return str(Path(value).expanduser().resolve())
+
+
+def options_from_args(args: argparse.Namespace, cls: type) -> Any:
+    """The options dataclass from parsed flags; with ``--resume`` missing flags come from the run."""
+    from dataclasses import fields
+
+    from training.loop import read_run_options
+
+    names = [f.name for f in fields(cls)]
+    values = {name: getattr(args, name, None) for name in names}
+    for name in (*PATH_OPTIONS, "config"):
+        if name in values:
+            values[name] = _absolute(values[name], name)
+    if args.resume:
+        stored = read_run_options(args.out)
+        values = {name: stored.get(name) if value is None else value for name, value in values.items()}
+    return cls(**{name: value for name, value in values.items() if value is not None})
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; 0 when the run ends (finished, or resumed after it had finished), 2 with a one-line
+    error on stderr when an input, the run folder or the export cannot be used."""
+    from transformers.utils import logging as hf_logging
+
+    from training.checkpoint import CheckpointError
+    from training.datasets import DatasetError
+    from training.export_onnx import ExportError
+    from training.loop import TrainingError
+    from training.models.config import ConfigError
+    from training.models.text import TextEncoderError
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in a command's output
+    kind = args.train_model
+    try:
+        if kind == "vae":
+            from training.train_vae import VAEOptions, train_vae
+
+            train_vae(options_from_args(args, VAEOptions), resume=args.resume)
+        else:
+            from training.train_diffusion import DiffusionOptions, train_diffusion
+
+            train_diffusion(options_from_args(args, DiffusionOptions), resume=args.resume)
+    except (DatasetError, TrainingError, ConfigError, CheckpointError, TextEncoderError, ExportError, OSError) as exc:
+        message = " ".join(str(exc).split())  # one line, even for multi-line library errors
+        print(f"cxr-studio train {kind}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK

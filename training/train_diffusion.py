@@ -1,0 +1,473 @@
+"""Train the text-conditioned latent UNet (``cxr-studio train diffusion``) on a frozen VAE.
+
+Before the first step everything frozen is computed once and kept on the device:
+
+- the VAE posterior (mean μ and std σ, (N, C, h, w) float32) of every training and validation
+  image; a training step draws z = (μ + σ ε) x scaling_factor, exactly what encoding the image
+  again would give (no augmentation here, so the cache is exact);
+- the text encoder's last hidden states (U, T, E) of every distinct caption and of "" (the
+  unconditional text), with their attention masks; a step projects them with the trainable
+  projection, as ``TextConditioner`` does.
+
+A step (DDPM, Ho et al. 2020; ᾱ_t from ``engine.schedules``): t ~ U{0..N-1}, ε ~ N(0, I),
+x_t = sqrt(ᾱ_t) z + sqrt(1 - ᾱ_t) ε, loss = |f(x_t, t, c) - target|² with target ε
+(``epsilon``) or v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) z (``v_prediction``); the caption is replaced by
+"" with probability ``uncond_prob`` (classifier-free guidance). An EMA of the UNet and the
+projection is what validation, the sample grids, the checkpoints and ``--export`` use.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from engine import samplers, schedules
+from training.checkpoint import (
+    CONFIG_FILE,
+    VAE_FILE,
+    CheckpointError,
+    LatentDiffusionModel,
+    build_model,
+    load_config,
+    save_checkpoint,
+)
+from training.datasets import DatasetError, Manifest, ManifestRecord, evenly_spaced, load_images, read_manifest
+from training.loop import (
+    EMA,
+    RUN_FILE,
+    FitResult,
+    Log,
+    TrainingError,
+    TrainOptions,
+    absolute_encoder,
+    autocast,
+    configure_torch,
+    fit,
+    image_grid,
+    iter_chunks,
+    make_log,
+    manifest_info,
+    open_run,
+    pick_device,
+    resolve_config,
+    seed_everything,
+    use_compile,
+)
+from training.models.config import ConfigError, ModelConfig
+from training.models.text import TextConditioner
+
+VAL_LIMIT = 2048  # at most this many validation images (evenly spaced)
+ENCODE_CHUNK = 512  # images decoded and encoded at a time while caching
+SAMPLE_PROMPTS = 4
+SAMPLE_SEEDS = (0, 1)
+SAMPLER = "dpmpp-2m"
+
+
+@dataclass(frozen=True)
+class DiffusionOptions(TrainOptions):
+    """``train diffusion`` options: :class:`training.loop.TrainOptions` plus the VAE, EMA,
+    guidance dropout, sample-grid settings and the optional export.
+
+    ``vae``: a VAE run folder (its best checkpoint, else its last) or a checkpoint folder.
+    ``config`` None: the VAE checkpoint's config; else its UNet, text and schedule sections are
+    used with the VAE checkpoint's geometry, VAE and scaling factor (which must agree).
+    """
+
+    vae: str = ""
+    config: str | None = None
+    steps: int = 10000
+    batch_size: int = 128
+    lr: float = 2e-4
+    checkpoint_every: int = 1000
+    ema_decay: float = 0.999
+    uncond_prob: float = 0.1
+    sample_steps: int = 20
+    guidance_scale: float = 4.0
+    export: str | None = None
+    export_fp16: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.vae:
+            raise TrainingError("--vae: a VAE run or checkpoint folder is required")
+        if not 0 <= self.ema_decay < 1:
+            raise TrainingError(f"--ema-decay must be from 0 to below 1, got {self.ema_decay!r}")
+        if not 0 <= self.uncond_prob < 1:
+            raise TrainingError(f"--uncond-prob must be from 0 to below 1, got {self.uncond_prob!r}")
+        if isinstance(self.sample_steps, bool) or not isinstance(self.sample_steps, int) or self.sample_steps < 1:
+            raise TrainingError(f"--sample-steps must be a whole number >= 1, got {self.sample_steps!r}")
+        if not 0 <= self.guidance_scale <= 30:
+            raise TrainingError(f"--guidance-scale must be from 0 to 30, got {self.guidance_scale!r}")
+
+
+# --------------------------------------------------------------------------- the VAE checkpoint
+
+
+def resolve_vae_checkpoint(path: str) -> Path:
+    """A checkpoint folder as given, or a run folder's best (else last) checkpoint."""
+    root = Path(path).expanduser()
+    if (root / CONFIG_FILE).is_file():
+        return root
+    if (root / RUN_FILE).is_file():
+        # .checkpoint.old/.tmp: complete checkpoints during the instant of a swap
+        for name in ("best", "checkpoint", ".checkpoint.old", ".checkpoint.tmp"):
+            if (root / name / CONFIG_FILE).is_file():
+                return root / name
+        raise TrainingError(f"--vae {path}: the run has no checkpoint yet")
+    raise TrainingError(f"--vae {path}: not a checkpoint folder (config.json) or a training run folder (run.json)")
+
+
+def diffusion_config(vae_config: ModelConfig, spec: str | None) -> ModelConfig:
+    """The VAE checkpoint's config, or ``spec``'s UNet/text/schedule on the VAE's geometry."""
+    if spec is None:
+        return vae_config
+    config = resolve_config(spec)
+    for key in ("image_size", "latent_channels", "downsample_factor", "vae"):
+        mine, theirs = getattr(config, key), getattr(vae_config, key)
+        if mine != theirs:
+            raise ConfigError(f"--config {spec}: {key} is {mine} but the VAE checkpoint has {theirs}")
+    return replace(config, scaling_factor=vae_config.scaling_factor)
+
+
+def load_vae_weights(vae: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    try:
+        vae.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{where}: does not match the config: {first}") from None
+
+
+def read_vae_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        return load_file(path)
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file: {exc}") from None
+
+
+# --------------------------------------------------------------------------- caches
+
+
+@torch.no_grad()
+def encode_texts(text: TextConditioner, texts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Texts -> encoder hidden states (U, T, E) and masks (U, T) bool, on ``device``.
+
+    Hidden states are bfloat16 on CUDA (what autocast feeds the projection anyway), float32 on the CPU.
+    """
+    encoder = text.encoder.to(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    hidden, masks = [], []
+    for chunk in iter_chunks(len(texts), 256):
+        batch = text.tokenizer.encode_batch(texts[chunk])
+        ids = torch.from_numpy(batch.input_ids).to(device)
+        mask = torch.from_numpy(batch.attention_mask).to(device)
+        hidden.append(encoder(input_ids=ids, attention_mask=mask).last_hidden_state.to(dtype))
+        masks.append(mask.bool())
+    text.encoder.to("cpu")
+    return torch.cat(hidden), torch.cat(masks)
+
+
+@torch.no_grad()
+def encode_latents(
+    vae: nn.Module, records: list[ManifestRecord], image_size: int, device: torch.device, *, workers: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std (N, C, h, w) float32 on ``device`` of the records' images (float32 VAE)."""
+    means, stds = [], []
+    for chunk in iter_chunks(len(records), ENCODE_CHUNK):
+        images = load_images(records[chunk], image_size, workers=workers)
+        for part in iter_chunks(images.shape[0], 64):
+            posterior = vae.encode(images[part].to(device).float()).latent_dist
+            means.append(posterior.mean.float())
+            stds.append(posterior.std.float())
+    if not means:
+        return torch.zeros(0, device=device), torch.zeros(0, device=device)
+    return torch.cat(means), torch.cat(stds)
+
+
+class Denoiser(nn.Module):
+    """(x_t (B, C, h, w), t (B,), hidden (B, T, E), mask (B, T) bool) -> model output (B, C, h, w)."""
+
+    def __init__(self, unet: nn.Module, projection: nn.Module):
+        super().__init__()
+        self.unet, self.projection = unet, projection
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        context = self.projection(hidden).masked_fill(~mask.unsqueeze(-1), 0.0)
+        return self.unet(sample, timestep, encoder_hidden_states=context).sample
+
+
+def sample_prompts(manifest: Manifest, limit: int = SAMPLE_PROMPTS) -> list[str]:
+    """The first ``limit`` distinct non-empty captions, validation records first."""
+    prompts: list[str] = []
+    for record in [*manifest.split("val"), *manifest.split("train")]:
+        text = record.text.strip()
+        if text and text not in prompts:
+            prompts.append(text)
+            if len(prompts) == limit:
+                break
+    return prompts
+
+
+# --------------------------------------------------------------------------- task
+
+
+class DiffusionTask:
+    """The UNet + projection for :func:`training.loop.fit`, over cached latents and text states."""
+
+    name = "diffusion"
+
+    def __init__(
+        self,
+        model: LatentDiffusionModel,
+        manifest: Manifest,
+        train_records: list[ManifestRecord],
+        val_records: list[ManifestRecord],
+        options: DiffusionOptions,
+        device: torch.device,
+        log: Log,
+    ):
+        c = model.config
+        self.model, self.config, self.options, self.device = model, c, options, device
+        self.scaling_factor = float(c.scaling_factor)
+        self.prediction_type = c.schedule.prediction_type
+        # 1. networks: VAE frozen, UNet + projection trained, EMA of both
+        self.vae = model.vae.to(device).eval().requires_grad_(False)
+        self.unet = model.unet.to(device).train()
+        self.projection = model.text.projection.to(device).train()
+        if device.type == "cuda":
+            self.unet.to(memory_format=torch.channels_last)
+        self.trained = nn.ModuleDict({"unet": self.unet, "text_projection": self.projection})
+        self.ema = EMA(self.trained, options.ema_decay)
+        denoiser = Denoiser(self.unet, self.projection)
+        self.train_denoiser = torch.compile(denoiser) if use_compile(options, device) else denoiser
+        self.ema_denoiser = Denoiser(self.ema.module["unet"], self.ema.module["text_projection"])
+        self.alphas_cumprod = torch.tensor(schedules.alphas_cumprod(c.schedule), dtype=torch.float32, device=device)
+
+        # 2. text cache: distinct captions + "" + the sample prompts
+        started = time.perf_counter()
+        self.prompts = sample_prompts(manifest)
+        texts = sorted({r.text for r in (*train_records, *val_records)} | {"", *self.prompts})
+        position = {text: i for i, text in enumerate(texts)}
+        self.hidden, self.mask = encode_texts(model.text, texts, device)
+        self.empty_index = position[""]
+        self.prompt_indices = [position[p] for p in self.prompts]
+        self.train_text = torch.tensor([position[r.text] for r in train_records], dtype=torch.long, device=device)
+        self.val_text = torch.tensor([position[r.text] for r in val_records], dtype=torch.long, device=device)
+
+        # 3. latent cache
+        size, workers = c.image_size, options.workers
+        self.train_mean, self.train_std = encode_latents(self.vae, train_records, size, device, workers=workers)
+        self.val_mean, self.val_std = encode_latents(self.vae, val_records, size, device, workers=workers)
+        self.num_train = len(train_records)
+        scaled = self.train_mean * self.scaling_factor
+        log(
+            f"cached {len(train_records)} training and {len(val_records)} validation latents "
+            f"{tuple(self.train_mean.shape[1:])} and {len(texts)} distinct texts "
+            f"in {time.perf_counter() - started:.1f} s; "
+            f"latent mean std x scaling_factor = {scaled.std().item():.3f} (about 1 is right)"
+        )
+
+    def trainable(self) -> dict[str, nn.Module]:
+        return {"unet": self.unet, "text_projection": self.projection}
+
+    def _noisy(
+        self, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x_t, t, target) for posterior (mean, std) (B, C, h, w), drawing from ``generator``."""
+        batch, device = mean.shape[0], mean.device
+        z = (mean + std * torch.randn(mean.shape, generator=generator, device=device)) * self.scaling_factor
+        t = torch.randint(0, self.alphas_cumprod.shape[0], (batch,), generator=generator, device=device)
+        noise = torch.randn(z.shape, generator=generator, device=device)
+        alpha = self.alphas_cumprod[t].view(batch, 1, 1, 1)
+        a, s = alpha.sqrt(), (1 - alpha).sqrt()
+        noisy = a * z + s * noise
+        target = noise if self.prediction_type == "epsilon" else a * noise - s * z
+        if self.device.type == "cuda":
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
+        return noisy, t, target
+
+    def train_loss(self, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        noisy, t, target = self._noisy(self.train_mean[indices], self.train_std[indices], generator)
+        drop = torch.rand(indices.shape[0], generator=generator, device=self.device) < self.options.uncond_prob
+        text = torch.where(drop, self.empty_index, self.train_text[indices])
+        prediction = self.train_denoiser(noisy, t, self.hidden[text], self.mask[text])
+        return F.mse_loss(prediction.float(), target)
+
+    def after_step(self, step: int) -> None:
+        self.ema.update(self.trained, step)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """EMA model, no caption dropout, the same noise and timesteps at every validation."""
+        count = self.val_mean.shape[0]
+        if count == 0:
+            return {}
+        generator = torch.Generator(device=self.device).manual_seed(self.options.seed + 1)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for chunk in iter_chunks(count, self.options.batch_size):
+            noisy, t, target = self._noisy(self.val_mean[chunk], self.val_std[chunk], generator)
+            text = self.val_text[chunk]
+            with autocast(self.device):
+                prediction = self.ema_denoiser(noisy, t, self.hidden[text], self.mask[text])
+            total += F.mse_loss(prediction.float(), target, reduction="sum").double() / target[0].numel()
+        return {"val_loss": (total / count).item()}
+
+    @torch.no_grad()
+    def sample_grid(self) -> np.ndarray | None:
+        """One column per prompt, one row per seed: EMA model, ``engine.samplers``, guidance."""
+        if not self.prompts:
+            return None
+        c, device = self.config, self.device
+        prompts = len(self.prompts)
+        cond = torch.tensor(self.prompt_indices * len(SAMPLE_SEEDS), device=device)
+        uncond = torch.full_like(cond, self.empty_index)
+        text = torch.cat([uncond, cond])
+        hidden, mask = self.hidden[text], self.mask[text]
+        scale = float(self.options.guidance_scale)
+        batch = cond.shape[0]
+
+        def model_fn(sample: np.ndarray, timestep: np.ndarray) -> np.ndarray:
+            x = torch.from_numpy(sample).to(device)
+            t = torch.from_numpy(timestep).to(device)
+            with autocast(device):
+                out = self.ema_denoiser(torch.cat([x, x]), torch.cat([t, t]), hidden, mask).float()
+            uncond_out, cond_out = out[:batch], out[batch:]
+            return (uncond_out + scale * (cond_out - uncond_out)).cpu().numpy()
+
+        shape = (c.latent_channels, c.latent_size, c.latent_size)
+        noise = np.stack(
+            [np.random.default_rng(seed).standard_normal(shape, dtype=np.float32) for seed in SAMPLE_SEEDS
+             for _ in range(prompts)]
+        )  # fmt: skip
+        latent = noise
+        for step in samplers.sample(SAMPLER, model_fn, noise, c.schedule, self.options.sample_steps):
+            latent = step.latent
+        z = torch.from_numpy(latent).to(device) / self.scaling_factor
+        images = self.vae.decode(z).sample.float().clamp(-1, 1).add(1).div(2)[:, 0]
+        return image_grid(images.cpu().numpy(), columns=prompts)
+
+    def write_checkpoint(self, folder: Path, step: int) -> None:
+        ema = self.ema.module
+        save_checkpoint(folder, self.config, self.vae, self.unet, ema["text_projection"], unet_ema=ema["unet"])
+
+    def extra_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {"ema": self.ema.module.state_dict(), "vae": self.vae.state_dict()}
+
+    def load_extra_state(self, parts: dict[str, dict[str, torch.Tensor]]) -> None:
+        try:
+            self.ema.module.load_state_dict(parts["ema"], strict=True)
+        except (KeyError, RuntimeError) as exc:
+            raise TrainingError(f"training state: EMA weights do not match the model: {exc}") from None
+
+
+def _check_export_target(path: str | None) -> None:
+    if path is None:
+        return
+    out = Path(path)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TrainingError(f"--export {path}: already exists and is not an empty folder; choose a new folder")
+
+
+def model_card(manifest: Manifest, options: DiffusionOptions, result: FitResult, vae_source: str) -> dict:
+    counts = manifest.counts()
+    return {
+        "training_data": (
+            f"{manifest.name}: {len(manifest.records)} records (train {counts['train']}, val {counts['val']}, "
+            f"test {counts['test']}); the UNet was trained on the 'train' split"
+        ),
+        "training": {
+            "steps": result.step,
+            "stopped": result.stop_reason,
+            "batch_size": options.batch_size * options.grad_accum,
+            "learning_rate": options.lr,
+            "best_val_loss": result.best_val_loss,
+            "vae": vae_source,
+        },
+    }
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log | None = None) -> FitResult:
+    """Train (or with ``resume`` continue) a diffusion run in ``options.out``; then export when asked.
+
+    Raises DatasetError, ConfigError, CheckpointError, TrainingError or TextEncoderError before
+    anything is written when an input cannot be used.
+    """
+    log = log or make_log(options.quiet)
+    # 1. data, device, export target, VAE checkpoint and config: checked before the run folder
+    manifest = read_manifest(options.data)
+    train_records, val_records = manifest.split("train"), manifest.split("val")
+    if not train_records:
+        raise DatasetError(f"{manifest.path}: no records with split 'train'")
+    device = pick_device(options.device)
+    configure_torch(device)
+    _check_export_target(options.export)
+    vae_dir, config = None, None
+    if not resume:
+        vae_dir = resolve_vae_checkpoint(options.vae)
+        config = diffusion_config(absolute_encoder(load_config(vae_dir), vae_dir), options.config)
+    info = {
+        "config": config.to_json() if config else None,
+        "vae_checkpoint": str(vae_dir.resolve()) if vae_dir else None,
+        "manifest": manifest_info(manifest),
+    }
+    run, record = open_run(options.out, "diffusion", options.to_json(), info, resume=resume)
+    config = ModelConfig.from_json(record["config"])
+    state = run.load_state() if resume and run.has_state() else None
+    if resume and state is None:
+        log(f"{run.root}: no checkpoint yet; starting from step 0")
+
+    # 2. model: fresh UNet and projection from the seed, the frozen VAE's weights
+    seed_everything(options.seed)
+    model = build_model(config)
+    if state is not None:
+        load_vae_weights(model.vae, state.parts["vae"], str(run.state_dir))
+    else:
+        vae_file = Path(record["vae_checkpoint"]) / VAE_FILE
+        load_vae_weights(model.vae, read_vae_file(vae_file), str(vae_file))
+
+    # 3. caches, then train
+    val_records = evenly_spaced(val_records, VAL_LIMIT)
+    task = DiffusionTask(model, manifest, train_records, val_records, options, device, log)
+    result = fit(task, options, run, device, state=state, log=log)
+    if not result.finished:
+        return result
+    best = f"; best val loss {result.best_val_loss:.4g} at step {result.best_step}" if result.best_step else ""
+    log(f"diffusion run finished at step {result.step} ({result.stop_reason}){best}; checkpoint {result.checkpoint}")
+
+    # 4. export
+    if options.export:
+        from training.export_onnx import export_pack
+
+        card = model_card(manifest, options, result, record.get("vae_checkpoint") or "")
+        pack = export_pack(
+            result.checkpoint, options.export, fp16=options.export_fp16, model_id=run.root.resolve().name, card=card
+        )
+        log(f"exported {pack}")
+    return result
+
+
+__all__ = [
+    "Denoiser",
+    "DiffusionOptions",
+    "DiffusionTask",
+    "diffusion_config",
+    "encode_latents",
+    "encode_texts",
+    "resolve_vae_checkpoint",
+    "sample_prompts",
+    "train_diffusion",
+]
