@@ -48,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_excepthook(window.show_error)
     window.show()
     logging.getLogger(__name__).info("CXR Studio window open")
-    return int(app.exec())
+    code = int(app.exec())
+    del window  # destroy the window (and its worker thread object) while the QApplication still exists
+    return code
 
 
 if __name__ == "__main__":

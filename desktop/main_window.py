@@ -236,6 +236,11 @@ class MainWindow(QMainWindow):
         self.run_label = QLabel()
         self.run_label.setWordWrap(True)
         layout.addWidget(self.run_label)
+        self.warning_label = QLabel()
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet("color: #b35900")
+        self.warning_label.hide()
+        layout.addWidget(self.warning_label)
         layout.addStretch(1)
         disclaimer = QLabel("Synthetic images for education and testing. Not for diagnosis.")
         disclaimer.setWordWrap(True)
@@ -564,6 +569,7 @@ class MainWindow(QMainWindow):
 
     def _on_started(self, request: GenerationRequest) -> None:
         self.steps.clear()
+        self.warning_label.hide()
         self.run_label.setText(f"Generating seed {request.seed} ({request.num_steps} steps, {request.sampler})…")
 
     def _on_step(self, event) -> None:
@@ -577,7 +583,8 @@ class MainWindow(QMainWindow):
 
     def _show_frame(self, index: int) -> None:
         frame = self.steps.frames()[index]
-        self.viewer.set_image(frame.pixels, frame.label, keep_window=self._user_window)
+        label = self.current.label if frame.label == "final" and self.current is not None else frame.label
+        self.viewer.set_image(frame.pixels, label, keep_window=self._user_window)
 
     def _on_user_window(self, _center: float, _width: float) -> None:
         self._user_window = True
@@ -607,12 +614,14 @@ class MainWindow(QMainWindow):
         self.run_label.setText(
             f"Seed {result.seeds[0]}: {t.get('total_s', 0):.2f} s on {result.provider.replace('ExecutionProvider', '')}"
         )
-        if result.dropped_words:
-            self.show_error(
-                "Prompt too long",
-                "The text encoder ignored these words beyond its token limit: "
-                f"{' '.join(result.dropped_words)}. Shorten the prompt.",
+        if result.dropped_words:  # a warning, not an error: the image was made from the rest
+            warning = (
+                f"The text encoder's token limit cut off the end of the prompt: "
+                f"{' '.join(result.dropped_words)!r} was ignored. Shorten the prompt to use it."
             )
+            log.warning(warning)
+            self.warning_label.setText(warning)
+            self.warning_label.show()
         self.generation_done.emit(result)
         if self._queue:
             self._start_next()
