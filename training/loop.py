@@ -58,9 +58,13 @@ STATE_FORMAT = "cxr-studio-training-state"
 FORMAT_VERSION = 1
 RUN_FILE = "run.json"
 INDEX_FILE = "index.json"
-# Options a resumed run may change: they do not touch the training trajectory.
+# Options a resumed run may change: they do not touch the training trajectory. (``data`` may move:
+# the manifest's SHA-256 must match; ``vae`` is read from the run's own state on resume.)
 MUTABLE_OPTIONS = frozenset(
     {
+        "data",
+        "out",
+        "vae",
         "device",
         "compile",
         "workers",

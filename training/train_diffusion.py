@@ -18,6 +18,7 @@ projection is what validation, the sample grids, the checkpoints and ``--export`
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from engine import samplers, schedules
+from engine.pack import atomic_write_text
 from training.checkpoint import (
     CONFIG_FILE,
     VAE_FILE,
@@ -204,7 +206,7 @@ class Denoiser(nn.Module):
         self, sample: torch.Tensor, timestep: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         context = self.projection(hidden).masked_fill(~mask.unsqueeze(-1), 0.0)
-        return self.unet(sample, timestep, encoder_hidden_states=context).sample
+        return self.unet(sample, timestep, encoder_hidden_states=context, return_dict=False)[0]
 
 
 def sample_prompts(manifest: Manifest, limit: int = SAMPLE_PROMPTS) -> list[str]:
@@ -270,12 +272,15 @@ class DiffusionTask:
         self.train_mean, self.train_std = encode_latents(self.vae, train_records, size, device, workers=workers)
         self.val_mean, self.val_std = encode_latents(self.vae, val_records, size, device, workers=workers)
         self.num_train = len(train_records)
-        scaled = self.train_mean * self.scaling_factor
+        sampled = self.train_mean + self.train_std * torch.randn(
+            self.train_mean.shape, generator=torch.Generator(device=device).manual_seed(0), device=device
+        )
         log(
             f"cached {len(train_records)} training and {len(val_records)} validation latents "
             f"{tuple(self.train_mean.shape[1:])} and {len(texts)} distinct texts "
             f"in {time.perf_counter() - started:.1f} s; "
-            f"latent mean std x scaling_factor = {scaled.std().item():.3f} (about 1 is right)"
+            f"std of the training latents x scaling_factor = {sampled.std().item() * self.scaling_factor:.3f} "
+            "(about 1 is right)"
         )
 
     def trainable(self) -> dict[str, nn.Module]:
@@ -442,6 +447,10 @@ def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log
     # 3. caches, then train
     val_records = evenly_spaced(val_records, VAL_LIMIT)
     task = DiffusionTask(model, manifest, train_records, val_records, options, device, log)
+    if options.sample_every:
+        run.samples_dir.mkdir(exist_ok=True)
+        prompts = {"prompts (columns)": task.prompts, "seeds (rows)": list(SAMPLE_SEEDS), "sampler": SAMPLER}
+        atomic_write_text(run.samples_dir / "prompts.json", json.dumps(prompts, indent=2) + "\n")
     result = fit(task, options, run, device, state=state, log=log)
     if not result.finished:
         return result

@@ -138,8 +138,9 @@ class VAELoss(nn.Module):
         self.kl_weight, self.edge_weight = kl_weight, edge_weight
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        posterior = self.vae.encode(x).latent_dist
-        recon = self.vae.decode(posterior.mean + posterior.std * noise).sample
+        # return_dict=False: plain tuples, no output dataclasses inside a compiled graph
+        posterior = self.vae.encode(x, return_dict=False)[0]
+        recon = self.vae.decode(posterior.mean + posterior.std * noise, return_dict=False)[0]
         return vae_loss(
             recon, x, posterior.mean, posterior.logvar, kl_weight=self.kl_weight, edge_weight=self.edge_weight
         )

@@ -4,6 +4,7 @@ and the API (kill -9 and exact resume, early stopping, export to a pack that gen
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -145,7 +146,7 @@ def test_load_image_8_and_16_bit_crop_and_resize(tmp_path: Path) -> None:
     wide = load_image(tmp_path / "a.png", 16)
     narrow = load_image(tmp_path / "b.png", 16)
     assert wide.shape == (1, 16, 16) and wide.dtype == np.float32
-    assert -1 <= wide.min() and wide.max() <= 1
+    assert wide.min() >= -1 and wide.max() <= 1
     np.testing.assert_allclose(wide, narrow, atol=2.5 / 255)
     expected = (9 + 3 * np.arange(16)) / 63 * 2 - 1  # columns 8..55 of 64, 3 averaged per pixel
     np.testing.assert_allclose(wide[0, 0], expected, atol=1e-4)
@@ -198,7 +199,7 @@ def test_lr_schedule_warmup_then_cosine() -> None:
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[59] == pytest.approx(0.55)  # half-way through the cosine
     assert lrs[-1] == pytest.approx(0.1)
-    assert all(x >= y for x, y in zip(lrs[9:], lrs[10:], strict=False))
+    assert all(x >= y for x, y in itertools.pairwise(lrs[9:]))
 
 
 def test_batch_order_is_a_seeded_permutation_per_epoch_and_resumes() -> None:
@@ -265,7 +266,8 @@ def test_state_files_of_older_steps_are_removed_after_the_index(tmp_path: Path) 
     run.save_state(10, {"model": {"w": torch.full((2,), 2.0)}}, {"note": 10})
     assert sorted(p.name for p in run.state_dir.iterdir()) == ["index.json", "model-00000010.safetensors"]
     state = run.load_state()
-    assert state.step == 10 and state.meta["note"] == 10 and torch.equal(state.parts["model"]["w"], torch.full((2,), 2.0))
+    assert state.step == 10 and state.meta["note"] == 10
+    assert torch.equal(state.parts["model"]["w"], torch.full((2,), 2.0))
 
 
 def test_metrics_log_truncates_records_after_a_step(tmp_path: Path) -> None:
@@ -293,12 +295,10 @@ def test_vae_run_writes_checkpoint_metrics_samples_and_scaling_factor(vae_run: P
     # the checkpoint loads, and its scaling factor gives unit-variance latents
     model = load_checkpoint(RunFolder(vae_run).best_or_last())
     assert model.config.scaling_factor != 0.5  # not the tiny config's placeholder
-    images = torch.from_numpy(
-        np.stack([load_image(r.image, 32) for r in read_manifest(dataset).split("train")])
-    )
+    images = torch.from_numpy(np.stack([load_image(r.image, 32) for r in read_manifest(dataset).split("train")]))
     with torch.no_grad():
         posterior = model.vae.encode(images).latent_dist
-    z = (posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=torch.Generator().manual_seed(3)))
+    z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=torch.Generator().manual_seed(3))
     assert (z * model.config.scaling_factor).std().item() == pytest.approx(1.0, rel=0.05)
     assert (vae_run / "state" / "index.json").is_file()
     assert not list(vae_run.glob(".*"))  # no temporary folders left
@@ -351,9 +351,10 @@ def test_diffusion_killed_with_sigkill_resumes_exactly_and_exports(
     assert code == 0
     resumed = _losses(tmp_path / "killed")
     assert sorted(resumed) == list(range(1, 21))
-    after = [step for step in range(start + 1, 21)]
+    after = range(start + 1, 21)
     np.testing.assert_allclose([resumed[s] for s in after], [expected[s] for s in after], rtol=1e-5, atol=1e-7)
-    final, ref = load_checkpoint(tmp_path / "killed" / "checkpoint"), load_checkpoint(tmp_path / "reference" / "checkpoint")
+    final = load_checkpoint(tmp_path / "killed" / "checkpoint")
+    ref = load_checkpoint(tmp_path / "reference" / "checkpoint")
     for (name, a), (_, b) in zip(final.unet.state_dict().items(), ref.unet.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
