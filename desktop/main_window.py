@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -118,6 +119,8 @@ class MainWindow(QMainWindow):
         self.errors: list[str] = []  # every error shown, in order (also in the log file)
         self._boxes: list[QMessageBox] = []
         self._tasks: list[Task] = []
+        self.closing = threading.Event()  # set when the window closes: background tasks stop early
+        self.pacs_dialog = None
         self.model_info: ModelInfo | None = None
         self.current: CurrentImage | None = None
         self._queue: list[GenerationRequest] = []
@@ -785,23 +788,33 @@ class MainWindow(QMainWindow):
         if path:
             self.export_dicom(Path(path), dialog.study_context(), options)
 
-    def export_dicom(
-        self, path: Path, study: StudyContext | None = None, options: DicomOptions | None = None
-    ) -> Path | None:
-        """Write the current image as a synthetic DICOM file; None (after an error dialog) on failure."""
+    def current_dataset(self, study: StudyContext | None = None, options: DicomOptions | None = None):
+        """The current image as a synthetic DICOM dataset (export options from the settings by default);
+        None, after an error dialog, when there is no image or a value is refused."""
         current = self._need_image()
         if current is None:
             return None
         study = study or StudyContext.synthetic()
-        options = options or DicomOptions()
+        options = options or DicomOptions.from_dict(self.settings.export())
         try:
-            windows = None
-            if options.viewer_window:
-                windows = self._dicom_windows(current.pixels, options.bits_stored)
-            dataset = build_dataset(
+            windows = self._dicom_windows(current.pixels, options.bits_stored) if options.viewer_window else None
+            return build_dataset(
                 current.pixels, current.info, study, iod=options.iod, bits_stored=options.bits_stored,
                 windows=windows, burn_in=options.burn_in,
             )  # fmt: skip
+        except ValueError as exc:
+            self.show_error("DICOM not made", f"{exc}. Correct the value in the export dialog.")
+            return None
+
+    def export_dicom(
+        self, path: Path, study: StudyContext | None = None, options: DicomOptions | None = None
+    ) -> Path | None:
+        """Write the current image as a synthetic DICOM file; None (after an error dialog) on failure."""
+        options = options or DicomOptions()
+        dataset = self.current_dataset(study, options)
+        if dataset is None:
+            return None
+        try:
             write_dicom(dataset, path, transfer_syntax=options.transfer_syntax)
         except CodecUnavailableError as exc:
             self.show_error("DICOM not saved", f"{exc}. Choose the uncompressed transfer syntax instead.")
@@ -856,8 +869,9 @@ class MainWindow(QMainWindow):
             return
         from desktop.widgets.pacs_dialog import PacsDialog
 
-        dialog = PacsDialog(self)
-        dialog.open()
+        if self.pacs_dialog is None:
+            self.pacs_dialog = PacsDialog(self)
+        self.pacs_dialog.open()
 
     def run_task(self, function, on_done, on_error=None) -> Task:
         """Run a blocking call off the GUI thread; the window waits for it when closing."""
@@ -889,6 +903,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         """Stop a run cleanly: cancel, quit the worker's thread and wait for it; nothing is left running."""
         self._queue.clear()
+        self.closing.set()
         try:
             self.save_settings()
         except Exception:  # never block closing on settings

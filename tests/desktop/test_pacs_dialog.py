@@ -1,0 +1,79 @@
+"""Send to PACS from the window: C-ECHO test and C-STORE of the current image to a real dcmtk storescp."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from desktop.main_window import MainWindow
+from desktop.settings import Settings
+
+pytest.importorskip("pynetdicom")
+
+from tests.pacs_servers import black_hole, free_port, storescp
+
+RUN_MS = 60_000
+
+
+@pytest.fixture
+def window(qtbot, settings, tiny_pack_dir: Path):
+    window = MainWindow(model=tiny_pack_dir, settings=Settings(settings))
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.model_info is not None, timeout=RUN_MS)
+    window.steps_spin.setValue(2)
+    window.prompt_box.set_text("Normal chest radiograph")
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
+        window.generate()
+    yield window
+    window.close()
+
+
+def fill(dialog, port: int, called: str = "TESTSCP") -> None:
+    dialog.name_edit.setText("test scp")
+    dialog.host_edit.setText("127.0.0.1")
+    dialog.port_spin.setValue(port)
+    dialog.called_edit.setText(called)
+
+
+def test_echo_and_send_the_current_image(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    assert window.send_pacs_action.isVisible()
+    window.open_pacs_dialog()
+    dialog = window.pacs_dialog
+    with storescp(tmp_path / "scp") as scp:
+        fill(dialog, scp.port, scp.aet)
+        with qtbot.waitSignal(dialog.echo_done, timeout=RUN_MS) as echoed:
+            dialog.echo_button.click()
+        assert echoed.args[0].ok and "answered C-ECHO" in dialog.status.text()
+        dialog.save_node()
+        with qtbot.waitSignal(dialog.send_done, timeout=RUN_MS) as sent:
+            dialog.send_button.click()
+        report = sent.args[0]
+        assert report.ok and report.sent == 1, report.summary()
+        qtbot.waitUntil(lambda: len(scp.files()) == 1, timeout=10_000)
+        ds = pydicom.dcmread(scp.files()[0])
+        assert ds.ConversionType == "SYN" and "Normal chest radiograph" in ds.ImageComments
+    assert dialog.outbox.pending() == []
+    assert [n["name"] for n in Settings(window.settings.store).pacs_nodes()] == ["test scp"]
+
+
+def test_failures_say_what_happened_and_keep_the_image(qtbot, window: MainWindow) -> None:
+    window.open_pacs_dialog()
+    dialog = window.pacs_dialog
+    fill(dialog, free_port())  # nothing listens there
+    with qtbot.waitSignal(dialog.echo_done, timeout=RUN_MS) as echoed:
+        dialog.echo_button.click()
+    assert not echoed.args[0].ok and "127.0.0.1" in dialog.status.text()
+    with black_hole() as port:
+        fill(dialog, port)
+        dialog.called_edit.setText("BAD AE\\")
+        dialog.send_button.click()
+        assert "AE title" in dialog.status.text() and dialog.outbox.pending() == []
+    fill(dialog, free_port())
+    dialog.retries, dialog.backoff_s = 1, 0.05
+    with qtbot.waitSignal(dialog.send_done, timeout=RUN_MS) as sent:
+        dialog.send_button.click()
+    assert not sent.args[0].ok
+    assert len(dialog.outbox.pending()) == 1 and "Send pending" in dialog.status.text()
