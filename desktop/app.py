@@ -46,11 +46,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setApplicationName(APPLICATION)
     window = MainWindow(model=args.model, provider=args.provider)
     install_excepthook(window.show_error)
+    _quit_on_interrupt(window)
     window.show()
     logging.getLogger(__name__).info("CXR Studio window open")
     code = int(app.exec())
     del window  # destroy the window (and its worker thread object) while the QApplication still exists
     return code
+
+
+def _quit_on_interrupt(window) -> None:
+    """Ctrl+C in the terminal closes the window (cleanly, like the close button).
+
+    Python runs signal handlers only between bytecodes, so a timer lets it run now and then while Qt's
+    event loop waits in C++.
+    """
+    import signal
+
+    from PySide6.QtCore import QTimer
+
+    signal.signal(signal.SIGINT, lambda *_: window.close())
+    timer = QTimer(window)
+    timer.timeout.connect(lambda: None)
+    timer.start(250)
 
 
 if __name__ == "__main__":
