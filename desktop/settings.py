@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings
@@ -12,7 +13,14 @@ APPLICATION = "CXR Studio"
 HISTORY_LIMIT = 50
 
 
+SETTINGS_ENV = "CXR_STUDIO_SETTINGS"  # an INI file to use instead of the user's (tests, portable installs)
+
+
 def default_settings() -> QSettings:
+    """``$CXR_STUDIO_SETTINGS`` if set, else the INI file in the user's config folder."""
+    override = os.environ.get(SETTINGS_ENV)
+    if override:
+        return QSettings(override, QSettings.Format.IniFormat)
     return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, ORGANIZATION, APPLICATION)
 
 

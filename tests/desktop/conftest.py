@@ -17,12 +17,13 @@ import engine.paths
 
 @pytest.fixture(autouse=True)
 def user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """User data and logs under tmp_path; no default model unless a test installs one."""
+    """User data, logs and settings under tmp_path; no default model unless a test installs one."""
     data = tmp_path / "user-data"
     monkeypatch.setattr(engine.paths, "user_data_dir", lambda: data)
     monkeypatch.setattr(engine.paths, "user_models_dir", lambda: data / "models")
     monkeypatch.setattr(engine.paths, "user_log_dir", lambda: tmp_path / "user-logs")
     monkeypatch.setenv("CXR_STUDIO_MODEL", str(tmp_path / "no-default-model"))
+    monkeypatch.setenv("CXR_STUDIO_SETTINGS", str(tmp_path / "default-settings.ini"))  # never the user's
     return data
 
 

@@ -376,7 +376,7 @@ def test_compare_a_case_side_by_side(qtbot, window: MainWindow) -> None:
     assert viewer.compare_view.zoom() == pytest.approx(viewer.view.zoom())
 
 
-def test_main_opens_the_window_with_model(qtbot, tiny_pack_dir: Path, monkeypatch) -> None:
+def test_main_opens_the_window_with_model(qtbot, tiny_pack_dir: Path, monkeypatch, tmp_path: Path) -> None:
     from PySide6.QtWidgets import QApplication
 
     from desktop import app as desktop_app
@@ -399,6 +399,7 @@ def test_main_opens_the_window_with_model(qtbot, tiny_pack_dir: Path, monkeypatc
     guard.start(LOAD_MS)
     assert desktop_app.main(["--model", str(tiny_pack_dir)]) == 0
     assert seen == {"model": "cxr-tiny-seed0"}
+    assert (tmp_path / "default-settings.ini").is_file()  # the settings went to $CXR_STUDIO_SETTINGS
 
 
 def test_main_refuses_a_missing_model_folder(tmp_path: Path, capsys) -> None:
