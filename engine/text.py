@@ -58,9 +58,10 @@ class WordPieceTokenizer:
             lost: tuple[str, ...] = ()
             if len(token_ids) > self.max_tokens:
                 keep = self.max_tokens - 1  # tokens [0, keep) then [SEP]
-                first_cut = enc.offsets[keep][0]
-                lost = tuple(text[first_cut:].split())
-                # A word split across the cut is dropped from its first cut piece on.
+                # Cut at a word boundary: a word whose pieces straddle the limit is dropped whole.
+                while keep > 1 and enc.word_ids[keep] is not None and enc.word_ids[keep] == enc.word_ids[keep - 1]:
+                    keep -= 1
+                lost = tuple(text[enc.offsets[keep][0] :].split())
                 token_ids = [*token_ids[:keep], token_ids[-1]]
             ids[row, : len(token_ids)] = token_ids
             mask[row, : len(token_ids)] = 1

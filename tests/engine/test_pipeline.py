@@ -195,3 +195,13 @@ def test_bad_requests_are_refused_before_any_work(counting, kw, error, message) 
     with pytest.raises(error, match=message):
         next(pipe.iter_steps(_request(**kw)))
     assert backend.calls == []
+
+
+def test_truncation_drops_whole_words_only(pipeline: Pipeline) -> None:
+    """A word split into WordPiece pieces across the limit is dropped whole, and reported whole."""
+    tokenizer = pipeline.tokenizer
+    filler = " ".join(["chest"] * (tokenizer.max_tokens - 3))  # [CLS] + filler + one more token fits
+    batch = tokenizer.encode_batch([f"{filler} pneumothorax effusion"])
+    assert batch.dropped[0] == ("pneumothorax", "effusion")
+    kept = batch.input_ids[0][batch.attention_mask[0] == 1]
+    assert len(kept) <= tokenizer.max_tokens and kept[-1] == tokenizer.encode_batch([""]).input_ids[0][1]
