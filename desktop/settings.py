@@ -1,12 +1,20 @@
-"""What the app remembers between runs (QSettings): last model, generation defaults, viewer presets, history."""
+"""What the app remembers between runs (QSettings): last model, generation defaults, viewer presets, history.
+
+PACS nodes are the exception: they live in engine.nodes' file, shared with the command line."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings
+
+from engine import nodes
+from engine.pacs import PacsNode
+
+log = logging.getLogger(__name__)
 
 ORGANIZATION = "CXR Studio"
 APPLICATION = "CXR Studio"
@@ -93,13 +101,16 @@ class Settings:
     def set_export(self, values: dict[str, Any]) -> None:
         self.store.setValue("export/options", json.dumps(values))
 
-    # PACS nodes (engine.pacs.PacsNode.to_dict)
+    # PACS nodes live in engine.nodes' JSON file, so the app and `cxr-studio pacs` share them
     def pacs_nodes(self) -> list[dict[str, Any]]:
-        values = self._json("pacs/nodes", [])
-        return [v for v in values if isinstance(v, dict)]
+        try:
+            return [node.to_dict() for node in nodes.load_nodes().values()]
+        except ValueError as exc:
+            log.warning("%s", exc)
+            return []
 
-    def set_pacs_nodes(self, nodes: list[dict[str, Any]]) -> None:
-        self.store.setValue("pacs/nodes", json.dumps(nodes))
+    def set_pacs_nodes(self, values: list[dict[str, Any]]) -> None:
+        nodes.save_nodes({v["name"]: PacsNode.from_dict(v) for v in values})
 
     # window
     def geometry(self) -> QByteArray | None:

@@ -20,6 +20,12 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("CXR_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def _private_pacs_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's own PACS node list."""
+    monkeypatch.setenv("CXR_STUDIO_NODES", str(tmp_path / "pacs_nodes.json"))
+
+
 @pytest.fixture(scope="session")
 def tiny_pack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A verified tiny pack (32x32 images, random weights): read-only, shared by all tests."""
