@@ -1,6 +1,7 @@
 """``cxr-studio`` with no subcommand (or ``./studio``): open the desktop app.
 
 cxr-studio [--model PACK] [--provider auto|cpu|cuda] [Qt options]
+cxr-studio --selftest [--model PACK] [--provider P]   (headless check, see desktop/selftest.py)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, default=None, metavar="PACK", help="model pack folder to open")
     parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="ONNX Runtime device")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more (to the log file and stderr)")
+    parser.add_argument("--selftest", action="store_true", help="check the installation headless, print one line, exit")
     return parser
 
 
@@ -29,6 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     multiprocessing.freeze_support()
     argv = list(sys.argv[1:] if argv is None else argv)
     args, qt_args = build_parser().parse_known_args(argv)
+    if args.selftest:
+        from desktop.selftest import main as selftest_main
+
+        return selftest_main(argv)
     if args.model is not None and not args.model.is_dir():
         print(f"cxr-studio: error: --model {args.model}: no such folder (a model pack is a folder)", file=sys.stderr)
         return 2
