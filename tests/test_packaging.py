@@ -67,3 +67,67 @@ def test_selftest_never_imports_torch_or_training(tiny_pack_dir: Path) -> None:
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "LOADED []" in run.stdout
+
+
+# the spec and the bundle scan (the build itself runs in CI as `./studio package`)
+
+PACKAGING = REPO / "packaging"
+
+
+def _bundle_check():
+    sys.path.insert(0, str(PACKAGING))
+    try:
+        import bundle_check
+    finally:
+        sys.path.remove(str(PACKAGING))
+    return bundle_check
+
+
+def test_spec_excludes_training_packages_and_unused_qt() -> None:
+    spec = (PACKAGING / "cxr_studio.spec").read_text(encoding="utf-8")
+    assert "excludes=EXCLUDES" in spec
+    assert "forbidden_names(" in spec  # the spec refuses a collected torch before writing anything
+    assert 'copy_metadata("cxr-studio")' in spec  # the GUI entry point is found through metadata
+    assert "entry.py" in spec and "rthook_cuda.py" in spec
+    excludes = set(_bundle_check().EXCLUDES)
+    for name in ("torch", "transformers", "diffusers", "training", "onnx", "sympy", "scipy", "tests"):
+        assert name in excludes
+    for module in ("QtQml", "QtQuick", "QtWebEngineCore", "QtWebEngineWidgets"):
+        assert f"PySide6.{module}" in excludes
+
+
+def test_qt_translations_and_qml_are_dropped() -> None:
+    drop = _bundle_check().QT_DROP
+    assert drop.search("PySide6/Qt/translations/qtbase_de.qm")
+    assert drop.search("PySide6/Qt/lib/libQt6Qml.so.6")
+    assert drop.search("PySide6/Qt/qml/QtQuick/Controls")
+    assert not drop.search("PySide6/Qt/plugins/platforms/libqxcb.so")
+    assert not drop.search("PySide6/Qt/plugins/platforms/libqoffscreen.so")
+
+
+def test_bundle_scan_finds_training_packages(tmp_path: Path) -> None:
+    check = _bundle_check()
+    clean = tmp_path / "clean"
+    for rel in ("_internal/onnxruntime/capi/x.so", "_internal/engine/pipeline.pyc", "_internal/PySide6/Qt/lib/a.so"):
+        (clean / rel).parent.mkdir(parents=True, exist_ok=True)
+        (clean / rel).write_bytes(b"")
+    assert check.scan_bundle(clean) == []
+    dirty = tmp_path / "dirty"
+    for rel in ("_internal/torch/lib/libc10.so", "_internal/transformers-5.0.dist-info/METADATA", "_internal/x.txt"):
+        (dirty / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dirty / rel).write_bytes(b"")
+    (dirty / "_internal" / "training").mkdir()
+    found = check.scan_bundle(dirty)
+    assert any(p.endswith("torch") for p in found)
+    assert any("transformers-5.0.dist-info" in p for p in found)
+    assert any(p.endswith("training") for p in found)
+    assert check.forbidden_names(["torch.nn", "engine.cli", "diffusers"]) == ["torch.nn", "diffusers"]
+
+
+def test_entry_script_freezes_and_runs_the_cli() -> None:
+    entry = (PACKAGING / "entry.py").read_text(encoding="utf-8")
+    assert "multiprocessing.freeze_support()" in entry
+    assert "from engine.cli import main" in entry
+    desktop_file = (PACKAGING / "linux" / "cxr-studio.desktop").read_text(encoding="utf-8")
+    assert "Exec=cxr-studio" in desktop_file and "Icon=cxr-studio" in desktop_file
+    assert (REPO / "resources" / "icons" / "cxr-studio.png").is_file()
