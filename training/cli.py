@@ -24,6 +24,9 @@ def register_export_onnx(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="PACK", help="new (or empty) folder for the pack")
     parser.add_argument("--fp16", action="store_true", help="float16 weights and arithmetic (float32 inputs/outputs)")
     parser.add_argument(
+        "--text-int8", action="store_true", help="int8 dynamic quantisation of the text encoder (a smaller pack)"
+    )
+    parser.add_argument(
         "--model-id", default=None, metavar="ID", help="model id (default: the checkpoint folder's name)"
     )
     parser.set_defaults(func=run)
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars in a command's output
     try:
-        pack = export_pack(args.checkpoint, args.out, fp16=args.fp16, model_id=args.model_id)
+        pack = export_pack(args.checkpoint, args.out, fp16=args.fp16, text_int8=args.text_int8, model_id=args.model_id)
     except (CheckpointError, ExportError, TextEncoderError, OSError) as exc:
         message = " ".join(str(exc).split())  # one line, even for multi-line library errors
         print(f"cxr-studio export-onnx: error: {message}", file=sys.stderr)

@@ -282,3 +282,25 @@ def test_twenty_step_generation_matches_torch(tiny_pack: Path, tiny_model: Laten
     latent_diff = float(np.abs(finals[0] - finals[1]).max())
     print(f"\n{sampler}: 20 steps, guidance 4: final latent max diff {latent_diff:.2e}, image PSNR {psnr:.1f} dB")
     assert psnr >= 40.0
+
+
+def test_text_encoder_int8_stays_close_and_shrinks(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """The int8 text encoder gives nearly the same context (cosine per token) in a smaller file."""
+    from engine.pack import load_pack
+    from engine.runtime import OrtBackend
+    from engine.text import WordPieceTokenizer
+    from training.export_onnx import export_pack
+
+    full = load_pack(export_pack(tiny_checkpoint, tmp_path / "fp32"))
+    small = load_pack(export_pack(tiny_checkpoint, tmp_path / "int8", text_int8=True))
+    assert small.manifest.files["text_encoder.onnx"].size < full.manifest.files["text_encoder.onnx"].size
+    assert small.manifest.files["unet.onnx"].sha256 == full.manifest.files["unet.onnx"].sha256
+    text = full.manifest.text
+    tokens = WordPieceTokenizer(full.path("vocab.txt"), lowercase=text.lowercase, max_tokens=text.max_tokens)
+    batch = tokens.encode_batch(["Normal chest radiograph", "Large left pleural effusion", ""])
+    a = OrtBackend(full, requested="cpu").encode_text(batch.input_ids, batch.attention_mask)
+    b = OrtBackend(small, requested="cpu").encode_text(batch.input_ids, batch.attention_mask)
+    real = batch.attention_mask.astype(bool)
+    cosine = (a * b).sum(-1)[real] / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))[real]
+    assert cosine.min() > 0.95, cosine.min()
+    assert not b[~real].any()  # pads stay exactly zero
