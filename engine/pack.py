@@ -22,14 +22,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from engine.fileio import atomic_write_bytes, atomic_write_text
+
 FORMAT_NAME = "cxr-studio-pack"
 FORMAT_VERSION = 1
 MANIFEST = "model.json"
+__all__ = ["atomic_write_bytes", "atomic_write_text"]  # re-exported: many callers import them from here
 REQUIRED_FILES = ("text_encoder.onnx", "unet.onnx", "vae_decoder.onnx")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -289,25 +291,3 @@ def write_manifest(root: str | os.PathLike[str], manifest: PackManifest) -> Pack
     _check_values(manifest)
     atomic_write_text(root / MANIFEST, json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n")
     return manifest
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

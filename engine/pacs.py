@@ -22,10 +22,8 @@ import errno
 import io
 import json
 import logging
-import os
 import socket
 import ssl
-import tempfile
 import threading
 import time
 import urllib.error
@@ -49,6 +47,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification
 
 from engine import paths
+from engine.fileio import atomic_write_bytes
 
 LOGGER = logging.getLogger(__name__)
 # pynetdicom logs every refused connection or abort at ERROR level; this module turns each into one
@@ -916,39 +915,12 @@ class OutboxError(OSError):
     """The outbox could not keep a file (full disk, no permission)."""
 
 
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":  # Windows cannot open a directory; NTFS journals the rename
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over ``path``.
-
-    Either the whole file appears or nothing does; on a full disk the temporary file is removed.
-    """
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
+    """:func:`engine.fileio.atomic_write_bytes`, with a full disk or missing permission as OutboxError."""
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if durable:
-            os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(temp_name, path)
-        if durable:
-            _fsync_dir(path.parent)
-    except BaseException as exc:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        atomic_write_bytes(path, data, durable=durable)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OutboxError(
                 exc.errno,
                 f"the disk is full: could not write {path.name} ({len(data) / 1e6:.1f} MB) to {path.parent}; "

@@ -18,17 +18,17 @@ files and mismatched tensors with an error that names the file.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors_bytes
 from torch import nn
 
-from engine.pack import atomic_write_text
+from engine.pack import atomic_write_bytes, atomic_write_text
 from training.models.config import ConfigError, ModelConfig
 from training.models.text import TextConditioner, TextEncoderError
 from training.models.unet import build_unet
@@ -72,19 +72,7 @@ def _state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, save_tensors_bytes(tensors, metadata=metadata))
 
 
 def save_checkpoint(
@@ -111,9 +99,6 @@ def save_checkpoint(
     _atomic_save_tensors(out / TEXT_PROJECTION_FILE, _state(projection), metadata)
     # 2. config
     atomic_write_text(out / CONFIG_FILE, config.dumps())
-    umask = os.umask(0)
-    os.umask(umask)
-    (out / CONFIG_FILE).chmod(0o666 & ~umask)
     return out
 
 

@@ -550,7 +550,7 @@ def test_put_on_a_full_disk_raises_a_clear_error_and_leaves_nothing(
             return real_write(fd, bytes(data[:1000]))  # part of the file lands on disk first
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pacs.os, "write", write_then_fill_up)
+    monkeypatch.setattr(os, "write", write_then_fill_up)  # engine.fileio writes with os.write
     with pytest.raises(OutboxError, match=r"the disk is full: could not write .* nothing was written"):
         outbox.put(make_sc(0, seed=12))
     monkeypatch.undo()
