@@ -74,6 +74,7 @@ MUTABLE_OPTIONS = frozenset(
         "log_every",
         "export",
         "export_fp16",
+        "export_text_int8",
         "sample_steps",
         "guidance_scale",
     }

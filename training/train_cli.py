@@ -91,6 +91,7 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     add("--guidance-scale", type=float, default=None, help="guidance of the sample grids (default 4)")
     add("--export", metavar="PACK", default=None, help="export a model pack (ONNX) from the best checkpoint at the end")
     add("--export-fp16", action="store_true", default=None, help="export float16 weights")
+    add("--export-text-int8", action="store_true", default=None, help="export an int8 text encoder (smaller pack)")
     diffusion.set_defaults(func=run)
     parser.set_defaults(func=run)
 

@@ -95,6 +95,7 @@ class DiffusionOptions(TrainOptions):
     guidance_scale: float = 4.0
     export: str | None = None
     export_fp16: bool = False
+    export_text_int8: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -463,7 +464,12 @@ def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log
 
         card = model_card(manifest, options, result, record.get("vae_checkpoint") or "")
         pack = export_pack(
-            result.checkpoint, options.export, fp16=options.export_fp16, model_id=run.root.resolve().name, card=card
+            result.checkpoint,
+            options.export,
+            fp16=options.export_fp16,
+            text_int8=options.export_text_int8,
+            model_id=run.root.resolve().name,
+            card=card,
         )
         log(f"exported {pack}")
     return result

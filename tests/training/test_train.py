@@ -317,7 +317,7 @@ def test_diffusion_killed_with_sigkill_resumes_exactly_and_exports(
 ) -> None:
     # 1. an uninterrupted run, exported at the end
     pack = tmp_path / "pack"
-    reference = _diffusion(dataset, vae_run, tmp_path / "reference", export=str(pack))
+    reference = _diffusion(dataset, vae_run, tmp_path / "reference", export=str(pack), export_text_int8=True)
     result = train_diffusion(reference)
     assert result.finished and result.step == 20
     expected = _losses(tmp_path / "reference")
@@ -366,6 +366,7 @@ def test_diffusion_killed_with_sigkill_resumes_exactly_and_exports(
     loaded = load_pack(pack)
     assert "manifest.jsonl: 24 records" in loaded.manifest.card["training_data"]
     assert "'train' split" in loaded.manifest.card["training_data"]
+    assert b"MatMulInteger" in loaded.path("text_encoder.onnx").read_bytes()  # --export-text-int8 took effect
     generated = Pipeline(loaded).generate(GenerationRequest(prompt=CAPTIONS[1], num_steps=4))
     assert generated.images.shape == (1, 32, 32) and np.isfinite(generated.images).all()
     assert main(["generate", CAPTIONS[0], "--model", str(pack), "--steps", "3", "--out", str(tmp_path / "a.png"),
