@@ -119,7 +119,7 @@ class OrtBackend:
                 self._ort.set_default_logger_severity(_ORT_ERROR)
         used = session.get_providers()[0]
         if used != "CUDAExecutionProvider" and "CUDAExecutionProvider" in self._providers:
-            log.info("CUDA libraries are not usable here; running on the CPU")
+            log.debug("CUDA libraries are not usable here; running on the CPU")  # the caller reports the provider
             self._providers = ["CPUExecutionProvider"]
         self.provider = used if name == "unet.onnx" else self.provider
         self._sessions[name] = session
