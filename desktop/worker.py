@@ -217,16 +217,7 @@ class WorkerHost(QObject):
         self.worker.moveToThread(self.thread)
         self._load_requested.connect(self.worker.load_model)
         self._generate_requested.connect(self.worker.generate)
-        for name in (
-            "model_loading",
-            "model_loaded",
-            "model_failed",
-            "started",
-            "step",
-            "finished",
-            "cancelled",
-            "failed",
-        ):
+        for name in RELAYED_SIGNALS:
             getattr(self.worker, name).connect(getattr(self, name), Qt.ConnectionType.QueuedConnection)
         self.thread.finished.connect(self.worker.deleteLater)
         self.thread.start()

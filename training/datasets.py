@@ -114,6 +114,9 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     return Manifest(path=path, records=tuple(records), sha256=hashlib.sha256(data).hexdigest())
 
 
+VAL_LIMIT = 2048  # at most this many validation images (evenly spaced) in a training run
+
+
 def evenly_spaced(records: list[ManifestRecord], limit: int) -> list[ManifestRecord]:
     """At most ``limit`` records, evenly spaced through ``records`` (all of them when fewer)."""
     if len(records) <= limit:

@@ -41,7 +41,15 @@ from training.checkpoint import (
     load_config,
     save_checkpoint,
 )
-from training.datasets import DatasetError, Manifest, ManifestRecord, evenly_spaced, load_images, read_manifest
+from training.datasets import (
+    VAL_LIMIT,
+    DatasetError,
+    Manifest,
+    ManifestRecord,
+    evenly_spaced,
+    load_images,
+    read_manifest,
+)
 from training.loop import (
     EMA,
     RUN_FILE,
@@ -66,7 +74,6 @@ from training.loop import (
 from training.models.config import ConfigError, ModelConfig
 from training.models.text import TextConditioner
 
-VAL_LIMIT = 2048  # at most this many validation images (evenly spaced)
 ENCODE_CHUNK = 512  # images decoded and encoded at a time while caching
 SAMPLE_PROMPTS = 4
 SAMPLE_SEEDS = (0, 1)

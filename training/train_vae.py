@@ -30,6 +30,7 @@ from torch import nn
 from training.checkpoint import LatentDiffusionModel, build_model, save_checkpoint
 from training.datasets import (
     NO_AUGMENTATION,
+    VAL_LIMIT,
     Augmentation,
     DatasetError,
     augment,
@@ -58,7 +59,6 @@ from training.loop import (
 from training.models.config import ModelConfig
 
 SCALE_IMAGES = 256  # training images whose latents set the scaling factor
-VAL_LIMIT = 2048  # at most this many validation images (evenly spaced)
 GRID_IMAGES = 8
 
 
