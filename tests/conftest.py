@@ -38,3 +38,13 @@ def tiny_pack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_pack_copy(tiny_pack_dir: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny pack that a test may damage."""
     return Path(shutil.copytree(tiny_pack_dir, tmp_path / "pack"))
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def pediatric_fixture_dir() -> Path:
+    """12 real paediatric radiographs (CC BY 4.0, Kermany et al.; tests/fixtures/README.md) in the
+    ``pediatric-cxr`` layout: ``images/`` and ``labels.csv``."""
+    return FIXTURES / "pediatric-cxr"

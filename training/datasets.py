@@ -257,6 +257,20 @@ def augment(images: torch.Tensor, generator: torch.Generator, options: Augmentat
     return out.to(images.dtype)
 
 
+def random_crop(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """A ``size`` x ``size`` window of each image of a batch (B, C, H, W), placed uniformly at
+    random (drawn from ``generator`` only); ``size`` must not exceed H or W."""
+    height, width = images.shape[-2:]
+    if not 0 < size <= min(height, width):
+        raise ValueError(f"crop size {size} does not fit images of {height}x{width}")
+    if size == height == width:
+        return images
+    batch = images.shape[0]
+    top = torch.randint(0, height - size + 1, (batch,), generator=generator, device=generator.device).tolist()
+    left = torch.randint(0, width - size + 1, (batch,), generator=generator, device=generator.device).tolist()
+    return torch.stack([img[..., y : y + size, x : x + size] for img, y, x in zip(images, top, left, strict=True)])
+
+
 __all__ = [
     "NO_AUGMENTATION",
     "SPLITS",
@@ -268,5 +282,6 @@ __all__ = [
     "evenly_spaced",
     "load_image",
     "load_images",
+    "random_crop",
     "read_manifest",
 ]

@@ -50,7 +50,7 @@ from safetensors.torch import save as save_tensors_bytes
 from torch import nn
 
 from engine.pack import atomic_write_bytes, atomic_write_text
-from training.models.config import ConfigError, ModelConfig, default_config, tiny_config
+from training.models.config import ConfigError, ModelConfig, cpu_config, default_config, tiny_config
 from training.models.text import ENCODER_ALIASES
 
 RUN_FORMAT = "cxr-studio-run"
@@ -176,7 +176,7 @@ def option_names(cls: type[TrainOptions]) -> list[str]:
 
 
 def resolve_config(spec: str) -> ModelConfig:
-    """``tiny``, ``default`` or a JSON file (a ModelConfig, e.g. a checkpoint's config.json).
+    """``tiny``, ``cpu``, ``default`` or a JSON file (a ModelConfig, e.g. a checkpoint's config.json).
 
     A relative ``text.encoder`` folder in a file is taken relative to that file's folder and made
     absolute, so that the run's checkpoints find it.
@@ -185,9 +185,11 @@ def resolve_config(spec: str) -> ModelConfig:
         return tiny_config()
     if spec == "default":
         return default_config()
+    if spec == "cpu":
+        return cpu_config()
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise ConfigError(f"--config {spec!r}: not 'tiny', 'default' or an existing JSON file")
+        raise ConfigError(f"--config {spec!r}: not 'tiny', 'cpu', 'default' or an existing JSON file")
     try:
         config = ModelConfig.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:

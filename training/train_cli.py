@@ -31,7 +31,7 @@ def _common(parser: argparse.ArgumentParser, defaults: dict[str, Any], config_he
     add = parser.add_argument
     add("--data", metavar="MANIFEST", default=None, help="JSON Lines manifest (image, text, split per line)")
     add("--out", metavar="RUN", required=True, help="run folder: new, or an existing one with --resume")
-    add("--config", metavar="tiny|default|FILE.json", default=None, help=config_help)
+    add("--config", metavar="tiny|cpu|default|FILE.json", default=None, help=config_help)
     add("--resume", action="store_true", help="continue the run in --out from its last checkpoint, exactly")
     add("--steps", type=int, default=None, help="optimizer steps" + d("steps"))
     add("--batch-size", type=int, default=None, help="images per micro-batch" + d("batch_size"))
@@ -71,6 +71,9 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     vae.add_argument("--edge-weight", type=float, default=None, help="Sobel edge L1 weight (default 0.2)")
     vae.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                      help="shift/zoom/rotation and intensity augmentation, never flips (default on)")  # fmt: skip
+    vae.add_argument("--crop", type=int, default=None, metavar="PX",
+                     help="train on random PX x PX crops (the VAE is convolutional; validation uses whole "
+                          "images); 0 whole images (default 0)")  # fmt: skip
     vae.set_defaults(func=run)
 
     diffusion = models.add_parser(

@@ -35,6 +35,7 @@ from training.datasets import (
     DatasetError,
     augment,
     evenly_spaced,
+    random_crop,
     load_images,
     read_manifest,
 )
@@ -161,11 +162,14 @@ class VAEOptions(TrainOptions):
     kl_weight: float = 1e-6
     edge_weight: float = 0.2
     augment: bool = True
+    crop: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.config is None:
-            raise TrainingError("--config is required for train vae (tiny, default or FILE.json)")
+            raise TrainingError("--config is required for train vae (tiny, cpu, default or FILE.json)")
+        if isinstance(self.crop, bool) or not isinstance(self.crop, int) or self.crop < 0:
+            raise TrainingError(f"--crop must be 0 (whole images) or a size in pixels, got {self.crop!r}")
         for name in ("kl_weight", "edge_weight"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not value >= 0:
@@ -202,10 +206,13 @@ class VAETask:
 
     def train_loss(self, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         x = self.train_images[indices].float()
+        if self.options.crop:
+            x = random_crop(x, self.options.crop, generator)
         if self.augmentation != NO_AUGMENTATION:
             x = augment(x, generator, self.augmentation)
         c = self.config
-        shape = (x.shape[0], c.latent_channels, c.latent_size, c.latent_size)
+        latent = x.shape[-1] // c.downsample_factor
+        shape = (x.shape[0], c.latent_channels, latent, latent)
         noise = torch.randn(shape, generator=generator, device=self.device)
         return self.loss_fn(x, noise)
 
@@ -291,6 +298,15 @@ class VAETask:
 # --------------------------------------------------------------------------- entry point
 
 
+def check_crop(crop: int, config: ModelConfig) -> None:
+    """``--crop`` 0, or a size up to the image size and a multiple of the downsample factor."""
+    if crop and (crop > config.image_size or crop % config.downsample_factor):
+        raise TrainingError(
+            f"--crop {crop}: must be at most the image size {config.image_size} "
+            f"and a multiple of the downsample factor {config.downsample_factor}"
+        )
+
+
 def train_vae(options: VAEOptions, *, resume: bool = False, log: Log | None = None) -> FitResult:
     """Train (or with ``resume`` continue) a VAE run in ``options.out``; returns the fit result.
 
@@ -306,6 +322,8 @@ def train_vae(options: VAEOptions, *, resume: bool = False, log: Log | None = No
     device = pick_device(options.device)
     configure_torch(device)
     config = None if resume else resolve_config(options.config or "")
+    if config is not None:
+        check_crop(options.crop, config)
     info = {"config": config.to_json() if config else None, "manifest": manifest_info(manifest)}
     run, record = open_run(options.out, "vae", options.to_json(), info, resume=resume)
     if config is None:

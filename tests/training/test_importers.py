@@ -43,6 +43,9 @@ from training.data.manifest import (
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("CXR_SHARED_DATA", REPO.parent / "shared" / "data"))
 PEDIATRIC = SHARED / "pediatric-cxr"
+FIXTURES = REPO / "tests" / "fixtures"
+# the committed fixture (12 images of the same layout) stands in where the full set is absent
+PEDIATRIC_SAMPLE = PEDIATRIC if (PEDIATRIC / "labels.csv").is_file() else FIXTURES / "pediatric-cxr"
 NIH = SHARED / "nih-chestxray14"
 IU_TGZ = SHARED / "iu-xray" / "NLMCXR_reports.tgz"
 
@@ -63,8 +66,7 @@ def pydicom_data_file(name: str) -> Path:
 
 
 def pediatric_rows() -> list[dict[str, str]]:
-    needs(PEDIATRIC / "labels.csv", "pediatric-cxr")
-    with open(PEDIATRIC / "labels.csv", newline="") as stream:
+    with open(PEDIATRIC_SAMPLE / "labels.csv", newline="") as stream:
         return list(csv.DictReader(stream))
 
 
@@ -143,7 +145,7 @@ def test_pediatric_labels_csv_layout_counts_what_it_skips(tmp_path: Path) -> Non
     root = tmp_path / "pediatric"
     (root / "images").mkdir(parents=True)
     for row in rows:
-        shutil.copy(PEDIATRIC / "images" / row["file"], root / "images" / row["file"])
+        shutil.copy(PEDIATRIC_SAMPLE / "images" / row["file"], root / "images" / row["file"])
     (root / "images" / "person9_bacteria_1.jpeg").write_bytes(b"not a jpeg")
     extra = [
         {"file": "person9_bacteria_1.jpeg", "label": "bacterial_pneumonia", "patient_id": "P9"},
@@ -191,7 +193,7 @@ def test_pediatric_kaggle_layout(tmp_path: Path) -> None:
     }
     for relative, row in tree.items():
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(PEDIATRIC / "images" / row["file"], tmp_path / relative)
+        shutil.copy(PEDIATRIC_SAMPLE / "images" / row["file"], tmp_path / relative)
 
     summary, _ = run_import("pediatric", [tmp_path], tmp_path / "m.jsonl")
     records = by_image(tmp_path / "m.jsonl")
@@ -205,6 +207,18 @@ def test_pediatric_kaggle_layout(tmp_path: Path) -> None:
     }
     assert records["person1_virus_6.jpeg"].findings["viral_pneumonia"] == PRESENT
     assert records["person1_bacteria_1.jpeg"].split == records["person1_virus_6.jpeg"].split
+
+
+def test_pediatric_committed_fixture_imports_whole(tmp_path: Path) -> None:
+    """The 12 committed images (tests/fixtures): every one imported, labels and patients kept."""
+    root = FIXTURES / "pediatric-cxr"
+    summary, _ = run_import("pediatric", [root], tmp_path / "m.jsonl", val_frac=0.25, test_frac=0.25)
+    records = by_image(tmp_path / "m.jsonl")
+    with open(root / "labels.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert not summary.skipped and len(records) == len(rows) == 12
+    assert {name: r.label for name, r in records.items()} == {row["file"]: row["label"] for row in rows}
+    assert Counter(r.split for r in records.values())["train"] >= 4
 
 
 def test_pediatric_real_set_splits_by_patient(tmp_path: Path) -> None:

@@ -23,7 +23,15 @@ import torch
 from tests.conftest import REPO, shared_data_dir
 from training import train_cli
 from training.checkpoint import load_checkpoint
-from training.datasets import NO_AUGMENTATION, Augmentation, DatasetError, augment, load_image, read_manifest
+from training.datasets import (
+    NO_AUGMENTATION,
+    Augmentation,
+    DatasetError,
+    augment,
+    load_image,
+    random_crop,
+    read_manifest,
+)
 from training.loop import (
     BatchOrder,
     EarlyStopping,
@@ -163,6 +171,42 @@ def test_augment_is_seeded_and_never_flips() -> None:
     assert not torch.equal(out, image)
     assert (out[..., 16:].mean(dim=(1, 2, 3)) > out[..., :16].mean(dim=(1, 2, 3)) + 0.3).all()
     assert torch.equal(augment(image, torch.Generator(), NO_AUGMENTATION), image)
+
+
+def test_random_crop_is_seeded_and_takes_windows_of_the_image() -> None:
+    images = torch.arange(4 * 32 * 32, dtype=torch.float32).view(4, 1, 32, 32)
+    out = random_crop(images, 16, torch.Generator().manual_seed(2))
+    assert out.shape == (4, 1, 16, 16)
+    assert torch.equal(out, random_crop(images, 16, torch.Generator().manual_seed(2)))
+    for image, crop in zip(images, out, strict=True):
+        top, left = divmod(int(crop[0, 0, 0] - image[0, 0, 0]), 32)
+        assert torch.equal(crop, image[:, top : top + 16, left : left + 16])
+    assert len({int(c[0, 0, 0]) % 1024 for c in out}) > 1  # not the same window for all
+    assert random_crop(images, 32, torch.Generator()) is images
+    with pytest.raises(ValueError, match="crop size 33 does not fit images of 32x32"):
+        random_crop(images, 33, torch.Generator())
+
+
+def test_vae_trains_on_crops_and_validates_on_whole_images(dataset: Path, config_file: Path, tmp_path: Path) -> None:
+    options = VAEOptions(**_common(dataset, tmp_path / "run", config_file), steps=2, checkpoint_every=2, crop=16)
+    result = train_vae(options)
+    assert result.step == 2 and math.isfinite(result.best_val_loss)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_psnr" in r for r in records)
+
+
+def test_cpu_preset_keeps_the_default_geometry_with_smaller_networks() -> None:
+    from training.checkpoint import build_model
+    from training.loop import resolve_config
+    from training.models.config import default_config
+
+    cpu, default = resolve_config("cpu"), default_config()
+    for key in ("image_size", "latent_channels", "downsample_factor", "schedule", "text"):
+        assert getattr(cpu, key) == getattr(default, key), key
+    model = build_model(cpu)
+    count = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in ("vae", "unet")}
+    assert 2.0e6 < count["vae"] < 3.5e6 and 5e6 < count["unet"] < 9e6, count
+    assert not cpu.vae.mid_block_attention
 
 
 # --------------------------------------------------------------------------- metrics and loop pieces
@@ -405,7 +449,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     [
         ("missing", "no such manifest file"),
         ("empty", "no records (an empty manifest)"),
-        ("config", "--config 'huge': not 'tiny', 'default' or an existing JSON file"),
+        ("config", "--config 'huge': not 'tiny', 'cpu', 'default' or an existing JSON file"),
+        ("crop", "--crop 30: must be at most the image size 32 and a multiple of the downsample factor 4"),
         ("exists", "already exists and is not empty; pass --resume"),
         ("resume", "nothing to resume"),
     ],
@@ -422,6 +467,7 @@ def test_cli_errors_exit_2_with_one_line(
     data = {"missing": tmp_path / "nope.jsonl", "empty": empty}.get(case, dataset)
     out = tmp_path / ("full" if case == "exists" else "run")
     argv = ["train", "vae", "--data", str(data), "--out", str(out), "--config", "huge" if case == "config" else "tiny"]
+    argv += ["--crop", "30"] if case == "crop" else []
     code = main([*argv, "--resume"] if case == "resume" else argv)
     err = capsys.readouterr().err
     assert code == 2

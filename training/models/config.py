@@ -6,15 +6,17 @@ networks (:class:`VAEConfig`, :class:`UNetConfig`, :class:`TextConditionerConfig
 a model is a constant in code. ``from_json`` refuses unknown keys (naming them) and checks that
 the parts fit together (e.g. the VAE's number of downsamplings matches ``downsample_factor``).
 
-Two presets: :func:`tiny_config` (32x32, builds and exports in seconds; tests) and
-:func:`default_config` (224x224, 8x28x28 latent; the model CXR Studio ships).
+Three presets: :func:`tiny_config` (32x32, builds and exports in seconds; tests),
+:func:`default_config` (224x224, 8x28x28 latent; the architecture meant for GPU training) and
+:func:`cpu_config` (the same geometry with networks small enough to train on a workstation CPU in
+about an hour and a half: the default model until one trained on a GPU beats it).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from engine.pack import BETA_SCHEDULES, PREDICTION_TYPES, ScheduleConfig
@@ -233,6 +235,20 @@ def default_config(prediction_type: str = "epsilon") -> ModelConfig:
     )
 
 
+def cpu_config(prediction_type: str = "epsilon") -> ModelConfig:
+    """:func:`default_config`'s geometry (224x224, 8x28x28 latent, same text conditioning) with
+    networks sized for CPU training: VAE ~2.7M parameters without attention, UNet ~7M with
+    cross-attention at 14 and 7 (about 36 training images/s at 2 CPU cores, 7x the default's)."""
+    return replace(
+        default_config(prediction_type),
+        vae=VAEConfig(block_out_channels=(32, 32, 64, 128), layers_per_block=1, norm_num_groups=32,
+                      mid_block_attention=False),
+        unet=UNetConfig(
+            block_out_channels=(64, 128, 128), cross_attention=(False, True, True), layers_per_block=1, head_dim=32
+        ),
+    )  # fmt: skip
+
+
 def tiny_config(prediction_type: str = "epsilon", encoder: str = DEFAULT_ENCODER) -> ModelConfig:
     """32x32 images, 4x8x8 latent (f=4), a two-level UNet with cross-attention at 8 and 4,
     context 32, 16 tokens: for tests (builds and exports in seconds)."""
@@ -260,6 +276,7 @@ __all__ = [
     "TextConditionerConfig",
     "UNetConfig",
     "VAEConfig",
+    "cpu_config",
     "default_config",
     "tiny_config",
 ]
