@@ -35,8 +35,8 @@ from training.datasets import (
     DatasetError,
     augment,
     evenly_spaced,
-    random_crop,
     load_images,
+    random_crop,
     read_manifest,
 )
 from training.loop import (
