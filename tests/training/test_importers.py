@@ -20,6 +20,14 @@ import numpy as np
 import pytest
 
 from engine.findings import ABSENT, NO_FINDING, PRESENT, summarize
+from engine.manifest import (
+    ManifestError,
+    ManifestRecord,
+    read_manifest,
+    resolve_image,
+    split_of,
+    write_manifest,
+)
 from training.data.cli import register_import
 from training.data.importers import (
     ImporterError,
@@ -30,14 +38,6 @@ from training.data.importers import (
     read_iu_reports,
     run_import,
     symmetry_score,
-)
-from training.data.manifest import (
-    ManifestError,
-    ManifestRecord,
-    read_manifest,
-    resolve_image,
-    split_of,
-    write_manifest,
 )
 
 REPO = Path(__file__).resolve().parents[2]

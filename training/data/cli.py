@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_file():
         return _error(f"{args.out} exists and is not a file")
 
+    from engine.manifest import ManifestError
     from training.data.importers import ImporterError, ImportOptions, run_import
-    from training.data.manifest import ManifestError
 
     # 2. import; a bad path or file kind is a usage error, skipped items are not
     options = ImportOptions(

@@ -42,15 +42,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from engine.findings import FINDINGS, STATUSES, clean_report, summarize
 from engine.imaging import clahe, float_to_stored
-from training.data.captions import (
-    PAEDIATRIC_LABELS,
-    CaptionError,
-    caption_rng,
-    header,
-    nih_caption,
-    paediatric_caption,
-)
-from training.data.manifest import (
+from engine.manifest import (
     VIEWS,
     ImportSummary,
     ManifestRecord,
@@ -58,6 +50,14 @@ from training.data.manifest import (
     check_fractions,
     relative_image_path,
     write_manifest,
+)
+from training.data.captions import (
+    PAEDIATRIC_LABELS,
+    CaptionError,
+    caption_rng,
+    header,
+    nih_caption,
+    paediatric_caption,
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
