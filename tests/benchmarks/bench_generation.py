@@ -1,0 +1,252 @@
+"""Generation speed and memory: the engine (ONNX Runtime, CPU) against the diffusers/torch peer.
+
+The peer is what a user would otherwise run: the same diffusers ``UNet2DConditionModel`` and
+``AutoencoderKL`` and the same transformers text encoder, with the same weights, stepped by
+diffusers' own ``DPMSolverMultistepScheduler`` (DPM++ 2M, the engine's default sampler), fp32,
+``torch.inference_mode``. Both do the same work: text encoding of the prompt and the empty prompt,
+N guided steps at batch 1 (the guided halves in one batch-2 UNet call) and one VAE decode.
+
+Figures, each with the ratio peer / engine measured in this run (> 1: the engine is faster):
+
+1. one UNet call at batch 2 (one guided step);
+2. end to end at 20 and 50 steps (median of ``--runs``);
+3. peak RSS of one generation, each in a fresh process (``ru_maxrss``; the engine's includes
+   loading the pack, the peer's loading the checkpoint).
+
+Weights: ``--checkpoint`` (a training checkpoint folder, e.g. ``runs/diffusion-cpu/best``) runs the
+real model; otherwise ``--config`` (cpu, default) builds that architecture with seeded random
+weights (a step costs the same whatever the weights). The engine runs the pack exported from
+those weights (``--text-int8`` as the default pack ships), or ``--pack`` when it is that export.
+
+    .venv/bin/python tests/benchmarks/bench_generation.py [--checkpoint CKPT | --config cpu]
+        [--text-int8] [--runs 5] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+PROMPT = "Paediatric AP chest radiograph: right lower lobe consolidation. No effusion."
+GUIDANCE = 4.0
+
+
+def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM; ru_maxrss would carry the forking parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# --------------------------------------------------------------------------- the two generators
+
+
+def engine_generator(pack_dir: Path, threads: int) -> Callable[[int], np.ndarray]:
+    from engine.pack import load_pack
+    from engine.pipeline import GenerationRequest, Pipeline
+    from engine.runtime import OrtBackend
+
+    pack = load_pack(pack_dir)
+    pipeline = Pipeline(pack, backend=OrtBackend(pack, requested="cpu", intra_op_threads=threads))
+
+    def generate(steps: int) -> np.ndarray:
+        request = GenerationRequest(prompt=PROMPT, num_steps=steps, guidance_scale=GUIDANCE, sampler="dpmpp-2m", seed=1)
+        return pipeline.generate(request).to_uint8()[0]
+
+    return generate
+
+
+def torch_generator(checkpoint: Path, threads: int) -> Callable[[int], np.ndarray]:
+    import torch
+    from diffusers import DPMSolverMultistepScheduler
+
+    from training.checkpoint import load_checkpoint
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_checkpoint(checkpoint)
+    config = model.config
+    unet, vae, text = model.unet.eval(), model.vae.eval(), model.text.eval()
+    s = config.schedule
+    scheduler = DPMSolverMultistepScheduler(
+        num_train_timesteps=s.num_train_timesteps,
+        beta_start=s.beta_start,
+        beta_end=s.beta_end,
+        beta_schedule=s.beta_schedule,
+        prediction_type=s.prediction_type,
+        algorithm_type="dpmsolver++",  # the engine's dpmpp-2m, as in tests/engine/test_samplers.py
+        solver_order=2,
+        solver_type="midpoint",
+        timestep_spacing="trailing",
+        steps_offset=0,
+        lower_order_final=True,
+        final_sigmas_type="zero",
+    )
+    latent_shape = (1, config.latent_channels, config.latent_size, config.latent_size)
+
+    @torch.inference_mode()
+    def generate(steps: int) -> np.ndarray:
+        context = text.encode(["", PROMPT])  # (2, tokens, dim): unguided, guided
+        scheduler.set_timesteps(steps)
+        # the engine's initial noise for seed 1 (engine.pipeline.Pipeline.initial_noise), so both
+        # produce the same image and the printed difference checks that they do the same work
+        noise = np.random.default_rng(1).standard_normal(latent_shape[1:], dtype=np.float32)[None]
+        x = torch.from_numpy(noise) * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            out = unet(torch.cat([x, x]), t, encoder_hidden_states=context).sample
+            uncond, cond = out.chunk(2)
+            x = scheduler.step(uncond + GUIDANCE * (cond - uncond), t, x).prev_sample
+        image = vae.decode(x / config.scaling_factor).sample
+        return ((image[0, 0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+    return generate
+
+
+def _child(kind: str, path: str, threads: int, steps: int) -> None:
+    """One generation in this (fresh) process; prints JSON with its peak RSS."""
+    make = engine_generator if kind == "engine" else torch_generator
+    started = time.perf_counter()
+    generate = make(Path(path), threads)
+    generate(steps)
+    print(json.dumps({"peak_rss_mb": _peak_rss_mb(), "first_image_s": time.perf_counter() - started}))
+
+
+def _fresh_process(kind: str, path: Path, threads: int, steps: int) -> dict[str, float]:
+    command = [sys.executable, __file__, "--child", kind, "--child-path", str(path), "--threads", str(threads)]
+    out = subprocess.run([*command, "--child-steps", str(steps)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, help="training checkpoint folder (real weights)")
+    parser.add_argument("--config", default="cpu", help="cpu or default: seeded weights of that architecture")
+    parser.add_argument("--pack", type=Path, help="the pack exported from --checkpoint (else exported here)")
+    parser.add_argument("--text-int8", action="store_true", help="export the text encoder int8, as the default pack")
+    parser.add_argument("--runs", type=int, default=5, help="end-to-end runs per figure (median)")
+    parser.add_argument("--repeats", type=int, default=30, help="UNet calls per figure (median)")
+    parser.add_argument("--threads", type=int, default=0, help="threads for both (0: each library's default)")
+    parser.add_argument("--child", choices=("engine", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-path", help=argparse.SUPPRESS)
+    parser.add_argument("--child-steps", type=int, default=20, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child, args.child_path, args.threads, args.child_steps)
+        return
+
+    import torch
+
+    from training.checkpoint import build_model, load_checkpoint, save_checkpoint
+    from training.export_onnx import export_pack
+    from training.loop import resolve_config
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
+          f"torch {torch.__version__} threads={torch.get_num_threads()}")  # fmt: skip
+
+    # 1. weights: the given checkpoint, or a seeded model of the preset; the engine's pack
+    work = Path(tempfile.mkdtemp(prefix="cxr-bench-"))
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        torch.manual_seed(0)
+        config = resolve_config(args.config)
+        model = build_model(config)
+        checkpoint = work / "ckpt"
+        save_checkpoint(checkpoint, config, model.vae, model.unet, model.text)
+        print(f"weights: seeded, architecture {args.config!r}")
+    else:
+        model = load_checkpoint(checkpoint)
+        print(f"weights: {checkpoint}")
+    pack_dir = args.pack or export_pack(checkpoint, work / "pack", text_int8=args.text_int8)
+    c = model.config
+    unet_m = sum(p.numel() for p in model.unet.parameters()) / 1e6
+    vae_m = sum(p.numel() for p in model.vae.parameters()) / 1e6
+    print(f"model: UNet {unet_m:.1f}M, VAE {vae_m:.1f}M parameters, image {c.image_size}px, latent "
+          f"{c.latent_channels}x{c.latent_size}x{c.latent_size}; engine pack {pack_dir}")  # fmt: skip
+
+    # 2. one guided UNet call (batch 2)
+    from engine.pack import load_pack
+    from engine.runtime import OrtBackend
+
+    pack = load_pack(pack_dir)
+    backend = OrtBackend(pack, requested="cpu", intra_op_threads=args.threads)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, c.latent_channels, c.latent_size, c.latent_size)).astype(np.float32)
+    t = np.array([500.0, 500.0], dtype=np.float32)
+    ctx = rng.standard_normal((2, c.text.max_tokens, c.text.context_dim)).astype(np.float32)
+    unet = model.unet.eval()
+    xt, tt, ct = map(torch.from_numpy, (x, t, ctx))
+
+    def torch_step() -> object:
+        with torch.inference_mode():
+            return unet(xt, tt, encoder_hidden_states=ct).sample
+
+    torch_ms = _median_ms(torch_step, args.repeats)
+
+    def engine_step() -> np.ndarray:
+        return backend.unet(x, t, ctx)
+
+    ort_ms = _median_ms(engine_step, args.repeats)
+    diff = float(np.abs(torch_step().numpy() - engine_step()).max())
+    print(f"UNet call, batch 2 (one guided step): torch {torch_ms:.1f} ms, engine {ort_ms:.1f} ms, "
+          f"ratio {torch_ms / ort_ms:.2f}x (max abs diff {diff:.1e})")  # fmt: skip
+
+    # 3. end to end, batch 1 guided
+    engine_generate = engine_generator(pack_dir, args.threads)
+    torch_generate = torch_generator(checkpoint, args.threads)
+    for steps in (20, 50):
+        figures = {}
+        for name, generate in (("torch", torch_generate), ("engine", engine_generate)):
+            generate(steps)  # warm-up
+            runs = []
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                image = generate(steps)
+                runs.append(time.perf_counter() - start)
+            figures[name] = (statistics.median(runs), image)
+        (torch_s, torch_image), (engine_s, engine_image) = figures["torch"], figures["engine"]
+        agree = float(np.abs(torch_image.astype(np.int16) - engine_image.astype(np.int16)).mean())
+        print(f"{steps} steps end to end (text + {steps} guided steps + decode, batch 1): torch {torch_s:.3f} s, "
+              f"engine {engine_s:.3f} s, ratio {torch_s / engine_s:.2f}x "
+              f"(images' mean abs difference {agree:.2f} grey levels of 255)")  # fmt: skip
+
+    # 4. peak RSS, fresh processes
+    engine_mem = _fresh_process("engine", pack_dir, args.threads, 20)
+    torch_mem = _fresh_process("torch", checkpoint, args.threads, 20)
+    torch_mb, engine_mb = torch_mem["peak_rss_mb"], engine_mem["peak_rss_mb"]
+    print(f"peak RSS of one 20-step generation in a fresh process: torch {torch_mb:.0f} MB, "
+          f"engine {engine_mb:.0f} MB, ratio {torch_mb / engine_mb:.2f}x; "
+          f"first image after start: torch {torch_mem['first_image_s']:.2f} s, "
+          f"engine {engine_mem['first_image_s']:.2f} s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
