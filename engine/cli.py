@@ -22,7 +22,14 @@ from engine import __version__, cli_dicom
 from engine.pack import PackError, atomic_write_bytes, load_pack
 from engine.paths import default_model_dir
 from engine.pipeline import GenerationRequest, RequestError, StepEvent, to_uint8
-from engine.runtime import PROVIDER_CHOICES, BackendError
+from engine.runtime import (
+    DEFAULT_BACKEND,
+    PROVIDER_CHOICES,
+    BackendError,
+    backend_names,
+    make_backend,
+    parse_backend_options,
+)
 from engine.samplers import SAMPLERS
 from engine.text import PromptError
 
@@ -69,6 +76,11 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     cli_dicom.add_dicom_options(p)
     p.add_argument("--save-steps", type=Path, default=None, metavar="DIR", help="write every step's preview as PNG")
     p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="ONNX Runtime device")
+    p.add_argument("--backend", default=DEFAULT_BACKEND,
+                   help="what runs the graphs: onnxruntime (default), or an installed plugin such as torch "
+                        "(with the training extra)")  # fmt: skip
+    p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the backend, e.g. checkpoint=RUN/best device=cuda dtype=float16")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_generate)
 
@@ -117,7 +129,14 @@ def _run_generate(args: argparse.Namespace) -> int:
     ).validated()
 
     # 2. run, with a progress bar and optional step previews
-    pipeline = Pipeline(pack, provider=args.provider)
+    if args.backend not in backend_names():
+        raise UsageError(f"--backend {args.backend}: not installed (installed: {', '.join(backend_names())})")
+    try:
+        backend_options = parse_backend_options(args.backend_option)
+    except BackendError as exc:
+        raise UsageError(str(exc)) from None
+    backend = make_backend(pack, args.backend, backend_options, provider=args.provider)
+    pipeline = Pipeline(pack, backend=backend)
     dropped = pipeline.dropped_words(request.prompt)
     if dropped:
         limit = pack.manifest.text.max_tokens

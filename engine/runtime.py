@@ -150,3 +150,51 @@ class OrtBackend:
 
     def encode_image(self, image: np.ndarray) -> np.ndarray:
         return self._run("vae_encoder.onnx", {"image": np.ascontiguousarray(image, dtype=np.float32)})
+
+
+# --------------------------------------------------------------------------- other backends
+
+BACKEND_GROUP = "cxr_studio.backends"
+DEFAULT_BACKEND = "onnxruntime"
+
+
+def backend_names() -> list[str]:
+    """``onnxruntime`` and every backend installed under the entry-point group ``cxr_studio.backends``
+    (the torch backend comes with the ``training`` extra; the packaged app has none)."""
+    from importlib.metadata import entry_points
+
+    return [DEFAULT_BACKEND, *sorted(e.name for e in entry_points(group=BACKEND_GROUP))]
+
+
+def parse_backend_options(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` -> dict; BackendError names an item without ``=`` or a repeated key."""
+    options: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BackendError(f"backend option {item!r}: expected KEY=VALUE")
+        if key.strip() in options:
+            raise BackendError(f"backend option {key.strip()!r} given twice")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def make_backend(pack: ModelPack, name: str = DEFAULT_BACKEND, options: dict[str, str] | None = None,
+                 *, provider: str = "auto") -> Backend:  # fmt: skip
+    """The backend ``name`` for ``pack``: ONNX Runtime on ``provider``, or an installed plugin
+    (its factory ``(pack, options) -> Backend``). BackendError for an unknown name or bad options."""
+    options = dict(options or {})
+    if name == DEFAULT_BACKEND:
+        if options:
+            raise BackendError(f"the onnxruntime backend takes no backend options (got {', '.join(options)})")
+        return OrtBackend(pack, requested=provider)
+    from importlib.metadata import entry_points
+
+    found = [e for e in entry_points(group=BACKEND_GROUP) if e.name == name]
+    if not found:
+        raise BackendError(f"unknown backend {name!r}: installed are {', '.join(backend_names())}")
+    try:
+        factory = found[0].load()
+    except ImportError as exc:
+        raise BackendError(f"backend {name!r} cannot be loaded: {exc}") from None
+    return factory(pack, options)
