@@ -6,6 +6,7 @@ Registering is cheap (argparse only); torch and the exporter are imported when t
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -29,7 +30,25 @@ def register_export_onnx(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model-id", default=None, metavar="ID", help="model id (default: the checkpoint folder's name)"
     )
+    parser.add_argument(
+        "--card", type=Path, default=None, metavar="FILE.json",
+        help="model card entries (a JSON object: training data and its licence, what the model knows, "
+             "example prompts, evaluation) merged over the defaults",
+    )  # fmt: skip
     parser.set_defaults(func=run)
+
+
+def read_card(path: Path | None) -> dict | None:
+    """The ``--card`` JSON object, or None; ValueError naming the file when it is not one."""
+    if path is None:
+        return None
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--card {path}: cannot be read as JSON: {exc}") from None
+    if not isinstance(card, dict):
+        raise ValueError(f"--card {path}: must be a JSON object")
+    return card
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars in a command's output
     try:
-        pack = export_pack(args.checkpoint, args.out, fp16=args.fp16, text_int8=args.text_int8, model_id=args.model_id)
-    except (CheckpointError, ExportError, TextEncoderError, OSError) as exc:
+        card = read_card(args.card)
+        pack = export_pack(
+            args.checkpoint, args.out, fp16=args.fp16, text_int8=args.text_int8, model_id=args.model_id, card=card
+        )
+    except (CheckpointError, ExportError, TextEncoderError, OSError, ValueError) as exc:
         message = " ".join(str(exc).split())  # one line, even for multi-line library errors
         print(f"cxr-studio export-onnx: error: {message}", file=sys.stderr)
         return EXIT_USAGE

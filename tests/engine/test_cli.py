@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from engine.cli import main
+from engine.pack import load_pack
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -98,9 +99,19 @@ def test_export_onnx_command_makes_a_pack_that_generates(tmp_path: Path, capsys)
     from training.tiny import build_tiny_checkpoint
 
     checkpoint = build_tiny_checkpoint(tmp_path / "ckpt", seed=3)
-    assert main(["export-onnx", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "pack")]) == 0
+    card = tmp_path / "card.json"
+    card.write_text('{"training_data": "twelve test images", "example_prompts": ["Normal chest radiograph"]}')
+    argv = ["export-onnx", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "pack")]
+    assert main([*argv, "--card", str(card)]) == 0
+    written = load_pack(tmp_path / "pack").card
+    assert written["training_data"] == "twelve test images"
+    assert written["example_prompts"] == ["Normal chest radiograph"]
+    assert "intended_use" in written and "architecture" in written  # the defaults stay under the given entries
     assert main(["generate", "Normal chest radiograph", "--model", str(tmp_path / "pack"), "--steps", "2",
                  "--quiet", "--out", str(tmp_path / "g.png")]) == 0  # fmt: skip
     assert (tmp_path / "g.png").is_file()
     assert main(["export-onnx", "--checkpoint", str(tmp_path / "nothing"), "--out", str(tmp_path / "p2")]) == 2
     assert not (tmp_path / "p2").exists()
+    card.write_text("[1, 2]")
+    assert main(["export-onnx", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p3"), "--card", str(card)]) == 2  # noqa: E501
+    assert "must be a JSON object" in capsys.readouterr().err and not (tmp_path / "p3").exists()
