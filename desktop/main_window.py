@@ -121,6 +121,7 @@ class MainWindow(QMainWindow):
         self._tasks: list[Task] = []
         self.closing = threading.Event()  # set when the window closes: background tasks stop early
         self.pacs_dialog = None
+        self.dataset_explorer = None  # made on first use (desktop.widgets.dataset_explorer)
         self.model_info: ModelInfo | None = None
         self.current: CurrentImage | None = None
         self._queue: list[GenerationRequest] = []
@@ -307,14 +308,19 @@ class MainWindow(QMainWindow):
         self.export_dicom_action = self._action("Export DICOM…", self.choose_dicom_export, "Ctrl+Shift+E")
         self.export_steps_action = self._action("Export denoising steps…", self.choose_steps_export)
         self.send_pacs_action = self._action("Send to PACS…", self.open_pacs_dialog)
+        self.dataset_action = self._action(
+            "Dataset explorer…", self.open_dataset_explorer, "Ctrl+D",
+            "Browse a manifest written by `cxr-studio import` and compare its images with generated ones",
+        )  # fmt: skip
         self.quit_action = self._action("Quit", self.close, QKeySequence.StandardKey.Quit)
         self.card_action = self._action("Model card…", self.show_model_card)
         self.log_action = self._action("Open log folder", self.open_log_folder)
         self.about_action = self._action("About CXR Studio", self.show_about)
 
         menu = self.menuBar().addMenu("&File")
-        for action in (self.open_model_action, None, self.export_png_action, self.export_dicom_action,
-                       self.export_steps_action, self.send_pacs_action, None, self.quit_action):  # fmt: skip
+        for action in (self.open_model_action, self.dataset_action, None, self.export_png_action,
+                       self.export_dicom_action, self.export_steps_action, self.send_pacs_action, None,
+                       self.quit_action):  # fmt: skip
             menu.addSeparator() if action is None else menu.addAction(action)
         run = self.menuBar().addMenu("&Generate")
         run.addAction(self.generate_action)
@@ -861,6 +867,39 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(message, 10_000)
         return message
 
+    # ------------------------------------------------------------------------------------------- dataset explorer
+
+    def open_dataset_explorer(self, manifest: str | Path | None = None):
+        """Show the dataset explorer: ``manifest`` if given, else what it shows, else the last manifest, else ask."""
+        from desktop.widgets.dataset_explorer import DatasetExplorer
+
+        if self.dataset_explorer is None:
+            explorer = DatasetExplorer(self.settings, self)
+            explorer.set_host(
+                lambda: (self.current.pixels, self.current.label) if self.current is not None else None,
+                self._generate_from_text,
+            )
+            self.generation_done.connect(lambda _r: explorer.generated(self.current.pixels, self.current.label))
+            self.run_finished.connect(explorer.generation_ended)
+            self.dataset_explorer = explorer
+        explorer = self.dataset_explorer
+        explorer.show()
+        explorer.raise_()
+        explorer.activateWindow()
+        if manifest is not None:
+            explorer.open_manifest(manifest)
+        elif explorer.loaded is None and not explorer.open_last():
+            explorer.choose_manifest()
+        return explorer
+
+    def _generate_from_text(self, text: str) -> bool:
+        """The dataset explorer's "Generate from this text": that prompt, the controls' other settings."""
+        if self._running:
+            self.show_error("Busy", "A generation is running: wait for it or cancel it (Esc).")
+            return False
+        self.prompt_box.set_text(text)
+        return self.generate()
+
     # ------------------------------------------------------------------------------------------- PACS
 
     def open_pacs_dialog(self) -> None:
@@ -909,6 +948,8 @@ class MainWindow(QMainWindow):
         except Exception:  # never block closing on settings
             log.exception("settings not saved")
         self.steps.set_playing(False)
+        if self.dataset_explorer is not None:
+            self.dataset_explorer.close()
         self.host.shutdown()
         for task in list(self._tasks):
             task.wait(15_000)

@@ -1,4 +1,5 @@
-"""What the app remembers between runs (QSettings): last model, generation defaults, viewer presets, history.
+"""What the app remembers between runs (QSettings): last model, generation defaults, viewer presets, history,
+the last dataset manifest.
 
 PACS nodes are the exception: they live in engine.nodes' file, shared with the command line."""
 
@@ -111,6 +112,22 @@ class Settings:
 
     def set_pacs_nodes(self, values: list[dict[str, Any]]) -> None:
         nodes.save_nodes({v["name"]: PacsNode.from_dict(v) for v in values})
+
+    # dataset explorer
+    @property
+    def last_manifest(self) -> str:
+        return self._get("dataset/last_manifest", "", str)
+
+    @last_manifest.setter
+    def last_manifest(self, path: str) -> None:
+        self.store.setValue("dataset/last_manifest", path)
+
+    def dataset_explorer_geometry(self) -> QByteArray | None:
+        value = self.store.value("dataset/geometry")
+        return value if isinstance(value, QByteArray) else None
+
+    def set_dataset_explorer_geometry(self, geometry: QByteArray) -> None:
+        self.store.setValue("dataset/geometry", geometry)
 
     # window
     def geometry(self) -> QByteArray | None:

@@ -1,0 +1,1231 @@
+"""The dataset explorer: open a manifest written by the importers (engine.manifest), browse and filter its
+records, read each image with its text and findings, and put it beside a generated image.
+
+- Opening reads the manifest line by line: a line that breaks the format is counted and listed (with its
+  number and the reason) and skipped; the other records still open. A file that cannot be read at all
+  gives one error dialog and leaves the explorer as it was.
+- The table is a QAbstractTableModel over the records that pass the filters. It asks for a thumbnail only
+  when the view paints that row; thumbnails are decoded on the explorer's own QThreadPool (newest request
+  first) and cached, so a manifest of thousands of records opens at once.
+- Every image path is checked in the background: missing files are counted, drawn with a placeholder and
+  named in red; a file that exists but does not decode is counted as unreadable.
+- Images are stored pixels: 8- and 16-bit PNG / JPEG through OpenCV, DICOM through engine.dicom.
+- The record's image is shown in an ImageView marked REAL (a dataset image must not carry the viewer's
+  SYNTHETIC mark). "Compare" puts a generated image (the main window's current one, or one generated from
+  the record's text with the main window's settings) in a second ImageView beside it; the two share one
+  window/level, the display options, and zoom/pan (scaled, so images of different sizes stay aligned).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import os
+import re
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QObject,
+    QPointF,
+    QRunnable,
+    QSize,
+    Qt,
+    QThreadPool,
+    QTimer,
+    Signal,
+)
+from PySide6.QtGui import QCloseEvent, QColor, QFont, QImage, QPainter, QPen, QPixmap, QShowEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.settings import Settings
+from desktop.widgets.dialogs import TextDialog
+from desktop.widgets.viewer import ImageView, to_qimage
+from engine import imaging
+from engine.dicom import read_pixels
+from engine.findings import ABSENT, FINDINGS, PRESENT, UNCERTAIN
+from engine.manifest import ManifestRecord, resolve_image
+
+log = logging.getLogger(__name__)
+
+THUMB = 48  # thumbnail edge in the table, pixels
+THUMB_CACHE = 2000  # thumbnails kept (LRU); far more than a screen shows
+NOT_MENTIONED = "not mentioned"
+FINDING_STATUSES = (PRESENT, UNCERTAIN, ABSENT, NOT_MENTIONED)
+NO_LABEL = "\x00no label"  # the label filter's value for records without a label
+DICOM_SUFFIXES = (".dcm", ".dicom")
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+MANIFEST_FILTER = "Manifests (*.jsonl *.json);;All files (*)"
+STATUS_COLORS = {PRESENT: QColor(200, 40, 40), UNCERTAIN: QColor(190, 120, 0), ABSENT: QColor(120, 120, 120)}
+REAL_MARK_COLOR = QColor(90, 200, 255)
+
+
+# 1. reading manifests and images (no Qt) -----------------------------------------------------------------
+
+
+@dataclass
+class LoadedManifest:
+    """The good records of a manifest, and one line per bad line ("line N: reason")."""
+
+    path: Path
+    records: list[ManifestRecord]
+    bad_lines: list[str]
+
+
+def load_manifest(path: str | os.PathLike[str]) -> LoadedManifest:
+    """Read every line; a bad line (not UTF-8, not JSON, not a valid record) is noted and skipped.
+
+    Raises OSError when the file cannot be read at all (missing, a folder, no permission)."""
+    path = Path(path)
+    records: list[ManifestRecord] = []
+    bad: list[str] = []
+    with open(path, "rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                bad.append(f"line {number}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+                continue
+            if not line.strip():
+                continue
+            try:
+                records.append(ManifestRecord.from_dict(json.loads(line)))
+            except json.JSONDecodeError as exc:
+                bad.append(f"line {number}: not JSON ({exc.msg}, column {exc.colno})")
+            except (TypeError, ValueError) as exc:  # ManifestError is a ValueError
+                bad.append(f"line {number}: {exc}")
+    return LoadedManifest(path, records, bad)
+
+
+class ImageReadError(Exception):
+    """An image that cannot be shown; ``missing`` when the file is not there at all."""
+
+    def __init__(self, path: Path, reason: str, *, missing: bool = False) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.missing = missing
+
+
+def read_record_image(path: Path, *, reduced: bool = False) -> np.ndarray:
+    """Stored pixels (H, W) uint8 or uint16 of a PNG / JPEG (OpenCV) or DICOM (engine.dicom) file.
+
+    Colour files become grey (OpenCV's BGR -> grey weights). Other integer or float pixel types (signed
+    DICOM, float TIFF) are stretched min..max to uint16 for display. DICOM pixels are shown as stored
+    (no rescale, no VOI, MONOCHROME1 not inverted): the importers convert DICOM to PNG, so manifests rarely
+    point at one. ``reduced`` decodes JPEGs at a quarter of their size (libjpeg's DCT scaling: fast
+    thumbnails). Raises ImageReadError."""
+    if not path.is_file():
+        raise ImageReadError(path, "file missing", missing=True)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        try:
+            pixels = np.asarray(read_pixels(path))
+        except Exception as exc:  # pydicom raises many kinds; all mean "cannot show this file"
+            raise ImageReadError(path, f"not a readable DICOM image ({exc})") from None
+    else:
+        try:
+            data = np.fromfile(path, dtype=np.uint8)
+        except OSError as exc:
+            raise ImageReadError(path, exc.strerror or str(exc)) from None
+        flags = cv2.IMREAD_UNCHANGED
+        if reduced and path.suffix.lower() in JPEG_SUFFIXES:
+            flags = cv2.IMREAD_REDUCED_GRAYSCALE_4
+        pixels = cv2.imdecode(data, flags) if data.size else None
+        if pixels is None:
+            raise ImageReadError(path, "not an image OpenCV can decode")
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    elif pixels.ndim == 3 and pixels.shape[2] in (3, 4):
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY if pixels.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+    if pixels.ndim != 2 or pixels.size == 0:
+        raise ImageReadError(path, f"a single-frame image is needed, not shape {pixels.shape}")
+    if pixels.dtype in (np.uint8, np.uint16):
+        return np.ascontiguousarray(pixels)
+    if not (np.issubdtype(pixels.dtype, np.integer) or np.issubdtype(pixels.dtype, np.floating)):
+        raise ImageReadError(path, f"pixel type {pixels.dtype} cannot be shown")
+    values = pixels.astype(np.float64)
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    return imaging.to_uint16(np.nan_to_num(scaled).astype(np.float32))
+
+
+def thumbnail_pixels(pixels: np.ndarray, size: int = THUMB) -> np.ndarray:
+    """(h, w) uint8 no larger than ``size`` on either side, shown with the image's DEFAULT window."""
+    height, width = pixels.shape
+    scale = size / max(height, width)
+    if scale < 1.0:
+        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+        pixels = cv2.resize(pixels, target, interpolation=cv2.INTER_AREA)
+    window = imaging.window_presets(pixels, ["DEFAULT"])[0]
+    return imaging.apply_window(pixels, window.window_center, window.window_width)
+
+
+def missing_images(paths: Sequence[Path]) -> list[int]:
+    """Indices of the paths that are not files."""
+    return [index for index, path in enumerate(paths) if not path.is_file()]
+
+
+# 2. filtering (no Qt) ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordFilter:
+    """Which records to show; an empty field does not filter.
+
+    ``finding`` + ``status``: records whose findings give that finding that status (``not mentioned``:
+    records that do not name it). ``text``: every whitespace-separated word must start a word (ignoring case)
+    of the record's text, label, patient id or image path: "effus" finds "effusion", "lateral" does not
+    find "bilateral"."""
+
+    finding: str = ""
+    status: str = PRESENT
+    split: str = ""
+    view: str = ""
+    label: str = ""  # NO_LABEL: records without a label
+    source: str = ""
+    text: str = ""
+
+    def matches(self, record: ManifestRecord, haystack: str | None = None) -> bool:
+        if self.finding:
+            status = record.findings.get(self.finding, NOT_MENTIONED)
+            if status != self.status:
+                return False
+        if self.split and record.split != self.split:
+            return False
+        if self.view and record.view != self.view:
+            return False
+        if self.label and (record.label or NO_LABEL) != self.label:
+            return False
+        if self.source and record.source != self.source:
+            return False
+        if self.text:
+            haystack = search_text(record) if haystack is None else haystack
+            return all(re.search(r"\b" + re.escape(word), haystack) for word in self.text.lower().split())
+        return True
+
+
+def search_text(record: ManifestRecord) -> str:
+    """What free-text search looks in: lower-cased, "_" read as a space (labels, file names)."""
+    return "\n".join((record.text, record.label or "", record.patient_id, record.image)).lower().replace("_", " ")
+
+
+def findings_summary(findings: dict[str, str]) -> str:
+    """Present findings by label, then uncertain ones with "?"; in vocabulary order."""
+    present = [FINDINGS[name] for name in FINDINGS if findings.get(name) == PRESENT]
+    uncertain = [f"{FINDINGS[name]}?" for name in FINDINGS if findings.get(name) == UNCERTAIN]
+    return ", ".join(present + uncertain)
+
+
+# 3. thumbnails off the GUI thread ----------------------------------------------------------------------
+
+
+class _ThumbnailSignals(QObject):
+    """Lives in the GUI thread; pool threads emit through it (queued connections)."""
+
+    thumbnail = Signal(int, int, object, str, bool)  # token, record index, QImage or None, error, missing
+    scanned = Signal(int, object)  # token, list of missing record indices
+
+
+class _ThumbnailTask(QRunnable):
+    def __init__(self, signals: _ThumbnailSignals, token: int, index: int, path: Path) -> None:
+        super().__init__()
+        self.signals, self.token, self.index, self.path = signals, token, index, path
+
+    def run(self) -> None:
+        try:
+            image: QImage | None = to_qimage(thumbnail_pixels(read_record_image(self.path, reduced=True)))
+            error, missing = "", False
+        except ImageReadError as exc:
+            image, error, missing = None, exc.reason, exc.missing
+        except Exception as exc:  # never let a worker thread die silently
+            log.exception("thumbnail of %s failed", self.path)
+            image, error, missing = None, str(exc), False
+        self.signals.thumbnail.emit(self.token, self.index, image, error, missing)
+
+
+class _ScanTask(QRunnable):
+    def __init__(self, signals: _ThumbnailSignals, token: int, paths: list[Path]) -> None:
+        super().__init__()
+        self.signals, self.token, self.paths = signals, token, paths
+
+    def run(self) -> None:
+        self.signals.scanned.emit(self.token, missing_images(self.paths))
+
+
+def _placeholder(kind: str) -> QPixmap:
+    """A THUMB x THUMB tile: "loading" (grey) or "missing" (red cross)."""
+    pixmap = QPixmap(THUMB, THUMB)
+    pixmap.fill(QColor(40, 40, 44))
+    if kind != "loading":
+        painter = QPainter(pixmap)
+        painter.setPen(QPen(QColor(220, 60, 60), 3))
+        painter.drawLine(8, 8, THUMB - 8, THUMB - 8)
+        painter.drawLine(THUMB - 8, 8, 8, THUMB - 8)
+        painter.end()
+    return pixmap
+
+
+# 4. the table model ------------------------------------------------------------------------------------
+
+
+class RecordTableModel(QAbstractTableModel):
+    """The records that pass the filter, one row each; thumbnails are loaded when a row is painted."""
+
+    COLUMNS = ("Image", "Split", "View", "Label", "Findings", "Patient", "Text")
+    problems_changed = Signal()
+    thumbnail_ready = Signal(int)  # record index
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.manifest: Path | None = None
+        self.records: list[ManifestRecord] = []
+        self.paths: list[Path] = []
+        self._haystacks: list[str] = []
+        self._summaries: list[str] = []
+        self._rows: list[int] = []  # record indices in display order
+        self._row_of: dict[int, int] = {}
+        self._filter = RecordFilter()
+        self._sort: tuple[int, Qt.SortOrder] = (-1, Qt.SortOrder.AscendingOrder)
+        self.missing: set[int] = set()  # record indices whose image file is missing (found so far)
+        self.scanned = False  # the background check of every path has finished
+        self._scan_queued = False
+        self.unreadable: dict[int, str] = {}  # record index -> reason (file there, not decodable)
+        self.thumbnail_requests = 0  # since the manifest was opened (tests check the laziness)
+        self._thumbs: OrderedDict[int, QPixmap] = OrderedDict()
+        self._pending: set[int] = set()
+        self._token = 0
+        self._priority = 0
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(max(1, min(2, QThreadPool.globalInstance().maxThreadCount() - 1)))
+        self._signals = _ThumbnailSignals(self)
+        self._signals.thumbnail.connect(self._on_thumbnail)
+        self._signals.scanned.connect(self._on_scanned)
+        self._loading = _placeholder("loading")
+        self._broken = _placeholder("missing")
+
+    # records and filter ---------------------------------------------------------------------------
+
+    def set_records(
+        self, records: list[ManifestRecord], manifest: Path, record_filter: RecordFilter | None = None
+    ) -> None:
+        self._pool.clear()  # queued work for the previous manifest is dropped; results are ignored by token
+        self._token += 1
+        self._priority = 0
+        self.beginResetModel()
+        self.manifest = manifest
+        self.records = records
+        self.paths = [resolve_image(record, manifest) for record in records]
+        self._haystacks = [search_text(record) for record in records]
+        self._summaries = [findings_summary(record.findings) for record in records]
+        self.missing = set()
+        self.scanned = False
+        self._scan_queued = False
+        self.unreadable = {}
+        self.thumbnail_requests = 0
+        self._thumbs.clear()
+        self._pending.clear()
+        if record_filter is not None:
+            self._filter = record_filter
+        self._rows = self._filtered()
+        self._sort_rows()
+        self._row_of = {index: row for row, index in enumerate(self._rows)}
+        self.endResetModel()
+        self.resume()
+        self.problems_changed.emit()
+
+    def set_filter(self, record_filter: RecordFilter) -> None:
+        self.beginResetModel()
+        self._filter = record_filter
+        self._rows = self._filtered()
+        self._sort_rows()
+        self._row_of = {index: row for row, index in enumerate(self._rows)}
+        self.endResetModel()
+
+    def record_filter(self) -> RecordFilter:
+        return self._filter
+
+    def _filtered(self) -> list[int]:
+        f = self._filter
+        return [i for i, record in enumerate(self.records) if f.matches(record, self._haystacks[i])]
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        """Column < 0: manifest order."""
+        self.beginResetModel()
+        self._sort = (column, order)
+        self._sort_rows()
+        self._row_of = {index: row for row, index in enumerate(self._rows)}
+        self.endResetModel()
+
+    def _sort_rows(self) -> None:
+        column, order = self._sort
+        if column < 0 or column >= len(self.COLUMNS):
+            self._rows.sort()
+            return
+        self._rows.sort(key=lambda i: (self._sort_key(i, column), i), reverse=order == Qt.SortOrder.DescendingOrder)
+
+    def _sort_key(self, index: int, column: int) -> str:
+        if column == 0:
+            return self.paths[index].name.lower()
+        return self._text(index, column).lower()
+
+    # access -----------------------------------------------------------------------------------------
+
+    def record_index(self, row: int) -> int:
+        return self._rows[row]
+
+    def row_of(self, index: int) -> int | None:
+        return self._row_of.get(index)
+
+    def visible_indices(self) -> list[int]:
+        return list(self._rows)
+
+    def thumbnail(self, index: int) -> QPixmap | None:
+        """The loaded thumbnail of a record, or None (not loaded yet, or the file failed)."""
+        return self._thumbs.get(index)
+
+    def failed(self, index: int) -> bool:
+        return index in self.unreadable or index in self.missing
+
+    def note_unreadable(self, index: int, reason: str, *, missing: bool = False) -> None:
+        """A file found missing or undecodable outside the background check (e.g. when shown)."""
+        if missing:
+            if index in self.missing:
+                return
+            self.missing.add(index)
+        elif self.unreadable.get(index) == reason:
+            return
+        else:
+            self.unreadable[index] = reason
+        self._row_changed(index)
+        self.problems_changed.emit()
+
+    # Qt model interface ------------------------------------------------------------------------
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+            return None
+        record_index = self._rows[index.row()]
+        column = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._text(record_index, column, short=True)
+        if role == Qt.ItemDataRole.DecorationRole and column == 0:
+            return self._decoration(record_index)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(record_index, column)
+        if role == Qt.ItemDataRole.ForegroundRole and column == 0 and self.failed(record_index):
+            return QColor(200, 40, 40)
+        if role == Qt.ItemDataRole.UserRole:
+            return record_index
+        return None
+
+    def _text(self, index: int, column: int, *, short: bool = False) -> str:
+        record = self.records[index]
+        if column == 0:
+            name = self.paths[index].name
+            if index in self.missing:
+                return f"{name}\n(missing)"
+            return f"{name}\n(unreadable)" if index in self.unreadable else name
+        if column == 1:
+            return record.split
+        if column == 2:
+            return record.view
+        if column == 3:
+            return record.label or ""
+        if column == 4:
+            return self._summaries[index]
+        if column == 5:
+            return record.patient_id
+        text = " ".join(record.text.split())
+        return text[:160] + "…" if short and len(text) > 160 else text
+
+    def _tooltip(self, index: int, column: int) -> str:
+        if column == 0:
+            problem = ""
+            if index in self.missing:
+                problem = "\nThe file is missing."
+            elif index in self.unreadable:
+                problem = f"\nThe file cannot be shown: {self.unreadable[index]}"
+            return f"{self.paths[index]}{problem}"
+        if column == 4:
+            findings = self.records[index].findings
+            return "\n".join(f"{FINDINGS[name]}: {findings[name]}" for name in FINDINGS if name in findings)
+        if column == 6:
+            return self.records[index].text
+        return None
+
+    def _decoration(self, index: int) -> QPixmap:
+        pixmap = self._thumbs.get(index)
+        if pixmap is not None:
+            self._thumbs.move_to_end(index)
+            return pixmap
+        if self.failed(index):
+            return self._broken
+        if index not in self._pending:
+            self._pending.add(index)
+            self.thumbnail_requests += 1
+            self._priority += 1  # the newest request first: the rows on screen now
+            self._pool.start(_ThumbnailTask(self._signals, self._token, index, self.paths[index]), self._priority)
+        return self._loading
+
+    def _on_thumbnail(self, token: int, index: int, image: QImage | None, error: str, missing: bool) -> None:
+        if token != self._token:
+            return
+        self._pending.discard(index)
+        if image is None:
+            self.note_unreadable(index, error, missing=missing)
+            return
+        self._thumbs[index] = QPixmap.fromImage(image)
+        while len(self._thumbs) > THUMB_CACHE:
+            self._thumbs.popitem(last=False)
+        self._row_changed(index)
+        self.thumbnail_ready.emit(index)
+
+    def _on_scanned(self, token: int, missing: list[int]) -> None:
+        if token != self._token:
+            return
+        self.scanned = True
+        self._scan_queued = False
+        for index in set(missing) - self.missing:
+            self.missing.add(index)
+            self._row_changed(index)
+        self.problems_changed.emit()
+
+    def _row_changed(self, index: int) -> None:
+        row = self._row_of.get(index)
+        if row is not None:
+            self.dataChanged.emit(self.index(row, 0), self.index(row, len(self.COLUMNS) - 1))
+
+    def scanning(self) -> bool:
+        return not self.scanned and bool(self.records)
+
+    def shutdown(self) -> None:
+        """Drop queued thumbnails and wait for the running ones (called when the explorer closes)."""
+        self._token += 1
+        self._pool.clear()
+        self._pool.waitForDone(10_000)
+        self._pending.clear()
+        self._scan_queued = False
+
+    def resume(self) -> None:
+        """After :meth:`shutdown`: check the image files again if that check was dropped."""
+        if self.records and not self.scanned and not self._scan_queued:
+            self._scan_queued = True
+            self._pool.start(_ScanTask(self._signals, self._token, list(self.paths)), 1_000_000_000)
+
+
+# 5. viewers ----------------------------------------------------------------------------------------------
+
+
+class MarkedImageView(ImageView):
+    """The viewer with another corner mark: a dataset image is real and must not say SYNTHETIC."""
+
+    def __init__(self, mark: str, color: QColor, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.mark = mark
+        self.mark_color = color
+
+    def _paint_synthetic_mark(self, painter: QPainter) -> None:  # ImageView's hook for the corner mark
+        font = QFont(self.font())
+        font.setBold(True)
+        font.setPointSizeF(max(9.0, font.pointSizeF() + 1))
+        painter.setFont(font)
+        metrics = painter.fontMetrics()
+        point = QPointF(self.width() - metrics.horizontalAdvance(self.mark) - 10, 6 + metrics.ascent())
+        painter.setPen(QColor(0, 0, 0))
+        painter.drawText(point + QPointF(1, 1), self.mark)
+        painter.setPen(self.mark_color)
+        painter.drawText(point, self.mark)
+
+
+def _fitted(view: ImageView) -> bool:
+    """Whether the view shows its image fitted (so a linked view should fit too)."""
+    if view.source is None:
+        return False
+    height, width = view.source.shape
+    zoom = min(view.width() / width, view.height() / height)
+    offset = view.offset()
+    return (
+        math.isclose(view.zoom(), zoom, rel_tol=1e-6)
+        and abs(offset.x() - (view.width() - width * zoom) / 2) < 0.5
+        and abs(offset.y() - (view.height() - height * zoom) / 2) < 0.5
+    )
+
+
+# 6. the window -------------------------------------------------------------------------------------------
+
+
+class DatasetExplorer(QMainWindow):
+    """Browse a manifest. The host (the main window) sets ``current_image`` and ``generate_text`` with
+    :meth:`set_host` and calls :meth:`generated` / :meth:`generation_ended` as its runs finish."""
+
+    manifest_opened = Signal(str)  # path, after the records are in the table
+    record_shown = Signal(int)  # record index, after the detail pane shows it
+    error_shown = Signal(str, str)  # title, message
+
+    def __init__(self, settings: Settings | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent, Qt.WindowType.Window)
+        self.setWindowTitle("Dataset explorer — CXR Studio")
+        self.resize(1320, 820)
+        self.settings = settings
+        self.loaded: LoadedManifest | None = None
+        self.current_index: int | None = None
+        self.errors: list[str] = []  # every error shown, in order
+        self._boxes: list[QMessageBox] = []
+        self._current_image: Callable[[], tuple[np.ndarray, str] | None] | None = None
+        self._generate_text: Callable[[str], bool] | None = None
+        self._awaiting_generation = False
+        self._linking = False
+        self.model = RecordTableModel(self)
+        self.model.problems_changed.connect(self._update_counts)
+        self._build()
+        self.model.modelReset.connect(self._restore_selection)  # after the view's own reset handlers
+        if settings is not None:
+            geometry = settings.dataset_explorer_geometry()
+            if geometry is not None:
+                self.restoreGeometry(geometry)
+        self._update_counts()
+        self._show_record(None)
+
+    # building -------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        # 1. the list: filters above, the table, counts and problems below
+        self.open_button = QPushButton("Open manifest…")
+        self.open_button.setToolTip("Open a manifest (.jsonl) written by `cxr-studio import`")
+        self.open_button.clicked.connect(self.choose_manifest)
+        self.manifest_label = QLabel("No manifest open")
+        self.manifest_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.search_edit = QLineEdit()
+        self.search_edit.setPlaceholderText("Search text, label, patient, file… (all words)")
+        self.search_edit.setClearButtonEnabled(True)
+        self._search_timer = QTimer(self)
+        self._search_timer.setSingleShot(True)
+        self._search_timer.setInterval(200)
+        self._search_timer.timeout.connect(self.apply_filters)
+        self.search_edit.textChanged.connect(self._search_timer.start)
+        self.finding_box = _combo("Show only records with this finding…")
+        self.status_box = _combo("…in this status")
+        for status in FINDING_STATUSES:
+            self.status_box.addItem(status, status)
+        self.split_box = _combo("Split")
+        self.view_box = _combo("View (projection)")
+        self.label_box = _combo("The source's own label")
+        self.source_box = _combo("Importer (source)")
+        for box in (self.finding_box, self.status_box, self.split_box, self.view_box, self.label_box, self.source_box):
+            box.activated.connect(lambda _i: self.apply_filters())
+        self.clear_button = QPushButton("Clear filters")
+        self.clear_button.clicked.connect(self.clear_filters)
+        self.count_label = QLabel()
+        self.problems_label = QLabel()
+        self.problems_label.setWordWrap(True)
+        self.problems_button = QPushButton("Problems…")
+        self.problems_button.setToolTip("Every bad manifest line and every missing or unreadable image")
+        self.problems_button.clicked.connect(self.show_problems)
+
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setIconSize(QSize(THUMB, THUMB))
+        self.table.setWordWrap(False)
+        self.table.setAlternatingRowColors(True)
+        rows = self.table.verticalHeader()
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)  # never measures every row
+        rows.setDefaultSectionSize(THUMB + 6)
+        rows.hide()
+        columns = self.table.horizontalHeader()
+        columns.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        columns.setStretchLastSection(True)
+        for column, width in enumerate((200, 50, 60, 130, 180, 80)):
+            self.table.setColumnWidth(column, width)
+        columns.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # manifest order until a header is clicked
+        self.table.setSortingEnabled(True)
+        self.table.selectionModel().currentRowChanged.connect(self._current_row_changed)
+
+        filters1 = QHBoxLayout()
+        filters1.addWidget(self.open_button)
+        filters1.addWidget(self.manifest_label, 1)
+        filters2 = QHBoxLayout()
+        filters2.addWidget(self.search_edit, 1)
+        filters2.addWidget(self.clear_button)
+        filters3 = QHBoxLayout()
+        for label, box in (("Finding", self.finding_box), ("is", self.status_box)):
+            filters3.addWidget(QLabel(label))
+            filters3.addWidget(box, 1 if box is self.finding_box else 0)
+        filters4 = QHBoxLayout()
+        for label, box in (("Split", self.split_box), ("View", self.view_box), ("Label", self.label_box),
+                           ("Source", self.source_box)):  # fmt: skip
+            filters4.addWidget(QLabel(label))
+            filters4.addWidget(box, 1)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.count_label)
+        bottom.addWidget(self.problems_label, 1)
+        bottom.addWidget(self.problems_button)
+        browse = QWidget()
+        browse_layout = QVBoxLayout(browse)
+        browse_layout.setContentsMargins(4, 4, 4, 4)
+        for row in (filters1, filters2, filters3, filters4):
+            browse_layout.addLayout(row)
+        browse_layout.addWidget(self.table, 1)
+        browse_layout.addLayout(bottom)
+
+        # 2. the detail: viewer toolbar, the record's image (and the generated one), text, findings
+        self.real_view = MarkedImageView("REAL", REAL_MARK_COLOR)
+        self.generated_view = ImageView()
+        self.generated_view.hide()
+        self.preset_box = _combo("Window presets computed from the dataset image (shared by both sides)")
+        self.preset_box.activated.connect(self._preset_chosen)
+        self.reset_button = QPushButton("Reset W/L")
+        self.reset_button.clicked.connect(self.real_view.reset_window)
+        self.fit_button = QPushButton("Fit")
+        self.fit_button.clicked.connect(self.fit)
+        self.invert_box = QCheckBox("Invert")
+        self.clahe_box = QCheckBox("CLAHE")
+        self.clahe_box.setToolTip("CLAHE (clip 2, 8x8 tiles) on both sides, display only")
+        self.invert_box.toggled.connect(self._options_changed)
+        self.clahe_box.toggled.connect(self._options_changed)
+        self.compare_current_button = QPushButton("Compare with current image")
+        self.compare_current_button.setToolTip("Show the main window's current generated image beside this one")
+        self.compare_current_button.clicked.connect(self.compare_with_current)
+        self.generate_button = QPushButton("Generate from this text")
+        self.generate_button.setToolTip(
+            "Generate from this record's text with the main window's current settings, and compare"
+        )
+        self.generate_button.clicked.connect(self.generate_from_record)
+        self.close_compare_button = QPushButton("Close comparison")
+        self.close_compare_button.clicked.connect(self.close_compare)
+        toolbar1 = QHBoxLayout()
+        toolbar1.addWidget(QLabel("W/L"))
+        for widget in (self.preset_box, self.reset_button, self.fit_button, self.invert_box, self.clahe_box):
+            toolbar1.addWidget(widget)
+        toolbar1.addStretch(1)
+        toolbar2 = QHBoxLayout()
+        for widget in (self.compare_current_button, self.generate_button, self.close_compare_button):
+            toolbar2.addWidget(widget)
+        toolbar2.addStretch(1)
+        self.image_message = QLabel()
+        self.image_message.setWordWrap(True)
+        self.image_message.setStyleSheet("color: #c33")
+        self.image_message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.image_message.hide()
+        self.views = QSplitter(Qt.Orientation.Horizontal)
+        self.views.addWidget(self.real_view)
+        self.views.addWidget(self.generated_view)
+        self.views.setChildrenCollapsible(False)
+        self.text_view = QPlainTextEdit()
+        self.text_view.setReadOnly(True)
+        self.text_view.setPlaceholderText("The record's text")
+        self.info_label = QLabel()
+        self.info_label.setWordWrap(True)
+        self.info_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.findings_table = QTableWidget(0, 2)
+        self.findings_table.setHorizontalHeaderLabels(["Finding", "Status"])
+        self.findings_table.verticalHeader().hide()
+        self.findings_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.findings_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.findings_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        text_pane = QWidget()
+        text_layout = QHBoxLayout(text_pane)
+        text_layout.setContentsMargins(0, 0, 0, 0)
+        left = QVBoxLayout()
+        left.addWidget(self.info_label)
+        left.addWidget(self.text_view, 1)
+        text_layout.addLayout(left, 3)
+        text_layout.addWidget(self.findings_table, 2)
+        image_pane = QWidget()
+        image_layout = QVBoxLayout(image_pane)
+        image_layout.setContentsMargins(0, 0, 0, 0)
+        image_layout.addLayout(toolbar1)
+        image_layout.addLayout(toolbar2)
+        image_layout.addWidget(self.image_message)
+        image_layout.addWidget(self.views, 1)
+        detail = QSplitter(Qt.Orientation.Vertical)
+        detail.addWidget(image_pane)
+        detail.addWidget(text_pane)
+        detail.setStretchFactor(0, 4)
+        detail.setStretchFactor(1, 1)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(browse)
+        splitter.addWidget(detail)
+        splitter.setStretchFactor(0, 2)
+        splitter.setStretchFactor(1, 3)
+        self.setCentralWidget(splitter)
+
+        # 3. linking the two viewers: one window/level, one zoom/pan
+        self.real_view.window_changed.connect(lambda c, w: self._link_window(self.generated_view, c, w))
+        self.generated_view.window_changed.connect(lambda c, w: self._link_window(self.real_view, c, w))
+        self.real_view.view_changed.connect(lambda _z: self._link_view(self.real_view, self.generated_view))
+        self.generated_view.view_changed.connect(lambda _z: self._link_view(self.generated_view, self.real_view))
+        self._update_compare_buttons()
+
+    # opening ----------------------------------------------------------------------------------------
+
+    def choose_manifest(self) -> None:
+        start = ""
+        if self.settings is not None and self.settings.last_manifest:
+            start = str(Path(self.settings.last_manifest).parent)
+        path, _ = QFileDialog.getOpenFileName(self, "Open dataset manifest", start, MANIFEST_FILTER)
+        if path:
+            self.open_manifest(path)
+
+    def open_last(self) -> bool:
+        """Open the manifest opened last time, if it is still there."""
+        last = self.settings.last_manifest if self.settings is not None else ""
+        return bool(last) and Path(last).is_file() and self.open_manifest(last)
+
+    def open_manifest(self, path: str | os.PathLike[str]) -> bool:
+        """Read a manifest into the table; False (after an error dialog) when the file cannot be read."""
+        path = Path(path)
+        try:
+            loaded = load_manifest(path)
+        except FileNotFoundError:
+            self.show_error("Manifest not opened", f"{path}: no such file. Choose a manifest written by "
+                            "`cxr-studio import`.")  # fmt: skip
+            return False
+        except OSError as exc:
+            self.show_error("Manifest not opened", f"{path}: {exc.strerror or exc}. Choose a readable .jsonl file.")
+            return False
+        self.loaded = loaded
+        self.current_index = None
+        self._fill_filter_boxes(loaded.records)
+        self.search_edit.blockSignals(True)
+        self.search_edit.clear()
+        self.search_edit.blockSignals(False)
+        self.model.set_records(loaded.records, path, RecordFilter())
+        self.manifest_label.setText(str(path))
+        self.manifest_label.setToolTip(str(path))
+        self.setWindowTitle(f"Dataset explorer — {path.name}")
+        if self.settings is not None:
+            self.settings.last_manifest = str(path.resolve())
+        self._update_counts()
+        if loaded.records:
+            self.select_record(0)
+        else:
+            self._show_record(None)
+        if loaded.bad_lines:
+            shown = "\n".join(loaded.bad_lines[:5])
+            more = f"\n… and {len(loaded.bad_lines) - 5} more (Problems…)" if len(loaded.bad_lines) > 5 else ""
+            self.show_error(
+                "Manifest lines skipped",
+                f"{len(loaded.bad_lines)} line(s) of {path.name} could not be read and were skipped; "
+                f"{len(loaded.records)} record(s) opened.\n{shown}{more}\n"
+                "Fix or re-create the manifest with `cxr-studio import`.",
+            )
+        elif not loaded.records:
+            self.show_error("Empty manifest", f"{path} holds no records.")
+        log.info("dataset %s: %d records, %d bad lines", path, len(loaded.records), len(loaded.bad_lines))
+        self.manifest_opened.emit(str(path))
+        return True
+
+    def _fill_filter_boxes(self, records: list[ManifestRecord]) -> None:
+        statuses: dict[str, Counter[str]] = {}
+        for record in records:
+            for name, status in record.findings.items():
+                statuses.setdefault(name, Counter())[status] += 1
+        self.finding_box.clear()
+        self.finding_box.addItem("Any finding", "")
+        for name in FINDINGS:
+            if name in statuses:
+                counts = statuses[name]
+                parts = ", ".join(f"{counts[s]} {s}" for s in (PRESENT, UNCERTAIN, ABSENT) if counts[s])
+                self.finding_box.addItem(f"{FINDINGS[name]} ({parts})", name)
+        self.status_box.setCurrentIndex(0)
+        for box, values, what in (
+            (self.split_box, Counter(r.split for r in records), "splits"),
+            (self.view_box, Counter(r.view for r in records), "views"),
+            (self.label_box, Counter(r.label or NO_LABEL for r in records), "labels"),
+            (self.source_box, Counter(r.source for r in records), "sources"),
+        ):
+            box.clear()
+            box.addItem(f"All {what}", "")
+            for value in sorted(values):
+                box.addItem(f"{'(no label)' if value == NO_LABEL else value} ({values[value]})", value)
+        self._update_status_box()
+
+    # filtering --------------------------------------------------------------------------------------
+
+    def current_filter(self) -> RecordFilter:
+        return RecordFilter(
+            finding=self.finding_box.currentData() or "",
+            status=self.status_box.currentData() or PRESENT,
+            split=self.split_box.currentData() or "",
+            view=self.view_box.currentData() or "",
+            label=self.label_box.currentData() or "",
+            source=self.source_box.currentData() or "",
+            text=self.search_edit.text().strip(),
+        )
+
+    def apply_filters(self) -> None:
+        self._search_timer.stop()
+        self._update_status_box()
+        self.model.set_filter(self.current_filter())
+        self._select_first_if_hidden()
+        self._update_counts()
+
+    def set_filter(self, record_filter: RecordFilter) -> None:
+        """Put a filter into the controls and apply it (unknown values fall back to "all")."""
+        for box, value in ((self.finding_box, record_filter.finding), (self.status_box, record_filter.status),
+                           (self.split_box, record_filter.split), (self.view_box, record_filter.view),
+                           (self.label_box, record_filter.label), (self.source_box, record_filter.source)):  # fmt: skip
+            box.setCurrentIndex(max(0, box.findData(value)))
+        self.search_edit.blockSignals(True)
+        self.search_edit.setText(record_filter.text)
+        self.search_edit.blockSignals(False)
+        self.apply_filters()
+
+    def clear_filters(self) -> None:
+        self.set_filter(RecordFilter())
+
+    def _update_status_box(self) -> None:
+        self.status_box.setEnabled(bool(self.finding_box.currentData()))
+
+    def shown_count(self) -> int:
+        return self.model.rowCount()
+
+    def _update_counts(self) -> None:
+        total = len(self.model.records)
+        self.count_label.setText(f"{self.shown_count():,} of {total:,} records" if self.loaded else "")
+        problems = self.problem_counts()
+        parts = []
+        if problems["bad lines"]:
+            parts.append(f"{problems['bad lines']} bad manifest line(s) skipped")
+        if self.model.scanning():
+            parts.append("checking image files…")
+        elif problems["missing"]:
+            parts.append(f"{problems['missing']} image file(s) missing")
+        if problems["unreadable"]:
+            parts.append(f"{problems['unreadable']} image(s) unreadable")
+        self.problems_label.setText(" · ".join(parts))
+        self.problems_label.setStyleSheet("color: #c33" if any(problems.values()) else "")
+        self.problems_button.setEnabled(any(problems.values()))
+
+    def problem_counts(self) -> dict[str, int]:
+        return {
+            "bad lines": len(self.loaded.bad_lines) if self.loaded else 0,
+            "missing": len(self.model.missing),
+            "unreadable": len(self.model.unreadable),
+        }
+
+    def problems_text(self) -> str:
+        lines = []
+        if self.loaded and self.loaded.bad_lines:
+            lines.append(f"Manifest lines skipped ({self.loaded.path}):")
+            lines.extend(f"  {line}" for line in self.loaded.bad_lines)
+        missing = sorted(self.model.missing)
+        if missing:
+            lines.append("Image files missing:")
+            lines.extend(f"  {self.model.paths[i]}" for i in missing)
+        if self.model.unreadable:
+            lines.append("Images that cannot be shown:")
+            lines.extend(f"  {self.model.paths[i]}: {why}" for i, why in sorted(self.model.unreadable.items()))
+        return "\n".join(lines) or "No problems found."
+
+    def show_problems(self) -> None:
+        TextDialog("Dataset problems", self.problems_text(), self).open()
+
+    # selection and detail ---------------------------------------------------------------------------
+
+    def select_record(self, index: int) -> bool:
+        """Select a record (by its index in the manifest) in the table; False when filtered out."""
+        row = self.model.row_of(index)
+        if row is None:
+            return False
+        self.table.selectRow(row)
+        self.table.setCurrentIndex(self.model.index(row, 0))
+        self.table.scrollTo(self.model.index(row, 0))
+        if self.current_index != index:  # selecting the current row again does not signal
+            self._show_record(index)
+        return True
+
+    def _current_row_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        if current.isValid():
+            index = self.model.record_index(current.row())
+            if index != self.current_index:
+                self._show_record(index)
+
+    def _restore_selection(self) -> None:
+        """After a filter or sort: keep the shown record selected when it is still listed."""
+        row = None if self.current_index is None else self.model.row_of(self.current_index)
+        if row is None:
+            return
+        self.table.selectionModel().blockSignals(True)
+        self.table.selectRow(row)
+        self.table.setCurrentIndex(self.model.index(row, 0))
+        self.table.selectionModel().blockSignals(False)
+        self.table.scrollTo(self.model.index(row, 0))
+
+    def _select_first_if_hidden(self) -> None:
+        """After a filter: a record filtered out gives way to the first one listed (or to none)."""
+        if self.current_index is not None and self.model.row_of(self.current_index) is not None:
+            return
+        if self.model.rowCount():
+            self.select_record(self.model.record_index(0))
+        elif self.loaded is not None:
+            self._show_record(None)
+            self.real_view.set_image(None, "No record matches the filters")
+
+    def current_record(self) -> ManifestRecord | None:
+        return None if self.current_index is None else self.model.records[self.current_index]
+
+    def _show_record(self, index: int | None) -> None:
+        self.current_index = index
+        self._update_compare_buttons()
+        if index is None:
+            self.real_view.set_image(None, "Open a manifest and select a record" if not self.loaded else "")
+            self.image_message.hide()
+            self.text_view.clear()
+            self.info_label.clear()
+            self.findings_table.setRowCount(0)
+            self._refresh_presets()
+            return
+        record = self.model.records[index]
+        path = self.model.paths[index]
+        # 1. the image (or a placeholder that names the file)
+        self.real_view.mark = f"REAL · {record.source}"
+        try:
+            pixels = read_record_image(path)
+        except ImageReadError as exc:
+            what = "Image file missing" if exc.missing else "Image cannot be shown"
+            self.real_view.set_image(None, f"{what}:\n{path}")
+            self.image_message.setText(f"{what}: {path}" + ("" if exc.missing else f" ({exc.reason})"))
+            self.image_message.show()
+            self.model.note_unreadable(index, exc.reason, missing=exc.missing)
+        else:
+            self.image_message.hide()
+            self.real_view.set_image(pixels, path.name)  # view, label and the rest are in the facts below
+            self._link_window(self.generated_view, *self.real_view.window())
+        self._refresh_presets()
+        # 2. text, facts and findings
+        self.text_view.setPlainText(record.text)
+        facts = (("Patient", record.patient_id), ("View", record.view), ("Split", record.split),
+                 ("Source", record.source), ("Label", record.label), ("Age", record.age),
+                 ("Sex", record.sex))  # fmt: skip
+        self.info_label.setText(
+            " · ".join(f"<b>{name}</b> {html.escape(str(value))}" for name, value in facts if value not in (None, ""))
+            + f"<br><small>{html.escape(str(path))}</small>"
+        )
+        names = [name for name in FINDINGS if name in record.findings]
+        self.findings_table.setRowCount(len(names))
+        for row, name in enumerate(names):
+            status = record.findings[name]
+            label_item = QTableWidgetItem(FINDINGS[name])
+            label_item.setToolTip(name)
+            status_item = QTableWidgetItem(status)
+            status_item.setForeground(STATUS_COLORS[status])
+            if status == PRESENT:
+                font = status_item.font()
+                font.setBold(True)
+                status_item.setFont(font)
+            self.findings_table.setItem(row, 0, label_item)
+            self.findings_table.setItem(row, 1, status_item)
+        self.record_shown.emit(index)
+
+    def findings_rows(self) -> list[tuple[str, str]]:
+        """The findings table as (label, status) pairs."""
+        table = self.findings_table
+        return [(table.item(row, 0).text(), table.item(row, 1).text()) for row in range(table.rowCount())]
+
+    # display controls ---------------------------------------------------------------------------------
+
+    def _refresh_presets(self) -> None:
+        self.preset_box.clear()
+        for preset in self.real_view.presets():
+            self.preset_box.addItem(preset.name.title(), preset.name)
+        self.preset_box.setEnabled(self.real_view.has_image())
+
+    def _preset_chosen(self, index: int) -> None:
+        name = self.preset_box.itemData(index)
+        if name:
+            self.real_view.apply_preset(name)
+
+    def _options_changed(self, *_args: object) -> None:
+        options = replace(
+            self.real_view.options(), invert=self.invert_box.isChecked(), clahe=self.clahe_box.isChecked()
+        )
+        self.real_view.set_options(options)
+        self.generated_view.set_options(options)
+        self._refresh_presets()
+
+    def fit(self) -> None:
+        self.real_view.fit()
+        self.generated_view.fit()
+
+    # comparison ---------------------------------------------------------------------------------------
+
+    def set_host(
+        self,
+        current_image: Callable[[], tuple[np.ndarray, str] | None] | None,
+        generate_text: Callable[[str], bool] | None,
+    ) -> None:
+        """``current_image()``: the host's current generated image and its caption, or None.
+        ``generate_text(text)``: start a generation from ``text`` with the host's settings; False if it cannot."""
+        self._current_image = current_image
+        self._generate_text = generate_text
+        self._update_compare_buttons()
+
+    def _update_compare_buttons(self) -> None:
+        has_record = self.current_index is not None
+        self.compare_current_button.setEnabled(self._current_image is not None)
+        self.generate_button.setEnabled(self._generate_text is not None and has_record)
+        self.close_compare_button.setEnabled(self.comparing())
+
+    def comparing(self) -> bool:
+        return not self.generated_view.isHidden()
+
+    def compare_with_current(self) -> bool:
+        image = self._current_image() if self._current_image is not None else None
+        if image is None:
+            self.show_error("No generated image", "Generate an image in the main window first, or use "
+                            "“Generate from this text”.")  # fmt: skip
+            return False
+        pixels, caption = image
+        self.set_generated(pixels, caption)
+        return True
+
+    def generate_from_record(self) -> bool:
+        record = self.current_record()
+        if record is None or self._generate_text is None:
+            return False
+        if not self._generate_text(record.text):
+            return False
+        self._awaiting_generation = True
+        self.statusBar().showMessage("Generating from this record's text in the main window…")
+        return True
+
+    def generated(self, pixels: np.ndarray, caption: str) -> None:
+        """The host finished an image; shown here when this explorer asked for it."""
+        if self._awaiting_generation:
+            self.set_generated(pixels, caption)
+            self.statusBar().showMessage(f"Generated: {caption}", 8000)
+
+    def generation_ended(self) -> None:
+        self._awaiting_generation = False
+
+    def set_generated(self, pixels: np.ndarray, caption: str) -> None:
+        """Show a generated image (stored pixels (H, W)) beside the record's, with the same window/level."""
+        self.generated_view.set_image(pixels, caption)
+        self.generated_view.set_options(self.real_view.options())
+        if not self.comparing():
+            self.generated_view.show()
+            half = max(1, self.views.width() // 2)
+            self.views.setSizes([half, half])  # side by side, the same size
+        if self.real_view.has_image():
+            self._link_window(self.generated_view, *self.real_view.window())
+        QTimer.singleShot(0, self, self.fit)  # after the splitter has laid the two views out
+        self.fit()
+        self._update_compare_buttons()
+
+    def close_compare(self) -> None:
+        self.generated_view.hide()
+        self.real_view.fit()
+        self._update_compare_buttons()
+
+    def _link_window(self, target: ImageView, window_center: float, window_width: float) -> None:
+        if not self._linking and target.has_image() and target.window() != (window_center, window_width):
+            self._linking = True
+            try:
+                target.set_window(window_center, window_width, emit=False)
+            finally:
+                self._linking = False
+
+    def _link_view(self, source: ImageView, target: ImageView) -> None:
+        """Zoom/pan of one side onto the other, scaled by the image widths so the images stay aligned."""
+        if self._linking or not self.comparing() or source.source is None or target.source is None:
+            return
+        self._linking = True
+        try:
+            if _fitted(source):
+                target.fit()
+            else:
+                scale = source.source.shape[1] / target.source.shape[1]
+                target.set_view(source.zoom() * scale, source.offset())
+        finally:
+            self._linking = False
+
+    # errors and closing -------------------------------------------------------------------------------
+
+    def show_error(self, title: str, message: str) -> None:
+        """Log it and show a dialog that does not block the event loop."""
+        log.error("%s: %s", title, message)
+        self.errors.append(f"{title}: {message}")
+        box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.finished.connect(lambda _r, b=box: self._boxes.remove(b) if b in self._boxes else None)
+        self._boxes.append(box)
+        box.open()
+        self.statusBar().showMessage(f"{title}: {message.splitlines()[0]}", 10_000)
+        self.error_shown.emit(title, message)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        self.model.resume()
+        super().showEvent(event)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self._awaiting_generation = False
+        self.model.shutdown()
+        for box in list(self._boxes):
+            box.close()
+        if self.settings is not None:
+            self.settings.set_dataset_explorer_geometry(self.saveGeometry())
+        super().closeEvent(event)
+
+
+def _combo(tip: str) -> QComboBox:
+    box = QComboBox()
+    box.setToolTip(tip)
+    box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    box.setMinimumContentsLength(8)
+    return box
+
+
+__all__ = [
+    "DatasetExplorer",
+    "ImageReadError",
+    "LoadedManifest",
+    "RecordFilter",
+    "RecordTableModel",
+    "findings_summary",
+    "load_manifest",
+    "missing_images",
+    "read_record_image",
+    "thumbnail_pixels",
+]

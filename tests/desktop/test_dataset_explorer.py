@@ -1,0 +1,494 @@
+"""The dataset explorer on a manifest made by the paediatric importer from the 12 committed fixture
+radiographs: filters, the record's pixels in the viewer, comparison with a generated image (linked
+window/level and zoom), bad lines and missing images, and a 5,000-record manifest that opens at once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
+
+from desktop.main_window import MainWindow
+from desktop.settings import Settings
+from desktop.widgets.dataset_explorer import (
+    NO_LABEL,
+    DatasetExplorer,
+    ImageReadError,
+    RecordFilter,
+    load_manifest,
+    read_record_image,
+)
+from engine import imaging
+from engine.findings import FINDINGS
+from engine.manifest import ManifestRecord
+from training.data.importers import run_import
+
+LOAD_MS = 30_000
+RUN_MS = 60_000
+
+
+def write_png16(path: Path, pixels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buffer = cv2.imencode(".png", pixels)
+    assert ok
+    path.write_bytes(buffer.tobytes())
+
+
+@pytest.fixture
+def dataset(tmp_path: Path, pediatric_fixture_dir: Path) -> Path:
+    """The fixture folder copied (a test may break an image), imported by the paediatric importer, plus two
+    records written here: a 16-bit PNG with uncertain oedema and a lateral view with an effusion."""
+    folder = Path(shutil.copytree(pediatric_fixture_dir, tmp_path / "pediatric-cxr"))
+    manifest = tmp_path / "pediatric.jsonl"
+    summary, _result = run_import("pediatric", [folder], manifest)
+    assert len(summary.records) == 12
+    gray = cv2.imread(str(folder / "images" / "IM-0005-0001.jpeg"), cv2.IMREAD_GRAYSCALE)
+    ramp = np.arange(gray.size, dtype=np.uint32).reshape(gray.shape) % 256
+    write_png16(tmp_path / "extra" / "sixteen.png", (gray.astype(np.uint32) * 256 + ramp).astype(np.uint16))
+    extras = [
+        ManifestRecord(
+            image="extra/sixteen.png",
+            text="PA chest radiograph: possible mild pulmonary oedema.",
+            findings={"edema": "uncertain"},
+            patient_id="X-1",
+            view="PA",
+            source="csv",
+            split="val",
+            age=7,
+            sex="F",
+        ),
+        ManifestRecord(
+            image=str(folder / "images" / "IM-0009-0001.jpeg"),
+            text="Lateral view: small pleural effusion. Pneumonia cannot be excluded.",
+            findings={"pleural_effusion": "present", "pneumonia": "uncertain"},
+            patient_id="X-2",
+            view="LATERAL",
+            source="csv",
+            split="test",
+            label="other",
+        ),
+    ]
+    with open(manifest, "a", encoding="utf-8") as stream:
+        for record in extras:
+            stream.write(record.validated().to_json() + "\n")
+    return manifest
+
+
+def manifest_lines(manifest: Path) -> list[dict]:
+    return [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture
+def explorer(qtbot, settings):
+    explorer = DatasetExplorer(Settings(settings))
+    qtbot.addWidget(explorer)
+    explorer.show()
+    yield explorer
+    explorer.close()
+    assert explorer.model._pool.activeThreadCount() == 0
+
+
+def open_dataset(qtbot, explorer: DatasetExplorer, manifest: Path) -> None:
+    assert explorer.open_manifest(manifest)
+    qtbot.waitUntil(lambda: explorer.model.scanned, timeout=10_000)
+
+
+def record_index(explorer: DatasetExplorer, **fields: object) -> int:
+    for index, record in enumerate(explorer.model.records):
+        if all(getattr(record, key) == value for key, value in fields.items()):
+            return index
+    raise AssertionError(f"no record with {fields}")
+
+
+def drag(widget, start: QPoint, end: QPoint) -> None:
+    QTest.mousePress(widget, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start)
+    for k in range(1, 5):
+        QTest.mouseMove(widget, start + (end - start) * (k / 4))
+    QTest.mouseRelease(widget, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, end)
+
+
+# 1. reading ---------------------------------------------------------------------------------------------
+
+
+def test_load_manifest_keeps_good_records_and_names_each_bad_line(tmp_path: Path) -> None:
+    good = ManifestRecord(
+        image="a.png", text="Normal chest.", findings={"no_finding": "present"}, patient_id="P1", view="PA",
+        source="csv", split="train",
+    ).to_json()  # fmt: skip
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(
+        "\n".join([
+            good,
+            '{"image": "b.png", "text": ',  # 2: cut off
+            good.replace('"present"', '"maybe"'),  # 3: a status that does not exist
+            "",  # blank lines are allowed
+            good.replace('"split"', '"splt"'),  # 5: a misspelt key
+            "[1, 2]",  # 6: not an object
+        ]).encode() + b"\n\xff\xfe not utf-8\n" + good.encode() + b"\n"
+    )  # fmt: skip
+    loaded = load_manifest(path)
+    assert len(loaded.records) == 2 and loaded.records[0].patient_id == "P1"
+    numbers = [line.split(":")[0] for line in loaded.bad_lines]
+    assert numbers == ["line 2", "line 3", "line 5", "line 6", "line 7"]
+    assert "not JSON" in loaded.bad_lines[0] and "'maybe'" in loaded.bad_lines[1]
+    assert "missing key(s) split" in loaded.bad_lines[2] and "not UTF-8" in loaded.bad_lines[4]
+    with pytest.raises(FileNotFoundError):
+        load_manifest(tmp_path / "nowhere.jsonl")
+
+
+def test_read_record_image_gives_grey_stored_pixels_or_says_why_not(tmp_path: Path) -> None:
+    colour = np.zeros((20, 30, 3), dtype=np.uint8)
+    colour[..., 1] = 200  # pure green: OpenCV's grey weight for G is 0.587
+    write_png16(tmp_path / "colour.png", colour)
+    grey = read_record_image(tmp_path / "colour.png")
+    assert grey.shape == (20, 30) and grey.dtype == np.uint8 and int(grey[0, 0]) == round(200 * 0.587)
+    # a signed DICOM (pydicom's own CT test file) is stretched to uint16 in the same order
+    from pydicom.data import get_testdata_file
+
+    ct = Path(get_testdata_file("CT_small.dcm", download=False))
+    stored = pydicom.dcmread(ct).pixel_array
+    shown = read_record_image(ct)
+    assert shown.dtype == np.uint16 and shown.min() == 0 and shown.max() == 65535
+    np.testing.assert_array_equal(
+        np.argsort(shown, axis=None, kind="stable"), np.argsort(stored, axis=None, kind="stable")
+    )
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    with pytest.raises(ImageReadError, match="decode") as unreadable:
+        read_record_image(tmp_path / "junk.png")
+    assert not unreadable.value.missing
+    with pytest.raises(ImageReadError, match="missing") as missing:
+        read_record_image(tmp_path / "nowhere.png")
+    assert missing.value.missing
+
+
+# 2. filters ---------------------------------------------------------------------------------------------
+
+
+def test_filters_by_finding_status_split_view_label_source_and_text(
+    qtbot, explorer: DatasetExplorer, dataset: Path, settings
+) -> None:
+    open_dataset(qtbot, explorer, dataset)
+    lines = manifest_lines(dataset)
+    assert explorer.shown_count() == len(lines) == 14
+    assert explorer.count_label.text() == "14 of 14 records"
+    assert explorer.problem_counts() == {"bad lines": 0, "missing": 0, "unreadable": 0}
+
+    def count(**fields: str) -> int:
+        explorer.set_filter(RecordFilter(**fields))
+        return explorer.shown_count()
+
+    # 1. by finding and status: labels.csv has 4 bacterial and 4 viral pneumonias, the extras one uncertain
+    pneumonia = [line["findings"].get("pneumonia") for line in lines]
+    assert count(finding="pneumonia", status="present") == 8 == pneumonia.count("present")
+    assert count(finding="pneumonia", status="uncertain") == 1
+    assert count(finding="pneumonia", status="absent") == pneumonia.count("absent")
+    assert count(finding="pneumonia", status="not mentioned") == pneumonia.count(None)
+    assert count(finding="bacterial_pneumonia") == 4 and count(finding="viral_pneumonia") == 4
+    assert count(finding="edema", status="uncertain") == 1
+    assert explorer.current_record().image == "extra/sixteen.png"  # the one record listed is shown
+    # 2. by split, view, label and source, and combined
+    splits = [line["split"] for line in lines]
+    assert count(split="val") == splits.count("val") and count(split="train") == splits.count("train")
+    assert count(view="LATERAL") == 1 and count(view="AP") == 12
+    assert count(label="normal") == 4 and count(label=NO_LABEL) == 1 and count(source="csv") == 2
+    train_pneumonia = sum(
+        1 for line, p in zip(lines, pneumonia, strict=True) if line["split"] == "train" and p == "present"
+    )
+    assert count(finding="pneumonia", status="present", split="train") == train_pneumonia
+    assert count(finding="pneumonia", status="present", label="normal") == 0
+    assert explorer.current_record() is None and not explorer.real_view.has_image()
+    # 3. free text: every word, any case, in the text, label, patient id or file
+    assert count(text="VIRAL") == 4
+    assert count(text="pleural effusion lateral") == 1
+    assert count(text="X-1") == 1 and count(text="person1004") == 1
+    assert count(text="effus") == sum("effusion" in line["text"].lower() for line in lines) > 1
+    assert count(text="lateral") == 1 and count(text="bilateral") >= 1  # words match at their start only
+    assert count(text="pneumonia bacterial") == 4  # "_" in labels and file names separates words
+
+    # 4. through the controls: a finding chosen in its box, words typed in the search box
+    explorer.clear_filters()
+    assert explorer.shown_count() == 14 and not explorer.status_box.isEnabled()
+    box = explorer.finding_box
+    counts = ", ".join(f"{pneumonia.count(s)} {s}" for s in ("present", "uncertain", "absent") if pneumonia.count(s))
+    assert box.itemText(box.findData("pneumonia")) == f"Pneumonia ({counts})"
+    assert box.findData("atelectasis") == -1  # only findings the manifest names are offered
+    box.setCurrentIndex(box.findData("pneumonia"))
+    box.activated.emit(box.currentIndex())
+    assert explorer.shown_count() == 8 and explorer.count_label.text() == "8 of 14 records"
+    assert explorer.status_box.isEnabled()
+    QTest.keyClicks(explorer.search_edit, "bacterial")
+    qtbot.waitUntil(lambda: explorer.shown_count() == 4, timeout=5_000)
+    shown = [explorer.model.records[i] for i in explorer.model.visible_indices()]
+    assert {record.label for record in shown} == {"bacterial_pneumonia"}
+    assert explorer.current_record() in shown
+
+    # 5. sorting by a column keeps the shown record selected
+    explorer.clear_filters()
+    current = explorer.current_index
+    explorer.table.sortByColumn(3, Qt.SortOrder.AscendingOrder)  # label
+    labels = [explorer.model.records[i].label or "" for i in explorer.model.visible_indices()]
+    assert labels == sorted(labels)
+    assert explorer.current_index == current
+    assert explorer.model.record_index(explorer.table.currentIndex().row()) == current
+
+    # 6. the manifest is remembered
+    assert Settings(settings).last_manifest == str(dataset.resolve())
+    again = DatasetExplorer(Settings(settings))
+    qtbot.addWidget(again)
+    assert again.open_last() and again.shown_count() == 14
+    again.close()
+
+
+# 3. the record's image, text and findings ----------------------------------------------------------------
+
+
+def test_selected_record_shows_its_pixels_text_findings_and_thumbnail(
+    qtbot, explorer: DatasetExplorer, dataset: Path
+) -> None:
+    open_dataset(qtbot, explorer, dataset)
+    lines = manifest_lines(dataset)
+    assert explorer.current_index == 0  # the first record is shown on opening
+
+    # 1. an 8-bit JPEG: the viewer holds its grey pixels widened to 16 bits
+    index = record_index(explorer, patient_id="P1004")
+    assert explorer.select_record(index)
+    path = dataset.parent / lines[index]["image"]  # relative to the manifest
+    expected = imaging.rescale_bits(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), 8, 16)
+    np.testing.assert_array_equal(explorer.real_view.source, expected)
+    assert explorer.text_view.toPlainText() == lines[index]["text"]
+    findings = lines[index]["findings"]
+    assert explorer.findings_rows() == [(FINDINGS[name], findings[name]) for name in FINDINGS if name in findings]
+    assert "person1004_bacteria_2935.jpeg" in explorer.real_view.label
+    assert explorer.real_view.mark == "REAL · pediatric"  # a dataset image never carries the SYNTHETIC mark
+    assert "P1004" in explorer.info_label.text() and not explorer.image_message.isVisible()
+
+    # 2. a 16-bit PNG: exactly its stored values
+    sixteen = record_index(explorer, patient_id="X-1")
+    explorer.select_record(sixteen)
+    stored = cv2.imread(str(dataset.parent / "extra" / "sixteen.png"), cv2.IMREAD_UNCHANGED)
+    assert stored.dtype == np.uint16
+    np.testing.assert_array_equal(explorer.real_view.source, stored)
+    assert explorer.findings_rows() == [(FINDINGS["edema"], "uncertain")]
+    assert "Age</b> 7" in explorer.info_label.text()
+
+    # 3. the arrow key moves to the next row and shows that record
+    explorer.table.setFocus()
+    row = explorer.model.row_of(sixteen)
+    QTest.keyClick(explorer.table, Qt.Key.Key_Up)
+    assert explorer.current_index == explorer.model.record_index(row - 1) != sixteen
+
+    # 4. thumbnails arrive for the rows on screen
+    first = explorer.model.record_index(0)
+    qtbot.waitUntil(lambda: explorer.model.thumbnail(first) is not None, timeout=10_000)
+    image = explorer.model.thumbnail(first).toImage()
+    assert max(image.width(), image.height()) <= 48 and image.width() >= 40
+    values = {image.pixelColor(x, y).value() for x in range(0, image.width(), 4) for y in range(0, image.height(), 4)}
+    assert len(values) > 10  # a picture, not the flat "loading" tile
+
+
+# 4. comparison with a generated image --------------------------------------------------------------------
+
+
+@pytest.fixture
+def window(qtbot, settings, tiny_pack_dir: Path):
+    window = MainWindow(model=tiny_pack_dir, settings=Settings(settings))
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.model_info is not None or bool(window.errors), timeout=LOAD_MS)
+    assert not window.errors, window.errors
+    yield window
+    window.close()
+    assert not window.host.thread.isRunning()
+
+
+def test_compare_shows_real_and_generated_with_linked_window_level(
+    qtbot, window: MainWindow, dataset: Path, settings
+) -> None:
+    # 1. File > Dataset explorer… reopens the last manifest
+    Settings(settings).last_manifest = str(dataset)
+    file_menu = window.menuBar().actions()[0].menu()
+    assert window.dataset_action in file_menu.actions()
+    window.dataset_action.trigger()
+    explorer = window.dataset_explorer
+    assert explorer is not None and explorer.isVisible() and explorer.shown_count() == 14
+    qtbot.waitUntil(lambda: explorer.model.scanned, timeout=10_000)
+
+    # 2. nothing generated yet: a clear message, no comparison
+    index = record_index(explorer, patient_id="P1040")
+    explorer.select_record(index)
+    assert not explorer.compare_with_current() and not explorer.comparing()
+    assert explorer.errors[-1].startswith("No generated image")
+
+    # 3. generate in the main window, then "Compare with current image"
+    window.steps_spin.setValue(2)
+    window.seed_edit.setText("3")
+    window.seed_lock.setChecked(True)
+    window.prompt_box.set_text("Normal chest radiograph")
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
+        assert window.generate()
+    QTest.mouseClick(explorer.compare_current_button, Qt.MouseButton.LeftButton)
+    assert explorer.comparing() and explorer.generated_view.isVisible()
+    real, generated = explorer.real_view, explorer.generated_view
+    np.testing.assert_array_equal(generated.source, window.current.pixels)
+    assert generated.source.shape == (32, 32) and real.source.shape == (224, 224)
+    assert generated.window() == real.window()
+    assert real.mark.startswith("REAL") and not hasattr(generated, "mark")  # the generated side says SYNTHETIC
+
+    # 4. window/level is one for both sides, whichever side is dragged or a preset is chosen
+    qtbot.waitUntil(lambda: generated.width() > 100, timeout=5_000)
+    before = real.window()
+    middle = QPoint(real.width() // 2, real.height() // 2)
+    drag(real, middle, middle + QPoint(60, 40))
+    assert real.window() != before and generated.window() == real.window()
+    middle = QPoint(generated.width() // 2, generated.height() // 2)
+    drag(generated, middle, middle + QPoint(-30, -50))
+    assert generated.window() == real.window()
+    assert f"W {real.window()[1]:.0f}" in generated.overlay_lines()[0]
+    explorer.preset_box.setCurrentIndex(explorer.preset_box.findData("LUNG"))
+    explorer.preset_box.activated.emit(explorer.preset_box.currentIndex())
+    lung = next(p for p in real.presets() if p.name == "LUNG")
+    assert real.window() == generated.window() == (lung.window_center, lung.window_width)
+
+    # 5. invert and zoom follow too (zoom scaled by the widths, so both images stay the same size on screen)
+    plain = generated.displayed_pixels().copy()
+    explorer.invert_box.setChecked(True)
+    assert real.options().invert and generated.options().invert
+    np.testing.assert_array_equal(generated.displayed_pixels(), 255 - plain)
+    explorer.fit()
+    point = QPointF(real.width() / 2, real.height() / 2)
+    wheel = QWheelEvent(point, real.mapToGlobal(point), QPoint(0, 0), QPoint(0, 240), Qt.MouseButton.NoButton,
+                        Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)  # fmt: skip
+    QApplication.sendEvent(real, wheel)
+    assert real.zoom() > 1.0
+    assert generated.zoom() == pytest.approx(real.zoom() * 224 / 32)
+    assert generated.offset() == real.offset()
+
+    # 6. "Generate from this text": the record's text with the window's settings, shown on the right
+    record = explorer.current_record()
+    with qtbot.waitSignal(window.generation_done, timeout=RUN_MS) as done:
+        QTest.mouseClick(explorer.generate_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not window.is_running(), timeout=RUN_MS)
+    assert done.args[0].request.prompt == record.text == window.prompt_box.text()
+    np.testing.assert_array_equal(generated.source, done.args[0].to_uint16()[0])
+    assert generated.window() == real.window()
+    # a generation the explorer did not ask for leaves its comparison alone
+    shown = generated.source.copy()
+    window.seed_edit.setText("4")
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
+        window.generate()
+    np.testing.assert_array_equal(generated.source, shown)
+
+    # 7. close the comparison; closing the main window closes the explorer and its loader
+    QTest.mouseClick(explorer.close_compare_button, Qt.MouseButton.LeftButton)
+    assert not explorer.comparing()
+    window.close()
+    assert not explorer.isVisible() and explorer.model._pool.activeThreadCount() == 0
+
+
+# 5. errors ----------------------------------------------------------------------------------------------
+
+
+def test_bad_lines_missing_and_unreadable_images_are_reported_and_counted(
+    qtbot, explorer: DatasetExplorer, dataset: Path
+) -> None:
+    images = dataset.parent / "pediatric-cxr" / "images"
+    (images / "person101_bacteria_486.jpeg").unlink()
+    (images / "person104_virus_191.jpeg").chmod(0o644)
+    (images / "person104_virus_191.jpeg").write_bytes(b"not a jpeg at all")
+    with open(dataset, "a", encoding="utf-8") as stream:
+        stream.write('{"image": "x.png", "text": \n')  # line 15
+        stream.write(json.dumps({**manifest_lines(dataset)[0], "findings": {"pneumonitis": "present"}}) + "\n")
+
+    # 1. the good records open; the bad lines are named in a dialog and counted
+    assert explorer.open_manifest(dataset)
+    assert explorer.shown_count() == 14
+    assert explorer.errors and explorer.errors[-1].startswith("Manifest lines skipped")
+    assert (
+        "line 15: not JSON" in explorer.errors[-1] and "line 16: unknown finding 'pneumonitis'" in explorer.errors[-1]
+    )
+    assert explorer._boxes and explorer._boxes[-1].isVisible()  # shown without blocking
+
+    # 2. the background check counts the missing file; its row says so
+    qtbot.waitUntil(lambda: explorer.model.scanned, timeout=10_000)
+    counts = explorer.problem_counts()  # the unreadable file may or may not have been met by its thumbnail yet
+    assert (counts["bad lines"], counts["missing"]) == (2, 1)
+    assert "2 bad manifest line(s) skipped" in explorer.problems_label.text()
+    assert "1 image file(s) missing" in explorer.problems_label.text()
+    missing = record_index(explorer, patient_id="P101")
+    row = explorer.model.row_of(missing)
+    assert explorer.model.data(explorer.model.index(row, 0)).endswith("(missing)")
+
+    # 3. selecting it shows a placeholder naming the path, and a message
+    explorer.select_record(missing)
+    path = explorer.model.paths[missing]
+    assert not explorer.real_view.has_image() and str(path) in explorer.real_view.label
+    assert explorer.image_message.isVisible() and str(path) in explorer.image_message.text()
+    assert explorer.current_record().patient_id == "P101" and explorer.findings_rows()  # text and findings still shown
+
+    # 4. a file that is there but does not decode: counted as unreadable, with the reason
+    broken = record_index(explorer, patient_id="P104")
+    explorer.select_record(broken)
+    assert not explorer.real_view.has_image()
+    assert "cannot be shown" in explorer.image_message.text() and "decode" in explorer.image_message.text()
+    assert explorer.problem_counts() == {"bad lines": 2, "missing": 1, "unreadable": 1}
+    problems = explorer.problems_text()
+    assert "line 15" in problems and str(path) in problems and "person104_virus_191.jpeg" in problems
+
+    # 5. another good record still shows; a missing manifest is an error that changes nothing
+    explorer.select_record(record_index(explorer, patient_id="P1004"))
+    assert explorer.real_view.has_image() and not explorer.image_message.isVisible()
+    assert not explorer.open_manifest(dataset.parent / "gone.jsonl")
+    assert explorer.errors[-1].startswith("Manifest not opened") and "no such file" in explorer.errors[-1]
+    assert explorer.shown_count() == 14 and explorer.loaded.path == dataset
+
+
+# 6. a large manifest ------------------------------------------------------------------------------------
+
+
+def test_five_thousand_records_open_at_once_and_load_only_visible_thumbnails(
+    qtbot, explorer: DatasetExplorer, tmp_path: Path, pediatric_fixture_dir: Path
+) -> None:
+    images = sorted((pediatric_fixture_dir / "images").iterdir())
+    lines = [
+        ManifestRecord(
+            image=str(images[i % len(images)]), text=f"Record {i}: " + ("pneumonia" if i % 3 else "normal study"),
+            findings={"pneumonia": "present"} if i % 3 else {"no_finding": "present"}, patient_id=f"P{i}",
+            view="AP", source="csv", split=("train", "val", "test")[i % 3],
+        ).to_json()
+        for i in range(5000)
+    ]  # fmt: skip
+    manifest = tmp_path / "big.jsonl"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    started = time.perf_counter()
+    assert explorer.open_manifest(manifest)
+    QApplication.processEvents()  # the table paints its first rows
+    elapsed = time.perf_counter() - started
+    assert explorer.shown_count() == 5000
+    assert elapsed < 3.0, f"opening 5,000 records took {elapsed:.2f} s"  # about 0.2 s on this 2-core machine
+
+    # only the rows on screen asked for a thumbnail
+    qtbot.waitUntil(lambda: explorer.model.thumbnail(0) is not None, timeout=10_000)
+    visible = explorer.table.viewport().height() // explorer.table.verticalHeader().defaultSectionSize() + 2
+    assert 0 < explorer.model.thumbnail_requests <= visible
+    explorer.table.scrollToBottom()
+    QApplication.processEvents()
+    qtbot.waitUntil(lambda: explorer.model.thumbnail(4999) is not None, timeout=10_000)
+    assert explorer.model.thumbnail_requests <= 2 * visible
+    assert explorer.model.thumbnail(2500) is None
+
+    # filtering 5,000 records is immediate too
+    started = time.perf_counter()
+    explorer.set_filter(RecordFilter(finding="pneumonia", split="val"))
+    assert time.perf_counter() - started < 1.0
+    assert explorer.shown_count() == sum(1 for i in range(5000) if i % 3 == 1)
