@@ -140,7 +140,7 @@ def train_classifier(
     # 1. model, optimizer, class weights, all seeded
     num_classes = len(config.classes)
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[]):  # weights are drawn on the CPU, then moved
         torch.manual_seed(settings.seed)
         model = ChestClassifier(config).to(device)
     counts = torch.bincount(labels_t, minlength=num_classes).float()

@@ -231,7 +231,9 @@ def run(args: argparse.Namespace) -> int:
         options = build_options({name: getattr(args, name, None) for name in OPTION_NAMES})
         from training.evaluate.run import evaluate
 
-        report = evaluate(options, command=shlex.join(["cxr-studio", *sys.argv[1:]]) if sys.argv[1:] else None)
+        # the command line as typed (None when called from Python with other arguments)
+        typed = "evaluate" in sys.argv[1:]
+        report = evaluate(options, command=shlex.join(["cxr-studio", *sys.argv[1:]]) if typed else None)
     except (EvaluationError, OSError) as exc:
         message = " ".join(str(exc).split())
         print(f"cxr-studio evaluate: error: {message}", file=sys.stderr)
