@@ -168,6 +168,7 @@ def evaluation(tmp_path_factory: pytest.TempPathFactory, tiny_pack_dir: Path, pe
             "report": json.loads((out / "report.json").read_text(encoding="utf-8"))}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_report_has_every_section(evaluation: dict) -> None:
     report, out = evaluation["report"], evaluation["out"]
     assert evaluation["stdout"].split() == [str(out / "report.html"), str(out / "report.json")]
@@ -196,6 +197,7 @@ def test_report_has_every_section(evaluation: dict) -> None:
     assert (out / "classifier" / "classifier.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_report_figures_are_computed_from_the_images(evaluation: dict, tiny_pack_dir: Path) -> None:
     report = evaluation["report"]
     # 1. real test statistics, recomputed from the files
@@ -228,6 +230,7 @@ def test_report_figures_are_computed_from_the_images(evaluation: dict, tiny_pack
     )
 
 
+@pytest.mark.slow
 def test_other_data_gives_other_figures_and_a_saved_classifier_is_reused(
     evaluation: dict, tiny_pack_dir: Path, pediatric_fixture_dir: Path, tmp_path: Path
 ) -> None:
