@@ -113,5 +113,7 @@ def test_export_onnx_command_makes_a_pack_that_generates(tmp_path: Path, capsys)
     assert main(["export-onnx", "--checkpoint", str(tmp_path / "nothing"), "--out", str(tmp_path / "p2")]) == 2
     assert not (tmp_path / "p2").exists()
     card.write_text("[1, 2]")
-    assert main(["export-onnx", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p3"), "--card", str(card)]) == 2  # noqa: E501
+    assert (
+        main(["export-onnx", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p3"), "--card", str(card)]) == 2
+    )
     assert "must be a JSON object" in capsys.readouterr().err and not (tmp_path / "p3").exists()
