@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine import __version__, cli_dicom
+from engine import __version__, cli_dicom, cli_grid
 from engine.pack import PackError, atomic_write_bytes, load_pack
 from engine.paths import default_model_dir
 from engine.pipeline import GenerationRequest, RequestError, StepEvent, to_uint8
@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(subparsers)
     _add_info(subparsers)
     cli_dicom.register(subparsers)
+    cli_grid.register(subparsers)
     for entry in sorted(entry_points(group="cxr_studio.commands"), key=lambda e: e.name):
         try:
             register = entry.load()

@@ -188,16 +188,27 @@ def encode_texts(text: TextConditioner, texts: list[str], device: torch.device) 
 
 @torch.no_grad()
 def encode_latents(
-    vae: nn.Module, records: list[ManifestRecord], image_size: int, device: torch.device, *, workers: int | None
+    vae: nn.Module,
+    records: list[ManifestRecord],
+    image_size: int,
+    device: torch.device,
+    *,
+    workers: int | None,
+    progress: bool = False,
+    what: str = "latents",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior mean and std (N, C, h, w) float32 on ``device`` of the records' images (float32 VAE)."""
+    from tqdm import tqdm
+
     means, stds = [], []
-    for chunk in iter_chunks(len(records), ENCODE_CHUNK):
-        images = load_images(records[chunk], image_size, workers=workers)
-        for part in iter_chunks(images.shape[0], 64):
-            posterior = vae.encode(images[part].to(device).float()).latent_dist
-            means.append(posterior.mean.float())
-            stds.append(posterior.std.float())
+    with tqdm(total=len(records), desc=f"caching {what}", unit="img", disable=not progress, leave=False) as bar:
+        for chunk in iter_chunks(len(records), ENCODE_CHUNK):
+            images = load_images(records[chunk], image_size, workers=workers)
+            for part in iter_chunks(images.shape[0], 64):
+                posterior = vae.encode(images[part].to(device).float()).latent_dist
+                means.append(posterior.mean.float())
+                stds.append(posterior.std.float())
+                bar.update(posterior.mean.shape[0])
     if not means:
         return torch.zeros(0, device=device), torch.zeros(0, device=device)
     return torch.cat(means), torch.cat(stds)
@@ -277,8 +288,13 @@ class DiffusionTask:
 
         # 3. latent cache
         size, workers = c.image_size, options.workers
-        self.train_mean, self.train_std = encode_latents(self.vae, train_records, size, device, workers=workers)
-        self.val_mean, self.val_std = encode_latents(self.vae, val_records, size, device, workers=workers)
+        progress = not options.quiet
+        self.train_mean, self.train_std = encode_latents(
+            self.vae, train_records, size, device, workers=workers, progress=progress, what="training latents"
+        )
+        self.val_mean, self.val_std = encode_latents(
+            self.vae, val_records, size, device, workers=workers, progress=progress, what="validation latents"
+        )
         self.num_train = len(train_records)
         sampled = self.train_mean + self.train_std * torch.randn(
             self.train_mean.shape, generator=torch.Generator(device=device).manual_seed(0), device=device

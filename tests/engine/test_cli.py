@@ -117,3 +117,32 @@ def test_export_onnx_command_makes_a_pack_that_generates(tmp_path: Path, capsys)
         main(["export-onnx", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p3"), "--card", str(card)]) == 2
     )
     assert "must be a JSON object" in capsys.readouterr().err and not (tmp_path / "p3").exists()
+
+
+def test_grid_tiles_prompts_by_seeds_and_each_tile_is_that_seeds_image(tiny_pack_dir: Path, tmp_path: Path) -> None:
+    from engine.cli_grid import FOOTER, GAP, HEADER, LABEL_WIDTH
+
+    prompts = ["Normal chest radiograph", "Left pleural effusion"]
+    argv = ["grid", *prompts, "--seeds", "3", "--first-seed", "5", "--steps", "3", "--model", str(tiny_pack_dir)]
+    assert main([*argv, "--out", str(tmp_path / "grid.png")]) == 0
+    sheet = cv2.imread(str(tmp_path / "grid.png"), cv2.IMREAD_UNCHANGED)
+    size = 32
+    assert sheet.shape == (HEADER + 2 * (size + GAP) + FOOTER, LABEL_WIDTH + 3 * (size + GAP))
+    # the tile in row 2, column 3 is the image `generate` makes for that prompt with seed 7
+    assert main(["generate", prompts[1], "--seed", "7", "--steps", "3", "--bits", "8", "--quiet",
+                 "--model", str(tiny_pack_dir), "--out", str(tmp_path / "one.png")]) == 0  # fmt: skip
+    one = cv2.imread(str(tmp_path / "one.png"), cv2.IMREAD_UNCHANGED)
+    top, left = HEADER + (size + GAP), LABEL_WIDTH + 2 * (size + GAP)
+    assert np.array_equal(sheet[top : top + size, left : left + size], one)
+    assert sheet[:, :LABEL_WIDTH].max() == 255  # the prompts are written beside their rows
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--seeds", "0"], "--seeds must be from 1 to 16"), (["--out", "x.jpg"], "--out must name a .png file")],
+)
+def test_grid_bad_input(tiny_pack_dir: Path, tmp_path: Path, capsys, monkeypatch, extra: list[str], message: str):
+    monkeypatch.chdir(tmp_path)
+    code = main(["grid", "Normal", "--model", str(tiny_pack_dir), "--out", "g.png", *extra])
+    assert code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

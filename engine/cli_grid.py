@@ -1,0 +1,112 @@
+"""``cxr-studio grid``: a contact sheet, one row per prompt and one column per seed.
+
+The rows are labelled with the prompt (wrapped), the columns with the seed, and the footer
+names the model, sampler, steps and guidance, so a sheet is reproducible from itself. Every
+image carries the SYNTHETIC mark of the sheet's footer; a teaching file should still say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.pack import atomic_write_bytes
+from engine.pipeline import GenerationRequest, Pipeline
+
+LABEL_WIDTH = 260
+HEADER = 28
+FOOTER = 30
+GAP = 4
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _text(canvas: np.ndarray, text: str, x: int, y: int, scale: float = 0.45) -> None:
+    cv2.putText(canvas, text, (x, y), FONT, scale, 255, 1, cv2.LINE_AA)
+
+
+def contact_sheet(rows: list[tuple[str, list[np.ndarray]]], seeds: list[int], footer: str) -> np.ndarray:
+    """8-bit sheet: ``rows`` of (prompt, images (H, W) uint8 one per seed), labelled."""
+    height, width = rows[0][1][0].shape
+    columns = len(seeds)
+    sheet_w = LABEL_WIDTH + columns * (width + GAP)
+    sheet_h = HEADER + len(rows) * (height + GAP) + FOOTER
+    canvas = np.zeros((sheet_h, sheet_w), dtype=np.uint8)
+    for j, seed in enumerate(seeds):
+        _text(canvas, f"seed {seed}", LABEL_WIDTH + j * (width + GAP) + 4, HEADER - 9)
+    for i, (prompt, images) in enumerate(rows):
+        top = HEADER + i * (height + GAP)
+        for k, line in enumerate(textwrap.wrap(prompt, 34)[: max(1, height // 18)]):
+            _text(canvas, line, 6, top + 18 + 18 * k, 0.42)
+        for j, image in enumerate(images):
+            left = LABEL_WIDTH + j * (width + GAP)
+            canvas[top : top + height, left : left + width] = image
+    _text(canvas, footer, 6, sheet_h - 10, 0.42)
+    return canvas
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "grid",
+        help="contact sheet: one row per prompt, one column per seed (8-bit PNG)",
+        description="Generate every prompt with every seed and tile the images into one labelled PNG.",
+    )
+    p.add_argument("prompts", nargs="*", help="prompts (default: the model card's example prompts)")
+    p.add_argument("--seeds", type=int, default=4, help="number of seeds per prompt (default 4)")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds are FIRST, FIRST+1, ... (default 0)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="guidance (default: the model's)")
+    p.add_argument("--sampler", default=None, help="sampler (default: the model's)")
+    p.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    p.add_argument("--model", type=Path, default=None, metavar="PACK", help="model pack (default: the embedded one)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.cli import UsageError, load_model_arg
+
+    # 1. check everything before generating
+    if args.out.suffix.lower() != ".png":
+        raise UsageError("--out must name a .png file")
+    if not args.out.parent.resolve().is_dir():
+        raise UsageError(f"--out: the folder {args.out.parent} does not exist")
+    if not 1 <= args.seeds <= 16:
+        raise UsageError(f"--seeds must be from 1 to 16, not {args.seeds}")
+    pack = load_model_arg(args.model)
+    prompts = list(args.prompts) or [str(p) for p in pack.card.get("example_prompts", [])]
+    if not prompts:
+        raise UsageError("no prompts given and the model card lists no example_prompts")
+    d = pack.manifest.defaults
+    template = GenerationRequest(
+        prompt=prompts[0],
+        num_steps=args.steps if args.steps is not None else d.num_steps,
+        guidance_scale=args.guidance_scale if args.guidance_scale is not None else d.guidance_scale,
+        sampler=args.sampler if args.sampler is not None else d.sampler,
+        seed=args.first_seed,
+        batch_size=args.seeds,
+    )
+    requests = [replace(template, prompt=prompt).validated() for prompt in prompts]
+    # 2. generate (a batch per prompt: image i has seed first + i) and tile
+    pipeline = Pipeline(pack)
+    rows = []
+    for request in requests:
+        result = pipeline.generate(request)
+        rows.append((request.prompt, list(result.to_uint8())))
+        print(f"{request.prompt!r}: {result.timings['total_s']:.2f} s", file=sys.stderr)
+    seeds = [args.first_seed + i for i in range(args.seeds)]
+    r = requests[0]
+    footer = (
+        f"SYNTHETIC - {pack.manifest.model_id} - {r.sampler}, {r.num_steps} steps, guidance {r.guidance_scale:g} "
+        f"- {pipeline.backend.provider}"
+    )
+    ok, png = cv2.imencode(".png", contact_sheet(rows, seeds, footer))
+    if not ok:
+        raise OSError("PNG encoding failed")
+    atomic_write_bytes(args.out, png.tobytes())
+    print(f"wrote {args.out}")
+    return 0
