@@ -929,15 +929,28 @@ class MainWindow(QMainWindow):
         folder.mkdir(parents=True, exist_ok=True)
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
 
-    def show_about(self) -> None:
+    def about_text(self) -> str:
+        """The About box: version, purpose, and the loaded model's training data and its licence
+        (the default model's data is CC BY 4.0: its authors are credited wherever it is shown)."""
         from engine import __version__
 
-        QMessageBox.about(
-            self,
-            "About CXR Studio",
-            f"CXR Studio {__version__}\n\nSynthetic chest radiographs from clinical text with a latent "
-            "diffusion model, offline.\nFor education and testing only; not for diagnosis.",
-        )
+        lines = [
+            f"CXR Studio {__version__}",
+            "",
+            "Synthetic chest radiographs from clinical text with a latent diffusion model, offline.",
+            "For education and testing only; not for diagnosis.",
+        ]
+        info = self.model_info
+        if info is not None:
+            lines += ["", f"Model: {info.model_id}"]
+            for key, title in (("training_data", "Trained on"), ("licence_of_training_data", "Licence")):
+                if info.card.get(key):
+                    lines.append(f"{title}: {info.card[key]}")
+        lines += ["", "Text encoder: all-MiniLM-L6-v2 (Apache-2.0) or the model's own, as its card says."]
+        return "\n".join(lines)
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About CXR Studio", self.about_text())
 
     def closeEvent(self, event: QCloseEvent) -> None:
         """Stop a run cleanly: cancel, quit the worker's thread and wait for it; nothing is left running."""

@@ -415,9 +415,13 @@ def test_model_card_fills_completion_examples_and_analyser(qtbot, settings, tiny
         vocabulary=["consolidation", "cardiomegaly", "pneumothorax"],
         example_prompts=["Right lower lobe consolidation", "Normal chest radiograph"],
         supported_findings=["pleural_effusion", "cardiomegaly"],
+        training_data="Kermany et al., Cell 2018 (paediatric radiographs)",
+        licence_of_training_data="CC BY 4.0",
     )
     (tiny_pack_copy / "model.json").write_text(json.dumps(manifest))
     window = open_window(qtbot, settings, tiny_pack_copy)
+    about = window.about_text()  # the About box credits the loaded model's data
+    assert "Trained on: Kermany et al., Cell 2018 (paediatric radiographs)" in about and "Licence: CC BY 4.0" in about
     box = window.prompt_box
     assert {"consolidation", "cardiomegaly", "Normal"} <= set(box.edit.words())
     assert box.examples == ["Right lower lobe consolidation", "Normal chest radiograph"]
