@@ -6,8 +6,9 @@ Each repeat starts a new Python process that opens the main window the way ``cxr
 (QApplication, MainWindow(--model PACK), show) and reports, relative to the moment the parent
 launched it: the window answering events (first event-loop turn after show), the model pack
 loaded on the worker thread (files hashed, ONNX sessions made), and the first generated image
-shown (prompt set and Generate pressed as soon as the model is ready). Without ``--model`` a tiny
-seeded pack is built first (needs the training extras). User data, logs and settings go to a
+shown (prompt set and Generate pressed as soon as the model is ready), and the app process's peak
+RSS then. Without ``--model`` the embedded default pack runs, or, where there is none, a tiny
+seeded pack built first (needs the training extras). User data, logs and settings go to a
 temporary folder. Qt runs offscreen unless a display is set.
 """
 
@@ -26,6 +27,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = "Right lower lobe consolidation, no pleural effusion"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set so far (VmHWM), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
 
 
 def child(pack: str, steps: int, launched: float) -> int:
@@ -56,6 +65,7 @@ def child(pack: str, steps: int, launched: float) -> int:
     def on_image(result) -> None:
         marks["first_image"] = time.time()
         marks["generate_s"] = result.timings["total_s"]
+        marks["peak_rss_mb"] = peak_rss_mb()
         window.close()
         app.quit()
 
@@ -91,7 +101,8 @@ def run_once(pack: Path, steps: int, scratch: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, metavar="PACK", help="default: a tiny seeded pack")
+    parser.add_argument("--model", type=Path, default=None, metavar="PACK",
+                        help="default: the embedded default pack, else a tiny seeded pack")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--child", type=float, default=None, help=argparse.SUPPRESS)
@@ -102,6 +113,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cxr-bench-") as tmp:
         scratch = Path(tmp)
         pack = args.model
+        embedded = REPO / "resources" / "models" / "default"
+        if pack is None and (embedded / "model.json").is_file():
+            pack = embedded
         if pack is None:
             sys.path.insert(0, str(REPO))
             from training.tiny import build_tiny_pack
@@ -126,6 +140,8 @@ def main() -> None:
     print(f"  model loaded          {median('model_loaded'):7.2f} s   (pack verified, ONNX sessions on the worker)")
     print(f"  first image           {median('first_image'):7.2f} s   (launch -> first generated image shown)")
     print(f"  of which generation   {statistics.median(r['generate_s'] for r in runs):7.2f} s")
+    rss = statistics.median(r["peak_rss_mb"] for r in runs)
+    print(f"  peak RSS of the app   {rss:7.0f} MB  (VmHWM after the first image; issue 7's target <= 600 MB)")
     print("(medians of the fresh processes; times from the parent's launch of each process)")
 
 
