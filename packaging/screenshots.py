@@ -20,15 +20,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (1440, 900)
+PROMPT = "Paediatric AP chest radiograph: focal airspace consolidation consistent with bacterial pneumonia."
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, metavar="PACK")
     parser.add_argument("--out", type=Path, default=REPO / "resources" / "screenshots")
-    parser.add_argument("--prompt", default="Right lower lobe consolidation with air bronchograms, no pleural effusion")
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--prompt", default=PROMPT)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
     return parser.parse_args(argv)
 
 
@@ -136,6 +137,7 @@ def shoot(args: argparse.Namespace, scratch: Path) -> int:
     window.seed_edit.setText(str(args.seed + 1))
     window.generate()
     wait_for(window.run_finished)
+    window.steps.show_frame(len(window.steps.frames()) - 1)  # the new final image beside the pinned one
     window.viewer.set_compare(True)
     save("compare.png")
     window.close()

@@ -229,14 +229,22 @@ class Denoiser(nn.Module):
 
 
 def sample_prompts(manifest: Manifest, limit: int = SAMPLE_PROMPTS) -> list[str]:
-    """The first ``limit`` distinct non-empty captions, validation records first."""
-    prompts: list[str] = []
+    """``limit`` distinct non-empty captions that differ in content (validation records first): the
+    first caption, then each time the one sharing the fewest words with those already chosen, so
+    a grid shows normals and findings alike rather than four phrasings of one class."""
+    candidates: list[str] = []
     for record in [*manifest.split("val"), *manifest.split("train")]:
         text = record.text.strip()
-        if text and text not in prompts:
-            prompts.append(text)
-            if len(prompts) == limit:
-                break
+        if text and text not in candidates:
+            candidates.append(text)
+    words = {text: set(text.lower().replace(".", " ").replace(",", " ").split()) for text in candidates}
+    prompts: list[str] = candidates[:1]
+    while len(prompts) < min(limit, len(candidates)):
+
+        def overlap(text: str) -> float:
+            return max(len(words[text] & words[p]) / len(words[text] | words[p]) for p in prompts)
+
+        prompts.append(min((t for t in candidates if t not in prompts), key=overlap))  # first of equals
     return prompts
 
 

@@ -446,3 +446,21 @@ def test_model_card_fills_completion_examples_and_analyser(qtbot, settings, tiny
         assert result["unsupported"] == ["Consolidation"]
         assert "Not in this model" in box.analysis.text()
     window.close()
+
+
+def test_a_new_run_shows_its_image_after_the_user_scrubbed_the_steps(qtbot, window: MainWindow) -> None:
+    """Scrubbing back in the steps of one run must not keep the next run's image off screen."""
+    set_controls(window, steps=4, seed=1)
+    window.prompt_box.set_text("Normal chest radiograph")
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
+        window.generate()
+    window.steps.filmstrip.setFocus()
+    window.steps.filmstrip.setCurrentRow(1)  # the user looks at step 2
+    assert not window.steps.following()
+    window.viewer.pin_current()
+    window.seed_edit.setText("2")
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
+        window.generate()
+    qtbot.wait(50)
+    assert window.current.label.startswith("seed 2")
+    assert np.array_equal(window.viewer.view.source, window.current.pixels)

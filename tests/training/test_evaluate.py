@@ -336,3 +336,10 @@ def test_registering_the_command_imports_nothing_heavy() -> None:
     code = "import sys, training.evaluate.cli; print(sorted({'torch', 'matplotlib', 'numpy'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_without_model_the_embedded_default_is_evaluated(tmp_path: Path) -> None:
+    from training.evaluate.options import build_options
+
+    options = build_options({"model": None, "data": tmp_path / "m.jsonl", "out": tmp_path / "out"})
+    assert options.model is None  # resolved to engine.paths.default_model_dir() when the run starts

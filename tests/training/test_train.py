@@ -195,6 +195,24 @@ def test_vae_trains_on_crops_and_validates_on_whole_images(dataset: Path, config
     assert any("val_psnr" in r for r in records)
 
 
+def test_sample_prompts_spread_over_different_findings(tmp_path: Path) -> None:
+    from training.train_diffusion import sample_prompts
+
+    texts = [
+        "Chest radiograph: no effusion. No focal consolidation. Normal heart size.",
+        "Chest radiograph: no focal consolidation. Normal heart size. No effusion.",
+        "Chest radiograph: normal heart size. No effusion.",
+        "Chest radiograph: patchy bilateral opacities consistent with viral pneumonia.",
+        "Chest radiograph: findings consistent with bacterial pneumonia.",
+    ]
+    lines = [json.dumps({"image": f"{i}.png", "text": t, "split": "train"}) for i, t in enumerate(texts)]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    manifest = read_manifest(tmp_path / "m.jsonl")
+    assert sample_prompts(manifest, 2) == [texts[0], texts[3]]  # a finding, not a rephrased normal
+    assert sample_prompts(manifest, 3) == [texts[0], texts[3], texts[4]]
+    assert len(sample_prompts(manifest, 10)) == 5
+
+
 def test_cpu_preset_keeps_the_default_geometry_with_smaller_networks() -> None:
     from training.checkpoint import build_model
     from training.loop import resolve_config

@@ -147,6 +147,7 @@ def build_options(given: dict[str, Any]) -> EvaluationOptions:
     """Options from the values the user gave (None = not given): defaults, then the quick preset
     when ``quick`` is set, then the given values; validated."""
     values = {key: value for key, value in given.items() if value is not None}
+    values.setdefault("model", None)  # not given: the embedded default model
     if values.get("quick"):
         values = {**QUICK, **values}
     try:
