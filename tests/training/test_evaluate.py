@@ -27,6 +27,8 @@ from training.evaluate.data import allocate, choose_prompts, load_real_images, p
 from training.evaluate.inception import FIDInception, inception_features, load_inception
 from training.evaluate.options import SECTIONS, EvaluationError
 
+THREADS_AT_IMPORT = torch.get_num_threads()  # before any evaluation run in this process
+
 # every section, as small as it gets: a few seconds on the tiny pack
 TINY_ARGS = [
     "--quick", "--num-images", "18", "--sweep-images", "6", "--steps", "4", "--steps-list", "2,4",
@@ -343,3 +345,8 @@ def test_without_model_the_embedded_default_is_evaluated(tmp_path: Path) -> None
 
     options = build_options({"model": None, "data": tmp_path / "m.jsonl", "out": tmp_path / "out"})
     assert options.model is None  # resolved to engine.paths.default_model_dir() when the run starts
+
+
+def test_threads_option_does_not_outlive_the_run(evaluation: dict) -> None:
+    assert evaluation["report"]["options"]["threads"] == 1  # the run used one thread ...
+    assert torch.get_num_threads() == THREADS_AT_IMPORT  # ... and gave the process its own count back

@@ -389,8 +389,10 @@ def test_diffusion_killed_with_sigkill_resumes_exactly_and_exports(
     killed = _diffusion(dataset, vae_run, tmp_path / "killed")
     index = tmp_path / "killed" / "state" / "index.json"
     with (tmp_path / "log.txt").open("wb") as output:
+        # the same torch thread count as this process: float sums depend on it
+        env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
         process = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", *_cli_args(killed)], cwd=REPO, stdout=output, stderr=output
+            [sys.executable, "-m", "engine.cli", *_cli_args(killed)], cwd=REPO, stdout=output, stderr=output, env=env
         )
         try:
             deadline = time.monotonic() + 240

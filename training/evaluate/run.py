@@ -903,8 +903,17 @@ def evaluate(options: EvaluationOptions, command: str | None = None) -> dict:
     """Run the evaluation; writes OUT/report.json, OUT/report.html, OUT/figures/ and OUT/classifier/.
 
     Returns the report (the JSON's content). Raises :class:`EvaluationError` for unusable inputs,
-    before anything is written.
+    before anything is written. ``--threads`` applies to this run only: torch's thread count is
+    restored afterwards (a caller's later training must not silently change its arithmetic).
     """
+    threads = torch.get_num_threads()
+    try:
+        return _evaluate(options, command)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate(options: EvaluationOptions, command: str | None) -> dict:
     # 1. check every input, then make the output folder
     started = time.perf_counter()
     ctx = prepare_context(options)
