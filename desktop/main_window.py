@@ -304,6 +304,10 @@ class MainWindow(QMainWindow):
         )  # fmt: skip
         self.cancel_action = self._action("Cancel", self.cancel, QKeySequence(Qt.Key.Key_Escape), "Cancel (Esc)")
         self.open_model_action = self._action("Open model pack…", self.choose_model, QKeySequence.StandardKey.Open)
+        self.models_action = self._action(
+            "Models…", self.open_model_manager, "Ctrl+M",
+            "The default model and the packs in the user models folder, with their model cards",
+        )  # fmt: skip
         self.export_png_action = self._action("Export PNG…", self.choose_png_export, "Ctrl+E")
         self.export_dicom_action = self._action("Export DICOM…", self.choose_dicom_export, "Ctrl+Shift+E")
         self.export_steps_action = self._action("Export denoising steps…", self.choose_steps_export)
@@ -318,7 +322,7 @@ class MainWindow(QMainWindow):
         self.about_action = self._action("About CXR Studio", self.show_about)
 
         menu = self.menuBar().addMenu("&File")
-        for action in (self.open_model_action, self.dataset_action, None, self.export_png_action,
+        for action in (self.open_model_action, self.models_action, self.dataset_action, None, self.export_png_action,
                        self.export_dicom_action, self.export_steps_action, self.send_pacs_action, None,
                        self.quit_action):  # fmt: skip
             menu.addSeparator() if action is None else menu.addAction(action)
@@ -449,6 +453,15 @@ class MainWindow(QMainWindow):
         folder = QFileDialog.getExistingDirectory(self, "Open model pack folder", start)
         if folder:
             self.load_model(folder)
+
+    def open_model_manager(self):
+        """The model manager dialog (non-modal); "Use this model" loads the chosen pack."""
+        from desktop.widgets.model_manager import ModelManager
+
+        current = self.model_info.path if self.model_info is not None else None
+        dialog = ModelManager(self.load_model, current, self)
+        dialog.open()
+        return dialog
 
     def load_model(self, path: str | Path) -> None:
         if self._running:

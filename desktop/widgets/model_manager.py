@@ -1,0 +1,137 @@
+"""Model manager: the embedded default pack plus every pack dropped into the user models folder.
+
+Each pack is listed by model id with its folder; selecting one shows its model card (training
+data, licence and credit, what it knows, evaluation figures) read from ``model.json``. Listing
+does not hash the weights (that happens when a pack is loaded), so a large folder lists at once;
+a folder whose ``model.json`` cannot be read is listed with the reason and cannot be chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine import paths
+from engine.pack import MANIFEST as MANIFEST_FILE
+from engine.pack import PackError, read_manifest
+
+
+@dataclass(frozen=True)
+class PackEntry:
+    """One listed pack: where it is, what it is called, its card text, or why it cannot be used."""
+
+    path: Path
+    title: str
+    card_text: str
+    error: str = ""
+    embedded: bool = False
+
+
+def card_text(path: Path) -> str:
+    """The card as the command line's ``info`` prints it, from model.json alone (no hashing)."""
+    manifest = read_manifest(path)
+    lines = [
+        f"Model: {manifest.model_id} ({manifest.precision})",
+        f"Folder: {path}",
+        f"Image: {manifest.image.width}x{manifest.image.height}; text encoder {manifest.text.encoder_name}",
+        f"Defaults: {manifest.defaults.sampler}, {manifest.defaults.num_steps} steps, "
+        f"guidance {manifest.defaults.guidance_scale:g}",
+    ]
+    for key, value in manifest.card.items():
+        title = key.replace("_", " ").capitalize()
+        if isinstance(value, list):
+            lines += [f"{title}:", *(f"  - {item}" for item in value)]
+        elif isinstance(value, dict):
+            lines += [f"{title}:", *(f"  {k}: {v}" for k, v in value.items())]
+        else:
+            lines.append(f"{title}: {value}")
+    return "\n".join(lines)
+
+
+def list_packs(default: Path | None = None, user_folder: Path | None = None) -> list[PackEntry]:
+    """The default pack (when present) and the folders of the user models folder that hold a
+    model.json, sorted by name; unreadable ones carry ``error``."""
+    default = default if default is not None else paths.default_model_dir()
+    user_folder = user_folder if user_folder is not None else paths.user_models_dir()
+    candidates: list[tuple[Path, bool]] = []
+    if (default / MANIFEST_FILE).is_file():
+        candidates.append((default, True))
+    if user_folder.is_dir():
+        candidates += [(p, False) for p in sorted(user_folder.iterdir()) if (p / MANIFEST_FILE).is_file()]
+    entries = []
+    for path, embedded in candidates:
+        try:
+            text = card_text(path)
+            title = text.splitlines()[0].removeprefix("Model: ")
+            entries.append(PackEntry(path, title + (" — embedded default" if embedded else ""), text, "", embedded))
+        except (PackError, OSError, ValueError) as exc:
+            entries.append(PackEntry(path, f"{path.name} — cannot be used", "", str(exc), embedded))
+    return entries
+
+
+class ModelManager(QDialog):
+    """Lists the packs; "Use this model" calls ``on_choose(path)`` and closes."""
+
+    def __init__(self, on_choose: Callable[[Path], None], current: Path | None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Models")
+        self.resize(900, 560)
+        self._on_choose = on_choose
+        self.entries = list_packs()
+        self.list = QListWidget()
+        self.card = QPlainTextEdit(readOnly=True)
+        self.folder_label = QLabel(
+            f"Drop a model pack's folder into {paths.user_models_dir()} to add it here.", wordWrap=True
+        )
+        self.use_button = QPushButton("Use this model")
+        self.use_button.clicked.connect(self.choose_selected)
+        for entry in self.entries:
+            item = QListWidgetItem(entry.title + ("" if current is None or entry.path != current else "  (loaded)"))
+            item.setToolTip(str(entry.path))
+            if entry.error:
+                item.setForeground(Qt.GlobalColor.red)
+            self.list.addItem(item)
+        self.list.currentRowChanged.connect(self._show)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        buttons.addButton(self.use_button, QDialogButtonBox.ButtonRole.ActionRole)
+        row = QHBoxLayout()
+        row.addWidget(self.list, 2)
+        row.addWidget(self.card, 3)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.folder_label)
+        layout.addWidget(buttons)
+        if self.entries:
+            self.list.setCurrentRow(0)
+        else:
+            self.card.setPlainText("No model pack found.")
+            self.use_button.setEnabled(False)
+
+    def _show(self, row: int) -> None:
+        if not 0 <= row < len(self.entries):
+            return
+        entry = self.entries[row]
+        self.card.setPlainText(entry.card_text or f"{entry.path}\n\nThis pack cannot be used: {entry.error}")
+        self.use_button.setEnabled(not entry.error)
+
+    def choose_selected(self) -> None:
+        row = self.list.currentRow()
+        if 0 <= row < len(self.entries) and not self.entries[row].error:
+            self._on_choose(self.entries[row].path)
+            self.accept()
