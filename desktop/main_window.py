@@ -42,7 +42,7 @@ from PySide6.QtWidgets import (
 from desktop.library import Case, CaseLibrary, LibraryError, encode_png16
 from desktop.logs import log_file, setup_logging
 from desktop.settings import Settings
-from desktop.widgets.dialogs import DicomExportDialog, DicomOptions, TextDialog
+from desktop.widgets.dialogs import DicomExportDialog, DicomOptions, TextDialog, open_warning
 from desktop.widgets.library_view import LibraryPanel
 from desktop.widgets.prompt import PromptBox
 from desktop.widgets.steps import StepsPanel, export_frames, pillow_available
@@ -412,13 +412,8 @@ class MainWindow(QMainWindow):
         """Log it and show a dialog that does not block the event loop (the run goes on)."""
         log.error("%s: %s", title, message)
         self.errors.append(f"{title}: {message}")
-        box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
-        if self.log_path is not None:
-            box.setInformativeText(f"Details are in the log: {self.log_path}")
-        box.setWindowModality(Qt.WindowModality.WindowModal)
-        box.finished.connect(lambda _r, b=box: self._boxes.remove(b) if b in self._boxes else None)
-        self._boxes.append(box)
-        box.open()
+        details = f"Details are in the log: {self.log_path}" if self.log_path is not None else ""
+        open_warning(self, self._boxes, title, message, details)
         self.statusBar().showMessage(f"{title}: {message.splitlines()[0]}", 10_000)
         self.error_shown.emit(title, message)
 

@@ -49,6 +49,18 @@ def _add_model_arg(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def request_from_args(args: argparse.Namespace, pack, **fields) -> GenerationRequest:
+    """A request with ``--steps``, ``--guidance-scale`` and ``--sampler`` where given, else the
+    pack's defaults, plus ``fields`` (not validated)."""
+    d = pack.manifest.defaults
+    return GenerationRequest(
+        num_steps=args.steps if args.steps is not None else d.num_steps,
+        guidance_scale=args.guidance_scale if args.guidance_scale is not None else d.guidance_scale,
+        sampler=args.sampler if args.sampler is not None else d.sampler,
+        **fields,
+    )
+
+
 def load_model_arg(model: Path | None):
     """``--model PACK`` or the embedded default pack, verified."""
     path = model if model is not None else default_model_dir()
@@ -116,17 +128,10 @@ def _run_generate(args: argparse.Namespace) -> int:
     if args.save_steps is not None and args.save_steps.exists() and not args.save_steps.is_dir():
         raise UsageError(f"--save-steps: {args.save_steps} exists and is not a folder")
     pack = load_model_arg(args.model)
-    defaults = pack.manifest.defaults
-    request = GenerationRequest(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        num_steps=args.steps if args.steps is not None else defaults.num_steps,
-        guidance_scale=args.guidance_scale if args.guidance_scale is not None else defaults.guidance_scale,
-        sampler=args.sampler if args.sampler is not None else defaults.sampler,
-        seed=args.seed,
-        batch_size=args.batch,
-        eta=args.eta,
-    ).validated()
+    request = request_from_args(
+        args, pack, prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed,
+        batch_size=args.batch, eta=args.eta,
+    ).validated()  # fmt: skip
 
     # 2. run, with a progress bar and optional step previews
     if args.backend not in backend_names():
@@ -203,7 +208,13 @@ def format_card(pack) -> str:
         f"Text encoder: {m.text.encoder_name}, max {m.text.max_tokens} tokens",
         f"Defaults: {m.defaults.sampler}, {m.defaults.num_steps} steps, guidance {m.defaults.guidance_scale:g}",
     ]
-    for key, value in m.card.items():
+    return "\n".join([*lines, *card_lines(m.card)])
+
+
+def card_lines(card: dict) -> list[str]:
+    """A model card's entries as text lines: ``Title: value``, lists and objects indented below."""
+    lines = []
+    for key, value in card.items():
         title = key.replace("_", " ").capitalize()
         if isinstance(value, list):
             lines.append(f"{title}:")
@@ -213,7 +224,7 @@ def format_card(pack) -> str:
             lines.extend(f"  {k}: {v}" for k, v in value.items())
         else:
             lines.append(f"{title}: {value}")
-    return "\n".join(lines)
+    return lines
 
 
 def _run_info(args: argparse.Namespace) -> int:

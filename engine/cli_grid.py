@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from engine.pack import atomic_write_bytes
-from engine.pipeline import GenerationRequest, Pipeline
+from engine.pipeline import Pipeline
 
 LABEL_WIDTH = 260
 HEADER = 28
@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.cli import UsageError, load_model_arg
+    from engine.cli import UsageError, load_model_arg, request_from_args
 
     # 1. check everything before generating
     if args.out.suffix.lower() != ".png":
@@ -81,15 +81,7 @@ def run(args: argparse.Namespace) -> int:
     prompts = list(args.prompts) or [str(p) for p in pack.card.get("example_prompts", [])]
     if not prompts:
         raise UsageError("no prompts given and the model card lists no example_prompts")
-    d = pack.manifest.defaults
-    template = GenerationRequest(
-        prompt=prompts[0],
-        num_steps=args.steps if args.steps is not None else d.num_steps,
-        guidance_scale=args.guidance_scale if args.guidance_scale is not None else d.guidance_scale,
-        sampler=args.sampler if args.sampler is not None else d.sampler,
-        seed=args.first_seed,
-        batch_size=args.seeds,
-    )
+    template = request_from_args(args, pack, prompt=prompts[0], seed=args.first_seed, batch_size=args.seeds)
     requests = [replace(template, prompt=prompt).validated() for prompt in prompts]
     # 2. generate (a batch per prompt: image i has seed first + i) and tile
     pipeline = Pipeline(pack)

@@ -66,7 +66,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.settings import Settings
-from desktop.widgets.dialogs import TextDialog
+from desktop.widgets.dialogs import TextDialog, open_warning
 from desktop.widgets.viewer import ImageView, to_qimage
 from engine import imaging
 from engine.dicom import read_pixels
@@ -1187,11 +1187,7 @@ class DatasetExplorer(QMainWindow):
         """Log it and show a dialog that does not block the event loop."""
         log.error("%s: %s", title, message)
         self.errors.append(f"{title}: {message}")
-        box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
-        box.setWindowModality(Qt.WindowModality.WindowModal)
-        box.finished.connect(lambda _r, b=box: self._boxes.remove(b) if b in self._boxes else None)
-        self._boxes.append(box)
-        box.open()
+        open_warning(self, self._boxes, title, message)
         self.statusBar().showMessage(f"{title}: {message.splitlines()[0]}", 10_000)
         self.error_shown.emit(title, message)
 

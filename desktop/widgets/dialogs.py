@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPlainTextEdit,
     QVBoxLayout,
     QWidget,
@@ -32,6 +33,19 @@ SYNTAX_LABELS = {
     "jpeg-ls": "JPEG-LS Lossless",
     "jpeg2000": "JPEG 2000 Lossless",
 }
+
+
+def open_warning(parent: QWidget, boxes: list[QMessageBox], title: str, message: str, details: str = "") -> QMessageBox:
+    """A window-modal warning that does not block the event loop; kept in ``boxes`` (so it can be
+    closed with its window) until it is dismissed."""
+    box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, parent)
+    if details:
+        box.setInformativeText(details)
+    box.setWindowModality(Qt.WindowModality.WindowModal)
+    box.finished.connect(lambda _r, b=box: boxes.remove(b) if b in boxes else None)
+    boxes.append(box)
+    box.open()
+    return box
 
 
 @dataclass(frozen=True)

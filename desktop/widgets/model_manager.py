@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine import paths
+from engine.cli import card_lines
 from engine.pack import MANIFEST as MANIFEST_FILE
 from engine.pack import PackError, read_manifest
 
@@ -43,7 +44,8 @@ class PackEntry:
 
 
 def card_text(path: Path) -> str:
-    """The card as the command line's ``info`` prints it, from model.json alone (no hashing)."""
+    """The card as the command line's ``info`` prints it (``engine.cli.card_lines``), from model.json
+    alone: listing does not hash the weights."""
     manifest = read_manifest(path)
     lines = [
         f"Model: {manifest.model_id} ({manifest.precision})",
@@ -52,15 +54,7 @@ def card_text(path: Path) -> str:
         f"Defaults: {manifest.defaults.sampler}, {manifest.defaults.num_steps} steps, "
         f"guidance {manifest.defaults.guidance_scale:g}",
     ]
-    for key, value in manifest.card.items():
-        title = key.replace("_", " ").capitalize()
-        if isinstance(value, list):
-            lines += [f"{title}:", *(f"  - {item}" for item in value)]
-        elif isinstance(value, dict):
-            lines += [f"{title}:", *(f"  {k}: {v}" for k, v in value.items())]
-        else:
-            lines.append(f"{title}: {value}")
-    return "\n".join(lines)
+    return "\n".join([*lines, *card_lines(manifest.card)])
 
 
 def list_packs(default: Path | None = None, user_folder: Path | None = None) -> list[PackEntry]:

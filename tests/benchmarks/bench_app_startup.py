@@ -25,16 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchutil import peak_rss_mb
+
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = "Right lower lobe consolidation, no pleural effusion"
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set so far (VmHWM), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def child(pack: str, steps: int, launched: float) -> int:

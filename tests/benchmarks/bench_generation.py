@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from benchutil import peak_rss_mb
 
 PROMPT = "Paediatric AP chest radiograph: right lower lobe consolidation. No effusion."
 GUIDANCE = 4.0
@@ -52,14 +52,6 @@ def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float
         fn()
         times.append((time.perf_counter() - start) * 1000.0)
     return statistics.median(times)
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM; ru_maxrss would carry the forking parent's peak)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # --------------------------------------------------------------------------- the two generators
@@ -132,7 +124,7 @@ def _child(kind: str, path: str, threads: int, steps: int) -> None:
     started = time.perf_counter()
     generate = make(Path(path), threads)
     generate(steps)
-    print(json.dumps({"peak_rss_mb": _peak_rss_mb(), "first_image_s": time.perf_counter() - started}))
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "first_image_s": time.perf_counter() - started}))
 
 
 def _fresh_process(kind: str, path: Path, threads: int, steps: int) -> dict[str, float]:
