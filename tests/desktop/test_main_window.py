@@ -7,6 +7,7 @@ import json
 import shutil
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -152,29 +153,36 @@ def test_whole_flow_prompt_generate_steps_window_clahe_dicom_library_regenerate(
 def test_window_keeps_processing_events_and_cancel_stops_within_one_step(qtbot, window: MainWindow) -> None:
     set_controls(window, steps=250, seed=1)
     window.prompt_box.set_text("Large left pleural effusion")
-    ticks: list[bool] = []  # one per timer tick: whether a run was going on
-    timer = QTimer()
-    timer.setInterval(5)
-    timer.timeout.connect(lambda: ticks.append(window.is_running()))
     computed = [0]
-    window.host.worker.step.connect(
-        lambda _e: computed.__setitem__(0, computed[0] + 1), Qt.ConnectionType.DirectConnection
-    )
+
+    def in_worker(_event: StepEvent) -> None:  # runs on the worker thread, between steps
+        computed[0] += 1
+        time.sleep(0.01)  # a step as slow as a real model's (the tiny one takes ~1 ms, faster than the GUI draws)
+
+    window.host.worker.step.connect(in_worker, Qt.ConnectionType.DirectConnection)
+    ticks: list[bool] = []  # one per GUI timer tick: whether a run was going on
     at_cancel: list[int] = []
 
-    def on_step(event: StepEvent) -> None:
-        if sum(ticks) >= 10 and not at_cancel:  # the GUI thread has ticked 10 times during the run
+    def tick() -> None:
+        ticks.append(window.is_running())
+        if sum(ticks) >= 10 and not at_cancel:  # the GUI thread has ticked 10 times during the run: press Esc
             at_cancel.append(computed[0])
             QTest.keyClick(window.prompt_box.edit, Qt.Key.Key_Escape)
 
-    window.host.step.connect(on_step)
+    timer = QTimer()
+    timer.setInterval(5)
+    timer.timeout.connect(tick)
+    outcome: list[GenerationResult] = []
+    window.host.cancelled.connect(outcome.append)
+    window.generation_done.connect(outcome.append)
     timer.start()
-    with qtbot.waitSignal(window.host.cancelled, timeout=RUN_MS) as cancelled:
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
         assert window.generate()
     timer.stop()
-    result: GenerationResult = cancelled.args[0]
-    assert sum(ticks) >= 10
-    assert result.cancelled and at_cancel[0] <= result.steps_done <= at_cancel[0] + 1 < 250
+    assert at_cancel, f"the GUI ticked only {sum(ticks)} times during a {computed[0]}-step run"
+    assert len(outcome) == 1 and outcome[0].cancelled, f"Esc after step {at_cancel[0]} did not cancel the run"
+    result = outcome[0]
+    assert at_cancel[0] <= result.steps_done <= at_cancel[0] + 1 < 250
     qtbot.waitUntil(lambda: not window.is_running(), timeout=5_000)
     assert "Cancelled after" in window.run_label.text()
     assert len(window.library) == 0  # a cancelled run is not kept
