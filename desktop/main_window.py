@@ -44,6 +44,7 @@ from desktop.logs import log_file, setup_logging
 from desktop.settings import Settings
 from desktop.widgets.dialogs import DicomExportDialog, DicomOptions, TextDialog, open_warning
 from desktop.widgets.library_view import LibraryPanel
+from desktop.widgets.model_manager import ModelManager, list_packs
 from desktop.widgets.prompt import PromptBox
 from desktop.widgets.steps import StepsPanel, export_frames, pillow_available
 from desktop.widgets.viewer import ViewerPanel
@@ -451,8 +452,6 @@ class MainWindow(QMainWindow):
 
     def open_model_manager(self):
         """The model manager dialog (non-modal); "Use this model" loads the chosen pack."""
-        from desktop.widgets.model_manager import ModelManager
-
         current = self.model_info.path if self.model_info is not None else None
         dialog = ModelManager(self.load_model, current, self)
         dialog.open()
@@ -481,11 +480,22 @@ class MainWindow(QMainWindow):
         self.provider_label.setToolTip(info.provider)
         self.statusBar().showMessage(f"Model {info.model_id} loaded in {info.load_s:.1f} s on {info.device}", 8000)
         self.prompt_box.set_card(info.card)
+        self.prompt_box.set_other_packs(self._other_packs(info.path))
         if first and not self.settings.generation():
             self._apply_generation_values(info.defaults)
         self.settings.last_model = str(info.path)
         self._set_running(False)
         self.model_ready.emit(info)
+
+    def _other_packs(self, loaded: Path) -> dict[str, tuple[str, ...] | None]:
+        """The installed packs other than ``loaded``, by model id, with the findings their cards list."""
+        try:
+            entries = list_packs()
+        except OSError:  # an unreadable user models folder: no suggestions, nothing else lost
+            log.exception("listing model packs failed")
+            return {}
+        here = Path(loaded).resolve()
+        return {e.model_id: e.supported for e in entries if not e.error and e.path.resolve() != here}
 
     def _on_model_failed(self, message: str) -> None:
         self._loading = False

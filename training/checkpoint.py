@@ -116,7 +116,8 @@ def load_config(checkpoint_dir: str | os.PathLike[str]) -> ModelConfig:
         raise CheckpointError(f"{path}: {exc}") from None
 
 
-def _load_into(module: nn.Module, path: Path) -> None:
+def load_weights(module: nn.Module, path: Path) -> None:
+    """Load a safetensors file into ``module``; CheckpointError names the file and the mismatch."""
     if not path.is_file():
         raise CheckpointError(f"{path}: missing")
     try:
@@ -154,9 +155,9 @@ def load_checkpoint(checkpoint_dir: str | os.PathLike[str]) -> LatentDiffusionMo
             model = build_model(config, base_dir=root)
     except TextEncoderError as exc:
         raise CheckpointError(f"{root / CONFIG_FILE}: text.encoder: {exc}") from None
-    _load_into(model.vae, root / VAE_FILE)
-    _load_into(model.unet, root / UNET_FILE)
-    _load_into(model.text.projection, root / TEXT_PROJECTION_FILE)
+    load_weights(model.vae, root / VAE_FILE)
+    load_weights(model.unet, root / UNET_FILE)
+    load_weights(model.text.projection, root / TEXT_PROJECTION_FILE)
     model.vae.eval()
     model.unet.eval()
     model.text.eval()

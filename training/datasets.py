@@ -47,6 +47,7 @@ class ManifestRecord:
     image: Path  # absolute
     text: str
     split: str  # one of SPLITS
+    source: str = ""  # the importer that wrote it ("pediatric", "nih", ...); "" when not given
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,10 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
             raise DatasetError(f"{where}: 'image' is empty")
         image = Path(item["image"]).expanduser()
         image = image if image.is_absolute() else root / image
-        records.append(ManifestRecord(image=image, text=item["text"], split=item["split"]))
+        source = item.get("source", "")
+        if not isinstance(source, str):
+            raise DatasetError(f"{where}: 'source' must be a string")
+        records.append(ManifestRecord(image=image, text=item["text"], split=item["split"], source=source))
     if not records:
         raise DatasetError(f"{path}: no records (an empty manifest)")
     return Manifest(path=path, records=tuple(records), sha256=hashlib.sha256(data).hexdigest())

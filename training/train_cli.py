@@ -14,7 +14,7 @@ from typing import Any
 
 EXIT_OK = 0
 EXIT_USAGE = 2
-PATH_OPTIONS = ("data", "out", "vae", "export")
+PATH_OPTIONS = ("data", "out", "vae", "init_from", "export")
 # Shown in --help; tests/training/test_train.py checks them against the options classes.
 COMMON_DEFAULTS: dict[str, Any] = {
     "grad_accum": 1, "min_lr_ratio": 0.1, "weight_decay": 0.01, "grad_clip": 1.0, "log_every": 10,
@@ -87,7 +87,34 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         "UNet/text/schedule config (default: the VAE checkpoint's); its image and VAE sections must match the VAE's",
     )
     add = diffusion.add_argument
-    add("--vae", metavar="RUN_OR_CHECKPOINT", default=None, help="VAE run (its best checkpoint) or checkpoint folder")
+    add(
+        "--vae",
+        metavar="RUN_OR_CHECKPOINT",
+        default=None,
+        help="VAE run (its best checkpoint) or checkpoint folder (default: the --init-from checkpoint's VAE)",
+    )
+    add(
+        "--init-from",
+        metavar="RUN_OR_CHECKPOINT",
+        default=None,
+        help="fine-tune: start the UNet and text projection from this diffusion run or checkpoint "
+        "(its config unless --config is given, which must agree with it)",
+    )
+    add(
+        "--augment-copies",
+        type=int,
+        default=None,
+        metavar="K",
+        help="also train on K augmented versions of each training image (shift, zoom, rotation, gamma; "
+        "no flips), encoded once before training (default 0)",
+    )
+    add(
+        "--augment-sources",
+        default=None,
+        metavar="NAMES",
+        help="only the images of these manifest sources (comma-separated, e.g. nih) get augmented copies "
+        "(default: all)",
+    )
     add("--ema-decay", type=float, default=None, help="EMA decay of the UNet weights (default 0.999)")
     add("--uncond-prob", type=float, default=None, help="empty-caption probability for guidance (default 0.1)")
     add("--sample-steps", type=int, default=None, help="sampler steps of the sample grids (default 20)")

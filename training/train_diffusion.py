@@ -4,7 +4,10 @@ Before the first step everything frozen is computed once and kept on the device:
 
 - the VAE posterior (mean μ and std σ, (N, C, h, w) float32) of every training and validation
   image; a training step draws z = (μ + σ ε) x scaling_factor, exactly what encoding the image
-  again would give (no augmentation here, so the cache is exact);
+  again would give; with ``--augment-copies K`` also of K seeded augmented versions of each
+  training image (of the ``--augment-sources`` sources): shifts, zoom, small rotations and
+  gamma/contrast/brightness (:data:`STRONG_AUGMENTATION`, never a flip: the heart is on the left),
+  for small data sets where the model would otherwise learn the training images by heart;
 - the text encoder's last hidden states (U, T, E) of every distinct caption and of "" (the
   unconditional text), with their attention masks; a step projects them with the trainable
   projection, as ``TextConditioner`` does.
@@ -14,6 +17,9 @@ x_t = sqrt(ᾱ_t) z + sqrt(1 - ᾱ_t) ε, loss = |f(x_t, t, c) - target|² with 
 (``epsilon``) or v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) z (``v_prediction``); the caption is replaced by
 "" with probability ``uncond_prob`` (classifier-free guidance). An EMA of the UNet and the
 projection is what validation, the sample grids, the checkpoints and ``--export`` use.
+
+``--init-from`` starts the UNet and projection from an earlier diffusion checkpoint (fine-tuning,
+e.g. the paediatric default model on adult radiographs) instead of from the seed.
 """
 
 from __future__ import annotations
@@ -34,18 +40,23 @@ from engine import samplers, schedules
 from engine.pack import atomic_write_text
 from training.checkpoint import (
     CONFIG_FILE,
+    TEXT_PROJECTION_FILE,
+    UNET_FILE,
     VAE_FILE,
     CheckpointError,
     LatentDiffusionModel,
     build_model,
     load_config,
+    load_weights,
     save_checkpoint,
 )
 from training.datasets import (
     VAL_LIMIT,
+    Augmentation,
     DatasetError,
     Manifest,
     ManifestRecord,
+    augment,
     evenly_spaced,
     load_images,
     read_manifest,
@@ -78,6 +89,11 @@ ENCODE_CHUNK = 512  # images decoded and encoded at a time while caching
 SAMPLE_PROMPTS = 4
 SAMPLE_SEEDS = (0, 1)
 SAMPLER = "dpmpp-2m"
+# --augment-copies: stronger than the VAE's light default, still anatomically plausible (no flips)
+STRONG_AUGMENTATION = Augmentation(
+    max_shift=0.06, max_zoom=0.10, max_rotation_deg=5.0, max_gamma=0.3, max_contrast=0.2, max_brightness=0.06
+)
+MAX_AUGMENT_COPIES = 64
 
 
 @dataclass(frozen=True)
@@ -91,6 +107,7 @@ class DiffusionOptions(TrainOptions):
     """
 
     vae: str = ""
+    init_from: str | None = None
     config: str | None = None
     steps: int = 10000
     batch_size: int = 128
@@ -103,11 +120,20 @@ class DiffusionOptions(TrainOptions):
     export: str | None = None
     export_fp16: bool = False
     export_text_int8: bool = False
+    augment_copies: int = 0
+    augment_sources: str | None = None  # comma-separated manifest sources; None: every source
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.vae:
-            raise TrainingError("--vae: a VAE run or checkpoint folder is required")
+        if not self.vae and not self.init_from:
+            raise TrainingError("--vae: a VAE run or checkpoint folder is required (or --init-from)")
+        copies = self.augment_copies
+        if isinstance(copies, bool) or not isinstance(copies, int) or not 0 <= copies <= MAX_AUGMENT_COPIES:
+            raise TrainingError(
+                f"--augment-copies must be a whole number from 0 to {MAX_AUGMENT_COPIES}, not {copies!r}"
+            )
+        if self.augment_sources is not None and not self.source_names():
+            raise TrainingError("--augment-sources: give one or more source names separated by commas")
         if not 0 <= self.ema_decay < 1:
             raise TrainingError(f"--ema-decay must be from 0 to below 1, got {self.ema_decay!r}")
         if not 0 <= self.uncond_prob < 1:
@@ -117,11 +143,17 @@ class DiffusionOptions(TrainOptions):
         if not 0 <= self.guidance_scale <= 30:
             raise TrainingError(f"--guidance-scale must be from 0 to 30, got {self.guidance_scale!r}")
 
+    def source_names(self) -> frozenset[str] | None:
+        """The sources whose images get augmented copies (None: all)."""
+        if self.augment_sources is None:
+            return None
+        return frozenset(name.strip() for name in self.augment_sources.split(",") if name.strip())
+
 
 # --------------------------------------------------------------------------- the VAE checkpoint
 
 
-def resolve_vae_checkpoint(path: str) -> Path:
+def resolve_vae_checkpoint(path: str, flag: str = "--vae") -> Path:
     """A checkpoint folder as given, or a run folder's best (else last) checkpoint."""
     root = Path(path).expanduser()
     if (root / CONFIG_FILE).is_file():
@@ -131,19 +163,24 @@ def resolve_vae_checkpoint(path: str) -> Path:
         for name in ("best", "checkpoint", ".checkpoint.old", ".checkpoint.tmp"):
             if (root / name / CONFIG_FILE).is_file():
                 return root / name
-        raise TrainingError(f"--vae {path}: the run has no checkpoint yet")
-    raise TrainingError(f"--vae {path}: not a checkpoint folder (config.json) or a training run folder (run.json)")
+        raise TrainingError(f"{flag} {path}: the run has no checkpoint yet")
+    raise TrainingError(f"{flag} {path}: not a checkpoint folder (config.json) or a training run folder (run.json)")
 
 
-def diffusion_config(vae_config: ModelConfig, spec: str | None) -> ModelConfig:
-    """The VAE checkpoint's config, or ``spec``'s UNet/text/schedule on the VAE's geometry."""
-    if spec is None:
+def diffusion_config(vae_config: ModelConfig, spec: str | None, init_config: ModelConfig | None = None) -> ModelConfig:
+    """The VAE checkpoint's config, or ``spec``'s (else the ``--init-from`` checkpoint's)
+    UNet/text/schedule on the VAE's geometry."""
+    if spec is None and init_config is None:
         return vae_config
-    config = resolve_config(spec)
+    config, where = (resolve_config(spec), f"--config {spec}") if spec is not None else (init_config, "--init-from")
     for key in ("image_size", "latent_channels", "downsample_factor", "vae"):
         mine, theirs = getattr(config, key), getattr(vae_config, key)
         if mine != theirs:
-            raise ConfigError(f"--config {spec}: {key} is {mine} but the VAE checkpoint has {theirs}")
+            raise ConfigError(f"{where}: {key} is {mine} but the VAE checkpoint has {theirs}")
+    if init_config is not None and spec is not None:
+        for key in ("unet", "text", "schedule"):
+            if getattr(config, key) != getattr(init_config, key):
+                raise ConfigError(f"--config {spec}: its {key} section differs from the --init-from checkpoint's")
     return replace(config, scaling_factor=vae_config.scaling_factor)
 
 
@@ -196,16 +233,23 @@ def encode_latents(
     workers: int | None,
     progress: bool = False,
     what: str = "latents",
+    augmentation: Augmentation | None = None,
+    seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior mean and std (N, C, h, w) float32 on ``device`` of the records' images (float32 VAE)."""
+    """Posterior mean and std (N, C, h, w) float32 on ``device`` of the records' images (float32 VAE),
+    each image augmented first when ``augmentation`` is given (drawn from ``seed`` only)."""
     from tqdm import tqdm
 
     means, stds = [], []
+    generator = torch.Generator(device=device).manual_seed(seed)
     with tqdm(total=len(records), desc=f"caching {what}", unit="img", disable=not progress, leave=False) as bar:
         for chunk in iter_chunks(len(records), ENCODE_CHUNK):
             images = load_images(records[chunk], image_size, workers=workers)
             for part in iter_chunks(images.shape[0], 64):
-                posterior = vae.encode(images[part].to(device).float()).latent_dist
+                batch = images[part].to(device).float()
+                if augmentation is not None:
+                    batch = augment(batch, generator, augmentation)
+                posterior = vae.encode(batch).latent_dist
                 means.append(posterior.mean.float())
                 stds.append(posterior.std.float())
                 bar.update(posterior.mean.shape[0])
@@ -291,7 +335,14 @@ class DiffusionTask:
         self.hidden, self.mask = encode_texts(model.text, texts, device)
         self.empty_index = position[""]
         self.prompt_indices = [position[p] for p in self.prompts]
-        self.train_text = torch.tensor([position[r.text] for r in train_records], dtype=torch.long, device=device)
+        sources = options.source_names()
+        augmented = [r for r in train_records if sources is None or r.source in sources]
+        copies = [augmented] * options.augment_copies
+        self.train_text = torch.tensor(
+            [position[r.text] for r in [*train_records, *(r for copy in copies for r in copy)]],
+            dtype=torch.long,
+            device=device,
+        )
         self.val_text = torch.tensor([position[r.text] for r in val_records], dtype=torch.long, device=device)
 
         # 3. latent cache
@@ -300,15 +351,22 @@ class DiffusionTask:
         self.train_mean, self.train_std = encode_latents(
             self.vae, train_records, size, device, workers=workers, progress=progress, what="training latents"
         )
+        for k, copy in enumerate(copies, start=1):
+            mean, std = encode_latents(
+                self.vae, copy, size, device, workers=workers, progress=progress, what=f"augmented copy {k}",
+                augmentation=STRONG_AUGMENTATION, seed=options.seed * 1000 + k,
+            )  # fmt: skip
+            self.train_mean, self.train_std = torch.cat([self.train_mean, mean]), torch.cat([self.train_std, std])
         self.val_mean, self.val_std = encode_latents(
             self.vae, val_records, size, device, workers=workers, progress=progress, what="validation latents"
         )
-        self.num_train = len(train_records)
+        self.num_train = self.train_mean.shape[0]
         sampled = self.train_mean + self.train_std * torch.randn(
             self.train_mean.shape, generator=torch.Generator(device=device).manual_seed(0), device=device
         )
         log(
-            f"cached {len(train_records)} training and {len(val_records)} validation latents "
+            f"cached {len(train_records)} training (+ {self.num_train - len(train_records)} augmented) "
+            f"and {len(val_records)} validation latents "
             f"{tuple(self.train_mean.shape[1:])} and {len(texts)} distinct texts "
             f"in {time.perf_counter() - started:.1f} s; "
             f"std of the training latents x scaling_factor = {sampled.std().item() * self.scaling_factor:.3f} "
@@ -452,13 +510,21 @@ def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log
     device = pick_device(options.device)
     configure_torch(device)
     _check_export_target(options.export)
-    vae_dir, config = None, None
+    vae_dir, init_dir, config = None, None, None
     if not resume:
-        vae_dir = resolve_vae_checkpoint(options.vae)
-        config = diffusion_config(absolute_encoder(load_config(vae_dir), vae_dir), options.config)
+        vae_dir = resolve_vae_checkpoint(options.vae or options.init_from or "")
+        init_config = None
+        if options.init_from:
+            init_dir = resolve_vae_checkpoint(options.init_from, "--init-from")
+            init_config = absolute_encoder(load_config(init_dir), init_dir)
+            for name in (UNET_FILE, TEXT_PROJECTION_FILE):
+                if not (init_dir / name).is_file():
+                    raise CheckpointError(f"--init-from {options.init_from}: {init_dir / name} is missing")
+        config = diffusion_config(absolute_encoder(load_config(vae_dir), vae_dir), options.config, init_config)
     info = {
         "config": config.to_json() if config else None,
         "vae_checkpoint": str(vae_dir.resolve()) if vae_dir else None,
+        "init_checkpoint": str(init_dir.resolve()) if init_dir else None,
         "manifest": manifest_info(manifest),
     }
     run, record = open_run(options.out, "diffusion", options.to_json(), info, resume=resume)
@@ -467,7 +533,7 @@ def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log
     if resume and state is None:
         log(f"{run.root}: no checkpoint yet; starting from step 0")
 
-    # 2. model: fresh UNet and projection from the seed, the frozen VAE's weights
+    # 2. model: UNet and projection fresh from the seed (or from --init-from), the frozen VAE's weights
     seed_everything(options.seed)
     model = build_model(config)
     if state is not None:
@@ -475,6 +541,11 @@ def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log
     else:
         vae_file = Path(record["vae_checkpoint"]) / VAE_FILE
         load_vae_weights(model.vae, read_vae_file(vae_file), str(vae_file))
+        if record.get("init_checkpoint"):  # fine-tuning: the earlier model's UNet and projection
+            init = Path(record["init_checkpoint"])
+            load_weights(model.unet, init / UNET_FILE)
+            load_weights(model.text.projection, init / TEXT_PROJECTION_FILE)
+            log(f"UNet and text projection from {init}")
 
     # 3. caches, then train
     val_records = evenly_spaced(val_records, VAL_LIMIT)

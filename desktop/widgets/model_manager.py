@@ -41,6 +41,14 @@ class PackEntry:
     card_text: str
     error: str = ""
     embedded: bool = False
+    supported: tuple[str, ...] | None = None  # the card's supported_findings (None: not listed)
+    model_id: str = ""
+
+
+def card_supported(card: dict) -> tuple[str, ...] | None:
+    """A card's ``supported_findings`` (engine.findings names), or None when it lists none."""
+    supported = card.get("supported_findings") if isinstance(card, dict) else None
+    return tuple(str(s) for s in supported) if isinstance(supported, list) else None
 
 
 def card_text(path: Path) -> str:
@@ -71,8 +79,10 @@ def list_packs(default: Path | None = None, user_folder: Path | None = None) -> 
     for path, embedded in candidates:
         try:
             text = card_text(path)
-            title = text.splitlines()[0].removeprefix("Model: ")
-            entries.append(PackEntry(path, title + (" — embedded default" if embedded else ""), text, "", embedded))
+            manifest = read_manifest(path)
+            title = text.splitlines()[0].removeprefix("Model: ") + (" — embedded default" if embedded else "")
+            supported = card_supported(manifest.card)
+            entries.append(PackEntry(path, title, text, "", embedded, supported, manifest.model_id))
         except (PackError, OSError, ValueError) as exc:
             entries.append(PackEntry(path, f"{path.name} — cannot be used", "", str(exc), embedded))
     return entries

@@ -4,7 +4,8 @@ Completion words come from the model card (``vocabulary``, ``example_prompts``, 
 when present) and from the prompt history. Ctrl+Enter submits; Esc asks to cancel.
 
 The analyser (when ``engine.findings`` is installed) shows the findings recognised in the prompt,
-negated ones as absent, and warns about findings the model card's ``supported_findings`` does not list.
+negated ones as absent, and warns about findings the model card's ``supported_findings`` does not list,
+naming the other installed packs whose cards list them (File > Models… switches).
 """
 
 from __future__ import annotations
@@ -43,13 +44,17 @@ def _normal(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", name.strip().lower())
 
 
-def analyse(prompt: str, supported: Iterable[str] | None) -> dict[str, Any]:
-    """Findings in ``prompt`` -> {"present": [...], "absent": [...], "uncertain": [...], "unsupported": [...]}.
+def analyse(
+    prompt: str, supported: Iterable[str] | None, others: dict[str, Iterable[str] | None] | None = None
+) -> dict[str, Any]:
+    """Findings in ``prompt`` -> {"present": [...], "absent": [...], "uncertain": [...], "unsupported": [...],
+    "elsewhere": {label: [pack, ...]}}.
 
     Names are engine.findings labels; ``unsupported`` lists present/uncertain findings missing from
-    ``supported`` (None: the card lists none, so nothing is flagged).
+    ``supported`` (None: the card lists none, so nothing is flagged); ``elsewhere`` names, for each
+    of them, the packs in ``others`` (name -> their supported findings) that list it.
     """
-    out: dict[str, Any] = {"present": [], "absent": [], "uncertain": [], "unsupported": []}
+    out: dict[str, Any] = {"present": [], "absent": [], "uncertain": [], "unsupported": [], "elsewhere": {}}
     if _findings is None or not prompt.strip():
         return out
     statuses = _findings.summarize(prompt)
@@ -62,6 +67,13 @@ def analyse(prompt: str, supported: Iterable[str] | None) -> dict[str, Any]:
         flagged = known is not None and status != _findings.ABSENT and name != _findings.NO_FINDING
         if flagged and _normal(name) not in known and _normal(label) not in known:
             out["unsupported"].append(label)
+            packs = [
+                pack
+                for pack, theirs in (others or {}).items()
+                if theirs is not None and {_normal(name), _normal(label)} & {_normal(s) for s in theirs}
+            ]
+            if packs:
+                out["elsewhere"][label] = packs
     return out
 
 
@@ -152,6 +164,7 @@ class PromptBox(QWidget):
         self.examples: list[str] = []
         self._card_words: list[str] = []
         self.supported_findings: list[str] | None = None
+        self.other_packs: dict[str, tuple[str, ...] | None] = {}  # installed packs not loaded -> their findings
         self.menu_button = QToolButton(self)
         self.menu_button.setText("History")
         self.menu_button.setToolTip("Recent prompts and the model card's example prompts")
@@ -205,6 +218,11 @@ class PromptBox(QWidget):
         self._refresh_words()
         self.update_analysis()
 
+    def set_other_packs(self, packs: dict[str, tuple[str, ...] | None]) -> None:
+        """The other installed packs (model id -> supported findings) that the analyser may suggest."""
+        self.other_packs = dict(packs)
+        self.update_analysis()
+
     def _refresh_words(self) -> None:
         words = list(self._card_words)
         for prompt in self.history:
@@ -248,7 +266,7 @@ class PromptBox(QWidget):
     # analyser ----------------------------------------------------------------------------------
 
     def analysis_result(self) -> dict[str, Any]:
-        return analyse(self.text(), self.supported_findings)
+        return analyse(self.text(), self.supported_findings, self.other_packs)
 
     def update_analysis(self) -> None:
         if not findings_available():
@@ -269,4 +287,9 @@ class PromptBox(QWidget):
                 + ", ".join(e(x) for x in result["unsupported"])
                 + " (the image may not show them)</span>"
             )
+            for label, packs in result["elsewhere"].items():
+                text += (
+                    f"<br><span style='color:#1f6f43'>{e(label)} is known by {e(', '.join(packs))}: "
+                    "File &gt; Models… switches</span>"
+                )
         self.analysis.setText(text)

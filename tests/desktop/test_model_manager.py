@@ -29,7 +29,8 @@ def test_lists_default_and_user_packs_with_cards_and_reasons(tiny_pack_dir: Path
     assert [e.path for e in entries] == [default, users / "a-broken", other]
     assert entries[0].embedded and "embedded default" in entries[0].title
     assert "cannot be read as JSON" in entries[1].error and entries[1].card_text == ""
-    assert entries[2].title == "other-model (fp32)"
+    assert entries[2].title == "other-model (fp32)" and entries[2].model_id == "other-model"
+    assert entries[2].supported is None  # the card lists no supported_findings
     assert "Training data: Kermany et al. (CC BY 4.0)" in entries[2].card_text
     assert list_packs(tmp_path / "none", tmp_path / "none") == []
 
@@ -39,12 +40,20 @@ def test_choosing_a_pack_in_the_dialog_loads_it(qtbot, settings, tiny_pack_dir: 
     chosen = Path(shutil.copytree(tiny_pack_dir, users / "mine"))
     manifest = json.loads((chosen / "model.json").read_text())
     manifest["model_id"] = "mine"
+    manifest["card"]["supported_findings"] = ["no_finding", "cardiomegaly", "pleural_effusion"]
     (chosen / "model.json").write_text(json.dumps(manifest))
     window = MainWindow(model=tiny_pack_dir, settings=Settings(settings))
     qtbot.addWidget(window)
     window.show()
     qtbot.waitUntil(lambda: window.model_info is not None, timeout=LOAD_MS)
     assert window.model_info.model_id != "mine"
+    # the analyser names the installed pack that knows what the loaded one's card does not list
+    window.prompt_box.set_card({**window.model_info.card, "supported_findings": ["no_finding", "pneumonia"]})
+    window.prompt_box.set_text("Cardiomegaly. Right lower lobe pneumonia. No pneumothorax.")
+    window.prompt_box.update_analysis()
+    result = window.prompt_box.analysis_result()
+    assert result["unsupported"] == ["Cardiomegaly"] and result["elsewhere"] == {"Cardiomegaly": ["mine"]}
+    assert "Cardiomegaly is known by mine" in window.prompt_box.analysis.text()
 
     dialog = window.open_model_manager()  # the default pack is absent in tests: only "mine" is listed
     assert [e.path for e in dialog.entries] == [chosen]

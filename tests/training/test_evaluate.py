@@ -16,16 +16,23 @@ import pytest
 import torch
 
 from engine.cli import main
-from engine.manifest import read_manifest, write_manifest
+from engine.manifest import ManifestRecord, read_manifest, write_manifest
 from engine.pack import load_pack
 from engine.pipeline import GenerationRequest, Pipeline
 from engine.runtime import OrtBackend
 from tests.conftest import REPO
 from training.data.importers import run_import
 from training.evaluate import metrics as M
-from training.evaluate.data import allocate, choose_prompts, load_real_images, plan_images, read_real_data
+from training.evaluate.data import (
+    allocate,
+    choose_prompts,
+    class_of,
+    load_real_images,
+    plan_images,
+    read_real_data,
+)
 from training.evaluate.inception import FIDInception, inception_features, load_inception
-from training.evaluate.options import SECTIONS, EvaluationError
+from training.evaluate.options import SECTIONS, EvaluationError, EvaluationOptions
 
 THREADS_AT_IMPORT = torch.get_num_threads()  # before any evaluation run in this process
 
@@ -320,6 +327,61 @@ def test_prompts_come_from_the_card_when_it_covers_every_class(pediatric_fixture
         choose_prompts(partial, data, "card", 4)
     plan = plan_images(7, chosen, data.classes, data.counts()["test"], seed=5)
     assert plan.seeds.tolist() == list(range(5, 12)) and len(plan.prompts) == 7
+
+
+def test_classes_option_takes_the_one_listed_finding_and_ignores_labels(
+    pediatric_fixture_dir: Path, tmp_path: Path
+) -> None:
+    classes = ("normal", "cardiomegaly", "pleural_effusion")
+
+    def record(findings: dict[str, str], label: str | None = "Cardiomegaly|Nodule") -> ManifestRecord:
+        return ManifestRecord("a.png", "text", findings, "p1", "PA", "nih", "train", label=label)
+
+    assert class_of(record({"cardiomegaly": "present", "nodule": "present"}), classes) == "cardiomegaly"
+    assert class_of(record({"cardiomegaly": "present", "nodule": "present"})) == "Cardiomegaly|Nodule"
+    assert class_of(record({"no_finding": "present", "pneumothorax": "absent"}), classes) == "normal"
+    assert class_of(record({"cardiomegaly": "present", "pleural_effusion": "present"}), classes) is None
+    assert class_of(record({"nodule": "present", "cardiomegaly": "absent"}), classes) is None
+    data = read_real_data(_manifest(tmp_path, pediatric_fixture_dir), ("normal", "bacterial_pneumonia"))
+    assert data.classes == ("bacterial_pneumonia", "normal")
+    assert data.left_out == {"not exactly one of --classes": 4}  # the viral pneumonias
+    with pytest.raises(EvaluationError, match="--classes needs two or more"):
+        EvaluationOptions(model=None, data=tmp_path, out=tmp_path, classes=("normal", "heart")).validated()
+
+
+def test_compare_table_applies_the_shipping_rule(tmp_path: Path) -> None:
+    from training.evaluate.compare import main as compare_main
+
+    def report(memorised: int, n: int, cardio_ci: list[float]) -> dict:
+        auroc = {"normal": {"value": 0.9, "ci95": [0.85, 0.95]}, "cardiomegaly": {"value": 0.7, "ci95": cardio_ci}}
+        return {
+            "summary": {"memorisation_count_at_or_below_threshold": memorised, "memorisation_generated_images": n,
+                        "frechet_distance_generated_vs_real_test": 3.25, "alignment_accuracy_generated": 0.5},
+            "alignment": {"generated": {"auroc": auroc}},
+            "memorisation": {"generated": {"n": n, "count_at_or_below_threshold": memorised}},
+        }  # fmt: skip
+
+    cases = {"good": report(0, 1000, [0.6, 0.8]), "copies": report(2, 1000, [0.6, 0.8]),
+             "few": report(0, 999, [0.6, 0.8]), "chance": report(0, 1000, [0.45, 0.8])}  # fmt: skip
+    args = []
+    for name, content in cases.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(content))
+        args.append(f"{name}={tmp_path / name}")
+    out = tmp_path / "table.md"
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = compare_main([*args, "--classes", "normal,cardiomegaly", "--out", str(out)])
+    text = out.read_text()
+    assert code == 0
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["good"].endswith("| yes |") and "3.25" in rows["good"] and "0.700 [0.60–0.80]" in rows["good"]
+    assert all(rows[name].endswith("| no |") for name in ("copies", "few", "chance"))
+    assert "- copies: 2 of 1000 generated images at or below" in text
+    assert "- few: memorisation measured on 999 < 1000" in text
+    assert "- chance: cardiomegaly: AUROC 95% CI 0.45–0.80 does not exclude chance" in text
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert compare_main([f"x={tmp_path}"]) == 2
+    assert "not a readable evaluation report" in err.getvalue()
 
 
 def test_inception_loader_checks_the_file(tmp_path: Path) -> None:

@@ -455,6 +455,42 @@ def test_diffusion_early_stopping_on_flat_validation_loss(vae_run: Path, dataset
     assert again.step == 6 and len(MetricsLog(tmp_path / "flat" / "metrics.jsonl").read()) == len(records)
 
 
+def test_fine_tuning_starts_from_the_earlier_model_and_adds_augmented_copies(
+    vae_run: Path, dataset: Path, tmp_path: Path
+) -> None:
+    base = train_diffusion(_diffusion(dataset, vae_run, tmp_path / "base", steps=6, checkpoint_every=3))
+    # 1. lr 0: the fine-tuned weights stay exactly the earlier model's (not the seed's fresh ones)
+    messages: list[str] = []
+    options = _diffusion(  # no --vae: the earlier model's VAE
+        dataset, "", tmp_path / "tuned", init_from=str(tmp_path / "base"), lr=0.0, steps=3, checkpoint_every=3,
+        augment_copies=2, seed=7,
+    )  # fmt: skip
+    result = train_diffusion(options, log=messages.append)
+    before, after = load_checkpoint(base.checkpoint), load_checkpoint(result.checkpoint)
+    for name, tensor in before.unet.state_dict().items():
+        assert torch.equal(tensor, after.unet.state_dict()[name]), name
+    for name, tensor in before.text.projection.state_dict().items():
+        assert torch.equal(tensor, after.text.projection.state_dict()[name]), name
+    train = sum(json.loads(line)["split"] == "train" for line in dataset.read_text().splitlines() if line.strip())
+    assert any(f"cached {train} training (+ {2 * train} augmented)" in m for m in messages), messages
+    record = json.loads((tmp_path / "tuned" / "run.json").read_text())
+    assert record["init_checkpoint"] == str(base.checkpoint.resolve())
+    # 2. copies only of the named sources (the manifest's records have none)
+    messages.clear()
+    options = _diffusion(
+        dataset, vae_run, tmp_path / "sources", init_from=str(base.checkpoint), steps=1, augment_copies=3,
+        augment_sources="nih",
+    )  # fmt: skip
+    train_diffusion(options, log=messages.append)
+    assert any(f"cached {train} training (+ 0 augmented)" in m for m in messages), messages
+    # 3. bad values are refused before anything is written
+    with pytest.raises(TrainingError, match="--augment-copies"):
+        _diffusion(dataset, vae_run, tmp_path / "x", augment_copies=-1)
+    with pytest.raises(TrainingError, match=r"--init-from .*not a checkpoint folder"):
+        train_diffusion(_diffusion(dataset, vae_run, tmp_path / "y", init_from=str(tmp_path)))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 # --------------------------------------------------------------------------- CLI
 
 

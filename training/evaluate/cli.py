@@ -67,6 +67,15 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="report folder (made if missing; its reports are replaced)",
     )
+    add(
+        "--classes",
+        type=_name_list,
+        default=None,
+        metavar="NAMES",
+        help="compare these findings as the classes (normal = no finding), e.g. normal,cardiomegaly,pleural_effusion; "
+        "a record belongs to the one of them it has, records with none or several are left out "
+        "(default: each record's label, else its single finding)",
+    )
     add("--quick", action="store_true", default=None, help="small sizes for a smoke test; explicit options still win")
     g = parser.add_argument_group("generated images")
     g.add_argument(
@@ -192,6 +201,7 @@ OPTION_NAMES = (
     "model",
     "data",
     "out",
+    "classes",
     "quick",
     "num_images",
     "prompts_per_class",

@@ -68,8 +68,16 @@ def present_findings(findings: dict[str, str]) -> frozenset[str]:
     return frozenset(present - implied)
 
 
-def class_of(record: ManifestRecord) -> str | None:
-    """The record's class name, or None when it has no single class."""
+def class_of(record: ManifestRecord, classes: tuple[str, ...] | None = None) -> str | None:
+    """The record's class name, or None when it has no single class. With ``classes`` (finding
+    names, ``normal`` for no finding): the one of them the record has, its label ignored."""
+    if classes is not None:
+        present = present_findings(record.findings)
+        names = {NORMAL if name == NO_FINDING else name for name in present}
+        if not present and record.findings.get(NO_FINDING) == PRESENT:
+            names = {NORMAL}
+        chosen = names & set(classes)
+        return next(iter(chosen)) if len(chosen) == 1 else None
     if record.label:
         return record.label.strip()
     present = present_findings(record.findings)
@@ -79,9 +87,10 @@ def class_of(record: ManifestRecord) -> str | None:
     return next(iter(present)) if len(present) == 1 else None
 
 
-def read_real_data(manifest: Path) -> RealData:
+def read_real_data(manifest: Path, classes: tuple[str, ...] | None = None) -> RealData:
     """Read and check the manifest: a train and a test split, both with at least two classes, and
-    every test class also in train. Raises :class:`EvaluationError` saying what is missing."""
+    every test class also in train. Raises :class:`EvaluationError` saying what is missing.
+    ``classes``: see :func:`class_of`."""
     manifest = Path(manifest)
     if not manifest.is_file():
         raise EvaluationError(f"--data {manifest}: no such manifest file")
@@ -92,9 +101,10 @@ def read_real_data(manifest: Path) -> RealData:
     splits: dict[str, list[RealImage]] = {"train": [], "val": [], "test": []}
     left_out: Counter[str] = Counter()
     for record in records:
-        label = class_of(record)
+        label = class_of(record, classes)
         if label is None:
-            left_out["no single class (several findings, or none)"] += 1
+            reason = "not exactly one of --classes" if classes else "no single class (several findings, or none)"
+            left_out[reason] += 1
             continue
         image = RealImage(
             resolve_image(record, manifest), record.text, record.split, label, present_findings(record.findings)

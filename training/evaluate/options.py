@@ -29,6 +29,9 @@ class EvaluationOptions:
     model: Path | None  # None: the embedded default model
     data: Path
     out: Path
+    # the classes: None = each record's label (else its one finding); else these findings ("normal":
+    # no finding), a record belonging to the one of them it has (records with none or several left out)
+    classes: tuple[str, ...] | None = None
     # generated images (sections 1-4 and 6 use one set)
     num_images: int = 1000
     prompts_per_class: int = 8
@@ -106,6 +109,16 @@ class EvaluationOptions:
             raise EvaluationError(
                 f"unknown sampler(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(SAMPLER_NAMES)}"
             )
+        if self.classes is not None:
+            from engine.findings import FINDINGS, NO_FINDING
+
+            known = {"normal", *FINDINGS} - {NO_FINDING}
+            wrong = [name for name in self.classes if name not in known]
+            if wrong or len(set(self.classes)) < 2:
+                raise EvaluationError(
+                    f"--classes needs two or more of: normal, {', '.join(sorted(known - {'normal'}))}"
+                    + (f" (unknown: {', '.join(wrong)})" if wrong else "")
+                )
         bad = [s for s in self.skip if s not in SECTIONS]
         if bad:
             raise EvaluationError(f"--skip: unknown section(s) {', '.join(bad)}; sections: {', '.join(SECTIONS)}")

@@ -187,7 +187,7 @@ def prepare_context(options: EvaluationOptions) -> Context:
     """Everything that can be checked before work starts; raises :class:`EvaluationError`."""
     options = options.validated()
     pack = _load_pack(options.model)
-    data = read_real_data(options.data)
+    data = read_real_data(options.data, options.classes)
     out = Path(options.out)
     if out.exists() and not out.is_dir():
         raise EvaluationError(f"--out {out}: exists and is not a folder")
