@@ -278,6 +278,9 @@ def test_other_data_gives_other_figures_and_a_saved_classifier_is_reused(
         ("bad_steps", "--steps-list needs step counts from 1 to 250"),
         ("bad_section", "--skip: unknown section(s) everything"),
         ("bad_classifier", "--classifier"),
+        ("bad_classifier_init", "needs classifier.json and classifier.safetensors"),
+        ("both_classifiers", "--classifier reuses a trained classifier; --classifier-init trains one: not both"),
+        ("bad_classes", "--classes needs two or more of: normal, "),
     ],
 )
 def test_bad_input_gives_one_line_and_writes_nothing(
@@ -296,6 +299,12 @@ def test_bad_input_gives_one_line_and_writes_nothing(
         args += ["--steps-list", "0,20"]
     elif change == "bad_section":
         args += ["--skip", "everything"]
+    elif change == "bad_classifier_init":
+        args += ["--classifier-init", str(tmp_path)]
+    elif change == "both_classifiers":
+        args += ["--classifier", str(tmp_path), "--classifier-init", str(tmp_path)]
+    elif change == "bad_classes":
+        args += ["--classes", "normal"]
     else:
         (tmp_path / "classifier").mkdir()
         args += ["--classifier", str(tmp_path / "classifier")]
@@ -382,6 +391,35 @@ def test_compare_table_applies_the_shipping_rule(tmp_path: Path) -> None:
     with contextlib.redirect_stderr(io.StringIO()) as err:
         assert compare_main([f"x={tmp_path}"]) == 2
     assert "not a readable evaluation report" in err.getvalue()
+
+
+def test_classifier_init_starts_from_the_saved_layers_with_a_fresh_head(tmp_path: Path) -> None:
+    from training.evaluate.classifier import (
+        ClassifierConfig,
+        TrainSettings,
+        load_classifier,
+        save_classifier,
+        train_classifier,
+    )
+
+    rng = np.random.default_rng(0)
+    inputs = torch.from_numpy(rng.uniform(-1, 1, (8, 1, 32, 32))).half()
+    cpu = torch.device("cpu")
+    first = train_classifier(inputs, np.arange(8) % 2, ClassifierConfig(("a", "b"), 32), TrainSettings(steps=2), cpu)
+    save_classifier(first, tmp_path / "first", {})
+    body = load_classifier(tmp_path / "first", cpu)[0].body.state_dict()
+    config = ClassifierConfig(("x", "y", "z"), 32)  # other classes: only the head differs
+    tuned = train_classifier(inputs, np.arange(8) % 3, config, TrainSettings(steps=1, lr=0.0), cpu, init_body=body)
+    for name, tensor in body.items():
+        if name.endswith("weight") or name.endswith("bias"):  # BatchNorm statistics move in training mode
+            assert torch.equal(tensor, tuned.body.state_dict()[name]), name
+    fresh = train_classifier(inputs, np.arange(8) % 3, config, TrainSettings(steps=1, lr=0.0, seed=5), cpu)
+    assert not torch.equal(fresh.body[0].weight, tuned.body[0].weight)
+    with pytest.raises(EvaluationError, match="--classifier-init: its layers do not match"):
+        train_classifier(
+            inputs, np.arange(8) % 3, ClassifierConfig(("x", "y"), 32, widths=(8, 8, 8, 8)),
+            TrainSettings(steps=1), cpu, init_body=body,
+        )  # fmt: skip
 
 
 def test_inception_loader_checks_the_file(tmp_path: Path) -> None:

@@ -131,8 +131,12 @@ def train_classifier(
     settings: TrainSettings,
     device: torch.device,
     on_step: Callable[[int, float], None] | None = None,
+    init_body: dict[str, torch.Tensor] | None = None,
 ) -> ChestClassifier:
     """Train a fresh classifier on ``inputs`` (N, 1, S, S) float16 in [-1, 1] with ``labels`` (N,).
+
+    ``init_body``: the convolutional layers' weights of an earlier classifier (transfer learning for
+    small data sets); the head is always fresh.
 
     Batches are drawn from seeded per-epoch permutations; all randomness comes from ``settings.seed``.
     ``on_step(step, loss)`` is called after every optimizer step (for a progress bar).
@@ -142,7 +146,14 @@ def train_classifier(
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     with torch.random.fork_rng(devices=[]):  # weights are drawn on the CPU, then moved
         torch.manual_seed(settings.seed)
-        model = ChestClassifier(config).to(device)
+        model = ChestClassifier(config)
+    if init_body is not None:
+        try:
+            model.body.load_state_dict(init_body, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise EvaluationError(f"--classifier-init: its layers do not match this classifier's: {first}") from None
+    model = model.to(device)
     counts = torch.bincount(labels_t, minlength=num_classes).float()
     weights = torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp_min(1)), torch.zeros_like(counts))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)

@@ -140,6 +140,14 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "Fréchet distances of several packs share one feature space",
     )
     g.add_argument(
+        "--classifier-init",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="train a new classifier starting from the convolutional layers of this saved one (e.g. "
+        "resources/evaluation/default/classifier, trained on 4,183 radiographs): for small data sets",
+    )
+    g.add_argument(
         "--vae-images",
         type=int,
         default=None,
@@ -217,6 +225,7 @@ OPTION_NAMES = (
     "classifier_size",
     "classifier_batch_size",
     "classifier",
+    "classifier_init",
     "vae_images",
     "utility_n",
     "diversity_images",

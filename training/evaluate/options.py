@@ -49,6 +49,7 @@ class EvaluationOptions:
     classifier_size: int = 128
     classifier_batch_size: int = 32
     classifier: Path | None = None  # a classifier saved by an earlier evaluation of the same manifest
+    classifier_init: Path | None = None  # start a new classifier's conv layers from this saved one
     # sections 1, 4, 5, 6
     vae_images: int = 500
     utility_n: int | None = None  # None: min(train images, 2 x num_images)
@@ -119,6 +120,8 @@ class EvaluationOptions:
                     f"--classes needs two or more of: normal, {', '.join(sorted(known - {'normal'}))}"
                     + (f" (unknown: {', '.join(wrong)})" if wrong else "")
                 )
+        if self.classifier is not None and self.classifier_init is not None:
+            raise EvaluationError("--classifier reuses a trained classifier; --classifier-init trains one: not both")
         bad = [s for s in self.skip if s not in SECTIONS]
         if bad:
             raise EvaluationError(f"--skip: unknown section(s) {', '.join(bad)}; sections: {', '.join(SECTIONS)}")

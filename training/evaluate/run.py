@@ -211,6 +211,8 @@ def prepare_context(options: EvaluationOptions) -> Context:
         torch.set_num_threads(options.threads)
     device = _pick_device(options.device)
     loaded = None
+    if options.classifier_init is not None:
+        load_classifier(options.classifier_init, torch.device("cpu"))  # usable: checked before anything is written
     if options.classifier is not None:
         loaded = load_classifier(options.classifier, device)
         if tuple(loaded[0].config.classes) != data.classes:
@@ -262,6 +264,9 @@ def fit_classifier(ctx: Context) -> dict:
         inputs = prepare(ctx.real["train"].images, config.input_size)
         steps = steps_for(options.classifier_epochs, len(inputs), options.classifier_batch_size)
         settings = TrainSettings(steps=steps, batch_size=options.classifier_batch_size, seed=options.seed)
+        init_body = None
+        if options.classifier_init is not None:
+            init_body = load_classifier(options.classifier_init, torch.device("cpu"))[0].body.state_dict()
         with ctx.progress.phase("training the evaluation classifier", steps, "step") as bar:
             model = train_classifier(
                 inputs,
@@ -270,6 +275,7 @@ def fit_classifier(ctx: Context) -> dict:
                 settings,
                 ctx.device,
                 on_step=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")),
+                init_body=init_body,
             )
         del inputs
         info = {
@@ -282,6 +288,7 @@ def fit_classifier(ctx: Context) -> dict:
                 "optimizer_steps": steps,
                 "batch_size": options.classifier_batch_size,
                 "seed": options.seed,
+                "initialised_from": str(options.classifier_init) if options.classifier_init else None,
             }
         }
         info["saved_to"] = str(save_classifier(model, Path(options.out) / "classifier", {"trained": info["trained"]}))
