@@ -474,21 +474,30 @@ def _check_export_target(path: str | None) -> None:
         raise TrainingError(f"--export {path}: already exists and is not an empty folder; choose a new folder")
 
 
-def model_card(manifest: Manifest, options: DiffusionOptions, result: FitResult, vae_source: str) -> dict:
+def model_card(
+    manifest: Manifest, options: DiffusionOptions, result: FitResult, vae_source: str, init_source: str | None = None
+) -> dict:
     counts = manifest.counts()
+    training: dict = {
+        "steps": result.step,
+        "stopped": result.stop_reason,
+        "batch_size": options.batch_size * options.grad_accum,
+        "learning_rate": options.lr,
+        "best_val_loss": result.best_val_loss,
+        "vae": vae_source,
+    }
+    if init_source:
+        training["fine_tuned_from"] = init_source  # its own training data also shaped this model
+    if options.augment_copies:
+        training["augmented_copies"] = (
+            f"{options.augment_copies} of each image of {options.augment_sources or 'every source'}"
+        )
     return {
         "training_data": (
             f"{manifest.name}: {len(manifest.records)} records (train {counts['train']}, val {counts['val']}, "
             f"test {counts['test']}); the UNet was trained on the 'train' split"
         ),
-        "training": {
-            "steps": result.step,
-            "stopped": result.stop_reason,
-            "batch_size": options.batch_size * options.grad_accum,
-            "learning_rate": options.lr,
-            "best_val_loss": result.best_val_loss,
-            "vae": vae_source,
-        },
+        "training": training,
     }
 
 
@@ -564,7 +573,7 @@ def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log
     if options.export:
         from training.export_onnx import export_pack
 
-        card = model_card(manifest, options, result, record.get("vae_checkpoint") or "")
+        card = model_card(manifest, options, result, record.get("vae_checkpoint") or "", record.get("init_checkpoint"))
         pack = export_pack(
             result.checkpoint,
             options.export,
