@@ -207,6 +207,12 @@ def _check_values(m: PackManifest) -> None:
             raise PackError(f"{MANIFEST}: file name {name!r} must be a plain name inside the pack")
 
 
+def card_supported_findings(card: Any) -> tuple[str, ...] | None:
+    """A model card's ``supported_findings`` (engine.findings names), or None when it lists none."""
+    supported = card.get("supported_findings") if isinstance(card, dict) else None
+    return tuple(str(s) for s in supported) if isinstance(supported, list) else None
+
+
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

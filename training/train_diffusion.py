@@ -351,12 +351,23 @@ class DiffusionTask:
         self.train_mean, self.train_std = encode_latents(
             self.vae, train_records, size, device, workers=workers, progress=progress, what="training latents"
         )
-        for k, copy in enumerate(copies, start=1):
-            mean, std = encode_latents(
-                self.vae, copy, size, device, workers=workers, progress=progress, what=f"augmented copy {k}",
-                augmentation=STRONG_AUGMENTATION, seed=options.seed * 1000 + k,
-            )  # fmt: skip
-            self.train_mean, self.train_std = torch.cat([self.train_mean, mean]), torch.cat([self.train_std, std])
+        if copies:
+            encoded = [
+                encode_latents(
+                    self.vae,
+                    copy,
+                    size,
+                    device,
+                    workers=workers,
+                    progress=progress,
+                    what=f"augmented copy {k}",
+                    augmentation=STRONG_AUGMENTATION,
+                    seed=options.seed * 1000 + k,
+                )
+                for k, copy in enumerate(copies, start=1)
+            ]
+            self.train_mean = torch.cat([self.train_mean, *(mean for mean, _ in encoded)])
+            self.train_std = torch.cat([self.train_std, *(std for _, std in encoded)])
         self.val_mean, self.val_std = encode_latents(
             self.vae, val_records, size, device, workers=workers, progress=progress, what="validation latents"
         )

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from engine import paths
 from engine.cli import card_lines
 from engine.pack import MANIFEST as MANIFEST_FILE
-from engine.pack import PackError, read_manifest
+from engine.pack import PackError, PackManifest, card_supported_findings, read_manifest
 
 
 @dataclass(frozen=True)
@@ -45,16 +45,10 @@ class PackEntry:
     model_id: str = ""
 
 
-def card_supported(card: dict) -> tuple[str, ...] | None:
-    """A card's ``supported_findings`` (engine.findings names), or None when it lists none."""
-    supported = card.get("supported_findings") if isinstance(card, dict) else None
-    return tuple(str(s) for s in supported) if isinstance(supported, list) else None
-
-
-def card_text(path: Path) -> str:
+def card_text(path: Path, manifest: PackManifest | None = None) -> str:
     """The card as the command line's ``info`` prints it (``engine.cli.card_lines``), from model.json
-    alone: listing does not hash the weights."""
-    manifest = read_manifest(path)
+    alone (read here unless given): listing does not hash the weights."""
+    manifest = manifest if manifest is not None else read_manifest(path)
     lines = [
         f"Model: {manifest.model_id} ({manifest.precision})",
         f"Folder: {path}",
@@ -78,11 +72,12 @@ def list_packs(default: Path | None = None, user_folder: Path | None = None) -> 
     entries = []
     for path, embedded in candidates:
         try:
-            text = card_text(path)
             manifest = read_manifest(path)
-            title = text.splitlines()[0].removeprefix("Model: ") + (" — embedded default" if embedded else "")
-            supported = card_supported(manifest.card)
-            entries.append(PackEntry(path, title, text, "", embedded, supported, manifest.model_id))
+            title = f"{manifest.model_id} ({manifest.precision})" + (" — embedded default" if embedded else "")
+            supported = card_supported_findings(manifest.card)
+            entries.append(
+                PackEntry(path, title, card_text(path, manifest), "", embedded, supported, manifest.model_id)
+            )
         except (PackError, OSError, ValueError) as exc:
             entries.append(PackEntry(path, f"{path.name} — cannot be used", "", str(exc), embedded))
     return entries

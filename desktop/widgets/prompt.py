@@ -28,6 +28,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.pack import card_supported_findings
+
 try:  # written by another part of the project; the analyser hides itself without it
     from engine import findings as _findings
 except ImportError:  # pragma: no cover - depends on the checkout
@@ -163,7 +165,7 @@ class PromptBox(QWidget):
         self.history: list[str] = []
         self.examples: list[str] = []
         self._card_words: list[str] = []
-        self.supported_findings: list[str] | None = None
+        self.supported_findings: tuple[str, ...] | None = None
         self.other_packs: dict[str, tuple[str, ...] | None] = {}  # installed packs not loaded -> their findings
         self.menu_button = QToolButton(self)
         self.menu_button.setText("History")
@@ -207,8 +209,7 @@ class PromptBox(QWidget):
         """Take completion words, example prompts and supported findings from a model card."""
         vocabulary = card.get("vocabulary") or []
         self.examples = [str(p) for p in (card.get("example_prompts") or []) if str(p).strip()]
-        supported = card.get("supported_findings")
-        self.supported_findings = [str(s) for s in supported] if isinstance(supported, list) else None
+        self.supported_findings = card_supported_findings(card)
         words = [str(w) for w in vocabulary] if isinstance(vocabulary, list) else []
         for prompt in self.examples:
             words += re.findall(r"[A-Za-z][\w\-']+", prompt)

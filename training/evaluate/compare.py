@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.evaluate.options import MIN_MEMORISATION_IMAGES
+from training.evaluate.options import MIN_MEMORISATION_IMAGES, dig
 
 
 class CompareError(ValueError):
@@ -36,14 +36,6 @@ def read_report(folder: Path) -> dict:
     return report
 
 
-def _get(node: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
-
-
 def _num(value: Any, digits: int = 3) -> str:
     return "–" if not isinstance(value, int | float) else f"{value:.{digits}f}"
 
@@ -51,15 +43,15 @@ def _num(value: Any, digits: int = 3) -> str:
 def verdict(report: dict, classes: Sequence[str]) -> tuple[bool, list[str]]:
     """(passes, reasons it does not) under the shipping rule in the module docstring."""
     reasons = []
-    memo = _get(report, "memorisation", "generated") or {}
+    memo = dig(report, "memorisation", "generated") or {}
     count, n = memo.get("count_at_or_below_threshold"), memo.get("n")
     if not isinstance(n, int) or n < MIN_MEMORISATION_IMAGES:
         reasons.append(f"memorisation measured on {n or 0} < {MIN_MEMORISATION_IMAGES} generated images")
     elif count != 0:
         reasons.append(f"{count} of {n} generated images at or below the memorisation threshold")
-    auroc = _get(report, "alignment", "generated", "auroc") or {}
+    auroc = dig(report, "alignment", "generated", "auroc") or {}
     for name in classes:
-        ci = _get(auroc, name, "ci95")
+        ci = dig(auroc, name, "ci95")
         if not ci:
             reasons.append(f"no AUROC for {name}")
         elif ci[0] <= 0.5:
@@ -73,7 +65,7 @@ def table(runs: dict[str, dict], classes: Sequence[str] | None = None) -> str:
         raise CompareError("no runs to compare")
     if classes is None:
         first = next(iter(runs.values()))
-        classes = sorted(_get(first, "alignment", "generated", "auroc") or {})
+        classes = sorted(dig(first, "alignment", "generated", "auroc") or {})
     head = [
         "run", "FD gen→test (floor)", "align. acc gen (real)", "macro AUROC gen (real)",
         *(f"AUROC {name} gen [95% CI]" for name in classes),
@@ -83,7 +75,7 @@ def table(runs: dict[str, dict], classes: Sequence[str] | None = None) -> str:
     notes = []
     for name, report in runs.items():
         s = report["summary"]
-        auroc = _get(report, "alignment", "generated", "auroc") or {}
+        auroc = dig(report, "alignment", "generated", "auroc") or {}
         cells = [
             name,
             f"{_num(s.get('frechet_distance_generated_vs_real_test'), 2)} "
@@ -92,7 +84,7 @@ def table(runs: dict[str, dict], classes: Sequence[str] | None = None) -> str:
             f"{_num(s.get('alignment_macro_auroc_generated'))} ({_num(s.get('alignment_macro_auroc_real_test'))})",
         ]
         for cls in classes:
-            value, ci = _get(auroc, cls, "value"), _get(auroc, cls, "ci95")
+            value, ci = dig(auroc, cls, "value"), dig(auroc, cls, "ci95")
             cells.append(f"{_num(value)} [{_num(ci[0], 2)}–{_num(ci[1], 2)}]" if ci else _num(value))
         cells.append(
             f"{s.get('memorisation_count_at_or_below_threshold', '–')} / {s.get('memorisation_generated_images', '–')}"

@@ -18,6 +18,15 @@ PROMPT_SOURCES = ("auto", "card", "test")
 MIN_MEMORISATION_IMAGES = 1000  # the protocol (MediSyn 2.2) asks for at least this many generated images
 
 
+def dig(node: Any, *keys: str) -> Any:
+    """``node[k1][k2]...`` through nested dicts (a report.json), or None where a key is missing."""
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
 class EvaluationError(ValueError):
     """An input or option the evaluation cannot use; one line, for the command line's exit code 2."""
 

@@ -63,7 +63,7 @@ from training.evaluate.data import (
     plan_images,
     read_real_data,
 )
-from training.evaluate.options import MIN_MEMORISATION_IMAGES, EvaluationError, EvaluationOptions
+from training.evaluate.options import MIN_MEMORISATION_IMAGES, EvaluationError, EvaluationOptions, dig
 
 REPORT_FORMAT = "cxr-studio-evaluation"
 REPORT_VERSION = 1
@@ -138,6 +138,7 @@ class Context:
     pipeline: Pipeline | None = None
     classifier: ChestClassifier | None = None
     loaded_classifier: tuple[ChestClassifier, dict] | None = None  # --classifier, checked before work starts
+    init_body: dict[str, torch.Tensor] | None = None  # --classifier-init's conv layers, read before work starts
     real: dict[str, ImageSet] = field(default_factory=dict)
     generated: Generated | None = None
     artifacts: dict[str, Any] = field(default_factory=dict)
@@ -210,9 +211,9 @@ def prepare_context(options: EvaluationOptions) -> Context:
     if options.threads:
         torch.set_num_threads(options.threads)
     device = _pick_device(options.device)
-    loaded = None
+    loaded, init_body = None, None
     if options.classifier_init is not None:
-        load_classifier(options.classifier_init, torch.device("cpu"))  # usable: checked before anything is written
+        init_body = load_classifier(options.classifier_init, torch.device("cpu"))[0].body.state_dict()
     if options.classifier is not None:
         loaded = load_classifier(options.classifier, device)
         if tuple(loaded[0].config.classes) != data.classes:
@@ -233,6 +234,7 @@ def prepare_context(options: EvaluationOptions) -> Context:
         progress=Progress(options.quiet),
         rng_seed=options.seed,
         loaded_classifier=loaded,
+        init_body=init_body,
     )
 
 
@@ -264,9 +266,6 @@ def fit_classifier(ctx: Context) -> dict:
         inputs = prepare(ctx.real["train"].images, config.input_size)
         steps = steps_for(options.classifier_epochs, len(inputs), options.classifier_batch_size)
         settings = TrainSettings(steps=steps, batch_size=options.classifier_batch_size, seed=options.seed)
-        init_body = None
-        if options.classifier_init is not None:
-            init_body = load_classifier(options.classifier_init, torch.device("cpu"))[0].body.state_dict()
         with ctx.progress.phase("training the evaluation classifier", steps, "step") as bar:
             model = train_classifier(
                 inputs,
@@ -275,7 +274,7 @@ def fit_classifier(ctx: Context) -> dict:
                 settings,
                 ctx.device,
                 on_step=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")),
-                init_body=init_body,
+                init_body=ctx.init_body,
             )
         del inputs
         info = {
@@ -879,12 +878,7 @@ def _summary(report: dict) -> dict:
     """The key figures for the top of the report (and for a model card)."""
 
     def get(*keys: str) -> Any:
-        node: Any = report
-        for key in keys:
-            if not isinstance(node, dict) or key not in node:
-                return None
-            node = node[key]
-        return node
+        return dig(report, *keys)
 
     return {
         "frechet_distance_generated_vs_real_test": get("frechet", "generated_vs_real_test", "value"),
