@@ -1,4 +1,5 @@
-"""``cxr-studio export-onnx``: registered through the entry-point group ``cxr_studio.commands``.
+"""``cxr-studio export-onnx`` and ``checkpoint-from-pack``: registered through the entry-point group
+``cxr_studio.commands``.
 
 Registering is cheap (argparse only); torch and the exporter are imported when the command runs.
 """
@@ -70,4 +71,44 @@ def run(args: argparse.Namespace) -> int:
         print(f"cxr-studio export-onnx: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     print(f"wrote {pack}")
+    return EXIT_OK
+
+
+def register_checkpoint_from_pack(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``checkpoint-from-pack PACK --config NAME|FILE --out DIR``."""
+    parser = subparsers.add_parser(
+        "checkpoint-from-pack",
+        help="rebuild a training checkpoint from a model pack (to fine-tune it with train --init-from)",
+        description="Rebuild a training checkpoint (config.json + safetensors) from an fp32 model pack's "
+        "ONNX weights, so that `train diffusion --init-from DIR` can fine-tune a pack you were given.",
+    )
+    parser.add_argument("pack", type=Path, metavar="PACK", help="model pack folder (with model.json)")
+    parser.add_argument(
+        "--config", required=True, metavar="NAME|FILE",
+        help="network sizes the pack was trained with: tiny, cpu, default or a config JSON "
+             "(the default pack: cpu); geometry, schedule and text settings come from the pack",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="new (or empty) checkpoint folder")
+    parser.set_defaults(func=run_checkpoint_from_pack)
+
+
+def run_checkpoint_from_pack(args: argparse.Namespace) -> int:
+    """0 when the checkpoint is written, 2 with a one-line error when it cannot be."""
+    from transformers.utils import logging as hf_logging
+
+    from engine.pack import PackError
+    from training.checkpoint import CheckpointError
+    from training.from_pack import checkpoint_from_pack
+    from training.loop import resolve_config
+    from training.models.config import ConfigError
+    from training.models.text import TextEncoderError
+
+    hf_logging.disable_progress_bar()
+    try:
+        out = checkpoint_from_pack(args.pack, args.out, resolve_config(args.config))
+    except (PackError, CheckpointError, ConfigError, TextEncoderError, OSError) as exc:
+        message = " ".join(str(exc).split())
+        print(f"cxr-studio checkpoint-from-pack: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {out}")
     return EXIT_OK

@@ -13,8 +13,9 @@ Figures, each with the ratio peer / engine measured in this run (> 1: the engine
 3. peak RSS of one generation, each in a fresh process (``ru_maxrss``; the engine's includes
    loading the pack, the peer's loading the checkpoint).
 
-Weights: ``--checkpoint`` (a training checkpoint folder, e.g. ``runs/diffusion-cpu/best``) runs the
-real model; otherwise ``--config`` (cpu, default) builds that architecture with seeded random
+Weights: ``--checkpoint`` (a training checkpoint folder, e.g. ``runs/diffusion-cpu/best``, or the
+embedded default rebuilt by ``cxr-studio checkpoint-from-pack resources/models/default --config cpu
+--out runs/default-from-pack``) runs the real model; otherwise ``--config`` (cpu, default) builds that architecture with seeded random
 weights (a step costs the same whatever the weights). The engine runs the pack exported from
 those weights (``--text-int8`` as the default pack ships), or ``--pack`` when it is that export.
 
