@@ -293,7 +293,15 @@ def quantize_int8(path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantized = path.with_name(f".{path.name}.int8")
-    quantize_dynamic(path, quantized, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm", "Gather"])
+    # per channel: one scale per output column. Per tensor, MiniLM's context drifted to a per-token
+    # cosine of 0.961 mean, 0.883 worst against fp32; per channel 0.990 and 0.971, at the same size.
+    quantize_dynamic(
+        path,
+        quantized,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul", "Gemm", "Gather"],
+    )
     proto = onnx.load_model(quantized)
     proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
     onnx.save_model(proto, path)
