@@ -51,7 +51,7 @@ import numpy as np
 import pydicom
 from pydicom import config
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.pixels import get_decoder, get_encoder
+from pydicom.pixels import apply_modality_lut, get_decoder, get_encoder
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
@@ -612,14 +612,41 @@ def write_dicom(ds: Dataset, path: str | os.PathLike[str], *, transfer_syntax: s
     return path
 
 
-def read_pixels(path: str | os.PathLike[str]) -> np.ndarray:
-    """Stored pixel values of a single-frame file, (H, W), as the file holds them (no rescale, no VOI)."""
-    ds = pydicom.dcmread(path)
+def _pixel_array(ds: Dataset) -> np.ndarray:
     syntax = ds.file_meta.TransferSyntaxUID
     if syntax.is_compressed and not get_decoder(syntax).is_available:
         package = CODEC_PACKAGES.get(syntax, "a pydicom pixel data plugin for this transfer syntax")
         raise CodecUnavailableError(f"reading {syntax.name} needs the Python package {package}")
     return ds.pixel_array
+
+
+def read_pixels(path: str | os.PathLike[str]) -> np.ndarray:
+    """Stored pixel values of a single-frame file, (H, W), as the file holds them (no rescale, no VOI)."""
+    return _pixel_array(pydicom.dcmread(path))
+
+
+def read_display_pixels(path: str | os.PathLike[str]) -> np.ndarray:
+    """A file's pixels the way a viewer shows them, higher = brighter: the modality LUT (rescale
+    slope and intercept) applied and MONOCHROME1 (0 = white, as most CR/DX files are) inverted.
+
+    Unsigned stored values without a rescale stay integers: MONOCHROME1 becomes ``2**BitsStored - 1
+    - stored``. Anything else (a signed CT with its intercept) comes back as float64 for the caller
+    to window. Colour files are returned as stored.
+    """
+    ds = pydicom.dcmread(path)
+    pixels = _pixel_array(ds)
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        return pixels
+    rescaled = any(key in ds for key in ("ModalityLUTSequence", "RescaleSlope", "RescaleIntercept"))
+    values = apply_modality_lut(pixels, ds) if rescaled else pixels
+    if photometric == "MONOCHROME2":
+        return values
+    if not rescaled and pixels.dtype.kind == "u":
+        top = (1 << int(ds.get("BitsStored", pixels.dtype.itemsize * 8))) - 1
+        return (top - np.minimum(pixels, top)).astype(pixels.dtype)
+    values = np.asarray(values, dtype=np.float64)
+    return values.max() + values.min() - values
 
 
 __all__ = [
@@ -635,6 +662,7 @@ __all__ = [
     "codec_available",
     "datasets_from_result",
     "new_uid",
+    "read_display_pixels",
     "read_pixels",
     "stored_pixels",
     "write_dicom",

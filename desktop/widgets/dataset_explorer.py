@@ -69,7 +69,7 @@ from desktop.settings import Settings
 from desktop.widgets.dialogs import TextDialog, open_warning
 from desktop.widgets.viewer import ImageView, to_qimage
 from engine import imaging
-from engine.dicom import read_pixels
+from engine.dicom import read_display_pixels
 from engine.findings import ABSENT, FINDINGS, PRESENT, UNCERTAIN
 from engine.manifest import ManifestRecord, resolve_image
 
@@ -137,16 +137,16 @@ class ImageReadError(Exception):
 def read_record_image(path: Path, *, reduced: bool = False) -> np.ndarray:
     """Stored pixels (H, W) uint8 or uint16 of a PNG / JPEG (OpenCV) or DICOM (engine.dicom) file.
 
-    Colour files become grey (OpenCV's BGR -> grey weights). Other integer or float pixel types (signed
-    DICOM, float TIFF) are stretched min..max to uint16 for display. DICOM pixels are shown as stored
-    (no rescale, no VOI, MONOCHROME1 not inverted): the importers convert DICOM to PNG, so manifests rarely
-    point at one. ``reduced`` decodes JPEGs at a quarter of their size (libjpeg's DCT scaling: fast
-    thumbnails). Raises ImageReadError."""
+    Colour files become grey (BT.601 weights). Other integer or float pixel types (signed DICOM,
+    float TIFF) are stretched min..max to uint16 for display. DICOM pixels are shown as a viewer would
+    (engine.dicom.read_display_pixels: rescale applied, MONOCHROME1 inverted so that bone is white).
+    ``reduced`` decodes JPEGs at a quarter of their size (libjpeg's DCT scaling: fast thumbnails).
+    Raises ImageReadError."""
     if not path.is_file():
         raise ImageReadError(path, "file missing", missing=True)
     if path.suffix.lower() in DICOM_SUFFIXES:
         try:
-            pixels = np.asarray(read_pixels(path))
+            pixels = np.asarray(read_display_pixels(path))
         except Exception as exc:  # pydicom raises many kinds; all mean "cannot show this file"
             raise ImageReadError(path, f"not a readable DICOM image ({exc})") from None
     else:
@@ -163,7 +163,10 @@ def read_record_image(path: Path, *, reduced: bool = False) -> np.ndarray:
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
     elif pixels.ndim == 3 and pixels.shape[2] in (3, 4):
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY if pixels.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+        rgb = path.suffix.lower() in DICOM_SUFFIXES  # pydicom gives RGB, OpenCV BGR
+        codes = {(3, False): cv2.COLOR_BGR2GRAY, (4, False): cv2.COLOR_BGRA2GRAY,
+                 (3, True): cv2.COLOR_RGB2GRAY, (4, True): cv2.COLOR_RGBA2GRAY}  # fmt: skip
+        pixels = cv2.cvtColor(pixels, codes[(pixels.shape[2], rgb)])
     if pixels.ndim != 2 or pixels.size == 0:
         raise ImageReadError(path, f"a single-frame image is needed, not shape {pixels.shape}")
     if pixels.dtype in (np.uint8, np.uint16):

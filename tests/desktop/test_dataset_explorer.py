@@ -162,6 +162,17 @@ def test_read_record_image_gives_grey_stored_pixels_or_says_why_not(tmp_path: Pa
     np.testing.assert_array_equal(
         np.argsort(shown, axis=None, kind="stable"), np.argsort(stored, axis=None, kind="stable")
     )
+    # a real MONOCHROME1 chest CR (0 = white): shown inverted, bone white, as a PACS viewer shows it
+    cr = Path(get_testdata_file("RG1_UNCI.dcm", download=False))
+    cr_stored = pydicom.dcmread(cr).pixel_array
+    cr_shown = read_record_image(cr)
+    assert cr_shown.dtype == np.uint16
+    np.testing.assert_array_equal(cr_shown, (1 << 15) - 1 - cr_stored)  # BitsStored 15
+    # pydicom's RGB test file: grey with the RGB weights (its pixels are RGB, not OpenCV's BGR)
+    rgb_file = Path(get_testdata_file("SC_rgb.dcm", download=False))
+    rgb = pydicom.dcmread(rgb_file).pixel_array
+    expected = np.round(rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114)
+    assert np.abs(read_record_image(rgb_file).astype(float) - expected).max() <= 1
     (tmp_path / "junk.png").write_bytes(b"junk")
     with pytest.raises(ImageReadError, match="decode") as unreadable:
         read_record_image(tmp_path / "junk.png")
