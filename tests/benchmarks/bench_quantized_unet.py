@@ -1,0 +1,161 @@
+"""Static int8 UNet on the CPU: is it worth shipping? Speed and image fidelity against fp32, same run.
+
+The UNet is about three quarters of a CPU generation, so it is the one lever for the CPU target.
+This script quantises a pack's ``unet.onnx`` with ONNX Runtime's static quantiser (QDQ, int8
+per-channel weights, uint8 activations with MinMax ranges calibrated on the UNet inputs of real
+20-step generations), then prints, each against fp32 measured in the same run:
+
+1. one UNet call at batch 2 (one guided step), median of interleaved rounds;
+2. the final image of the same requests (prompt, seed) through the int8 UNet: PSNR and the largest
+   pixel difference against the fp32 image (the text encoder and VAE are unchanged).
+
+Variants: ``conv`` (Conv only) and ``conv+matmul`` (also attention and feed-forward MatMuls).
+
+    .venv/bin/python tests/benchmarks/bench_quantized_unet.py [--pack PACK] [--threads 2] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+CALIBRATION_PROMPTS = (
+    "Normal paediatric chest radiograph",
+    "Paediatric chest radiograph: bacterial pneumonia.",
+    "Paediatric AP chest radiograph: viral pneumonia.",
+    "Right lower lobe consolidation",
+    "Paediatric chest radiograph: left upper lobe opacity.",
+    "Normal chest radiograph",
+)
+TEST_REQUESTS = (("Paediatric PA chest radiograph: right middle lobe consolidation.", 7), ("Normal chest", 11))
+VARIANTS = {"conv": ["Conv"], "conv+matmul": ["Conv", "MatMul", "Gemm"]}
+
+
+def calibration_inputs(pack_dir: Path) -> list[dict[str, np.ndarray]]:
+    """The UNet's inputs during 20-step generations of the calibration prompts (120 calls)."""
+    from engine.pack import load_pack
+    from engine.pipeline import GenerationRequest, Pipeline
+    from engine.runtime import OrtBackend
+
+    pack = load_pack(pack_dir)
+    backend = OrtBackend(pack, requested="cpu")
+    seen: list[dict[str, np.ndarray]] = []
+    unet = backend.unet
+
+    def recording(sample: np.ndarray, timestep: np.ndarray, context: np.ndarray) -> np.ndarray:
+        seen.append({"sample": sample.astype(np.float32), "timestep": timestep.astype(np.float32),
+                     "context": context.astype(np.float32)})  # fmt: skip
+        return unet(sample, timestep, context)
+
+    backend.unet = recording
+    pipeline = Pipeline(pack, backend)
+    for i, prompt in enumerate(CALIBRATION_PROMPTS):
+        pipeline.generate(GenerationRequest(prompt=prompt, seed=100 + i, num_steps=20))
+    return seen
+
+
+def quantize(source: Path, out: Path, inputs: list[dict[str, np.ndarray]], ops: list[str]) -> None:
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(inputs)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    quantize_static(
+        source, out, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=ops,
+        calibrate_method=CalibrationMethod.MinMax,
+    )  # fmt: skip
+    proto = onnx.load_model(out)
+    proto.ir_version = min(proto.ir_version, 10)  # onnxruntime 1.31 reads at most IR 13
+    onnx.save_model(proto, out)
+
+
+def session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def final_image(pack_dir: Path, unet_path: Path | None, prompt: str, seed: int) -> np.ndarray:
+    """The fp32 pipeline's image, or the same with its UNet session swapped for ``unet_path``'s."""
+    from engine.pack import load_pack
+    from engine.pipeline import GenerationRequest, Pipeline
+    from engine.runtime import OrtBackend
+
+    pack = load_pack(pack_dir)
+    backend = OrtBackend(pack, requested="cpu")
+    if unet_path is not None:
+        other = session(unet_path, 2)
+        backend.unet = lambda s, t, c: other.run(None, {"sample": s.astype(np.float32),
+                                                        "timestep": t.astype(np.float32),
+                                                        "context": c.astype(np.float32)})[0]  # fmt: skip
+    result = Pipeline(pack, backend).generate(GenerationRequest(prompt=prompt, seed=seed, num_steps=20))
+    return result.to_uint16()[0].astype(np.float64)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pack", type=Path, default=ROOT / "resources" / "models" / "default")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    inputs = calibration_inputs(args.pack)
+    work = Path(tempfile.mkdtemp(prefix="bench-int8-"))
+    paths = {"fp32": args.pack / "unet.onnx"}
+    for name, ops in VARIANTS.items():
+        paths[name] = work / f"unet-{name}.onnx"
+        quantize(args.pack / "unet.onnx", paths[name], inputs, ops)
+    print(f"pack {args.pack}, {len(inputs)} calibration calls, {args.threads} threads")
+
+    sessions = {name: session(path, args.threads) for name, path in paths.items()}
+    feeds = inputs[len(inputs) // 2]
+    for s in sessions.values():
+        for _ in range(3):
+            s.run(None, feeds)
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(args.rounds):  # interleaved, so that a slower moment hits every variant
+        for name, s in sessions.items():
+            start = time.perf_counter()
+            for _ in range(10):
+                s.run(None, feeds)
+            times[name].append((time.perf_counter() - start) * 100.0)
+    base = statistics.median(times["fp32"])
+    for name in sessions:
+        ms = statistics.median(times[name])
+        size = paths[name].stat().st_size / 1e6
+        print(f"UNet call, batch 2: {name:12s} {ms:6.1f} ms  (fp32/this {base / ms:.2f}x)  {size:5.1f} MB")
+
+    for prompt, seed in TEST_REQUESTS:
+        reference = final_image(args.pack, None, prompt, seed)
+        for name in VARIANTS:
+            image = final_image(args.pack, paths[name], prompt, seed)
+            mse = float(np.mean((image - reference) ** 2))
+            psnr = float("inf") if mse == 0 else 10 * np.log10(65535.0**2 / mse)
+            worst = float(np.abs(image - reference).max()) / 65535.0
+            print(f"20-step image vs fp32, seed {seed}: {name:12s} PSNR {psnr:5.1f} dB, max |diff| {worst:.3f}")
+
+
+if __name__ == "__main__":
+    main()
