@@ -15,9 +15,10 @@ Figures, each with the ratio peer / engine measured in this run (> 1: the engine
 
 Weights: ``--checkpoint`` (a training checkpoint folder, e.g. ``runs/diffusion-cpu/best``, or the
 embedded default rebuilt by ``cxr-studio checkpoint-from-pack resources/models/default --config cpu
---out runs/default-from-pack``) runs the real model; otherwise ``--config`` (cpu, default) builds that architecture with seeded random
-weights (a step costs the same whatever the weights). The engine runs the pack exported from
-those weights (``--text-int8`` as the default pack ships), or ``--pack`` when it is that export.
+--out runs/default-from-pack``) runs the real model; otherwise ``--config`` (cpu, default) builds
+that architecture with seeded random weights (a step costs the same whatever the weights). The
+engine runs the pack exported from those weights (``--text-int8`` as the default pack ships), or
+``--pack`` when it is that export.
 
     .venv/bin/python tests/benchmarks/bench_generation.py [--checkpoint CKPT | --config cpu]
         [--text-int8] [--runs 5] [--threads N]
