@@ -9,7 +9,7 @@ N guided steps at batch 1 (the guided halves in one batch-2 UNet call) and one V
 Figures, each with the ratio peer / engine measured in this run (> 1: the engine is faster):
 
 1. one UNet call at batch 2 (one guided step);
-2. end to end at 20 and 50 steps (median of ``--runs``);
+2. end to end at 20 and 50 steps (median of ``--runs``, engine and peer timed in alternation);
 3. peak RSS of one generation, each in a fresh process (``ru_maxrss``; the engine's includes
    loading the pack, the peer's loading the checkpoint).
 
@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -45,18 +46,30 @@ PROMPT = "Paediatric AP chest radiograph: right lower lobe consolidation. No eff
 GUIDANCE = 4.0
 
 
-def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+def _interleaved(
+    fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 3, block: int = 1
+) -> tuple[dict[str, float], dict[str, object]]:
+    """Median seconds per call of each function, timed in alternation (A B A B ...), so that a slower
+    moment of a shared machine hits both sides of a ratio alike; and each one's last result.
 
-
-# --------------------------------------------------------------------------- the two generators
+    With ``block`` > 1 each turn makes one untimed call first, then times ``block`` calls: the
+    other library's worker threads may still be spinning when a turn starts (ONNX Runtime's and
+    OpenMP's both spin a while after a call), which would bill one side for the other's idle wait.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    results: dict[str, object] = {}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            if block > 1:
+                fn()
+            start = time.perf_counter()
+            for _ in range(block):
+                results[name] = fn()
+            times[name].append((time.perf_counter() - start) / block)
+    return {name: statistics.median(t) for name, t in times.items()}, results
 
 
 def engine_generator(pack_dir: Path, threads: int) -> Callable[[int], np.ndarray]:
@@ -145,7 +158,7 @@ def main() -> None:
     parser.add_argument("--pack", type=Path, help="the pack exported from --checkpoint (else exported here)")
     parser.add_argument("--text-int8", action="store_true", help="export the text encoder int8, as the default pack")
     parser.add_argument("--runs", type=int, default=5, help="end-to-end runs per figure (median)")
-    parser.add_argument("--repeats", type=int, default=30, help="UNet calls per figure (median)")
+    parser.add_argument("--repeats", type=int, default=30, help="UNet calls per figure (5 alternating blocks, median)")
     parser.add_argument("--threads", type=int, default=0, help="threads for both (0: each library's default)")
     parser.add_argument("--child", choices=("engine", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--child-path", help=argparse.SUPPRESS)
@@ -203,12 +216,13 @@ def main() -> None:
         with torch.inference_mode():
             return unet(xt, tt, encoder_hidden_states=ct).sample
 
-    torch_ms = _median_ms(torch_step, args.repeats)
-
     def engine_step() -> np.ndarray:
         return backend.unet(x, t, ctx)
 
-    ort_ms = _median_ms(engine_step, args.repeats)
+    rounds = 5
+    block = max(1, args.repeats // rounds)
+    medians, _ = _interleaved({"torch": torch_step, "engine": engine_step}, rounds, block=block)
+    torch_ms, ort_ms = medians["torch"] * 1000.0, medians["engine"] * 1000.0
     diff = float(np.abs(torch_step().numpy() - engine_step()).max())
     print(f"UNet call, batch 2 (one guided step): torch {torch_ms:.1f} ms, engine {ort_ms:.1f} ms, "
           f"ratio {torch_ms / ort_ms:.2f}x (max abs diff {diff:.1e})")  # fmt: skip
@@ -217,16 +231,11 @@ def main() -> None:
     engine_generate = engine_generator(pack_dir, args.threads)
     torch_generate = torch_generator(checkpoint, args.threads)
     for steps in (20, 50):
-        figures = {}
-        for name, generate in (("torch", torch_generate), ("engine", engine_generate)):
-            generate(steps)  # warm-up
-            runs = []
-            for _ in range(args.runs):
-                start = time.perf_counter()
-                image = generate(steps)
-                runs.append(time.perf_counter() - start)
-            figures[name] = (statistics.median(runs), image)
-        (torch_s, torch_image), (engine_s, engine_image) = figures["torch"], figures["engine"]
+        medians, images = _interleaved(
+            {"torch": partial(torch_generate, steps), "engine": partial(engine_generate, steps)}, args.runs, warmup=1
+        )
+        torch_s, engine_s = medians["torch"], medians["engine"]
+        torch_image, engine_image = images["torch"], images["engine"]
         agree = float(np.abs(torch_image.astype(np.int16) - engine_image.astype(np.int16)).mean())
         print(f"{steps} steps end to end (text + {steps} guided steps + decode, batch 1): torch {torch_s:.3f} s, "
               f"engine {engine_s:.3f} s, ratio {torch_s / engine_s:.2f}x "
