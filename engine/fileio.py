@@ -1,11 +1,19 @@
-"""Atomic file writes: either the whole new file is there, or the old one (or nothing) is."""
+"""Atomic file and folder writes: either the whole new file (folder) is there, or the old one (or nothing) is."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def fsync_dir(folder: Path) -> None:
@@ -37,9 +45,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bo
                 os.fsync(fd)
         finally:
             os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
         if durable:
             fsync_dir(path.parent)
@@ -51,3 +57,25 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bo
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """Build a folder under a temporary name beside ``out``; rename it to ``out`` when the block ends
+    without an error, else remove it. ``out`` must be absent or an empty folder (callers check first,
+    with their own message). The folder gets mode 0o777 and its files 0o666, less the umask, like any
+    folder the user makes (mkdtemp alone would make it private)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        umask = _umask()
+        tmp.chmod(0o777 & ~umask)
+        for path in tmp.iterdir():
+            path.chmod(0o666 & ~umask)
+        if out.exists():
+            out.rmdir()  # empty, checked by the caller
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 from onnx import TensorProto
 from torch import nn
 
+from engine.fileio import staged_folder
 from engine.pack import (
     DefaultsConfig,
     ImageConfig,
@@ -388,19 +388,9 @@ def _encoder_name(model: LatentDiffusionModel) -> str:
     return encoder if encoder in ENCODER_ALIASES else model.text.folder.name
 
 
-def _make_shareable(folder: Path) -> None:
-    """Folder 0o777 and files 0o666, less the umask, like any folder the user makes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for path in folder.iterdir():
-        path.chmod(0o666 & ~umask)
-
-
 def _prepare_out_dir(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: already exists and is not an empty folder; choose a new folder for the pack")
-    out.parent.mkdir(parents=True, exist_ok=True)
 
 
 def export_pack(
@@ -425,8 +415,7 @@ def export_pack(
     model = load_checkpoint(checkpoint_dir)
     _prepare_out_dir(out)
     config = model.config
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:  # published (shareable, renamed into place) only when all went well
         # 2. trace, convert, save and verify each graph
         for name, (module, args, input_names, output_name) in graph_modules(model).items():
             proto = export_graph(module, args, input_names, output_name)
@@ -462,12 +451,4 @@ def export_pack(
             card=build_card(model, card),
         )
         write_manifest(tmp, manifest)
-        # 4. publish: ordinary permissions (mkdtemp/mkstemp make them private), rename into place
-        _make_shareable(tmp)
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

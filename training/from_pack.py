@@ -13,8 +13,6 @@ tensor's shape must then match, else CheckpointError names the first that does n
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +22,8 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from engine.pack import PackError, load_pack
+from engine.fileio import staged_folder
+from engine.pack import PackError, PackManifest, load_pack
 from training.checkpoint import CheckpointError, build_model, save_checkpoint
 from training.models.config import ConfigError, ModelConfig
 from training.models.text import ENCODER_ALIASES
@@ -67,11 +66,9 @@ class _Weights:
                 if op not in self.OPS or not node.output:
                     continue
                 module, sep, rest = _scope(node.output[0]).rpartition(f".{op}")
-                weights = [x for x in node.input if x in inits]
-                if not sep or not rest.startswith("_output_0") or len(weights) < 1:
-                    continue
-                weight = node.input[1] if op == "MatMul" else weights[0]
-                if weight not in inits:
+                # a MatMul's weight is its second input; Mul and Add take the constant on either side
+                weight = node.input[1] if op == "MatMul" else next((x for x in node.input if x in inits), None)
+                if not sep or not rest.startswith("_output_0") or weight not in inits:
                     continue
                 array = inits[weight].astype(np.float32)
                 if node.op_type == "MatMulInteger":  # dynamic int8: w = (q - zero_point) * scale
@@ -115,7 +112,7 @@ def _fill(module: nn.Module, weights: _Weights, prefix: str, where: str) -> None
     module.load_state_dict(tensors, strict=True)
 
 
-def pack_config(manifest, base: ModelConfig) -> ModelConfig:
+def pack_config(manifest: PackManifest, base: ModelConfig) -> ModelConfig:
     """``base``'s network sizes with the pack's geometry, scaling factor, schedule and text settings."""
     if manifest.image.height != manifest.image.width:
         raise ConfigError(f"the pack's image is {manifest.image.height}x{manifest.image.width}: only square images")
@@ -151,19 +148,12 @@ def checkpoint_from_pack(pack_dir: str | os.PathLike[str], out_dir: str | os.Pat
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CheckpointError(f"{out}: exists and is not an empty folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
     model = build_model(config)
     for part, (files, prefix) in PARTS.items():
         module = model.text.projection if part == "projection" else getattr(model, part)
         _fill(module, _Weights([pack.path(name) for name in files]), prefix, f"{pack.root} ({part})")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:
         save_checkpoint(tmp, config, model.vae, model.unet, model.text)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
