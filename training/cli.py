@@ -15,6 +15,14 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 
 
+def command_error(command: str, error: object) -> int:
+    """Print ``cxr-studio COMMAND: error: ...`` on one line (library errors can span several) to stderr
+    and return the usage exit code, 2. Every training command reports a failure this way."""
+    message = " ".join(str(error).split())
+    print(f"cxr-studio {command}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def register_export_onnx(subparsers: argparse._SubParsersAction) -> None:
     """Add ``export-onnx --checkpoint DIR --out PACK [--fp16] [--model-id ID]``."""
     parser = subparsers.add_parser(
@@ -67,9 +75,7 @@ def run(args: argparse.Namespace) -> int:
             args.checkpoint, args.out, fp16=args.fp16, text_int8=args.text_int8, model_id=args.model_id, card=card
         )
     except (CheckpointError, ExportError, TextEncoderError, OSError, ValueError) as exc:
-        message = " ".join(str(exc).split())  # one line, even for multi-line library errors
-        print(f"cxr-studio export-onnx: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+        return command_error("export-onnx", exc)
     print(f"wrote {pack}")
     return EXIT_OK
 
@@ -107,8 +113,6 @@ def run_checkpoint_from_pack(args: argparse.Namespace) -> int:
     try:
         out = checkpoint_from_pack(args.pack, args.out, resolve_config(args.config))
     except (PackError, CheckpointError, ConfigError, TextEncoderError, OSError) as exc:
-        message = " ".join(str(exc).split())
-        print(f"cxr-studio checkpoint-from-pack: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+        return command_error("checkpoint-from-pack", exc)
     print(f"wrote {out}")
     return EXIT_OK

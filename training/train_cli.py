@@ -8,9 +8,10 @@ run's value) from "given" (must equal the run's value, except the few a resumed 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
+
+from training.cli import command_error
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -179,7 +180,5 @@ def run(args: argparse.Namespace) -> int:
 
             train_diffusion(options_from_args(args, DiffusionOptions), resume=args.resume)
     except (DatasetError, TrainingError, ConfigError, CheckpointError, TextEncoderError, ExportError, OSError) as exc:
-        message = " ".join(str(exc).split())  # one line, even for multi-line library errors
-        print(f"cxr-studio train {kind}: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+        return command_error(f"train {kind}", exc)
     return EXIT_OK

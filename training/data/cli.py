@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from training.cli import command_error
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -73,8 +75,7 @@ def register_import(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _error(message: str) -> int:
-    print(f"cxr-studio import: error: {' '.join(str(message).split())}", file=sys.stderr)
-    return EXIT_USAGE
+    return command_error("import", message)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from training.cli import command_error
 from training.evaluate.options import PROMPT_SOURCES, QUICK, SAMPLER_NAMES, SECTIONS, EvaluationOptions
 
 EXIT_OK = 0
@@ -254,9 +255,7 @@ def run(args: argparse.Namespace) -> int:
         typed = "evaluate" in sys.argv[1:]
         report = evaluate(options, command=shlex.join(["cxr-studio", *sys.argv[1:]]) if typed else None)
     except (EvaluationError, OSError) as exc:
-        message = " ".join(str(exc).split())
-        print(f"cxr-studio evaluate: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+        return command_error("evaluate", exc)
     out = Path(options.out)
     print(f"{out / 'report.html'}")
     print(f"{out / 'report.json'}")
