@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,36 +39,10 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from benchutil import peak_rss_mb
+from benchutil import interleaved, peak_rss_mb
 
 PROMPT = "Paediatric AP chest radiograph: right lower lobe consolidation. No effusion."
 GUIDANCE = 4.0
-
-
-def _interleaved(
-    fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 3, block: int = 1
-) -> tuple[dict[str, float], dict[str, object]]:
-    """Median seconds per call of each function, timed in alternation (A B A B ...), so that a slower
-    moment of a shared machine hits both sides of a ratio alike; and each one's last result.
-
-    With ``block`` > 1 each turn makes one untimed call first, then times ``block`` calls: the
-    other library's worker threads may still be spinning when a turn starts (ONNX Runtime's and
-    OpenMP's both spin a while after a call), which would bill one side for the other's idle wait.
-    """
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    results: dict[str, object] = {}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            if block > 1:
-                fn()
-            start = time.perf_counter()
-            for _ in range(block):
-                results[name] = fn()
-            times[name].append((time.perf_counter() - start) / block)
-    return {name: statistics.median(t) for name, t in times.items()}, results
 
 
 def engine_generator(pack_dir: Path, threads: int) -> Callable[[int], np.ndarray]:
@@ -221,7 +194,7 @@ def main() -> None:
 
     rounds = 5
     block = max(1, args.repeats // rounds)
-    medians, _ = _interleaved({"torch": torch_step, "engine": engine_step}, rounds, block=block)
+    medians, _ = interleaved({"torch": torch_step, "engine": engine_step}, rounds, block=block)
     torch_ms, ort_ms = medians["torch"] * 1000.0, medians["engine"] * 1000.0
     diff = float(np.abs(torch_step().numpy() - engine_step()).max())
     print(f"UNet call, batch 2 (one guided step): torch {torch_ms:.1f} ms, engine {ort_ms:.1f} ms, "
@@ -231,7 +204,7 @@ def main() -> None:
     engine_generate = engine_generator(pack_dir, args.threads)
     torch_generate = torch_generator(checkpoint, args.threads)
     for steps in (20, 50):
-        medians, images = _interleaved(
+        medians, images = interleaved(
             {"torch": partial(torch_generate, steps), "engine": partial(engine_generate, steps)}, args.runs, warmup=1
         )
         torch_s, engine_s = medians["torch"], medians["engine"]

@@ -17,12 +17,13 @@ Variants: ``conv`` (Conv only) and ``conv+matmul`` (also attention and feed-forw
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+from benchutil import interleaved
 
 ROOT = Path(__file__).resolve().parents[2]
 CALIBRATION_PROMPTS = (
@@ -37,14 +38,20 @@ TEST_REQUESTS = (("Paediatric PA chest radiograph: right middle lobe consolidati
 VARIANTS = {"conv": ["Conv"], "conv+matmul": ["Conv", "MatMul", "Gemm"]}
 
 
-def calibration_inputs(pack_dir: Path) -> list[dict[str, np.ndarray]]:
-    """The UNet's inputs during 20-step generations of the calibration prompts (120 calls)."""
-    from engine.pack import load_pack
-    from engine.pipeline import GenerationRequest, Pipeline
-    from engine.runtime import OrtBackend
+def _run_unet(ort_session) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """An engine ``backend.unet`` that runs ``ort_session`` instead."""
 
-    pack = load_pack(pack_dir)
-    backend = OrtBackend(pack, requested="cpu")
+    def unet(sample: np.ndarray, timestep: np.ndarray, context: np.ndarray) -> np.ndarray:
+        feeds = {"sample": sample, "timestep": timestep, "context": context}
+        return ort_session.run(None, {k: v.astype(np.float32) for k, v in feeds.items()})[0]
+
+    return unet
+
+
+def calibration_inputs(pipeline, backend) -> list[dict[str, np.ndarray]]:
+    """The UNet's inputs during 20-step generations of the calibration prompts (120 calls)."""
+    from engine.pipeline import GenerationRequest
+
     seen: list[dict[str, np.ndarray]] = []
     unet = backend.unet
 
@@ -54,9 +61,11 @@ def calibration_inputs(pack_dir: Path) -> list[dict[str, np.ndarray]]:
         return unet(sample, timestep, context)
 
     backend.unet = recording
-    pipeline = Pipeline(pack, backend)
-    for i, prompt in enumerate(CALIBRATION_PROMPTS):
-        pipeline.generate(GenerationRequest(prompt=prompt, seed=100 + i, num_steps=20))
+    try:
+        for i, prompt in enumerate(CALIBRATION_PROMPTS):
+            pipeline.generate(GenerationRequest(prompt=prompt, seed=100 + i, num_steps=20))
+    finally:
+        backend.unet = unet
     return seen
 
 
@@ -97,20 +106,10 @@ def session(path: Path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def final_image(pack_dir: Path, unet_path: Path | None, prompt: str, seed: int) -> np.ndarray:
-    """The fp32 pipeline's image, or the same with its UNet session swapped for ``unet_path``'s."""
-    from engine.pack import load_pack
-    from engine.pipeline import GenerationRequest, Pipeline
-    from engine.runtime import OrtBackend
+def final_image(pipeline, prompt: str, seed: int) -> np.ndarray:
+    from engine.pipeline import GenerationRequest
 
-    pack = load_pack(pack_dir)
-    backend = OrtBackend(pack, requested="cpu")
-    if unet_path is not None:
-        other = session(unet_path, 2)
-        backend.unet = lambda s, t, c: other.run(None, {"sample": s.astype(np.float32),
-                                                        "timestep": t.astype(np.float32),
-                                                        "context": c.astype(np.float32)})[0]  # fmt: skip
-    result = Pipeline(pack, backend).generate(GenerationRequest(prompt=prompt, seed=seed, num_steps=20))
+    result = pipeline.generate(GenerationRequest(prompt=prompt, seed=seed, num_steps=20))
     return result.to_uint16()[0].astype(np.float64)
 
 
@@ -121,36 +120,37 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    inputs = calibration_inputs(args.pack)
-    work = Path(tempfile.mkdtemp(prefix="bench-int8-"))
-    paths = {"fp32": args.pack / "unet.onnx"}
-    for name, ops in VARIANTS.items():
-        paths[name] = work / f"unet-{name}.onnx"
-        quantize(args.pack / "unet.onnx", paths[name], inputs, ops)
+    from engine.pack import load_pack
+    from engine.pipeline import Pipeline
+    from engine.runtime import OrtBackend
+
+    pack = load_pack(args.pack)
+    backend = OrtBackend(pack, requested="cpu")
+    pipeline = Pipeline(pack, backend)
+    inputs = calibration_inputs(pipeline, backend)
+    with tempfile.TemporaryDirectory(prefix="bench-int8-") as work:
+        paths = {"fp32": args.pack / "unet.onnx"}
+        for name, ops in VARIANTS.items():
+            paths[name] = Path(work) / f"unet-{name}.onnx"
+            quantize(args.pack / "unet.onnx", paths[name], inputs, ops)
+        sizes = {name: path.stat().st_size / 1e6 for name, path in paths.items()}
+        sessions = {name: session(path, args.threads) for name, path in paths.items()}
     print(f"pack {args.pack}, {len(inputs)} calibration calls, {args.threads} threads")
 
-    sessions = {name: session(path, args.threads) for name, path in paths.items()}
     feeds = inputs[len(inputs) // 2]
-    for s in sessions.values():
-        for _ in range(3):
-            s.run(None, feeds)
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(args.rounds):  # interleaved, so that a slower moment hits every variant
-        for name, s in sessions.items():
-            start = time.perf_counter()
-            for _ in range(10):
-                s.run(None, feeds)
-            times[name].append((time.perf_counter() - start) * 100.0)
-    base = statistics.median(times["fp32"])
-    for name in sessions:
-        ms = statistics.median(times[name])
-        size = paths[name].stat().st_size / 1e6
-        print(f"UNet call, batch 2: {name:12s} {ms:6.1f} ms  (fp32/this {base / ms:.2f}x)  {size:5.1f} MB")
+    calls = {name: partial(s.run, None, feeds) for name, s in sessions.items()}
+    medians, _ = interleaved(calls, args.rounds, block=10)  # a slower moment hits every variant
+    for name, seconds in medians.items():
+        ms, base = seconds * 1000.0, medians["fp32"] * 1000.0
+        print(f"UNet call, batch 2: {name:12s} {ms:6.1f} ms  (fp32/this {base / ms:.2f}x)  {sizes[name]:5.1f} MB")
 
+    engine_unet = backend.unet
     for prompt, seed in TEST_REQUESTS:
-        reference = final_image(args.pack, None, prompt, seed)
+        reference = final_image(pipeline, prompt, seed)
         for name in VARIANTS:
-            image = final_image(args.pack, paths[name], prompt, seed)
+            backend.unet = _run_unet(sessions[name])
+            image = final_image(pipeline, prompt, seed)
+            backend.unet = engine_unet
             mse = float(np.mean((image - reference) ** 2))
             psnr = float("inf") if mse == 0 else 10 * np.log10(65535.0**2 / mse)
             worst = float(np.abs(image - reference).max()) / 65535.0
