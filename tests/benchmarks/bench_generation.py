@@ -38,72 +38,24 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import benchutil
 import numpy as np
 from benchutil import interleaved, peak_rss_mb
-
-PROMPT = "Paediatric AP chest radiograph: right lower lobe consolidation. No effusion."
-GUIDANCE = 4.0
 
 
 def engine_generator(pack_dir: Path, threads: int) -> Callable[[int], np.ndarray]:
     from engine.pack import load_pack
-    from engine.pipeline import GenerationRequest, Pipeline
+    from engine.pipeline import Pipeline
     from engine.runtime import OrtBackend
 
     pack = load_pack(pack_dir)
-    pipeline = Pipeline(pack, backend=OrtBackend(pack, requested="cpu", intra_op_threads=threads))
-
-    def generate(steps: int) -> np.ndarray:
-        request = GenerationRequest(prompt=PROMPT, num_steps=steps, guidance_scale=GUIDANCE, sampler="dpmpp-2m", seed=1)
-        return pipeline.generate(request).to_uint8()[0]
-
-    return generate
+    return benchutil.engine_generator(
+        Pipeline(pack, backend=OrtBackend(pack, requested="cpu", intra_op_threads=threads))
+    )
 
 
 def torch_generator(checkpoint: Path, threads: int) -> Callable[[int], np.ndarray]:
-    import torch
-    from diffusers import DPMSolverMultistepScheduler
-
-    from training.checkpoint import load_checkpoint
-
-    if threads:
-        torch.set_num_threads(threads)
-    model = load_checkpoint(checkpoint)
-    config = model.config
-    unet, vae, text = model.unet.eval(), model.vae.eval(), model.text.eval()
-    s = config.schedule
-    scheduler = DPMSolverMultistepScheduler(
-        num_train_timesteps=s.num_train_timesteps,
-        beta_start=s.beta_start,
-        beta_end=s.beta_end,
-        beta_schedule=s.beta_schedule,
-        prediction_type=s.prediction_type,
-        algorithm_type="dpmsolver++",  # the engine's dpmpp-2m, as in tests/engine/test_samplers.py
-        solver_order=2,
-        solver_type="midpoint",
-        timestep_spacing="trailing",
-        steps_offset=0,
-        lower_order_final=True,
-        final_sigmas_type="zero",
-    )
-    latent_shape = (1, config.latent_channels, config.latent_size, config.latent_size)
-
-    @torch.inference_mode()
-    def generate(steps: int) -> np.ndarray:
-        context = text.encode(["", PROMPT])  # (2, tokens, dim): unguided, guided
-        scheduler.set_timesteps(steps)
-        # the engine's initial noise for seed 1 (engine.pipeline.Pipeline.initial_noise), so both
-        # produce the same image and the printed difference checks that they do the same work
-        noise = np.random.default_rng(1).standard_normal(latent_shape[1:], dtype=np.float32)[None]
-        x = torch.from_numpy(noise) * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            out = unet(torch.cat([x, x]), t, encoder_hidden_states=context).sample
-            uncond, cond = out.chunk(2)
-            x = scheduler.step(uncond + GUIDANCE * (cond - uncond), t, x).prev_sample
-        image = vae.decode(x / config.scaling_factor).sample
-        return ((image[0, 0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-
-    return generate
+    return benchutil.peer_generator(checkpoint, threads=threads)
 
 
 def _child(kind: str, path: str, threads: int, steps: int) -> None:
