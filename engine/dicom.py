@@ -36,6 +36,7 @@ All are lossless; files are written atomically (temporary file, then ``os.replac
 from __future__ import annotations
 
 import copy
+import io
 import os
 import re
 import secrets
@@ -66,6 +67,7 @@ from pydicom.uid import (
 from pydicom.valuerep import validate_value
 
 from engine import __version__
+from engine.fileio import atomic_write_bytes
 from engine.imaging import WindowPreset, float_to_stored, rescale_bits, window_presets
 
 if TYPE_CHECKING:
@@ -595,20 +597,11 @@ def write_dicom(ds: Dataset, path: str | os.PathLike[str], *, transfer_syntax: s
             )
         ds.compress(syntax, generate_instance_uid=False)
 
-    # 3. write atomically
+    # 3. write atomically (temporary file beside it, fsync, rename)
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    # os.open with 0o666 keeps the user's umask (mkstemp would make the file private, 0o600)
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            pydicom.dcmwrite(stream, ds, enforce_file_format=True)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buffer.getbuffer())
     return path
 
 

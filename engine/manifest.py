@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from engine.fileio import atomic_write_text
 from engine.findings import FINDINGS, PRESENT, STATUSES
 
 SPLITS = ("train", "val", "test")
@@ -158,15 +158,7 @@ def write_manifest(path: str | os.PathLike[str], records: Sequence[ManifestRecor
             record.validated()
         except ManifestError as exc:
             raise ManifestError(f"record {index} ({record.image}): {exc}") from None
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8", newline="\n") as stream:
-            for record in records:
-                stream.write(record.to_json() + "\n")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, "".join(record.to_json() + "\n" for record in records))
     return path
 
 
