@@ -1,4 +1,4 @@
-"""``cxr-studio export-onnx`` and ``checkpoint-from-pack``: registered through the entry-point group
+"""``cxr-studio export-onnx``, ``checkpoint-from-pack`` and ``quantize-unet``: registered through the entry-point group
 ``cxr_studio.commands``.
 
 Registering is cheap (argparse only); torch and the exporter are imported when the command runs.
@@ -114,5 +114,39 @@ def run_checkpoint_from_pack(args: argparse.Namespace) -> int:
         out = checkpoint_from_pack(args.pack, args.out, resolve_config(args.config))
     except (PackError, CheckpointError, ConfigError, TextEncoderError, OSError) as exc:
         return command_error("checkpoint-from-pack", exc)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def register_quantize_unet(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``quantize-unet PACK --out NEW_PACK [--ops conv|conv+matmul] [--model-id ID]``."""
+    from training.quantize import OP_SETS
+
+    parser = subparsers.add_parser(
+        "quantize-unet",
+        help="copy a pack with a static int8 UNet (faster on CPUs; evaluate it before trusting it)",
+        description="Calibrate on the pack's own generations, quantise its UNet to int8 (ONNX Runtime QDQ) "
+        "and write a new verified pack; the other files are copied unchanged.",
+    )
+    parser.add_argument("pack", type=Path, metavar="PACK", help="fp32 model pack folder (with model.json)")
+    parser.add_argument("--out", type=Path, required=True, metavar="NEW_PACK", help="new (or empty) folder")
+    parser.add_argument(
+        "--ops", choices=tuple(OP_SETS), default="conv+matmul",
+        help="what to quantise: convolutions only, or also the attention and feed-forward matrix products",
+    )  # fmt: skip
+    parser.add_argument("--model-id", default=None, metavar="ID", help="model id (default: PACK's id + -unet-int8)")
+    parser.set_defaults(func=run_quantize_unet)
+
+
+def run_quantize_unet(args: argparse.Namespace) -> int:
+    """0 when the pack is written, 2 with a one-line error when it cannot be."""
+    from engine.pack import PackError
+    from engine.runtime import BackendError
+    from training.quantize import QuantizeError, quantize_pack_unet
+
+    try:
+        out = quantize_pack_unet(args.pack, args.out, ops=args.ops, model_id=args.model_id)
+    except (PackError, QuantizeError, BackendError, OSError) as exc:
+        return command_error("quantize-unet", exc)
     print(f"wrote {out}")
     return EXIT_OK

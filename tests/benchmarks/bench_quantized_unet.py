@@ -26,16 +26,7 @@ import numpy as np
 from benchutil import interleaved
 
 ROOT = Path(__file__).resolve().parents[2]
-CALIBRATION_PROMPTS = (
-    "Normal paediatric chest radiograph",
-    "Paediatric chest radiograph: bacterial pneumonia.",
-    "Paediatric AP chest radiograph: viral pneumonia.",
-    "Right lower lobe consolidation",
-    "Paediatric chest radiograph: left upper lobe opacity.",
-    "Normal chest radiograph",
-)
 TEST_REQUESTS = (("Paediatric PA chest radiograph: right middle lobe consolidation.", 7), ("Normal chest", 11))
-VARIANTS = {"conv": ["Conv"], "conv+matmul": ["Conv", "MatMul", "Gemm"]}
 
 
 def _run_unet(ort_session) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
@@ -46,54 +37,6 @@ def _run_unet(ort_session) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.
         return ort_session.run(None, {k: v.astype(np.float32) for k, v in feeds.items()})[0]
 
     return unet
-
-
-def calibration_inputs(pipeline, backend) -> list[dict[str, np.ndarray]]:
-    """The UNet's inputs during 20-step generations of the calibration prompts (120 calls)."""
-    from engine.pipeline import GenerationRequest
-
-    seen: list[dict[str, np.ndarray]] = []
-    unet = backend.unet
-
-    def recording(sample: np.ndarray, timestep: np.ndarray, context: np.ndarray) -> np.ndarray:
-        seen.append({"sample": sample.astype(np.float32), "timestep": timestep.astype(np.float32),
-                     "context": context.astype(np.float32)})  # fmt: skip
-        return unet(sample, timestep, context)
-
-    backend.unet = recording
-    try:
-        for i, prompt in enumerate(CALIBRATION_PROMPTS):
-            pipeline.generate(GenerationRequest(prompt=prompt, seed=100 + i, num_steps=20))
-    finally:
-        backend.unet = unet
-    return seen
-
-
-def quantize(source: Path, out: Path, inputs: list[dict[str, np.ndarray]], ops: list[str]) -> None:
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter(inputs)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
-
-    quantize_static(
-        source, out, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=ops,
-        calibrate_method=CalibrationMethod.MinMax,
-    )  # fmt: skip
-    proto = onnx.load_model(out)
-    proto.ir_version = min(proto.ir_version, 10)  # onnxruntime 1.31 reads at most IR 13
-    onnx.save_model(proto, out)
 
 
 def session(path: Path, threads: int):
@@ -123,16 +66,17 @@ def main() -> None:
     from engine.pack import load_pack
     from engine.pipeline import Pipeline
     from engine.runtime import OrtBackend
+    from training.quantize import OP_SETS, calibration_inputs, quantize_unet_file
 
     pack = load_pack(args.pack)
     backend = OrtBackend(pack, requested="cpu")
     pipeline = Pipeline(pack, backend)
-    inputs = calibration_inputs(pipeline, backend)
+    inputs = calibration_inputs(pack)  # as `cxr-studio quantize-unet` calibrates
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as work:
         paths = {"fp32": args.pack / "unet.onnx"}
-        for name, ops in VARIANTS.items():
+        for name, ops in OP_SETS.items():
             paths[name] = Path(work) / f"unet-{name}.onnx"
-            quantize(args.pack / "unet.onnx", paths[name], inputs, ops)
+            quantize_unet_file(args.pack / "unet.onnx", paths[name], inputs, ops)
         sizes = {name: path.stat().st_size / 1e6 for name, path in paths.items()}
         sessions = {name: session(path, args.threads) for name, path in paths.items()}
     print(f"pack {args.pack}, {len(inputs)} calibration calls, {args.threads} threads")
@@ -147,7 +91,7 @@ def main() -> None:
     engine_unet = backend.unet
     for prompt, seed in TEST_REQUESTS:
         reference = final_image(pipeline, prompt, seed)
-        for name in VARIANTS:
+        for name in OP_SETS:
             backend.unet = _run_unet(sessions[name])
             image = final_image(pipeline, prompt, seed)
             backend.unet = engine_unet
