@@ -359,8 +359,13 @@ def main() -> None:
         import onnxruntime
 
         print(f"onnxruntime {onnxruntime.__version__}: providers {onnxruntime.get_available_providers()}")
+        if cuda and hasattr(onnxruntime, "preload_dlls"):
+            # CUDA 13 and cuDNN 9 from the nvidia-* wheels torch came with (torch loads cuDNN lazily)
+            onnxruntime.preload_dlls()
     except ImportError:
         print("onnxruntime: not installed")
+    except Exception as exc:  # the ORT variants then say what is missing
+        print(f"onnxruntime: CUDA libraries not preloaded: {exc}")
 
     work = Path(tempfile.mkdtemp(prefix="cxr-bench-gpu-"))
     figures: dict[str, dict] = {"machine": machine, "torch": torch.__version__, "configs": {}}
