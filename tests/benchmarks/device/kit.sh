@@ -3,7 +3,7 @@
 # device time spent:
 #   bash tests/benchmarks/device/kit.sh prepare   wheels and the split onnxruntime-gpu into .device/
 #   bash tests/benchmarks/device/kit.sh aside     move the weights, evaluation records and screenshots
-#                                                 (72 of the tree's 73 MB) into .device/aside: the tree
+#                                                 (almost all of the tracked bytes) into .device/aside: the tree
 #                                                 must travel in 64 MiB with a carried part
 #   bash tests/benchmarks/device/kit.sh restore   move them back (always, after the device calls)
 #   bash tests/benchmarks/device/kit.sh size      what would travel, in MiB
