@@ -72,7 +72,7 @@ case "${1:-}" in
         echo "tree $(tree_mib) MiB; limit 64 MiB for the tree and the carried paths together"
         ;;
     *)
-        sed -n '2,8p' "$0" >&2
+        sed -n '2,9p' "$0" >&2
         exit 2
         ;;
 esac
