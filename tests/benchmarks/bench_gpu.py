@@ -256,7 +256,7 @@ def run_config(label: str, checkpoint: Path, work: Path, args: argparse.Namespac
     from training.export_onnx import export_pack
 
     packs = {"fp32": export_pack(checkpoint, work / f"pack-{label}-fp32")}
-    if cuda:
+    if cuda and (not args.only or "engine-ort-fp16" in args.only):  # an fp16 export takes a while
         packs["fp16"] = export_pack(checkpoint, work / f"pack-{label}-fp16", fp16=True)
     counts = count_generation_kernels(checkpoint, packs["fp32"], args.steps, cuda)
     costs = launch_cost_s(cuda)
