@@ -59,12 +59,17 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def folder_in_use(out: Path) -> bool:
+    """True when ``out`` cannot take a new folder: it is a file, or a folder with something in it."""
+    return out.exists() and (not out.is_dir() or any(out.iterdir()))
+
+
 @contextlib.contextmanager
 def staged_folder(out: Path) -> Iterator[Path]:
     """Build a folder under a temporary name beside ``out``; rename it to ``out`` when the block ends
-    without an error, else remove it. ``out`` must be absent or an empty folder (callers check first,
-    with their own message). The folder gets mode 0o777 and its files 0o666, less the umask, like any
-    folder the user makes (mkdtemp alone would make it private)."""
+    without an error, else remove it. ``out`` must be absent or an empty folder (callers check
+    :func:`folder_in_use` first, with their own message). The folder gets mode 0o777 and its files
+    0o666, less the umask, like any folder the user makes (mkdtemp alone would make it private)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:

@@ -142,11 +142,12 @@ def run_quantize_unet(args: argparse.Namespace) -> int:
     """0 when the pack is written, 2 with a one-line error when it cannot be."""
     from engine.pack import PackError
     from engine.runtime import BackendError
+    from training.export_onnx import ExportError
     from training.quantize import QuantizeError, quantize_pack_unet
 
     try:
         out = quantize_pack_unet(args.pack, args.out, ops=args.ops, model_id=args.model_id)
-    except (PackError, QuantizeError, BackendError, OSError) as exc:
+    except (PackError, QuantizeError, ExportError, BackendError, OSError) as exc:
         return command_error("quantize-unet", exc)
     print(f"wrote {out}")
     return EXIT_OK

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from onnx import TensorProto
 from torch import nn
 
-from engine.fileio import staged_folder
+from engine.fileio import folder_in_use, staged_folder
 from engine.pack import (
     DefaultsConfig,
     ImageConfig,
@@ -389,7 +389,7 @@ def _encoder_name(model: LatentDiffusionModel) -> str:
 
 
 def _prepare_out_dir(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if folder_in_use(out):
         raise ExportError(f"{out}: already exists and is not an empty folder; choose a new folder for the pack")
 
 

@@ -22,7 +22,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from engine.fileio import staged_folder
+from engine.fileio import folder_in_use, staged_folder
 from engine.pack import PackError, PackManifest, load_pack
 from training.checkpoint import CheckpointError, build_model, save_checkpoint
 from training.models.config import ConfigError, ModelConfig
@@ -146,7 +146,7 @@ def checkpoint_from_pack(pack_dir: str | os.PathLike[str], out_dir: str | os.Pat
         raise PackError(f"{pack.root}: precision {pack.manifest.precision}: only fp32 packs can be trained further")
     config = pack_config(pack.manifest, base)
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if folder_in_use(out):
         raise CheckpointError(f"{out}: exists and is not an empty folder")
     model = build_model(config)
     for part, (files, prefix) in PARTS.items():

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.fileio import staged_folder
+from engine.fileio import folder_in_use, staged_folder
 from engine.pack import ModelPack, load_pack, write_manifest
 
 CALIBRATION_PROMPTS = (
@@ -39,7 +39,6 @@ CALIBRATION_PROMPTS = (
 CALIBRATION_STEPS = 20
 CALIBRATION_SEED = 100
 OP_SETS = {"conv": ("Conv",), "conv+matmul": ("Conv", "MatMul", "Gemm")}
-MAX_IR_VERSION = 10  # as training.export_onnx: onnxruntime 1.31 reads at most IR 13
 
 
 class QuantizeError(RuntimeError):
@@ -102,6 +101,8 @@ def quantize_unet_file(source: Path, out: Path, inputs: list[dict[str, np.ndarra
             proto = onnx.load_model(staged)
     finally:
         logging.getLogger().removeFilter(advice)
+    from training.export_onnx import MAX_IR_VERSION  # imported here: it imports torch
+
     proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
     onnx.save_model(proto, out)
 
@@ -135,13 +136,16 @@ def quantize_pack_unet(
     """A verified copy of the pack at ``out_dir`` (new or empty) with a static int8 UNet; returns it.
 
     QuantizeError for an fp16 pack, a UNet that is already quantised, unknown ``ops`` or an output
-    folder in use; PackError for a damaged source. Either way nothing is left at ``out_dir``.
+    folder in use; PackError for a damaged source; ExportError when the quantised UNet fails the
+    exporter's verification. Either way nothing is left at ``out_dir``.
     """
+    from training.export_onnx import check_graph  # imported here: it imports torch
+
     if ops not in OP_SETS:
         raise QuantizeError(f"--ops must be one of {', '.join(OP_SETS)}, not {ops!r}")
     pack = load_pack(pack_dir)
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if folder_in_use(out):
         raise QuantizeError(f"{out}: already exists and is not an empty folder; choose a new folder")
     if pack.manifest.precision != "fp32":
         raise QuantizeError(f"{pack.root}: an {pack.manifest.precision} pack; int8 quantisation needs an fp32 pack")
@@ -153,7 +157,8 @@ def quantize_pack_unet(
             if name != "unet.onnx":
                 shutil.copyfile(pack.path(name), tmp / name)
         quantize_unet_file(pack.path("unet.onnx"), tmp / "unet.onnx", inputs, OP_SETS[ops])
-        _check_unet(tmp / "unet.onnx", inputs[len(inputs) // 2])
+        feeds = inputs[len(inputs) // 2]  # a real guided call
+        check_graph(tmp / "unet.onnx", feeds, feeds["sample"].shape)
         card = dict(pack.manifest.card)
         card["unet_quantisation"] = (
             f"static int8 (ONNX Runtime QDQ, per-channel int8 weights, uint8 activations, MinMax) of "
@@ -164,23 +169,6 @@ def quantize_pack_unet(
         write_manifest(tmp, manifest)
     load_pack(out)  # the published pack verifies
     return out
-
-
-def _check_unet(path: Path, feeds: dict[str, np.ndarray]) -> None:
-    """``onnx.checker`` and one run on a real calibration input; finite float32 of the sample's shape."""
-    import onnx
-    import onnxruntime as ort
-
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        output = session.run(None, feeds)[0]
-    except Exception as exc:  # checker and ORT raise many types; all mean "this graph is unusable"
-        raise QuantizeError(f"{path.name}: the quantised UNet failed verification: {exc}") from exc
-    if output.dtype != np.float32 or output.shape != feeds["sample"].shape or not np.all(np.isfinite(output)):
-        raise QuantizeError(f"{path.name}: the quantised UNet gives {output.dtype} {output.shape}, not finite float32")
 
 
 __all__ = [

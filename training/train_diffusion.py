@@ -37,6 +37,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from engine import samplers, schedules
+from engine.fileio import folder_in_use
 from engine.pack import atomic_write_text
 from training.checkpoint import (
     CONFIG_FILE,
@@ -481,7 +482,7 @@ def _check_export_target(path: str | None) -> None:
     if path is None:
         return
     out = Path(path)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if folder_in_use(out):
         raise TrainingError(f"--export {path}: already exists and is not an empty folder; choose a new folder")
 
 
