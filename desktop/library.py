@@ -10,10 +10,18 @@ Crash safety
 - An image is written to a temporary file in ``images/``, fsynced and renamed into place
   (``engine.pack.atomic_write_bytes``) *before* its row is inserted in a transaction, so a row
   never points at a half-written file. A crash between the two leaves an orphan image, which
-  :meth:`CaseLibrary.remove_orphans` deletes on the next open.
-- Every change is one SQLite transaction (``with connection:``); a failed write (disk full) rolls
-  back and raises, leaving the previous state intact.
+  :meth:`CaseLibrary.remove_orphans` deletes on a later open.
+- Several processes may share the library (two windows, a script). :meth:`CaseLibrary.add` holds
+  SQLite's write lock (``BEGIN IMMEDIATE``) from before the image is written until its row is
+  committed, and :meth:`CaseLibrary.remove_orphans` takes the same lock before it lists the folder,
+  so it never sees another process's image between its write and its commit. It also leaves files
+  younger than ``orphan_grace_s`` (10 minutes) alone, for folders where file locking is unreliable
+  (network shares) and for processes of versions that wrote without the lock.
+- Every change is one SQLite transaction; a failed write (disk full) rolls back and raises,
+  leaving the previous state intact.
 - Deleting removes the row first (committed), then the file.
+- Every SQLite error (locked, damaged file, read-only folder, full disk) reaches the caller as a
+  :class:`LibraryError` that names the database file and says what to do.
 
 A case can be regenerated exactly: :meth:`Case.request` rebuilds the one-image GenerationRequest
 (seed, steps, guidance, sampler, eta, prompts) and ``model_fingerprint`` says which weights made it.
@@ -21,13 +29,15 @@ A case can be regenerated exactly: :meth:`Case.request` rebuilds the one-image G
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
 import os
 import sqlite3
+import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +53,8 @@ from engine.pipeline import GenerationRequest, GenerationResult
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+DB_NAME = "library.sqlite3"
+ORPHAN_GRACE_S = 600.0  # an image without a row is left alone this long (seconds) after it was written
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -74,6 +86,28 @@ CREATE INDEX IF NOT EXISTS tags_by_tag ON tags(tag);
 
 class LibraryError(RuntimeError):
     """The library could not be read or written; the message says which file and what to do."""
+
+
+# SQLite's primary result codes (sqlite3.h) -> what the user can do about them
+_ADVICE = {
+    5: "another program (a second CXR Studio?) is using it: close that program and try again",  # BUSY
+    6: "another program (a second CXR Studio?) is using it: close that program and try again",  # LOCKED
+    8: "the file or its folder is read-only: make both writable",  # READONLY
+    10: "the disk could not be read or written: check the disk and that it is not full",  # IOERR
+    11: "the file is damaged: quit CXR Studio and move the file aside (a new, empty library is then made)",  # CORRUPT
+    13: "the disk is full: free some disk space",  # FULL
+    14: "the file cannot be opened: check that it and its folder exist and are writable",  # CANTOPEN
+    26: "the file is not a case library (or is damaged): quit CXR Studio and move it aside",  # NOTADB
+}
+
+
+def library_error(db_path: Path, action: str, exc: sqlite3.Error) -> LibraryError:
+    """A LibraryError for a SQLite error: which file, what failed, what to do (from the result code)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    advice = _ADVICE.get(code & 0xFF) if isinstance(code, int) else None
+    if advice is None:
+        advice = "check that the folder is writable and the disk is not full"
+    return LibraryError(f"the case library {db_path} could not be {action}: {exc}; {advice}.")
 
 
 @dataclass(frozen=True)
@@ -149,25 +183,44 @@ def read_png(path: Path) -> np.ndarray:
 class CaseLibrary:
     """SQLite + PNG store of generated cases. One object per thread (SQLite connections are not shared)."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, orphan_grace_s: float = ORPHAN_GRACE_S) -> None:
+        """Open (or make) the library under ``root`` and remove orphan images older than ``orphan_grace_s``."""
         self.root = Path(root) if root is not None else paths.user_data_dir() / "library"
         self.images_dir = self.root / "images"
+        self.db_path = self.root / DB_NAME
+        self.orphan_grace_s = float(orphan_grace_s)
         try:
             self.images_dir.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.root / "library.sqlite3", timeout=10.0)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
-            with self._db:
-                self._db.executescript(_SCHEMA)
-                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:
             raise LibraryError(
-                f"the case library at {self.root} cannot be opened: {exc}. "
-                "Check that the folder is writable and the disk is not full."
+                f"the case library folder {self.images_dir} cannot be made: {exc}; "
+                "check that the folder is writable and the disk is not full."
             ) from exc
-        self.remove_orphans()
+        try:
+            self._db = sqlite3.connect(self.db_path, timeout=10.0)
+        except sqlite3.Error as exc:
+            raise library_error(self.db_path, "opened", exc) from exc
+        try:
+            with self._errors("opened"):
+                self._db.row_factory = sqlite3.Row
+                self._db.execute("PRAGMA foreign_keys = ON")
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = FULL")
+                with self._db:
+                    self._db.executescript(_SCHEMA)
+                    self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self.remove_orphans()
+        except BaseException:
+            self._db.close()
+            raise
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Turn a SQLite error in the block into a LibraryError naming the database file."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise library_error(self.db_path, action, exc) from exc
 
     def close(self) -> None:
         self._db.close()
@@ -181,20 +234,26 @@ class CaseLibrary:
     # 1. adding ------------------------------------------------------------------------------------
 
     def add(self, result: GenerationResult, index: int = 0, *, image: np.ndarray | None = None) -> Case:
-        """Keep image ``index`` of a result: PNG first (atomic), then its row (one transaction)."""
+        """Keep image ``index`` of a result: PNG first (atomic), then its row, both under the write lock."""
         if not 0 <= index < len(result.seeds):
             raise ValueError(f"image index {index} is outside the batch of {len(result.seeds)}")
         pixels = result.to_uint16()[index] if image is None else np.asarray(image)
+        png = encode_png16(pixels)  # before the lock: other processes wait only for the write itself
         request = result.request
         name = f"{uuid.uuid4().hex}.png"
         path = self.images_dir / name
-        try:
-            atomic_write_bytes(path, encode_png16(pixels))
-        except OSError as exc:
-            raise LibraryError(f"{path}: the image could not be saved: {exc}. Free some disk space.") from exc
         created = datetime.now().astimezone().isoformat(timespec="seconds")
+        # 1. take the write lock first: remove_orphans (in any process) waits for it, so it never finds
+        #    this image before its row is committed
+        with self._errors("written"):
+            self._db.execute("BEGIN IMMEDIATE")
         try:
-            with self._db:
+            # 2. the image, then its row, then the commit that releases the lock
+            try:
+                atomic_write_bytes(path, png)
+            except OSError as exc:
+                raise LibraryError(f"{path}: the image could not be saved: {exc}. Free some disk space.") from exc
+            with self._errors("written"):
                 cursor = self._db.execute(
                     "INSERT INTO cases (created, image_file, width, height, prompt, negative_prompt, seed, "
                     "num_steps, guidance_scale, sampler, eta, model_id, model_fingerprint, provider, total_s) "
@@ -206,9 +265,12 @@ class CaseLibrary:
                         result.model_fingerprint, result.provider, result.timings.get("total_s"),
                     ),
                 )  # fmt: skip
-        except sqlite3.Error as exc:
+                self._db.commit()
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.rollback()
             path.unlink(missing_ok=True)
-            raise LibraryError(f"the case could not be recorded in {self.root}: {exc}") from exc
+            raise
         return self.get(int(cursor.lastrowid))
 
     # 2. reading -----------------------------------------------------------------------------------
@@ -239,10 +301,11 @@ class CaseLibrary:
         )
 
     def get(self, case_id: int) -> Case:
-        row = self._db.execute("SELECT * FROM cases WHERE id = ?", (case_id,)).fetchone()
-        if row is None:
-            raise KeyError(f"no case {case_id} in the library")
-        return self._case(row)
+        with self._errors("read"):
+            row = self._db.execute("SELECT * FROM cases WHERE id = ?", (case_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no case {case_id} in the library")
+            return self._case(row)
 
     def search(self, text: str = "", *, tag: str | None = None, limit: int = 500) -> list[Case]:
         """Newest first. ``text`` matches (case-insensitively, every word) prompt, negative prompt,
@@ -260,14 +323,17 @@ class CaseLibrary:
             clauses.append("EXISTS (SELECT 1 FROM tags t WHERE t.case_id = cases.id AND t.tag = ?)")
             params.append(tag)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._db.execute(f"SELECT * FROM cases {where} ORDER BY id DESC LIMIT ?", (*params, limit))
-        return [self._case(row) for row in rows.fetchall()]
+        with self._errors("read"):
+            rows = self._db.execute(f"SELECT * FROM cases {where} ORDER BY id DESC LIMIT ?", (*params, limit))
+            return [self._case(row) for row in rows.fetchall()]
 
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM cases").fetchone()[0])
+        with self._errors("read"):
+            return int(self._db.execute("SELECT COUNT(*) FROM cases").fetchone()[0])
 
     def all_tags(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT DISTINCT tag FROM tags ORDER BY tag")]
+        with self._errors("read"):
+            return [r[0] for r in self._db.execute("SELECT DISTINCT tag FROM tags ORDER BY tag")]
 
     def image(self, case: Case | int) -> np.ndarray:
         """The case's stored pixels, (H, W) uint16."""
@@ -277,7 +343,7 @@ class CaseLibrary:
     # 3. editing -----------------------------------------------------------------------------------
 
     def set_notes(self, case_id: int, notes: str) -> Case:
-        with self._db:
+        with self._errors("written"), self._db:
             if self._db.execute("UPDATE cases SET notes = ? WHERE id = ?", (notes, case_id)).rowcount != 1:
                 raise KeyError(f"no case {case_id} in the library")
         return self.get(case_id)
@@ -287,7 +353,7 @@ class CaseLibrary:
         if any(len(t) > 64 or "," in t for t in clean):
             raise ValueError("a tag is at most 64 characters and has no comma")
         self.get(case_id)
-        with self._db:
+        with self._errors("written"), self._db:
             self._db.execute("DELETE FROM tags WHERE case_id = ?", (case_id,))
             self._db.executemany("INSERT INTO tags (case_id, tag) VALUES (?, ?)", [(case_id, t) for t in clean])
         return self.get(case_id)
@@ -295,19 +361,46 @@ class CaseLibrary:
     def delete(self, case_ids: Sequence[int] | int) -> None:
         ids = [case_ids] if isinstance(case_ids, int) else list(case_ids)
         cases = [self.get(i) for i in ids]
-        with self._db:
+        with self._errors("written"), self._db:
             self._db.executemany("DELETE FROM cases WHERE id = ?", [(i,) for i in ids])
         for case in cases:
             case.image_path.unlink(missing_ok=True)
 
     def remove_orphans(self) -> int:
-        """Delete images no row refers to (left by a crash between writing the file and the row) and temp files."""
-        known = {r[0] for r in self._db.execute("SELECT image_file FROM cases")}
+        """Delete images no row refers to, and temporary files, left by a crash between writing the file
+        and committing its row; returns how many. Runs under the write lock (see :meth:`add`), and keeps
+        files younger than ``orphan_grace_s``. Skipped (0) when another process holds the lock too long."""
+        cutoff = time.time() - self.orphan_grace_s
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF in (5, 6):  # BUSY, LOCKED: tidy on a later open
+                log.warning("case library: orphan images not checked, %s is busy", self.db_path)
+                return 0
+            raise library_error(self.db_path, "opened", exc) from exc
+        except sqlite3.Error as exc:
+            raise library_error(self.db_path, "opened", exc) from exc
         removed = 0
-        for path in self.images_dir.iterdir():
-            if path.name not in known and (path.suffix in (".png", ".tmp")):
-                path.unlink(missing_ok=True)
-                removed += 1
+        try:
+            with self._errors("read"):
+                known = {r[0] for r in self._db.execute("SELECT image_file FROM cases")}
+            for path in self.images_dir.iterdir():
+                if path.name in known or path.suffix not in (".png", ".tmp"):
+                    continue
+                try:
+                    if path.stat().st_mtime > cutoff:
+                        continue  # perhaps another process's image whose row is on its way
+                    path.unlink()
+                    removed += 1
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:  # a read-only folder: leave it, the library still reads
+                    log.warning("case library: orphan %s not removed: %s", path, exc)
+        except OSError as exc:
+            log.warning("case library: %s not checked for orphan images: %s", self.images_dir, exc)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.rollback()  # nothing was written: this only releases the lock
         if removed:
             log.info("case library: removed %d orphan image file(s)", removed)
         return removed

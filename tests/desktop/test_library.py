@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -109,13 +115,18 @@ def test_a_failed_image_write_leaves_no_row(tmp_path: Path, monkeypatch) -> None
         assert len(library) == 0 and list(library.images_dir.iterdir()) == []
 
 
-def test_orphans_of_a_crash_are_removed_on_open(tmp_path: Path) -> None:
+def test_orphans_of_a_crash_are_removed_on_open_once_older_than_the_grace_period(tmp_path: Path) -> None:
     with CaseLibrary(tmp_path / "lib") as library:
         kept = library.add(fake_result())
-        (library.images_dir / "deadbeef.png").write_bytes(b"half written")
-        (library.images_dir / ".x.png.123.tmp").write_bytes(b"temp")
+        old = time.time() - library_module.ORPHAN_GRACE_S - 60
+        for name in ("deadbeef.png", ".x.png.123.tmp"):  # a crash's leftovers, long ago
+            (library.images_dir / name).write_bytes(b"half written")
+            os.utime(library.images_dir / name, (old, old))
+        # perhaps another process's image, written a moment ago, whose row is not committed yet
+        (library.images_dir / "fresh.png").write_bytes(b"on its way")
     with CaseLibrary(tmp_path / "lib") as library:
-        assert sorted(p.name for p in library.images_dir.iterdir()) == [kept.image_path.name]
+        assert sorted(p.name for p in library.images_dir.iterdir()) == sorted([kept.image_path.name, "fresh.png"])
+        assert library.orphan_grace_s == library_module.ORPHAN_GRACE_S == 600
 
 
 def test_teaching_file(tmp_path: Path) -> None:
@@ -141,3 +152,78 @@ def test_unwritable_location_says_what_to_do(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(LibraryError, match="writable"):
         CaseLibrary(blocker / "lib")
+
+
+@contextlib.contextmanager
+def read_only(*folders: Path) -> Iterator[None]:
+    """Folders nobody can write in: mode 0555, or for root (whom modes do not stop) the immutable flag."""
+    if os.geteuid() != 0:
+        for folder in folders:
+            folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            for folder in folders:
+                folder.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", *map(str, folders)], capture_output=True).returncode != 0:
+        pytest.skip("running as root and chattr +i is not allowed here: no way to make a read-only folder")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", *map(str, folders)], check=True)
+
+
+def test_a_read_only_library_folder_is_a_library_error_naming_the_file(tmp_path: Path) -> None:
+    with CaseLibrary(tmp_path / "lib") as library:
+        library.add(fake_result())
+        db_path = library.db_path
+    with read_only(library.root, library.images_dir), pytest.raises(LibraryError) as info:
+        CaseLibrary(tmp_path / "lib")
+    message = str(info.value)
+    assert str(db_path) in message and "writable" in message
+    assert "\n" not in message
+
+
+def test_a_file_that_is_not_a_database_is_a_library_error_naming_the_file(tmp_path: Path) -> None:
+    db_path = tmp_path / "lib" / "library.sqlite3"
+    db_path.parent.mkdir()
+    db_path.write_bytes(b"this is not a database\n" * 200)
+    with pytest.raises(LibraryError, match="not a case library") as info:
+        CaseLibrary(tmp_path / "lib")
+    assert str(db_path) in str(info.value)
+    assert db_path.read_bytes() == b"this is not a database\n" * 200  # left as it was, for the user to move
+
+
+def test_a_damaged_database_is_a_library_error_naming_the_file(tmp_path: Path) -> None:
+    with CaseLibrary(tmp_path / "lib") as library:
+        for seed in range(3):
+            library.add(fake_result(seed=seed))
+        db_path = library.db_path
+    data = bytearray(db_path.read_bytes())
+    data[4096:] = b"\xab" * (len(data) - 4096)  # every page after the header and the schema
+    db_path.write_bytes(bytes(data))
+    with pytest.raises(LibraryError, match="damaged") as info, CaseLibrary(tmp_path / "lib") as library:
+        library.search()
+    assert str(db_path) in str(info.value)
+
+
+def test_reads_and_edits_of_a_damaged_table_raise_library_errors(tmp_path: Path) -> None:
+    """The tags' pages damaged: the library opens (its cases table is sound), then every call that reads
+    tags fails as a LibraryError naming the file, not as a raw sqlite3 error."""
+    with CaseLibrary(tmp_path / "lib") as library:
+        case = library.add(fake_result(seed=1))
+        library.set_tags(case.id, ["teaching"])
+        pages = [r[0] for r in library._db.execute("SELECT rootpage FROM sqlite_master WHERE tbl_name = 'tags'")]
+        db_path = library.db_path
+    with open(db_path, "r+b") as stream:
+        for page in pages:
+            stream.seek((page - 1) * 4096)
+            stream.write(b"\xab" * 4096)
+    with CaseLibrary(tmp_path / "lib") as library:
+        for action in (
+            library.search, library.all_tags, lambda: library.get(case.id), lambda: library.image(case.id),
+            lambda: library.set_tags(case.id, ["a"]), lambda: library.delete(case.id),
+        ):  # fmt: skip
+            with pytest.raises(LibraryError, match=re.escape(f"{db_path} could not be")):
+                action()
