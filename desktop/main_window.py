@@ -47,7 +47,7 @@ from desktop.widgets.library_view import LibraryPanel
 from desktop.widgets.model_manager import ModelManager, list_packs
 from desktop.widgets.prompt import PromptBox
 from desktop.widgets.steps import StepsPanel, export_frames, pillow_available
-from desktop.widgets.viewer import ViewerPanel
+from desktop.widgets.viewer import CasePreview, ViewerPanel
 from desktop.worker import ModelInfo, WorkerHost
 from engine import imaging, paths
 from engine.dicom import (
@@ -77,6 +77,13 @@ class CurrentImage:
     label: str
     case_id: int | None = None
 
+    def caption(self) -> str:
+        """What the export and send dialogs say they will write: case, seed and prompt."""
+        parts = [f"case {self.case_id}"] if self.case_id is not None else ["not in the library"]
+        parts.append(f"seed {self.info.seed}")
+        prompt = self.info.prompt if len(self.info.prompt) <= 80 else self.info.prompt[:79] + "…"
+        return " · ".join(parts) + f"\n{prompt}"
+
 
 class Task(QThread):
     """A short blocking call (a C-ECHO, a send) off the GUI thread; ``done(result)`` or ``errored(message)``."""
@@ -103,6 +110,7 @@ class MainWindow(QMainWindow):
     generation_done = Signal(object)  # GenerationResult, after it is shown and kept in the library
     run_finished = Signal()  # the whole batch ended (finished, cancelled or failed)
     error_shown = Signal(str, str)
+    current_changed = Signal()  # self.current (what exports and sends write) is another image
 
     def __init__(
         self,
@@ -629,7 +637,7 @@ class MainWindow(QMainWindow):
                 log.exception("library add failed")
                 self.show_error("Not kept in the case library", f"The library could not be written: {exc}")
         label = f"seed {result.seeds[0]} · {result.request.sampler} · {result.steps_done} steps"
-        self.current = CurrentImage(image, info, label, case_id)
+        self._set_current(CurrentImage(image, info, label, case_id))
         self.steps.add_frame("final", image)
         if self.steps.following():
             self.viewer.set_image(image, label, keep_window=self._user_window)
@@ -654,6 +662,10 @@ class MainWindow(QMainWindow):
             self._start_next()
         else:
             self._end_run(f"Done: {self._batch_done} image(s) in {time.perf_counter() - self._run_started:.1f} s")
+
+    def _set_current(self, current: CurrentImage) -> None:
+        self.current = current
+        self.current_changed.emit()
 
     def _on_cancelled(self, result: GenerationResult) -> None:
         self._queue.clear()
@@ -696,7 +708,7 @@ class MainWindow(QMainWindow):
         self.sampler_box.setCurrentIndex(self.sampler_box.findData(case.sampler))
         self.batch_spin.setValue(1)
         label = f"case {case.id} · seed {case.seed}"
-        self.current = CurrentImage(pixels, case.image_info(), label, case.id)
+        self._set_current(CurrentImage(pixels, case.image_info(), label, case.id))
         self.steps.clear()
         self.viewer.set_image(pixels, label)
         if self.model_info is not None and case.model_fingerprint != self.model_info.fingerprint:
@@ -802,15 +814,29 @@ class MainWindow(QMainWindow):
     def choose_dicom_export(self) -> None:
         if self._need_image() is None:
             return
-        dialog = DicomExportDialog(self, DicomOptions.from_dict(self.settings.export()))
+        current = self.current
+        dialog = self.dicom_export_dialog()
         if dialog.exec() != DicomExportDialog.DialogCode.Accepted:
             return
         options = dialog.options()
         self.settings.set_export(options.to_dict())
-        name = f"cxr-{self.current.info.seed}.dcm"
+        if self.current is not current:  # a run finished while the dialog was open: not what it showed
+            self.show_error("DICOM not saved", "The image changed while the export dialog was open. Export again.")
+            return
+        name = f"cxr-{current.info.seed}.dcm"
         path, _ = QFileDialog.getSaveFileName(self, "Export DICOM", name, "DICOM (*.dcm)")
         if path:
             self.export_dicom(Path(path), dialog.study_context(), options)
+
+    def dicom_export_dialog(self) -> DicomExportDialog:
+        """The export dialog, with a thumbnail and the case and seed of the image it will write on top."""
+        dialog = DicomExportDialog(self, DicomOptions.from_dict(self.settings.export()))
+        preview = CasePreview(dialog)
+        if self.current is not None:
+            preview.set_image(self.current.pixels, self.current.caption())
+        dialog.layout().insertWidget(0, preview)
+        dialog.case_preview = preview
+        return dialog
 
     def current_dataset(self, study: StudyContext | None = None, options: DicomOptions | None = None):
         """The current image as a synthetic DICOM dataset (export options from the settings by default);

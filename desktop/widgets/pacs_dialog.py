@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
+from desktop.widgets.viewer import CasePreview
 from engine import pacs
 from engine.dicom import write_dicom
 
@@ -52,6 +53,10 @@ class PacsDialog(QDialog):
         self.backoff_s = 1.0
         self.outbox = pacs.Outbox()
         self.nodes: dict[str, dict] = {n["name"]: n for n in window.settings.pacs_nodes() if n.get("name")}
+
+        self.preview = CasePreview(self)  # what "Send current image" sends
+        window.current_changed.connect(self.refresh_preview)
+        self.refresh_preview()
 
         self.node_box = QComboBox()
         self.node_box.currentIndexChanged.connect(self._node_chosen)
@@ -98,6 +103,7 @@ class PacsDialog(QDialog):
         close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         close.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.preview)
         layout.addLayout(form)
         layout.addLayout(row1)
         layout.addLayout(row2)
@@ -107,6 +113,13 @@ class PacsDialog(QDialog):
         self._progress.connect(self._on_progress)
         self._fill_nodes()
         self._set_busy(False)
+
+    def refresh_preview(self) -> None:
+        current = self.window_.current
+        if current is None:
+            self.preview.set_image(None, "")
+        else:
+            self.preview.set_image(current.pixels, current.caption())
 
     # nodes -------------------------------------------------------------------------------------
 

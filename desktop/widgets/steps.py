@@ -163,8 +163,12 @@ class StepsPanel(QWidget):
     def clear(self) -> None:
         self.set_playing(False)
         self._frames = []
-        self._follow = True
+        # Emptying the strip moves its current row, and _strip_clicked would take that for the user
+        # picking a frame (it turned following off, so every second run's viewer kept the old image).
+        self.filmstrip.blockSignals(True)
         self.filmstrip.clear()
+        self.filmstrip.blockSignals(False)
+        self._follow = True
         self.slider.blockSignals(True)
         self.slider.setRange(0, 0)
         self.slider.blockSignals(False)
@@ -259,14 +263,9 @@ class StepsPanel(QWidget):
 
 
 def _thumbnail(pixels: np.ndarray) -> QIcon:
-    from desktop.widgets.viewer import to_qimage
+    from desktop.widgets.viewer import thumbnail_pixels, to_qimage
 
-    small = pixels
-    step = max(1, max(pixels.shape) // (THUMB * 2))
-    if step > 1:
-        small = pixels[::step, ::step]
-    window = imaging.window_presets(small, ["DEFAULT"])[0]
-    image = to_qimage(imaging.apply_window(small, window.window_center, window.window_width))
+    image = to_qimage(thumbnail_pixels(pixels, THUMB))
     return QIcon(
         QPixmap.fromImage(image).scaled(
             THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation

@@ -28,6 +28,7 @@ from PySide6.QtGui import (
     QPainter,
     QPaintEvent,
     QPen,
+    QPixmap,
     QResizeEvent,
     QWheelEvent,
 )
@@ -74,6 +75,17 @@ def to_qimage(display: np.ndarray) -> QImage:
     display = np.ascontiguousarray(display, dtype=np.uint8)
     height, width = display.shape
     return QImage(display.data, width, height, display.strides[0], QImage.Format.Format_Grayscale8).copy()
+
+
+def thumbnail_pixels(pixels: np.ndarray, size: int = 96) -> np.ndarray:
+    """Stored pixels (H, W) uint16 -> a uint8 thumbnail at most about ``2 * size`` pixels a side, in its
+    DEFAULT window: what the step strip and the export and send dialogs draw (scaled to ``size``)."""
+    small = np.asarray(pixels)
+    step = max(1, max(small.shape) // (size * 2))
+    if step > 1:
+        small = small[::step, ::step]
+    window = imaging.window_presets(small, ["DEFAULT"])[0]
+    return imaging.apply_window(small, window.window_center, window.window_width)
 
 
 class ImageView(QWidget):
@@ -452,6 +464,52 @@ class HistogramView(QWidget):
                 x = value * scale
                 painter.drawLine(QPointF(x, 0), QPointF(x, self.height()))
         painter.end()
+
+
+class CasePreview(QWidget):
+    """A thumbnail and a caption ("case 12 · seed 123 · …") of the image an export or a send will write,
+    so that what leaves the application can be checked against what is on screen."""
+
+    SIZE = 96
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._thumbnail: np.ndarray | None = None
+        self.image_label = QLabel()
+        self.image_label.setFixedSize(self.SIZE, self.SIZE)
+        self.image_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.image_label.setStyleSheet("background: black")
+        self.caption = QLabel()
+        self.caption.setWordWrap(True)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.image_label)
+        layout.addWidget(self.caption, 1)
+        self.set_image(None, "")
+
+    def set_image(self, pixels: np.ndarray | None, caption: str) -> None:
+        """Stored pixels (H, W) uint16, or None for "no image"."""
+        if pixels is None:
+            self._thumbnail = None
+            self.image_label.clear()
+            self.image_label.setText("no image")
+            self.caption.setText(caption or "No image: generate one or open a case from the library.")
+            return
+        self._thumbnail = thumbnail_pixels(pixels, self.SIZE)
+        pixmap = QPixmap.fromImage(to_qimage(self._thumbnail))
+        self.image_label.setPixmap(
+            pixmap.scaled(
+                self.SIZE, self.SIZE, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+            )
+        )
+        self.caption.setText(caption)
+
+    def thumbnail(self) -> np.ndarray | None:
+        """The uint8 thumbnail drawn (before scaling to the label)."""
+        return self._thumbnail
+
+    def text(self) -> str:
+        return self.caption.text()
 
 
 class ViewerPanel(QWidget):

@@ -1,0 +1,103 @@
+"""What you see is what you send: after every one of several Generate presses in a row, the viewer, the
+case library's PNG, an exported DICOM file and what a C-STORE delivers to a real storescp are one image,
+and the export and send dialogs show a thumbnail and the seed of that image (issue 17, item 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from desktop.main_window import MainWindow
+from desktop.settings import Settings
+from desktop.widgets.dialogs import DicomOptions
+from desktop.widgets.viewer import thumbnail_pixels
+from engine.dicom import stored_pixels
+
+RUN_MS = 60_000
+RUNS = 4  # the stale viewer showed on every second run
+
+
+@pytest.fixture
+def window(qtbot, settings, tiny_pack_dir: Path):
+    window = MainWindow(model=tiny_pack_dir, settings=Settings(settings))
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.model_info is not None or bool(window.errors), timeout=RUN_MS)
+    assert not window.errors, window.errors
+    window.steps_spin.setValue(4)
+    window.seed_lock.setChecked(False)  # a new random seed each time, as a user leaves it
+    window.prompt_box.set_text("Right lower lobe consolidation")
+    yield window
+    window.close()
+    assert not window.host.thread.isRunning()
+
+
+def generate(qtbot, window: MainWindow) -> np.ndarray:
+    with qtbot.waitSignal(window.generation_done, timeout=RUN_MS) as done:
+        assert window.generate()
+    qtbot.waitUntil(lambda: not window.is_running(), timeout=RUN_MS)
+    return done.args[0].to_uint16()[0]
+
+
+def test_consecutive_generations_show_export_and_keep_the_same_image(qtbot, window: MainWindow, tmp_path) -> None:
+    seen = []
+    for run in range(RUNS):
+        image = generate(qtbot, window)
+        seed = int(window.seed_edit.text())
+        # 1. the viewer shows the new image, and the step strip is on its final frame
+        assert window.steps.current_frame().label == "final", f"run {run + 1}: {window.steps.position_label.text()}"
+        assert window.steps.following(), f"run {run + 1}"
+        np.testing.assert_array_equal(window.viewer.view.source, image, err_msg=f"run {run + 1}: stale viewer")
+        assert window.viewer.view.label.startswith(f"seed {seed} ")
+        # 2. the case library keeps that image, under that seed, and selects it
+        case = window.library.get(window.current.case_id)
+        assert case.seed == seed and window.library_panel.selected_ids() == [case.id]
+        np.testing.assert_array_equal(window.library.image(case), image)
+        # 3. an exported DICOM holds it
+        path = window.export_dicom(tmp_path / f"run{run}.dcm", options=DicomOptions(bits_stored=16))
+        ds = pydicom.dcmread(path)
+        np.testing.assert_array_equal(ds.pixel_array, image, err_msg=f"run {run + 1}: DICOM is another image")
+        assert f"seed {seed}," in ds.ImageComments
+        seen.append(image)
+    assert len({a.tobytes() for a in seen}) == RUNS  # each run made a different image
+
+
+def test_what_a_send_delivers_is_the_image_on_screen(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    pytest.importorskip("pynetdicom")
+    from tests.pacs_servers import storescp
+
+    with storescp(tmp_path / "scp", unique_filenames=True) as scp:
+        for run in range(3):
+            generate(qtbot, window)
+            on_screen = window.viewer.view.source.copy()
+            window.open_pacs_dialog()
+            dialog = window.pacs_dialog
+            dialog.name_edit.setText("test scp")
+            dialog.host_edit.setText("127.0.0.1")
+            dialog.port_spin.setValue(scp.port)
+            dialog.called_edit.setText(scp.aet)
+            # the dialog shows what it will send: a thumbnail of the image on screen and its seed
+            assert f"seed {window.seed_edit.text()}" in dialog.preview.text()
+            np.testing.assert_array_equal(dialog.preview.thumbnail(), thumbnail_pixels(on_screen))
+            with qtbot.waitSignal(dialog.send_done, timeout=RUN_MS) as sent:
+                dialog.send_button.click()
+            assert sent.args[0].ok, sent.args[0].summary()
+            qtbot.waitUntil(lambda n=run + 1: len(scp.files()) == n, timeout=10_000)
+            newest = max(scp.files(), key=lambda p: p.stat().st_mtime_ns)
+            ds = pydicom.dcmread(newest)
+            bits = int(ds.BitsStored)
+            np.testing.assert_array_equal(ds.pixel_array, stored_pixels(on_screen, bits), err_msg=f"send {run + 1}")
+            dialog.close()
+
+
+def test_the_dicom_export_dialog_shows_the_image_it_will_write(qtbot, window: MainWindow) -> None:
+    for _run in range(2):
+        image = generate(qtbot, window)
+        dialog = window.dicom_export_dialog()
+        assert f"seed {window.seed_edit.text()}" in dialog.case_preview.text()
+        assert f"case {window.current.case_id}" in dialog.case_preview.text()
+        np.testing.assert_array_equal(dialog.case_preview.thumbnail(), thumbnail_pixels(image))
+        dialog.close()
