@@ -41,6 +41,7 @@ class LibraryPanel(QWidget):
         super().__init__(parent)
         self.library = library
         self.confirm_delete: Callable[[int], bool] = self._ask_delete  # tests replace it
+        self._read_error = ""  # the last read failure reported, so a refresh does not repeat its dialog
         self._icons: dict[int, QIcon] = {}
         self.search_edit = QLineEdit()
         self.search_edit.setPlaceholderText("Search prompts, notes, tags, seed…")
@@ -115,14 +116,23 @@ class LibraryPanel(QWidget):
             return
         selected = set(self.selected_ids())
         tag = self.tag_box.currentText()
-        tags = self.library.all_tags()
+        try:
+            tags = self.library.all_tags()
+            chosen = tag if tag in tags else ALL_TAGS
+            cases = self.library.search(self.search_edit.text(), tag=None if chosen == ALL_TAGS else chosen)
+        except LibraryError as exc:  # a damaged or locked file: say so here, and once in a dialog
+            self.list.clear()
+            self.details.setText(f"The case library cannot be read: {_e(str(exc))}")
+            if str(exc) != self._read_error:
+                self._read_error = str(exc)
+                self.error.emit("Case library unreadable", str(exc))
+            return
+        self._read_error = ""
         self.tag_box.blockSignals(True)
         self.tag_box.clear()
         self.tag_box.addItems([ALL_TAGS, *tags])
         self.tag_box.setCurrentIndex(max(0, self.tag_box.findText(tag)))
         self.tag_box.blockSignals(False)
-        chosen = self.tag_box.currentText()
-        cases = self.library.search(self.search_edit.text(), tag=None if chosen == ALL_TAGS else chosen)
         self.list.blockSignals(True)
         self.list.clear()
         for case in cases:
@@ -172,7 +182,7 @@ class LibraryPanel(QWidget):
             return None
         try:
             return self.library.get(ids[0])
-        except KeyError:
+        except (KeyError, LibraryError):  # deleted by another window, or unreadable (refresh says so)
             return None
 
     # details -----------------------------------------------------------------------------------
@@ -209,11 +219,8 @@ class LibraryPanel(QWidget):
         try:
             self.library.set_tags(case.id, self.tags_edit.text().split(","))
             self.library.set_notes(case.id, self.notes_edit.toPlainText())
-        except (ValueError, LibraryError) as exc:
+        except (ValueError, LibraryError) as exc:  # the library's SQLite errors arrive as LibraryError
             self.error.emit("Tags and notes not saved", f"{exc}")
-            return
-        except Exception as exc:  # sqlite3 errors (disk full, locked)
-            self.error.emit("Tags and notes not saved", f"The library could not be written: {exc}")
             return
         self.refresh()
         self.select(case.id)
@@ -224,8 +231,8 @@ class LibraryPanel(QWidget):
             return
         try:
             self.library.delete(ids)
-        except Exception as exc:
-            self.error.emit("Cases not deleted", f"The library could not be written: {exc}")
+        except (KeyError, LibraryError) as exc:
+            self.error.emit("Cases not deleted", f"{exc}")
         for case_id in ids:
             self._icons.pop(case_id, None)
         self.refresh()
