@@ -12,8 +12,13 @@ records, read each image with its text and findings, and put it beside a generat
 - Images are stored pixels: 8- and 16-bit PNG / JPEG through OpenCV, DICOM through engine.dicom.
 - The record's image is shown in an ImageView marked REAL (a dataset image must not carry the viewer's
   SYNTHETIC mark). "Compare" puts a generated image (the main window's current one, or one generated from
-  the record's text with the main window's settings) in a second ImageView beside it; the two share one
-  window/level, the display options, and zoom/pan (scaled, so images of different sizes stay aligned).
+  the record's text with the main window's settings) in a second ImageView beside it; the two share the
+  display options and zoom/pan (scaled, so images of different sizes stay aligned), and their
+  window/level is linked in units of each image's own DEFAULT window (see :func:`linked_window`): a real
+  8-bit JPEG and a synthetic 16-bit image have different ranges, so one window in stored-pixel units
+  would wash one of them out. Reset W/L (or R) gives each image its own default back; a preset gives
+  each image its own window of that name.
+- Close: the Close button, Esc, or the platform's Close shortcut (Ctrl+W / Cmd+W).
 """
 
 from __future__ import annotations
@@ -43,7 +48,18 @@ from PySide6.QtCore import (
     QTimer,
     Signal,
 )
-from PySide6.QtGui import QCloseEvent, QColor, QFont, QImage, QPainter, QPen, QPixmap, QShowEvent
+from PySide6.QtGui import (
+    QCloseEvent,
+    QColor,
+    QFont,
+    QImage,
+    QKeySequence,
+    QPainter,
+    QPen,
+    QPixmap,
+    QShortcut,
+    QShowEvent,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -557,6 +573,23 @@ class RecordTableModel(QAbstractTableModel):
 # 5. viewers ----------------------------------------------------------------------------------------------
 
 
+def linked_window(
+    source_default: tuple[float, float], target_default: tuple[float, float], window_center: float, window_width: float
+) -> tuple[float, float]:
+    """The target's (centre, width) for a source window, both in units of each image's own default window.
+
+    The source window's centre offset from the source's default centre and its width, each as a fraction of
+    the source's default width, are applied to the target's default. So the source's default maps to the
+    target's default exactly, and "half the width, a tenth of a width brighter" means the same on both
+    images whatever their stored-pixel ranges (an 8-bit JPEG widened to 16 bits beside a synthetic image).
+    """
+    source_center, source_width = source_default
+    target_center, target_width = target_default
+    offset = (window_center - source_center) / source_width
+    scale = window_width / source_width
+    return target_center + offset * target_width, scale * target_width
+
+
 class MarkedImageView(ImageView):
     """The viewer with another corner mark: a dataset image is real and must not say SYNTHETIC."""
 
@@ -662,6 +695,9 @@ class DatasetExplorer(QMainWindow):
         self.problems_button = QPushButton("Problems…")
         self.problems_button.setToolTip("Every bad manifest line and every missing or unreadable image")
         self.problems_button.clicked.connect(self.show_problems)
+        self.close_button = QPushButton("Close")
+        self.close_button.setToolTip("Close the dataset explorer (Esc)")
+        self.close_button.clicked.connect(self.close)
 
         self.table = QTableView()
         self.table.setModel(self.model)
@@ -702,6 +738,7 @@ class DatasetExplorer(QMainWindow):
         bottom.addWidget(self.count_label)
         bottom.addWidget(self.problems_label, 1)
         bottom.addWidget(self.problems_button)
+        bottom.addWidget(self.close_button)
         browse = QWidget()
         browse_layout = QVBoxLayout(browse)
         browse_layout.setContentsMargins(4, 4, 4, 4)
@@ -714,10 +751,11 @@ class DatasetExplorer(QMainWindow):
         self.real_view = MarkedImageView("REAL", REAL_MARK_COLOR)
         self.generated_view = ImageView()
         self.generated_view.hide()
-        self.preset_box = _combo("Window presets computed from the dataset image (shared by both sides)")
+        self.preset_box = _combo("Window presets: each image gets its own window of that name, from its pixels")
         self.preset_box.activated.connect(self._preset_chosen)
         self.reset_button = QPushButton("Reset W/L")
-        self.reset_button.clicked.connect(self.real_view.reset_window)
+        self.reset_button.setToolTip("Each image back to its own default window (R)")
+        self.reset_button.clicked.connect(self.reset_window)
         self.fit_button = QPushButton("Fit")
         self.fit_button.clicked.connect(self.fit)
         self.invert_box = QCheckBox("Invert")
@@ -793,12 +831,20 @@ class DatasetExplorer(QMainWindow):
         splitter.setStretchFactor(1, 3)
         self.setCentralWidget(splitter)
 
-        # 3. linking the two viewers: one window/level, one zoom/pan
-        self.real_view.window_changed.connect(lambda c, w: self._link_window(self.generated_view, c, w))
-        self.generated_view.window_changed.connect(lambda c, w: self._link_window(self.real_view, c, w))
+        # 3. linking the two viewers: window/level in each image's own units, one zoom/pan
+        self.real_view.window_changed.connect(lambda _c, _w: self._link_window(self.real_view, self.generated_view))
+        self.generated_view.window_changed.connect(
+            lambda _c, _w: self._link_window(self.generated_view, self.real_view)
+        )
         self.real_view.view_changed.connect(lambda _z: self._link_view(self.real_view, self.generated_view))
         self.generated_view.view_changed.connect(lambda _z: self._link_view(self.generated_view, self.real_view))
         self._update_compare_buttons()
+
+        # 4. closing: Esc and the platform's Close shortcut (Ctrl+W), as the Close button
+        for keys in (QKeySequence(Qt.Key.Key_Escape), QKeySequence(QKeySequence.StandardKey.Close)):
+            shortcut = QShortcut(keys, self)
+            shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+            shortcut.activated.connect(self.close)
 
     # opening ----------------------------------------------------------------------------------------
 
@@ -1035,7 +1081,7 @@ class DatasetExplorer(QMainWindow):
         else:
             self.image_message.hide()
             self.real_view.set_image(pixels, path.name)  # view, label and the rest are in the facts below
-            self._link_window(self.generated_view, *self.real_view.window())
+            self._link_window(self.real_view, self.generated_view)
         self._refresh_presets()
         # 2. text, facts and findings
         self.text_view.setPlainText(record.text)
@@ -1076,9 +1122,28 @@ class DatasetExplorer(QMainWindow):
         self.preset_box.setEnabled(self.real_view.has_image())
 
     def _preset_chosen(self, index: int) -> None:
+        """Each image to its own window of that name (a LUNG window is a range of its own pixels)."""
         name = self.preset_box.itemData(index)
         if name:
             self.real_view.apply_preset(name)
+            self._each_own_window(name)
+
+    def reset_window(self) -> None:
+        """Each image back to its own DEFAULT window."""
+        self.real_view.reset_window()
+        self._each_own_window("DEFAULT")
+
+    def _each_own_window(self, name: str) -> None:
+        """The generated side to its own preset ``name``, without moving the real side (already set)."""
+        if self._linking or not self.generated_view.has_image():
+            return
+        self._linking = True
+        try:
+            self.generated_view.apply_preset(name)
+        except KeyError:
+            pass
+        finally:
+            self._linking = False
 
     def _options_changed(self, *_args: object) -> None:
         options = replace(
@@ -1151,8 +1216,7 @@ class DatasetExplorer(QMainWindow):
             self.generated_view.show()
             half = max(1, self.views.width() // 2)
             self.views.setSizes([half, half])  # side by side, the same size
-        if self.real_view.has_image():
-            self._link_window(self.generated_view, *self.real_view.window())
+        self._link_window(self.real_view, self.generated_view)
         QTimer.singleShot(0, self, self.fit)  # after the splitter has laid the two views out
         self.fit()
         self._update_compare_buttons()
@@ -1162,11 +1226,20 @@ class DatasetExplorer(QMainWindow):
         self.real_view.fit()
         self._update_compare_buttons()
 
-    def _link_window(self, target: ImageView, window_center: float, window_width: float) -> None:
-        if not self._linking and target.has_image() and target.window() != (window_center, window_width):
+    def _link_window(self, source: ImageView, target: ImageView) -> None:
+        """The source's window onto the target, in units of each image's own default (:func:`linked_window`)."""
+        if self._linking or not source.has_image() or not target.has_image():
+            return
+        source_default, target_default = source.presets()[0], target.presets()[0]
+        window = linked_window(
+            (source_default.window_center, source_default.window_width),
+            (target_default.window_center, target_default.window_width),
+            *source.window(),
+        )
+        if target.window() != window:
             self._linking = True
             try:
-                target.set_window(window_center, window_width, emit=False)
+                target.set_window(*window, emit=False)
             finally:
                 self._linking = False
 

@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
-from PySide6.QtGui import QWheelEvent
+from PySide6.QtGui import QKeySequence, QWheelEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
@@ -25,9 +25,11 @@ from desktop.widgets.dataset_explorer import (
     DatasetExplorer,
     ImageReadError,
     RecordFilter,
+    linked_window,
     load_manifest,
     read_record_image,
 )
+from desktop.widgets.viewer import ImageView
 from engine import imaging
 from engine.findings import FINDINGS
 from engine.manifest import ManifestRecord
@@ -352,23 +354,29 @@ def test_compare_shows_real_and_generated_with_linked_window_level(
     real, generated = explorer.real_view, explorer.generated_view
     np.testing.assert_array_equal(generated.source, window.current.pixels)
     assert generated.source.shape == (32, 32) and real.source.shape == (224, 224)
-    assert generated.window() == real.window()
+    assert real.window() == default_window(real) and generated.window() == default_window(generated)
+
+    def linked() -> tuple[float, float]:
+        """The generated side's window for the real side's, in each image's own units."""
+        return linked_window(default_window(real), default_window(generated), *real.window())
+
     assert real.mark.startswith("REAL") and not hasattr(generated, "mark")  # the generated side says SYNTHETIC
 
-    # 4. window/level is one for both sides, whichever side is dragged or a preset is chosen
+    # 4. window/level is linked (in each image's own units), whichever side is dragged or a preset is chosen
     qtbot.waitUntil(lambda: generated.width() > 100, timeout=5_000)
     before = real.window()
     middle = QPoint(real.width() // 2, real.height() // 2)
     drag(real, middle, middle + QPoint(60, 40))
-    assert real.window() != before and generated.window() == real.window()
+    assert real.window() != before and generated.window() == pytest.approx(linked())
     middle = QPoint(generated.width() // 2, generated.height() // 2)
     drag(generated, middle, middle + QPoint(-30, -50))
-    assert generated.window() == real.window()
-    assert f"W {real.window()[1]:.0f}" in generated.overlay_lines()[0]
+    assert generated.window() == pytest.approx(linked())
+    assert f"W {generated.window()[1]:.0f}" in generated.overlay_lines()[0]
     explorer.preset_box.setCurrentIndex(explorer.preset_box.findData("LUNG"))
     explorer.preset_box.activated.emit(explorer.preset_box.currentIndex())
-    lung = next(p for p in real.presets() if p.name == "LUNG")
-    assert real.window() == generated.window() == (lung.window_center, lung.window_width)
+    for view in (real, generated):
+        lung = next(p for p in view.presets() if p.name == "LUNG")
+        assert view.window() == (lung.window_center, lung.window_width)
 
     # 5. invert and zoom follow too (zoom scaled by the widths, so both images stay the same size on screen)
     plain = generated.displayed_pixels().copy()
@@ -389,9 +397,9 @@ def test_compare_shows_real_and_generated_with_linked_window_level(
     with qtbot.waitSignal(window.generation_done, timeout=RUN_MS) as done:
         QTest.mouseClick(explorer.generate_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not window.is_running(), timeout=RUN_MS)
-    assert done.args[0].request.prompt == record.text == window.prompt_box.text()
+    assert done.args[0].request.prompt == record.text
     np.testing.assert_array_equal(generated.source, done.args[0].to_uint16()[0])
-    assert generated.window() == real.window()
+    assert generated.window() == pytest.approx(linked())
     # a generation the explorer did not ask for leaves its comparison alone
     shown = generated.source.copy()
     window.seed_edit.setText("4")
@@ -404,6 +412,111 @@ def test_compare_shows_real_and_generated_with_linked_window_level(
     assert not explorer.comparing()
     window.close()
     assert not explorer.isVisible() and explorer.model._pool.activeThreadCount() == 0
+
+
+# 4b. linked window/level between images of different ranges, and closing ------------------------------
+
+
+def bright_synthetic(size: int = 64) -> np.ndarray:
+    """A generated-looking image whose pixels sit high in the 16-bit range (52,000..64,000), where a
+    window taken from an 8-bit JPEG widened to 16 bits puts everything at white."""
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(52_000, 62_000, size)[None, :] + np.linspace(0, 2_000, size)[:, None]
+    return np.clip(ramp + rng.normal(0, 300, (size, size)), 0, 65_535).astype(np.uint16)
+
+
+def default_window(view: ImageView) -> tuple[float, float]:
+    preset = view.presets()[0]
+    assert preset.name == "DEFAULT"
+    return preset.window_center, preset.window_width
+
+
+def white_fraction(view: ImageView) -> float:
+    return float((view.displayed_pixels() == 255).mean())
+
+
+def contrast(view: ImageView) -> float:
+    return float(view.displayed_pixels().astype(np.float64).std())
+
+
+def test_linked_window_is_in_units_of_each_images_default_window() -> None:
+    # the source's own default maps to the target's own default, exactly
+    assert linked_window((30_000.0, 50_000.0), (57_000.0, 8_000.0), 30_000.0, 50_000.0) == (57_000.0, 8_000.0)
+    # half the width and the centre a tenth of a width higher: the same on the target, in its units
+    assert linked_window((30_000.0, 50_000.0), (57_000.0, 8_000.0), 35_000.0, 25_000.0) == pytest.approx(
+        (57_800.0, 4_000.0)
+    )
+
+
+def test_linked_window_level_keeps_both_images_visible_and_reset_restores_each_default(
+    qtbot, explorer: DatasetExplorer, dataset: Path
+) -> None:
+    open_dataset(qtbot, explorer, dataset)
+    assert explorer.select_record(record_index(explorer, patient_id="P1040"))  # a real 8-bit JPEG
+    explorer.set_generated(bright_synthetic(), "seed 1 · synthetic")
+    qtbot.waitUntil(lambda: explorer.generated_view.width() > 100, timeout=5_000)
+    real, generated = explorer.real_view, explorer.generated_view
+    real_default, generated_default = default_window(real), default_window(generated)
+    assert real_default != generated_default  # the two images' ranges differ
+
+    # 1. side by side, each image starts at its own default window, and neither is washed out
+    assert real.window() == real_default and generated.window() == generated_default
+    assert white_fraction(generated) < 0.2 and contrast(generated) > 30  # 83 % white before: the JPEG's window
+
+    # 2. dragging W/L on the real image moves the synthetic one by the same amount in its own units
+    middle = QPoint(real.width() // 2, real.height() // 2)
+    drag(real, middle, middle + QPoint(40, 30))
+    assert real.window() != real_default
+    assert generated.window() == pytest.approx(linked_window(real_default, generated_default, *real.window()))
+    assert white_fraction(generated) < 0.5 and contrast(generated) > 20
+
+    # 3. Reset W/L gives each image its own default window back
+    QTest.mouseClick(explorer.reset_button, Qt.MouseButton.LeftButton)
+    assert real.window() == real_default and generated.window() == generated_default
+    assert white_fraction(generated) < 0.2 and contrast(generated) > 30
+
+    # 4. dragging the synthetic side moves the real one, in the real image's units
+    middle = QPoint(generated.width() // 2, generated.height() // 2)
+    drag(generated, middle, middle + QPoint(-30, -20))
+    assert generated.window() != generated_default
+    assert real.window() == pytest.approx(linked_window(generated_default, real_default, *generated.window()))
+    assert contrast(real) > 20
+
+    # 5. a preset sets each image to its own window of that name; R on either view resets both
+    explorer.preset_box.setCurrentIndex(explorer.preset_box.findData("LUNG"))
+    explorer.preset_box.activated.emit(explorer.preset_box.currentIndex())
+    for view in (real, generated):
+        lung = next(p for p in view.presets() if p.name == "LUNG")
+        assert view.window() == (lung.window_center, lung.window_width)
+    QTest.keyClick(generated, Qt.Key.Key_R)
+    assert real.window() == real_default and generated.window() == generated_default
+
+    # 6. a new record: its own default, and the synthetic image at its own default too
+    drag(real, middle, middle + QPoint(50, 0))
+    assert explorer.select_record(record_index(explorer, patient_id="X-1"))
+    assert real.window() == default_window(real) and generated.window() == generated_default
+
+
+@pytest.mark.parametrize("how", ["button", "escape", "close shortcut"])
+def test_the_explorer_closes_with_its_button_esc_and_the_close_shortcut(
+    qtbot, explorer: DatasetExplorer, dataset: Path, how: str
+) -> None:
+    open_dataset(qtbot, explorer, dataset)
+    explorer.activateWindow()
+    qtbot.waitUntil(explorer.isActiveWindow, timeout=5_000)
+    assert explorer.isVisible()
+    if how == "button":
+        assert explorer.close_button.text() == "Close"
+        QTest.mouseClick(explorer.close_button, Qt.MouseButton.LeftButton)
+    elif how == "escape":
+        QTest.keyClick(explorer.table, Qt.Key.Key_Escape)
+    else:
+        sequence = QKeySequence(QKeySequence.StandardKey.Close)  # Ctrl+W, Cmd+W on macOS
+        assert not sequence.isEmpty()
+        combination = sequence[0]
+        QTest.keyClick(explorer.table, combination.key(), combination.keyboardModifiers())
+    qtbot.waitUntil(lambda: not explorer.isVisible(), timeout=5_000)
+    assert explorer.model._pool.activeThreadCount() == 0
 
 
 # 5. errors ----------------------------------------------------------------------------------------------
