@@ -42,7 +42,7 @@ from PySide6.QtWidgets import (
 from desktop.library import Case, CaseLibrary, LibraryError, encode_png16
 from desktop.logs import log_file, setup_logging
 from desktop.settings import Settings
-from desktop.widgets.dialogs import DicomExportDialog, DicomOptions, TextDialog, open_warning
+from desktop.widgets.dialogs import DicomExportDialog, DicomOptions, TeachingFileDialog, TextDialog, open_warning
 from desktop.widgets.library_view import LibraryPanel
 from desktop.widgets.model_manager import ModelManager, list_packs
 from desktop.widgets.prompt import PromptBox
@@ -755,9 +755,9 @@ class MainWindow(QMainWindow):
     def choose_teaching_export(self, case_ids: list[int]) -> None:
         if not case_ids:
             return
-        folder = QFileDialog.getExistingDirectory(self, "Export teaching file into folder")
-        if folder:
-            self.export_teaching_file(case_ids, Path(folder))
+        dialog = TeachingFileDialog(len(case_ids), self)  # New folder… where a folder chooser may not offer it
+        if dialog.exec() == TeachingFileDialog.DialogCode.Accepted:
+            self.export_teaching_file(case_ids, dialog.folder())
 
     def export_teaching_file(self, case_ids: list[int], folder: Path) -> Path | None:
         if self.library is None:

@@ -1,22 +1,28 @@
-"""Dialogs: DICOM export (pre-filled with synthetic patient/study values), model card."""
+"""Dialogs: warnings, DICOM export (pre-filled with synthetic patient/study values), teaching file folder,
+model card."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QStandardPaths, Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QFileDialog,
     QFormLayout,
     QGroupBox,
+    QHBoxLayout,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QMessageBox,
     QPlainTextEdit,
+    QPushButton,
     QVBoxLayout,
     QWidget,
 )
@@ -37,10 +43,14 @@ SYNTAX_LABELS = {
 
 def open_warning(parent: QWidget, boxes: list[QMessageBox], title: str, message: str, details: str = "") -> QMessageBox:
     """A window-modal warning that does not block the event loop; kept in ``boxes`` (so it can be
-    closed with its window) until it is dismissed."""
+    closed with its window) until it is dismissed.
+
+    The box shows ``message`` only: what went wrong and what to do, in the user's words. ``details``
+    (e.g. where the log is) sits behind the box's "Show Details…" button, not in the message: a user
+    who left the prompt empty needs to be told so, not where a log file lives."""
     box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, parent)
     if details:
-        box.setInformativeText(details)
+        box.setDetailedText(details)
     box.setWindowModality(Qt.WindowModality.WindowModal)
     box.finished.connect(lambda _r, b=box: boxes.remove(b) if b in boxes else None)
     boxes.append(box)
@@ -181,3 +191,105 @@ class TextDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(view)
         layout.addWidget(buttons, alignment=Qt.AlignmentFlag.AlignRight)
+
+
+def default_teaching_folder() -> Path:
+    """Where a teaching file goes unless the user says otherwise: "CXR Studio teaching file" in Documents."""
+    documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+    return Path(documents or Path.home()) / "CXR Studio teaching file"
+
+
+class TeachingFileDialog(QDialog):
+    """Choose the folder a teaching file is written into: type a path (made on export if it does not exist),
+    Browse… for an existing folder, or make one with New folder… inside the folder shown."""
+
+    def __init__(self, case_count: int, parent: QWidget | None = None, folder: Path | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Export teaching file")
+        self.resize(560, 0)
+        about = QLabel(
+            f"{case_count} case(s): a DICOM file and a PNG for each, with an index.html and cases.json listing "
+            "prompts, parameters, tags and notes. Files of an earlier teaching file in the folder are replaced."
+        )
+        about.setWordWrap(True)
+        self.folder_edit = QLineEdit(str(folder if folder is not None else default_teaching_folder()))
+        self.folder_edit.setToolTip("The folder to write into; it is made if it does not exist")
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.clicked.connect(self.browse)
+        self.new_folder_button = QPushButton("New folder…")
+        self.new_folder_button.setToolTip("Make a new folder inside the folder shown, and write into it")
+        self.new_folder_button.clicked.connect(self.ask_new_folder)
+        self.error_label = QLabel()
+        self.error_label.setStyleSheet("color: #c0392b")
+        self.error_label.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.folder_edit, 1)
+        row.addWidget(self.browse_button)
+        row.addWidget(self.new_folder_button)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(about)
+        layout.addWidget(QLabel("Into folder"))
+        layout.addLayout(row)
+        layout.addWidget(self.error_label)
+        layout.addWidget(buttons)
+
+    def folder(self) -> Path:
+        return Path(self.folder_edit.text().strip()).expanduser()
+
+    def _existing_folder(self) -> Path:
+        """The folder shown, or the nearest folder above it that exists (where a new folder is made)."""
+        folder = self.folder()
+        while not folder.is_dir() and folder.parent != folder:
+            folder = folder.parent
+        return folder
+
+    def browse(self) -> None:
+        chosen = QFileDialog.getExistingDirectory(
+            self, "Export teaching file into folder", str(self._existing_folder())
+        )
+        if chosen:
+            self.folder_edit.setText(chosen)
+
+    def ask_new_folder(self) -> QInputDialog:
+        """Ask for the new folder's name (window-modal, without blocking); :meth:`create_folder` makes it."""
+        ask = QInputDialog(self)
+        ask.setWindowTitle("New folder")
+        ask.setLabelText(f"Name of the new folder in {self._existing_folder()}:")
+        ask.setWindowModality(Qt.WindowModality.WindowModal)
+        ask.textValueSelected.connect(self.create_folder)
+        ask.finished.connect(ask.deleteLater)
+        ask.open()
+        return ask
+
+    def create_folder(self, name: str) -> Path | None:
+        """Make folder ``name`` inside the folder shown and show it; None (with a message here) if it cannot be."""
+        name = name.strip()
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            self.error_label.setText(f"“{name}” is not a folder name: use letters, digits, spaces, - or _.")
+            return None
+        folder = self._existing_folder() / name
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if not folder.is_dir():
+                self.error_label.setText(f"{folder} is a file: choose another name.")
+                return None
+        except OSError as exc:
+            self.error_label.setText(f"{folder} cannot be made: {exc.strerror or exc}. Choose a writable folder.")
+            return None
+        self.error_label.clear()
+        self.folder_edit.setText(str(folder))
+        return folder
+
+    def accept(self) -> None:
+        folder = self.folder()
+        if not self.folder_edit.text().strip() or not folder.is_absolute():
+            self.error_label.setText("Give the full path of a folder, or choose one with Browse… or New folder….")
+            return
+        if folder.exists() and not folder.is_dir():
+            self.error_label.setText(f"{folder} is a file: choose a folder.")
+            return
+        super().accept()
