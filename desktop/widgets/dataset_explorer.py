@@ -768,7 +768,7 @@ class DatasetExplorer(QMainWindow):
         self.compare_current_button.clicked.connect(self.compare_with_current)
         self.generate_button = QPushButton("Generate from this text")
         self.generate_button.setToolTip(
-            "Generate from this record's text with the main window's current settings, and compare"
+            "Generate one image from this record's text with the main window's model and settings, and compare"
         )
         self.generate_button.clicked.connect(self.generate_from_record)
         self.close_compare_button = QPushButton("Close comparison")
@@ -1165,7 +1165,12 @@ class DatasetExplorer(QMainWindow):
         generate_text: Callable[[str], bool] | None,
     ) -> None:
         """``current_image()``: the host's current generated image and its caption, or None.
-        ``generate_text(text)``: start a generation from ``text`` with the host's settings; False if it cannot."""
+
+        ``generate_text(text)``: "Generate from this text". The explorer hands over the record's text and
+        nothing else (no batch count, seed or settings of its own). The host generates ONE image from it with
+        its loaded model and its sampling settings, without writing the text into its own prompt box or
+        running its batch count, and returns False if it cannot start; the finished image comes back
+        through :meth:`generated`."""
         self._current_image = current_image
         self._generate_text = generate_text
         self._update_compare_buttons()
@@ -1190,6 +1195,7 @@ class DatasetExplorer(QMainWindow):
         return True
 
     def generate_from_record(self) -> bool:
+        """Ask the host for one image from the record's text (the text only: see :meth:`set_host`)."""
         record = self.current_record()
         if record is None or self._generate_text is None:
             return False

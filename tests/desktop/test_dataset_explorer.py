@@ -497,6 +497,30 @@ def test_linked_window_level_keeps_both_images_visible_and_reset_restores_each_d
     assert real.window() == default_window(real) and generated.window() == generated_default
 
 
+def test_generate_from_this_text_hands_the_host_the_record_text_only(
+    qtbot, explorer: DatasetExplorer, dataset: Path
+) -> None:
+    """The host gets the text and nothing else; it decides the rest (one image, its own settings)."""
+    calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    def generate_text(*args: object, **kwargs: object) -> bool:
+        calls.append((args, kwargs))
+        return True
+
+    open_dataset(qtbot, explorer, dataset)
+    explorer.set_host(None, generate_text)
+    assert explorer.select_record(record_index(explorer, patient_id="X-2"))
+    QTest.mouseClick(explorer.generate_button, Qt.MouseButton.LeftButton)
+    record = explorer.current_record()
+    assert calls == [((record.text,), {})] and isinstance(calls[0][0][0], str)
+    # its answer comes back through generated(), beside the record, at its own default window
+    explorer.generated(bright_synthetic(), "seed 9")
+    assert explorer.comparing() and explorer.generated_view.window() == default_window(explorer.generated_view)
+    explorer.generation_ended()
+    explorer.generated(bright_synthetic(32), "seed 10")  # not asked for: the comparison stays
+    assert explorer.generated_view.source.shape == (64, 64)
+
+
 @pytest.mark.parametrize("how", ["button", "escape", "close shortcut"])
 def test_the_explorer_closes_with_its_button_esc_and_the_close_shortcut(
     qtbot, explorer: DatasetExplorer, dataset: Path, how: str
