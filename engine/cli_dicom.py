@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
+import shlex
 import sys
 from pathlib import Path
 
-from engine.pacs import Outbox, PacsNode, SendEvent, SendReport, echo
+from engine.pacs import MAX_TIMEOUT_S, TIMEOUT_RULE, Outbox, PacsNode, SendEvent, SendReport, echo, valid_timeout
 
 DICOM_IODS = ("sc", "dx")
 TRANSFER_SYNTAXES = ("explicit", "rle", "jpeg-ls", "jpeg2000")
@@ -35,9 +38,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument(
         "--dicomweb-url", default="", help="DICOMweb base URL for STOW-RS, e.g. http://host:8042/dicom-web"
     )
-    add.add_argument("--user", default="", help="DICOMweb user (basic auth)")
-    add.add_argument("--password", default="", help="DICOMweb password (stored in the user config, mode 600)")
-    add.add_argument("--timeout", type=float, default=10.0, help="connection timeout in seconds")
+    add.add_argument("--user", default="", help="DICOMweb user (basic auth); without a password option, asked for")
+    secret = add.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--password", default=None, help="DICOMweb password (visible to ps and in the shell history: prefer the others)"
+    )
+    secret.add_argument("--password-stdin", action="store_true", help="read the DICOMweb password from stdin")
+    secret.add_argument("--password-env", metavar="VAR", default=None, help="take the password from variable VAR")
+    add.add_argument(
+        "--timeout", default=None, metavar="SECONDS",
+        help=f"limit for each step of an exchange: connect, association, each C-ECHO/C-STORE answer, each HTTP "
+        f"request (0 < SECONDS <= {MAX_TIMEOUT_S:g}; default 10 s to connect, 30 s to associate, 60 s per answer)",
+    )  # fmt: skip
     sub.add_parser("list", help="list the nodes")
     rm = sub.add_parser("remove", help="remove a node")
     rm.add_argument("name")
@@ -52,6 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stow", action="store_true", help="DICOMweb STOW-RS instead of C-STORE")
     p.add_argument("--retries", type=int, default=3)
     p.add_argument("--outbox", type=Path, default=None, help="outbox folder (default: in the user data dir)")
+    p.add_argument(
+        "--include-unassigned", action="store_true",
+        help="also send the outbox files that belong to no node (queued by an earlier version) to this node",
+    )  # fmt: skip
     p.set_defaults(func=_run_send)
 
     # outbox: what is waiting
@@ -76,30 +92,81 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_make_studies)
 
 
-def _dicom_files(items: list[Path]) -> list[Path]:
-    files = []
+def _skipped_in_folder(path: Path, folder: Path) -> bool:
+    """Hidden files and folders, and ``*.tmp`` (what a killed atomic write leaves), are not for sending."""
+    parts = path.relative_to(folder).parts
+    return any(part.startswith(".") for part in parts) or path.name.lower().endswith(".tmp")
+
+
+def _dicom_files(items: list[Path]) -> tuple[list[Path], int]:
+    """The files named and those in the folders named (but no hidden, temporary or DICOMDIR file in a
+    folder); and how many were skipped. A file named on its own is taken as it is."""
+    files, skipped = [], 0
     for item in items:
         if item.is_dir():
-            files.extend(sorted(p for p in item.rglob("*") if p.is_file() and p.name != "DICOMDIR"))
+            for path in sorted(p for p in item.rglob("*") if p.is_file() and p.name != "DICOMDIR"):
+                if _skipped_in_folder(path, item):
+                    skipped += 1
+                else:
+                    files.append(path)
         elif item.is_file():
             files.append(item)
         else:
             raise CommandError(f"{item}: no such file or folder")
-    return files
+    return files, skipped
+
+
+def _timeout_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not valid_timeout(value):
+        raise CommandError(f"--timeout {TIMEOUT_RULE}, got {text}")
+    return value
+
+
+def _password_arg(args: argparse.Namespace) -> str:
+    """The DICOMweb password from --password, stdin, a variable, or a prompt (never needed in argv)."""
+    if args.password is not None:
+        return args.password
+    if args.password_env is not None:
+        if args.password_env not in os.environ:
+            raise CommandError(f"--password-env: the environment variable {args.password_env} is not set")
+        return os.environ[args.password_env]
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise CommandError("--password-stdin: nothing to read on standard input")
+        return line.rstrip("\r\n")
+    if args.user and sys.stdin is not None and sys.stdin.isatty():
+        return getpass.getpass(f"DICOMweb password for {args.user} at {args.dicomweb_url or args.host}: ")
+    return ""
 
 
 def _run_pacs(args: argparse.Namespace) -> int:
     from engine.nodes import get_node, load_nodes, save_nodes
 
     if args.pacs_command == "add":
+        # --timeout bounds every step, not only the connect: a peer that accepts and then stalls is cut off too
+        timeouts = {}
+        if args.timeout is not None:
+            seconds = _timeout_arg(args.timeout)
+            timeouts = {name: seconds for name in ("connection", "acse", "dimse", "network")}
         node = PacsNode(
             name=args.name, host=args.host, port=args.port, called_ae_title=args.aet,
-            calling_ae_title=args.calling_aet, connection_timeout_s=args.timeout, dicomweb_url=args.dicomweb_url,
-            dicomweb_user=args.user, dicomweb_password=args.password,
+            calling_ae_title=args.calling_aet, dicomweb_url=args.dicomweb_url, dicomweb_user=args.user,
+            dicomweb_password=_password_arg(args), **{f"{name}_timeout_s": value for name, value in timeouts.items()},
         )  # fmt: skip
         nodes = load_nodes()
         nodes[node.name] = node
         print(f"saved {node.label} in {save_nodes(nodes)}")
+        if node.dicomweb_user and node.dicomweb_url.startswith("http:"):
+            print(
+                f"warning: the DICOMweb password for {node.dicomweb_user} will go to {node.dicomweb_url} "
+                "unencrypted (plain http); use an https URL outside a test setup",
+                file=sys.stderr,
+            )
     elif args.pacs_command == "list":
         for node in load_nodes().values():
             web = f"  DICOMweb {node.dicomweb_url}" if node.dicomweb_url else ""
@@ -121,14 +188,24 @@ def _print_progress(event: SendEvent) -> None:
         print(f"  {event.message}", file=sys.stderr)
 
 
-def _send_outbox(outbox: Outbox, node: PacsNode, stow: bool, retries: int) -> SendReport:
+def _outbox_option(outbox_arg: Path | None) -> str:
+    """`` --outbox DIR`` for a command line that must reach the same outbox (empty for the default one)."""
+    return f" --outbox {shlex.quote(str(outbox_arg))}" if outbox_arg is not None else ""
+
+
+def _send_outbox(
+    outbox: Outbox, node: PacsNode, stow: bool, retries: int, outbox_arg: Path | None = None
+) -> SendReport:
+    """Send ``node``'s queue; print the summary, each failure, and how to resend what is left."""
     report = outbox.send(node, "stow" if stow else "c-store", retries=retries, progress=_print_progress)
     print(report.summary())
     for failure in report.failed:
-        print(f"  failed: {failure.path.name}: {failure.message}", file=sys.stderr)
-    left = len(outbox.pending())
+        aside = " (moved to the outbox's failed/ folder)" if failure.bad_file else ""
+        print(f"  failed: {failure.path.name}: {failure.message}{aside}", file=sys.stderr)
+    left = len(outbox.pending(node.name))
     if left:
-        print(f"{left} file(s) kept in the outbox {outbox.folder}; resend with `cxr-studio send --node {node.name}`")
+        resend = f"cxr-studio send --node {shlex.quote(node.name)}{_outbox_option(outbox_arg)}"
+        print(f"{left} file(s) kept in the outbox {outbox.folder}; resend with `{resend}`")
     return report
 
 
@@ -140,12 +217,25 @@ def _run_send(args: argparse.Namespace) -> int:
         raise CommandError(
             f"node {node.name!r} has no DICOMweb URL; add one with `cxr-studio pacs add ... --dicomweb-url`"
         )
-    files = _dicom_files(args.files)
+    files, skipped = _dicom_files(args.files)
+    if skipped:
+        print(f"skipped {skipped} hidden or temporary (*.tmp) file(s) in the folder(s)", file=sys.stderr)
     outbox = Outbox(args.outbox)
-    for path in files:  # everything is queued before anything is sent
-        outbox.put(path)
-    report = _send_outbox(outbox, node, args.stow, args.retries)
-    return 0 if report.ok and not outbox.pending() else 1
+    # 1. queue everything first, each file checked whole: a bad one is named and the others still go
+    refused = 0
+    for path in files:
+        try:
+            outbox.put(path, node.name)
+        except ValueError as exc:
+            refused += 1
+            print(f"  failed: {exc}", file=sys.stderr)
+    if args.include_unassigned:
+        outbox.assign(node.name)
+    # 2. send this node's queue (and nothing queued for another node)
+    report = _send_outbox(outbox, node, args.stow, args.retries, args.outbox)
+    if refused:
+        print(f"{refused} file(s) not sent: not complete DICOM files (named above)")
+    return 0 if report.ok and not refused and not outbox.pending(node.name) else 1
 
 
 def _run_outbox(args: argparse.Namespace) -> int:
@@ -153,10 +243,22 @@ def _run_outbox(args: argparse.Namespace) -> int:
     attempts = outbox.attempts()
     pending = outbox.pending()
     for path in pending:
+        node = outbox.node_of(path)
+        notes = [f"node {node}" if node is not None else "no node"]
         tried = attempts.get(path.name)
-        note = f"  ({tried.attempts} attempt(s); last error: {tried.last_error})" if tried else ""
-        print(f"{path}{note}")
+        if tried:
+            notes.append(f"{tried.attempts} attempt(s); last error: {tried.last_error}")
+        print(f"{path}  ({'; '.join(notes)})")
+    for path in outbox.failed():
+        print(f"{path}  (failed for good, not sent: {outbox.failure_reason(path)})")
     print(f"{len(pending)} file(s) waiting in {outbox.folder}")
+    unassigned = len(outbox.unassigned())
+    if unassigned:
+        print(
+            f"{unassigned} file(s) belong to no node (queued by an earlier version) and are never sent by "
+            f"themselves; send them with `cxr-studio send --node NAME --include-unassigned"
+            f"{_outbox_option(args.outbox)}`"
+        )
     return 0
 
 
@@ -196,7 +298,7 @@ def _run_make_studies(args: argparse.Namespace) -> int:
     if node is not None:
         outbox = Outbox()
         for path in files:
-            outbox.put(path)
+            outbox.put(path, node.name)
         report = _send_outbox(outbox, node, args.stow, retries=3)
         return 0 if report.ok else 1
     return 0

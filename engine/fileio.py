@@ -27,12 +27,15 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, durable: bool = True, mode: int | None = None
+) -> None:
     """Write to a temporary file beside ``path``, fsync, rename over ``path`` (and fsync the folder).
 
     On any failure (a full disk included) the temporary file is removed and the error re-raised.
     The file gets the usual mode for the user's umask (mkstemp alone would make it private).
-    ``durable=False`` skips the fsyncs, for files that are cheap to lose (logs, caches).
+    ``durable=False`` skips the fsyncs, for files that are cheap to lose (logs, caches). ``mode=0o600``
+    keeps a secret private from the first byte (mkstemp creates the file 0600; it is never widened).
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -45,7 +48,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bo
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, (0o666 & ~_umask()) if mode is None else mode)
         os.replace(tmp, path)
         if durable:
             fsync_dir(path.parent)

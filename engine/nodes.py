@@ -8,7 +8,7 @@ from pathlib import Path
 
 import platformdirs
 
-from engine.pack import atomic_write_text
+from engine.fileio import atomic_write_bytes
 from engine.pacs import PacsNode
 from engine.paths import APP_AUTHOR, APP_NAME
 
@@ -35,8 +35,9 @@ def save_nodes(nodes: dict[str, PacsNode], path: Path | None = None) -> Path:
     path = path or nodes_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"nodes": [nodes[name].to_dict() for name in sorted(nodes)]}
-    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
-    os.chmod(path, 0o600)  # may hold a DICOMweb password
+    # It may hold a DICOMweb password: 0600 from the temporary file's creation on, never chmod-ed after
+    # the fact (a file first made with the umask's 0644 is readable by others for a moment).
+    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"), mode=0o600)
     return path
 
 

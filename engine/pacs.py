@@ -9,9 +9,14 @@ password or a wrong URL is never retried; a transient rejection (0x02), a refuse
 and a timeout are retried with exponential back-off (``backoff_s * 2**k``). The retry count restarts
 whenever a file gets an answer, so a peer that drops now and then still receives everything.
 
-The :class:`Outbox` is a folder of files waiting to go: a file is removed only once the PACS has answered
-with a success (or warning) status for it, one by one, so an interrupted send loses nothing and a resend
-sends only what is left.
+The :class:`Outbox` is a folder of files waiting to go, each queued for one node: a file is removed only
+once that node's PACS has answered with a success (or warning) status for it, one by one, so an interrupted
+send loses nothing and a resend sends only what is left. A file that is not a complete DICOM file (cut
+short, not DICOM at all) is refused when it is queued, and one damaged while it waited is moved aside to
+``failed/``: it never blocks the files behind it.
+
+Credentials: STOW-RS never follows a redirect (a 302 would carry the Authorization header to another
+address), and basic auth over plain http is reported as a warning before each send.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import errno
 import io
 import json
 import logging
+import math
+import os
 import socket
 import ssl
 import threading
@@ -30,6 +37,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -38,8 +46,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydicom
+import pydicom.encaps
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_context, evt
 from pynetdicom.association import Association
@@ -61,6 +71,7 @@ CancelCallback = Callable[[], bool]
 
 MAX_PRESENTATION_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context IDs 1..255
 MAX_BACKOFF_S = 60.0
+MAX_TIMEOUT_S = 3600.0  # an hour for one step of an exchange is already absurd; inf overflows pynetdicom
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _AE_TITLE_MAX = 16
 
@@ -145,6 +156,16 @@ class TlsSettings:
         return context
 
 
+TIMEOUT_RULE = f"must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:g}"
+
+
+def valid_timeout(value: object) -> bool:
+    """A finite number of seconds in (0, MAX_TIMEOUT_S]: inf, nan, 1e12 or 0 would hang or overflow later."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S
+
+
 def _check_ae_title(what: str, value: str) -> None:
     stripped = value.strip(" ")
     if not stripped or len(value) > _AE_TITLE_MAX:
@@ -175,7 +196,7 @@ class PacsNode:
     network_timeout_s: float = 60.0
     dicomweb_url: str = ""
     dicomweb_user: str = ""
-    dicomweb_password: str = ""
+    dicomweb_password: str = field(default="", repr=False)  # never in a log line or a traceback
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -188,8 +209,8 @@ class PacsNode:
         _check_ae_title(f"PACS {self.name!r}: the calling AE title", self.calling_ae_title)
         for name in ("connection_timeout_s", "acse_timeout_s", "dimse_timeout_s", "network_timeout_s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ValueError(f"PACS {self.name!r}: {name} must be a positive number of seconds, got {value!r}")
+            if not valid_timeout(value):
+                raise ValueError(f"PACS {self.name!r}: {name} {TIMEOUT_RULE}, got {value!r}")
         if self.dicomweb_url:
             scheme = urllib.parse.urlsplit(self.dicomweb_url).scheme
             if scheme not in ("http", "https"):
@@ -227,13 +248,15 @@ class PacsNode:
 
 @dataclass(frozen=True)
 class FileResult:
-    """The PACS's answer for one file. ``message`` is empty for a clean success."""
+    """The PACS's answer for one file. ``message`` is empty for a clean success. ``bad_file``: the file
+    itself is unreadable or incomplete, so sending it again cannot help."""
 
     path: Path
     sop_instance_uid: str
     outcome: Outcome
     message: str = ""
     status: int | None = None
+    bad_file: bool = False
 
 
 @dataclass(frozen=True)
@@ -474,21 +497,81 @@ class _Item:
     transfer_syntax: UID
 
 
-def _read_item(path: Path) -> _Item:
-    """Header of a DICOM Part 10 file; ValueError in words when it is not one."""
+def _pixel_data_problem(ds: Dataset) -> str | None:
+    """Why the pixel data cannot be whole, or None. pydicom reads a file cut short inside its pixel data
+    without a word (it returns the bytes that are there), so count them: uncompressed pixel data holds
+    rows x columns x samples x frames x BitsAllocated / 8 bytes (padded to an even length); encapsulated
+    pixel data must end with its sequence delimiter and hold at least one fragment per frame."""
+    if "PixelData" not in ds:
+        # A file cut before its pixel data reads as a shorter data set: an image (it has Rows, or an
+        # image storage class) without pixel data is a cut file; a report or presentation state has neither.
+        image = "Rows" in ds or "Image Storage" in UID(ds.get("SOPClassUID", "")).name
+        return "the pixel data is missing (is the file cut short?)" if image else None
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+        rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (AttributeError, TypeError, ValueError):
+        return "the pixel data has no valid Rows, Columns or Bits Allocated"
+    data = ds.PixelData
+    transfer_syntax = UID(ds.file_meta.TransferSyntaxUID)
+    if transfer_syntax.is_encapsulated:
+        try:
+            buffer = io.BytesIO(data)
+            pydicom.encaps.parse_basic_offsets(buffer)
+            fragments = sum(1 for _ in pydicom.encaps.generate_fragments(buffer))
+        except (ValueError, EOFError) as exc:
+            return f"the compressed pixel data is cut short or damaged ({exc})"
+        if fragments < frames:
+            return f"the compressed pixel data holds {fragments} fragment(s) for {frames} frame(s)"
+        return None
+    expected = (rows * columns * samples * frames * bits + 7) // 8
+    if not expected <= len(data) <= expected + 1:
+        shape = f"{rows}x{columns}x{frames}" + (f" with {samples} samples" if samples != 1 else "")
+        return f"the pixel data holds {len(data)} bytes, {shape} at {bits} bits needs {expected}"
+    return None
+
+
+def _cut_element(ds: Dataset) -> str | None:
+    """The first element whose value is shorter than its header says (pydicom keeps what is there)."""
+    for element in ds.elements():
+        length, value = getattr(element, "length", None), getattr(element, "value", None)
+        if isinstance(length, int) and length != 0xFFFFFFFF and isinstance(value, bytes) and len(value) < length:
+            return f"element {Tag(element.tag)} is cut short: {len(value)} of {length} bytes"
+    return None
+
+
+def _checked_item(source: str | Path | io.BytesIO, path: Path) -> _Item:
+    """Read a whole DICOM Part 10 file and check it is complete; ValueError in words when it is not."""
+    try:
+        with warnings.catch_warnings():
+            # pydicom only warns when the file ends inside a sequence or encapsulated pixel data
+            warnings.filterwarnings("error", message="End of file reached before delimiter")
+            ds = pydicom.dcmread(source)
+    except UserWarning as exc:
+        raise ValueError(f"the file is cut short ({exc})") from exc
     except FileNotFoundError as exc:
         raise ValueError("file not found") from exc
     except (InvalidDicomError, OSError, EOFError) as exc:
         raise ValueError(f"not a readable DICOM Part 10 file ({exc})") from exc
+    except Exception as exc:  # pydicom fails on garbage in many ways (struct, Unicode, value errors)
+        raise ValueError(f"not a readable DICOM Part 10 file ({type(exc).__name__}: {exc})") from exc
     meta = ds.file_meta
     transfer_syntax = meta.get("TransferSyntaxUID")
-    sop_class = ds.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID")
-    sop_instance = ds.get("SOPInstanceUID") or meta.get("MediaStorageSOPInstanceUID")
+    # The data set's own UIDs, not the file meta's copies: a file cut early still has its meta group.
+    sop_class, sop_instance = ds.get("SOPClassUID"), ds.get("SOPInstanceUID")
     if not transfer_syntax or not sop_class or not sop_instance:
-        raise ValueError("not a DICOM Part 10 file (no Transfer Syntax, SOP Class or SOP Instance UID)")
+        problem = _cut_element(meta) or _cut_element(ds) or "no Transfer Syntax, SOP Class or SOP Instance UID"
+        raise ValueError(f"not a complete DICOM Part 10 file ({problem})")
+    problem = _pixel_data_problem(ds) or _cut_element(ds)
+    if problem is not None:
+        raise ValueError(problem)
     return _Item(path, UID(sop_class), str(sop_instance), UID(transfer_syntax))
+
+
+def _read_item(path: Path) -> _Item:
+    """A DICOM Part 10 file, read whole and checked complete; ValueError in words when it is not one."""
+    return _checked_item(path, path)
 
 
 class _Run:
@@ -571,7 +654,7 @@ def _readable_items(run: _Run, paths: Sequence[Path]) -> list[_Item]:
         try:
             items.append(_read_item(path))
         except ValueError as exc:
-            run.record(FileResult(path, "", "failed", str(exc)))
+            run.record(FileResult(path, "", "failed", str(exc), bad_file=True))
     return items
 
 
@@ -597,7 +680,7 @@ def _store_one(assoc: Association, node: PacsNode, item: _Item, message_id: int)
     try:
         ds = pydicom.dcmread(item.path)
     except (InvalidDicomError, OSError, EOFError) as exc:
-        return FileResult(item.path, item.sop_instance_uid, "failed", f"cannot read the file ({exc})")
+        return FileResult(item.path, item.sop_instance_uid, "failed", f"cannot read the file ({exc})", bad_file=True)
     if not assoc.is_established:
         return _Problem(f"{node.label} closed the connection before {item.path.name} was sent", True)
     try:
@@ -704,8 +787,16 @@ def send_files(
 # STOW-RS
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow no redirect: urllib would repeat the request, Authorization header included, at whatever
+    address the Location names (another port, another host). The 3xx then arrives as an HTTPError."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def _http_opener(node: PacsNode, url: str) -> urllib.request.OpenerDirector:
-    handlers: list[urllib.request.BaseHandler] = []
+    handlers: list[urllib.request.BaseHandler] = [_NoRedirects()]
     host = urllib.parse.urlsplit(url).hostname or ""
     if host in ("127.0.0.1", "::1", "localhost"):
         handlers.append(urllib.request.ProxyHandler({}))  # never hand loopback traffic to a proxy
@@ -761,6 +852,15 @@ def _http_problem(node: PacsNode, url: str, exc: Exception) -> _Problem:
     if isinstance(exc, urllib.error.HTTPError):
         code = exc.code
         words = f"HTTP {code} {exc.reason}"
+        if 300 <= code < 400:
+            location = exc.headers.get("Location", "") if exc.headers is not None else ""
+            target = urllib.parse.urljoin(url, location) if location else "an address it did not name"
+            why = "so the password goes nowhere else" if node.dicomweb_user else "for safety"
+            return _Problem(
+                f"{where} redirected the request to {target} (HTTP {code}); redirects are not followed, {why}: "
+                "set the DICOMweb URL to the final address",
+                False,
+            )
         if code == 401:
             return _Problem(f"{where} refused the user name or password ({words})", False)
         if code == 403:
@@ -796,7 +896,8 @@ def _stow_batch(
         try:
             blobs.append(item.path.read_bytes())
         except OSError as exc:
-            results.append(FileResult(item.path, item.sop_instance_uid, "failed", f"cannot read the file ({exc})"))
+            message = f"cannot read the file ({exc})"
+            results.append(FileResult(item.path, item.sop_instance_uid, "failed", message, bad_file=True))
     readable = [item for item in batch if not any(r.path == item.path for r in results)]
     if not readable:
         return results
@@ -869,6 +970,9 @@ def _stow(
     except ValueError as exc:  # TLS files that cannot be loaded
         run.report.error = f"DICOMweb server {url}: {exc}"
         return run.finish(queue)
+    if node.dicomweb_user and urllib.parse.urlsplit(url).scheme == "http":
+        warning = f"warning: the password for user '{node.dicomweb_user}' goes to {url} unencrypted (plain http)"
+        run.note(warning)  # the CLI prints notes, the app shows them
     while queue and not run.cancelled():
         batch = [queue[i] for i in range(min(batch_size, len(queue)))]
         run.report.attempts += 1
@@ -952,52 +1056,104 @@ class Attempts:
 
 
 class Outbox:
-    """A folder of DICOM files waiting for a PACS, with a JSON log of the attempts (``attempts.json``).
+    """A folder of DICOM files waiting for their PACS node, with a JSON log of the attempts (``attempts.json``).
+
+    Each file is queued for one node: ``NAME.dcm`` has a tag ``NAME.node.json`` that names it, written
+    before the file (a crash between the two leaves a tag without a file, which nothing reads). A send
+    to a node takes only that node's files. A file without a tag was queued by an earlier version, for
+    whichever node was used next: it is never sent until :meth:`assign` gives it a node.
 
     One process sends from a folder at a time (sends from one ``Outbox`` object are serialised). A file
     is deleted only after the PACS answered success or warning for it; a crash between that answer and
-    the deletion can send that one file again, which a PACS stores once (same SOP Instance UID).
+    the deletion can send that one file again, which a PACS stores once (same SOP Instance UID). A file
+    that turns out unreadable or incomplete is moved to ``failed/`` with its reason: no retry can help it.
     """
 
     LOG_NAME = "attempts.json"
+    FAILED_FOLDER = "failed"
+    TAG_SUFFIX = ".node.json"
 
     def __init__(self, folder: str | Path | None = None) -> None:
         self.folder = Path(folder) if folder is not None else paths.user_data_dir() / "outbox"
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
 
-    def put(self, item: Dataset | str | Path) -> Path:
-        """Copy a dataset or DICOM file into the outbox; returns the queued file's path.
+    def put(self, item: Dataset | str | Path, node: str) -> Path:
+        """Check a dataset or DICOM file whole, and copy it into the outbox for ``node`` (a node name).
 
-        A file already waiting with the same SOP Instance UID is replaced, so it is not sent twice.
+        Returns the queued file's path. Raises ValueError naming the file when it is not a complete DICOM
+        Part 10 file (nothing is queued then). A file already waiting for the same node with the same SOP
+        Instance UID is replaced, so it is not sent twice.
         """
-        # 1. the bytes and the SOP Instance UID
+        if not isinstance(node, str) or not node.strip():
+            raise ValueError(f"a queued file needs the name of its PACS node, got {node!r}")
+        # 1. the bytes, read and checked whole (a file cut short in its pixel data reads without error)
         if isinstance(item, Dataset):
-            data = _part10_bytes(item)
-            sop_instance_uid = str(item.SOPInstanceUID)
+            data, source = _part10_bytes(item), Path(str(item.get("SOPInstanceUID", "dataset")))
         else:
             source = Path(item)
             try:
                 data = source.read_bytes()
             except OSError as exc:
                 raise ValueError(f"cannot read {source}: {exc.strerror or exc}") from exc
-            try:
-                sop_instance_uid = _read_item_bytes(data).sop_instance_uid
-            except ValueError as exc:
-                raise ValueError(f"{source}: {exc}") from exc
-        # 2. write atomically under a name that sorts in arrival order
+        try:
+            sop_instance_uid = _checked_item(io.BytesIO(data), source).sop_instance_uid
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from exc
+        # 2. its node's tag, then the file, each atomically, under a name that sorts in arrival order
         safe_uid = "".join(ch for ch in sop_instance_uid if ch.isdigit() or ch == ".")
         target = self.folder / f"{time.time_ns():020d}_{safe_uid}.dcm"
-        _write_atomic(target, data)
-        # 3. drop an older copy of the same instance
+        tag = self._tag(target)
+        _write_atomic(tag, json.dumps({"node": node}).encode("utf-8"))
+        try:
+            _write_atomic(target, data)
+        except BaseException:
+            tag.unlink(missing_ok=True)
+            raise
+        # 3. drop an older copy of the same instance for the same node
         for older in self.folder.glob(f"*_{safe_uid}.dcm"):
-            if older != target:
-                older.unlink(missing_ok=True)
+            if older != target and self.node_of(older) == node:
+                self._remove(older)
         return target
 
-    def pending(self) -> list[Path]:
-        """Files waiting to be sent, oldest first."""
-        return sorted(self.folder.glob("*.dcm"))
+    def node_of(self, path: Path) -> str | None:
+        """The node a queued file waits for; None for a file from an earlier version (or a damaged tag)."""
+        try:
+            data = json.loads(self._tag(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        node = data.get("node") if isinstance(data, dict) else None
+        return node if isinstance(node, str) and node else None
+
+    def pending(self, node: str | None = None) -> list[Path]:
+        """Files waiting to be sent, oldest first: all of them, or only those queued for ``node``."""
+        files = sorted(self.folder.glob("*.dcm"))
+        return files if node is None else [path for path in files if self.node_of(path) == node]
+
+    def unassigned(self) -> list[Path]:
+        """Waiting files that belong to no node (queued by an earlier version): never sent by themselves."""
+        return [path for path in self.pending() if self.node_of(path) is None]
+
+    def assign(self, node: str, files: Iterable[Path] | None = None) -> list[Path]:
+        """Queue files that belong to no node (default: all of them) for ``node``; returns those files."""
+        if not isinstance(node, str) or not node.strip():
+            raise ValueError(f"a queued file needs the name of its PACS node, got {node!r}")
+        chosen = self.unassigned() if files is None else [Path(f) for f in files if self.node_of(Path(f)) is None]
+        for path in chosen:
+            _write_atomic(self._tag(path), json.dumps({"node": node}).encode("utf-8"))
+        return chosen
+
+    def failed(self) -> list[Path]:
+        """Files moved aside because they are unreadable or incomplete (see :meth:`failure_reason`)."""
+        return sorted((self.folder / self.FAILED_FOLDER).glob("*.dcm"))
+
+    def failure_reason(self, path: Path) -> str:
+        try:
+            data = json.loads(self._tag(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return "no reason recorded"
+        reason = data.get("error") if isinstance(data, dict) else None
+        return reason if isinstance(reason, str) else "no reason recorded"
 
     def attempts(self) -> dict[str, Attempts]:
         """File name -> :class:`Attempts`, for files that have been tried and are still waiting."""
@@ -1018,7 +1174,10 @@ class Outbox:
         progress: ProgressCallback | None = None,
         cancel: CancelCallback | None = None,
     ) -> SendReport:
-        """Send every pending file; each is removed as soon as its success arrives."""
+        """Send every file queued for ``node``; each is removed as soon as its success arrives.
+
+        A file found unreadable or incomplete is failed with its reason and moved to ``failed/``.
+        """
         if method not in ("c-store", "stow"):
             raise ValueError(f"method must be 'c-store' or 'stow', got {method!r}")
         if method == "stow":
@@ -1026,16 +1185,19 @@ class Outbox:
         if retries < 0 or backoff_s < 0:
             raise ValueError("retries and backoff_s must not be negative")
         with self._lock:
-            files = self.pending()
+            files = self.pending(node.name)
             log = {name: entry for name, entry in self._read_log().items() if (self.folder / name).exists()}
             errors: dict[str, str] = {}
 
             def on_result(result: FileResult) -> None:
                 if result.outcome == "failed":
                     errors[result.path.name] = result.message
+                    if result.bad_file:  # no retry can mend it: out of the queue, kept for a look
+                        self._set_aside(result.path, result.message)
+                        log.pop(result.path.name, None)
                     return
                 try:
-                    result.path.unlink(missing_ok=True)
+                    self._remove(result.path)
                 except OSError:
                     LOGGER.warning("stored %s but could not remove it from the outbox", result.path, exc_info=True)
                 log.pop(result.path.name, None)
@@ -1080,6 +1242,25 @@ class Outbox:
                 self._write_log(log)
             return report
 
+    def _tag(self, path: Path) -> Path:
+        return path.with_name(path.stem + self.TAG_SUFFIX)
+
+    def _remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        self._tag(path).unlink(missing_ok=True)
+
+    def _set_aside(self, path: Path, reason: str) -> None:
+        """Move a bad file (and its tag, now with the reason) to ``failed/``; on failure leave it be."""
+        aside = self.folder / self.FAILED_FOLDER
+        try:
+            aside.mkdir(exist_ok=True)
+            tag = {"node": self.node_of(path), "error": reason}
+            _write_atomic(self._tag(aside / path.name), json.dumps(tag).encode("utf-8"), durable=False)
+            os.replace(path, aside / path.name)
+            self._tag(path).unlink(missing_ok=True)
+        except OSError:
+            LOGGER.warning("could not move the bad file %s aside", path, exc_info=True)
+
     def _read_log(self) -> dict[str, dict[str, Any]]:
         path = self.folder / self.LOG_NAME
         try:
@@ -1096,14 +1277,3 @@ class Outbox:
             _write_atomic(self.folder / self.LOG_NAME, json.dumps(log, indent=1).encode("utf-8"), durable=False)
         except OSError:  # the log is advice; the files themselves are what matters
             LOGGER.warning("could not write the outbox log in %s", self.folder, exc_info=True)
-
-
-def _read_item_bytes(data: bytes) -> _Item:
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, OSError) as exc:
-        raise ValueError(f"not a readable DICOM Part 10 file ({exc})") from exc
-    meta = ds.file_meta
-    if "TransferSyntaxUID" not in meta or "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
-        raise ValueError("not a DICOM Part 10 file (no Transfer Syntax, SOP Class or SOP Instance UID)")
-    return _Item(Path(), UID(ds.SOPClassUID), str(ds.SOPInstanceUID), UID(meta.TransferSyntaxUID))

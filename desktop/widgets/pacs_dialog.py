@@ -203,7 +203,7 @@ class PacsDialog(QDialog):
             with tempfile.TemporaryDirectory(prefix="cxr-send-") as folder:
                 # write_dicom adds the file meta (transfer syntax) that a Part 10 file in the outbox needs
                 path = write_dicom(dataset, Path(folder) / "image.dcm")
-                self.outbox.put(path)
+                self.outbox.put(path, node.name)
         except (OSError, ValueError) as exc:
             self._say(f"The image could not be queued in {self.outbox.folder}: {exc}", ok=False)
             return
@@ -213,15 +213,15 @@ class PacsDialog(QDialog):
         node = self._valid_node()
         if node is None or self._busy:
             return
-        if not self.outbox.pending():
-            self._say("The outbox is empty: nothing waits to be sent.", ok=True)
+        if not self.outbox.pending(node.name):
+            self._say(f"Nothing waits to be sent to {node.label}.", ok=True)
             return
         self._send(node)
 
     def _send(self, node: pacs.PacsNode) -> None:
         self._cancel.clear()
         self._set_busy(True)
-        count = len(self.outbox.pending())
+        count = len(self.outbox.pending(node.name))
         self.progress.setRange(0, count)
         self.progress.setValue(0)
         self._say(f"Sending {count} image(s) to {node.label}…", ok=None)

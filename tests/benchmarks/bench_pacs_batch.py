@@ -68,7 +68,7 @@ def main() -> None:
             size_mb = sum(f.stat().st_size for f in files) / 1e6
             outbox = Outbox(work / f"outbox-{method}")
             for path in files:
-                outbox.put(path)
+                outbox.put(path, node.name)
             uids = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
             start = time.perf_counter()
             report = outbox.send(node, method)

@@ -101,13 +101,16 @@ def write_files(folder: Path, count: int, *, seed: int = 0) -> list[Path]:
     return paths
 
 
-def fill_outbox(folder: Path, count: int, *, seed: int = 0) -> tuple[Outbox, dict[str, np.ndarray]]:
-    """An outbox holding ``count`` fresh datasets; returns it and the pixels by SOP Instance UID."""
+def fill_outbox(
+    folder: Path, count: int, *, seed: int = 0, node: str = "TEST"
+) -> tuple[Outbox, dict[str, np.ndarray]]:
+    """An outbox holding ``count`` fresh datasets queued for ``node``; returns it and the pixels by SOP
+    Instance UID."""
     outbox = Outbox(folder)
     expected = {}
     for index in range(count):
         ds = make_sc(index, seed=seed)
-        outbox.put(ds)
+        outbox.put(ds, node)
         expected[str(ds.SOPInstanceUID)] = ds.pixel_array.copy()
     return outbox, expected
 
@@ -175,7 +178,7 @@ def test_node_round_trips_through_json_and_rejects_unknown_keys() -> None:
         ({"called_ae_title": "A" * 17}, "called AE title must be 1 to 16"),
         ({"calling_ae_title": "BAD\\AE"}, "without backslash"),
         ({"port": 0}, "port must be an integer"),
-        ({"acse_timeout_s": 0}, "acse_timeout_s must be a positive"),
+        ({"acse_timeout_s": 0}, "acse_timeout_s must be a number of seconds above 0"),
         ({"dicomweb_url": "ftp://x"}, "must start with http"),
     ],
 )
@@ -320,7 +323,7 @@ def test_orthanc_killed_mid_batch_then_resend_delivers_everything_once(tmp_path:
 
 
 def test_storescp_killed_mid_batch_then_resend_stores_each_file_once(tmp_path: Path) -> None:
-    outbox, expected = fill_outbox(tmp_path / "outbox", 10, seed=6)
+    outbox, expected = fill_outbox(tmp_path / "outbox", 10, seed=6, node="SCP")
     with storescp(tmp_path / "received", unique_filenames=True) as server:
         node = PacsNode("SCP", LOOPBACK, server.port, server.aet, connection_timeout_s=5, acse_timeout_s=5)
 
@@ -341,7 +344,7 @@ def test_storescp_killed_mid_batch_then_resend_stores_each_file_once(tmp_path: P
 
 
 def test_a_peer_that_never_answers_times_out_and_keeps_the_files(tmp_path: Path) -> None:
-    outbox, _ = fill_outbox(tmp_path / "outbox", 3, seed=7)
+    outbox, _ = fill_outbox(tmp_path / "outbox", 3, seed=7, node="HOLE")
     with black_hole() as port:
         node = PacsNode("HOLE", LOOPBACK, port, "ANYSCP", connection_timeout_s=1, acse_timeout_s=1)
         started = time.monotonic()
@@ -364,7 +367,7 @@ def test_a_peer_that_never_answers_times_out_and_keeps_the_files(tmp_path: Path)
 
 
 def test_connection_refused_is_retried_with_back_off(refused_port: int, tmp_path: Path) -> None:
-    outbox, _ = fill_outbox(tmp_path / "outbox", 2, seed=8)
+    outbox, _ = fill_outbox(tmp_path / "outbox", 2, seed=8, node="DOWN")
     node = PacsNode("DOWN", LOOPBACK, refused_port, "PACS", connection_timeout_s=2)
     notes: list[str] = []
 
@@ -430,7 +433,7 @@ def test_warning_counts_as_stored_and_failure_stays_in_the_outbox(
     port, statuses = scripted_scp
     outbox = Outbox(tmp_path / "outbox")
     datasets = [make_sc(i, seed=9) for i in range(3)]
-    queued = [outbox.put(ds) for ds in datasets]
+    queued = [outbox.put(ds, "SCRIPTED") for ds in datasets]
     statuses[str(datasets[1].SOPInstanceUID)] = 0xB000
     statuses[str(datasets[2].SOPInstanceUID)] = 0xA700
 
@@ -450,7 +453,7 @@ def test_a_store_that_is_never_answered_times_out_and_keeps_the_file(
     port, statuses = scripted_scp
     outbox = Outbox(tmp_path / "outbox")
     slow = make_sc(0, seed=13)
-    queued = outbox.put(slow)
+    queued = outbox.put(slow, "SCRIPTED")
     statuses[str(slow.SOPInstanceUID)] = SILENT
     node = PacsNode("SCRIPTED", LOOPBACK, port, "SCRIPTED", connection_timeout_s=5, dimse_timeout_s=0.5)
 
@@ -466,7 +469,7 @@ def test_cancel_stops_between_files_and_keeps_the_rest(
     scripted_scp: tuple[int, dict[str, int]], tmp_path: Path
 ) -> None:
     port, _ = scripted_scp
-    outbox, _ = fill_outbox(tmp_path / "outbox", 5, seed=10)
+    outbox, _ = fill_outbox(tmp_path / "outbox", 5, seed=10, node="SCRIPTED")
     done: list[int] = []
 
     report = outbox.send(
@@ -522,19 +525,21 @@ def test_echo_over_tls(tls_files: tuple[Path, Path], tmp_path: Path) -> None:
 def test_put_writes_a_complete_file_and_replaces_an_older_copy(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox")
     ds = make_sc(0, seed=11)
-    first = outbox.put(ds)
-    again = outbox.put(ds)
+    first = outbox.put(ds, "TEST")
+    again = outbox.put(ds, "TEST")
     assert outbox.pending() == [again] and not first.exists()
     assert pydicom.dcmread(again).SOPInstanceUID == ds.SOPInstanceUID
 
     source = write_files(tmp_path / "src", 1, seed=11)[0]
-    copied = outbox.put(source)
+    copied = outbox.put(source, "TEST")
     assert copied.read_bytes() == source.read_bytes() and source.exists()
-    assert sorted(tmp_path.joinpath("outbox").iterdir()) == outbox.pending(), "no temporary files left"
+    files = sorted(p for p in tmp_path.joinpath("outbox").iterdir() if not p.name.endswith(Outbox.TAG_SUFFIX))
+    assert files == outbox.pending(), "no temporary files left"
+    assert {outbox.node_of(p) for p in files} == {"TEST"}
 
     (tmp_path / "notes.txt").write_text("not DICOM")
     with pytest.raises(ValueError, match="not a readable DICOM Part 10 file"):
-        outbox.put(tmp_path / "notes.txt")
+        outbox.put(tmp_path / "notes.txt", "TEST")
 
 
 def test_put_on_a_full_disk_raises_a_clear_error_and_leaves_nothing(
@@ -545,6 +550,8 @@ def test_put_on_a_full_disk_raises_a_clear_error_and_leaves_nothing(
     calls = []
 
     def write_then_fill_up(fd: int, data: bytes) -> int:
+        if len(data) < 1000:
+            return real_write(fd, data)  # the node's tag, written first, fits
         calls.append(len(data))
         if len(calls) == 1:
             return real_write(fd, bytes(data[:1000]))  # part of the file lands on disk first
@@ -552,7 +559,7 @@ def test_put_on_a_full_disk_raises_a_clear_error_and_leaves_nothing(
 
     monkeypatch.setattr(os, "write", write_then_fill_up)  # engine.fileio writes with os.write
     with pytest.raises(OutboxError, match=r"the disk is full: could not write .* nothing was written"):
-        outbox.put(make_sc(0, seed=12))
+        outbox.put(make_sc(0, seed=12), "TEST")
     monkeypatch.undo()
 
     assert len(calls) == 2
