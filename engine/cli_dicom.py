@@ -217,6 +217,8 @@ def _run_send(args: argparse.Namespace) -> int:
         raise CommandError(
             f"node {node.name!r} has no DICOMweb URL; add one with `cxr-studio pacs add ... --dicomweb-url`"
         )
+    if args.retries < 0:  # checked before anything is queued
+        raise CommandError(f"--retries must be 0 or more, got {args.retries}")
     files, skipped = _dicom_files(args.files)
     if skipped:
         print(f"skipped {skipped} hidden or temporary (*.tmp) file(s) in the folder(s)", file=sys.stderr)
@@ -233,6 +235,10 @@ def _run_send(args: argparse.Namespace) -> int:
         outbox.assign(node.name)
     # 2. send this node's queue (and nothing queued for another node)
     report = _send_outbox(outbox, node, args.stow, args.retries, args.outbox)
+    others = len(outbox.pending()) - len(outbox.pending(node.name))
+    if others:
+        listing = f"cxr-studio outbox{_outbox_option(args.outbox)}"
+        print(f"{others} other file(s) in the outbox are not for {node.name} (see `{listing}`)")
     if refused:
         print(f"{refused} file(s) not sent: not complete DICOM files (named above)")
     return 0 if report.ok and not refused and not outbox.pending(node.name) else 1

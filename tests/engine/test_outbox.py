@@ -220,3 +220,14 @@ def test_timeout_bounds_the_whole_exchange_with_a_peer_that_stalls(
             assert time.monotonic() - started < 1 + margin_s, extra
             assert "no answer within 1 s" in capsys.readouterr().out
     shutil.rmtree(tmp_path / "userdata", ignore_errors=True)
+
+
+def test_a_negative_retry_count_is_refused_before_anything_is_queued(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["pacs", "add", "A", "--host", LOOPBACK, "--port", str(free_port()), "--aet", "NODEA"]) == 0
+    (x,) = write_files(tmp_path / "src", 1, seed=29)
+    capsys.readouterr()
+    assert main(["send", str(x), "--node", "A", "--retries", "-1"]) == 2
+    assert capsys.readouterr().err == "cxr-studio send: error: --retries must be 0 or more, got -1\n"
+    assert Outbox().pending() == [], "nothing is queued by a refused command"
