@@ -138,12 +138,15 @@ def test_send_folder_skips_hidden_and_temporary_files_and_fails_bad_ones_by_name
     make_sc(11, seed=25).save_as(leftover, enforce_file_format=True)
     plain_tmp = folder / "partial.tmp"
     make_sc(12, seed=25).save_as(plain_tmp, enforce_file_format=True)
+    in_hidden_folder = folder / ".trash" / "old.dcm"
+    in_hidden_folder.parent.mkdir()
+    make_sc(14, seed=25).save_as(in_hidden_folder, enforce_file_format=True)
     (folder / "notes.txt").write_text("not DICOM")
     truncated = folder / "sub" / "truncated.dcm"
     truncated.parent.mkdir()
     make_sc(13, seed=25).save_as(truncated, enforce_file_format=True)
     _truncate_pixels(truncated)
-    skipped = {_uid(p) for p in (hidden, leftover, plain_tmp)}
+    skipped = {_uid(p) for p in (hidden, leftover, plain_tmp, in_hidden_folder)}
     capsys.readouterr()
 
     assert main(["send", str(folder), "--node", "B"]) == 1
@@ -156,6 +159,7 @@ def test_send_folder_skips_hidden_and_temporary_files_and_fails_bad_ones_by_name
     assert "truncated.dcm: the pixel data holds 4096 bytes, 64x64x1 at 16 bits needs 8192" in captured.err
     assert Outbox().pending() == [], "bad files are never queued; good ones are all sent"
     assert "3 of 3 sent" in captured.out
+    assert "skipped 4 hidden or temporary (*.tmp) file(s)" in captured.err
 
 
 def test_a_corrupt_file_in_the_outbox_is_moved_aside_and_the_rest_are_sent(
