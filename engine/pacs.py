@@ -502,6 +502,8 @@ def _pixel_data_problem(ds: Dataset) -> str | None:
     without a word (it returns the bytes that are there), so count them: uncompressed pixel data holds
     rows x columns x samples x frames x BitsAllocated / 8 bytes (padded to an even length); encapsulated
     pixel data must end with its sequence delimiter and hold at least one fragment per frame."""
+    if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+        return None  # parametric maps: rare, never ours; pydicom has read them whole
     if "PixelData" not in ds:
         # A file cut before its pixel data reads as a shorter data set: an image (it has Rows, or an
         # image storage class) without pixel data is a cut file; a report or presentation state has neither.
@@ -1252,11 +1254,11 @@ class Outbox:
     def _set_aside(self, path: Path, reason: str) -> None:
         """Move a bad file (and its tag, now with the reason) to ``failed/``; on failure leave it be."""
         aside = self.folder / self.FAILED_FOLDER
+        tag = {"node": self.node_of(path), "error": reason}
         try:
             aside.mkdir(exist_ok=True)
-            tag = {"node": self.node_of(path), "error": reason}
+            os.replace(path, aside / path.name)  # first: out of the queue, whatever happens next
             _write_atomic(self._tag(aside / path.name), json.dumps(tag).encode("utf-8"), durable=False)
-            os.replace(path, aside / path.name)
             self._tag(path).unlink(missing_ok=True)
         except OSError:
             LOGGER.warning("could not move the bad file %s aside", path, exc_info=True)
