@@ -165,6 +165,7 @@ def test_send_folder_skips_hidden_and_temporary_files_and_fails_bad_ones_by_name
 def test_a_corrupt_file_in_the_outbox_is_moved_aside_and_the_rest_are_sent(
     storescp_server: StoreScp,  # noqa: F811
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     node = PacsNode("B", LOOPBACK, storescp_server.port, storescp_server.aet, connection_timeout_s=5)
     outbox = Outbox(tmp_path / "outbox")
@@ -182,6 +183,11 @@ def test_a_corrupt_file_in_the_outbox_is_moved_aside_and_the_rest_are_sent(
     assert {str(ds.SOPInstanceUID) for ds in datasets[1:]} <= received
     assert str(datasets[0].SOPInstanceUID) not in received
     assert outbox.send(node, retries=0).total == 0
+
+    assert main(["outbox", "--outbox", str(outbox.folder)]) == 0
+    listing = capsys.readouterr().out
+    assert f"failed/{queued[0].name}  (failed for good, not sent: {report.failed[0].message})" in listing
+    assert "0 file(s) waiting" in listing
 
 
 # ---------------------------------------------------------------------------------------------------------
