@@ -9,8 +9,12 @@ import io
 import json
 import math
 import os
+import pty
+import select
 import stat
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +25,8 @@ from engine.cli import main
 from engine.pacs import PacsNode
 from tests.engine.test_pacs import write_files
 from tests.pacs_servers import LOOPBACK
+
+REPO = Path(__file__).resolve().parents[2]
 
 PASSWORD = "topsecret"
 
@@ -144,6 +150,47 @@ def test_password_from_stdin_environment_or_prompt(
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert _add_web("--password-stdin") == 2
     assert "--password-stdin: nothing to read on standard input" in capsys.readouterr().err
+
+
+def _run_on_a_terminal(argv: list[str], answer: str, timeout_s: float = 60.0) -> str:
+    """Run ``python -m engine.cli ARGV`` on a new pseudo-terminal (its controlling tty, where getpass
+    reads), type ``answer`` once it asks, and return everything it wrote there."""
+    pid, master = pty.fork()
+    if pid == 0:  # the child: never returns to pytest
+        try:
+            os.chdir(REPO)
+            os.execv(sys.executable, [sys.executable, "-m", "engine.cli", *argv])
+        finally:
+            os._exit(127)
+    output, answered, deadline = b"", False, time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if not answered and b"password for" in output:
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+    finally:
+        os.close(master)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, output.decode(errors="replace")
+    return output.decode(errors="replace")
+
+
+def test_password_prompt_on_a_real_terminal_does_not_echo() -> None:
+    argv = ["pacs", "add", "web", "--host", LOOPBACK, "--port", "104", "--aet", "PACS",
+            "--dicomweb-url", "https://pacs.example.org/dicom-web", "--user", "alice"]  # fmt: skip
+    output = _run_on_a_terminal(argv, "typed on the tty")
+    assert "DICOMweb password for alice at https://pacs.example.org/dicom-web:" in output
+    assert "typed on the tty" not in output, "the password was echoed"
+    assert nodes.get_node("web").dicomweb_password == "typed on the tty"
 
 
 def test_nodes_file_and_its_temporary_file_are_private_from_creation(
