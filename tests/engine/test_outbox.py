@@ -6,11 +6,15 @@ Real peers on 127.0.0.1 (dcmtk storescp, a black hole that accepts and never ans
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, SecondaryCaptureImageStorage
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
 
 from engine.cli import main
 from engine.pacs import Outbox, PacsNode
@@ -241,3 +245,34 @@ def test_a_negative_retry_count_is_refused_before_anything_is_queued(
     assert main(["send", str(x), "--node", "A", "--retries", "-1"]) == 2
     assert capsys.readouterr().err == "cxr-studio send: error: --retries must be 0 or more, got -1\n"
     assert Outbox().pending() == [], "nothing is queued by a refused command"
+
+
+def test_timeout_bounds_a_store_that_an_accepting_peer_never_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The association is accepted at once; the C-STORE answer never comes (until the test ends)."""
+    release = threading.Event()
+
+    def on_store(event: evt.Event) -> int:
+        release.wait(30)
+        return 0x0000
+
+    ae = AE("STALLING")
+    ae.add_supported_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    ae.add_supported_context(Verification)
+    server = ae.start_server((LOOPBACK, 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        port = server.server_address[1]
+        assert main(["pacs", "add", "slow", "--host", LOOPBACK, "--port", str(port), "--aet", "STALLING",
+                     "--timeout", "1"]) == 0  # fmt: skip
+        assert main(["pacs", "echo", "slow"]) == 0
+        (x,) = write_files(tmp_path / "src", 1, seed=30)
+        capsys.readouterr()
+
+        started = time.monotonic()
+        assert main(["send", str(x), "--node", "slow", "--retries", "0"]) == 1
+        assert time.monotonic() - started < 1 + 3.0
+        assert "no answer within 1 s to C-STORE of" in capsys.readouterr().out
+    finally:
+        release.set()
+        server.shutdown()
