@@ -2,8 +2,8 @@
 
 Mouse (as OHIF / Cornerstone and Weasis): left-drag = window/level, *horizontal = width* (right:
 wider, less contrast), *vertical = centre* (down: higher centre, darker image); middle-drag = pan;
-wheel = zoom about the cursor; double-click = fit. Keys: F fit, 1 actual size, I invert, R reset,
-0 auto window (DEFAULT preset).
+wheel = zoom about the cursor; double-click = fit. Keys: F fit, 1 actual size, I invert (the panel's
+Invert box follows it), R reset, 0 auto window (DEFAULT preset).
 
 Display chain, each stage cached: stored pixels (uint16) -> enhancement preset
 (``engine.imaging.enhance``) -> CLAHE (``engine.imaging.clahe``, display only) -> VOI window
@@ -93,6 +93,7 @@ class ImageView(QWidget):
 
     window_changed = Signal(float, float)  # centre, width (stored-pixel units)
     view_changed = Signal(float)  # zoom (screen pixels per image pixel)
+    invert_toggled = Signal(bool)  # the I key: a panel's Invert box follows it
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -341,6 +342,7 @@ class ImageView(QWidget):
             self.reset_window()
         elif key == Qt.Key.Key_I:
             self.set_options(_replace(self._options, invert=not self._options.invert))
+            self.invert_toggled.emit(self._options.invert)
         elif key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal):
             self.zoom_by(WHEEL_STEP)
         elif key == Qt.Key.Key_Minus:
@@ -558,9 +560,11 @@ class ViewerPanel(QWidget):
         self.tiles_spin.setToolTip("CLAHE tile grid (n x n)")
         self.enhance_box = QComboBox()
         for name, preset in imaging.ENHANCEMENT_PRESETS.items():
+            if name == "clahe":  # the CLAHE box (with its clip and tiles) is the one CLAHE control
+                continue
             self.enhance_box.addItem(name, name)
             self.enhance_box.setItemData(self.enhance_box.count() - 1, preset.description, Qt.ItemDataRole.ToolTipRole)
-        self.enhance_box.setToolTip("Enhancement preset (display only)")
+        self.enhance_box.setToolTip("Enhancement preset (display only); CLAHE alone is the CLAHE box")
         self.compare_box = QCheckBox("Compare")
         self.compare_box.setToolTip("Show the pinned image beside the current one, linked")
         self.compare_box.setEnabled(False)
@@ -604,6 +608,8 @@ class ViewerPanel(QWidget):
         self.view.window_changed.connect(self._view_window_changed)
         self.view.view_changed.connect(self._sync_compare_view)
         self.compare_view.window_changed.connect(self._compare_window_changed)
+        for view in (self.view, self.compare_view):  # one state: the I key ticks the box, the box inverts both
+            view.invert_toggled.connect(self.invert_box.setChecked)
         self._refresh_presets()
 
     # images ------------------------------------------------------------------------------------

@@ -196,3 +196,37 @@ def test_pin_and_compare_are_linked(qtbot, image) -> None:
     assert panel.compare_view.options().invert
     panel.compare_box.setChecked(False)
     assert not panel.comparing()
+
+
+def test_the_i_key_and_the_invert_box_are_one_state(qtbot, image) -> None:
+    """Issue 17, item 12: I inverted the image but left the box unticked, so clicking the box did nothing."""
+    panel = ViewerPanel()
+    qtbot.addWidget(panel)
+    panel.resize(700, 500)
+    panel.show()
+    panel.set_image(image, "x")
+    panel.pin_current()
+    plain = panel.view.displayed_pixels().copy()
+    QTest.keyClick(panel.view, Qt.Key.Key_I)
+    assert panel.invert_box.isChecked() and panel.view.options().invert and panel.compare_view.options().invert
+    np.testing.assert_array_equal(panel.view.displayed_pixels(), 255 - plain)
+    QTest.mouseClick(panel.invert_box, Qt.MouseButton.LeftButton)  # the box now undoes it
+    assert not panel.invert_box.isChecked() and not panel.view.options().invert
+    np.testing.assert_array_equal(panel.view.displayed_pixels(), plain)
+    QTest.keyClick(panel.compare_view, Qt.Key.Key_I)  # I on the pinned image inverts both, as the box does
+    assert panel.invert_box.isChecked() and panel.view.options().invert and panel.compare_view.options().invert
+    QTest.keyClick(panel.view, Qt.Key.Key_I)
+    assert not panel.invert_box.isChecked() and not panel.view.options().invert
+
+
+def test_clahe_is_one_control(qtbot, image) -> None:
+    """Issue 17, item 12: the CLAHE box and Enhance = clahe were two controls that disagreed (one ticked,
+    the other not, both applied at once). CLAHE is the box with its clip and tiles; Enhance has no clahe."""
+    panel = ViewerPanel()
+    qtbot.addWidget(panel)
+    panel.set_image(image, "x")
+    names = [panel.enhance_box.itemData(i) for i in range(panel.enhance_box.count())]
+    assert "clahe" not in names and "none" in names and "radiograph" in names
+    panel.clahe_box.setChecked(True)
+    assert panel.view.options().clahe and panel.view.options().enhancement == "none"
+    np.testing.assert_array_equal(panel.view.processed, imaging.clahe(image, 2.0, (8, 8)))
