@@ -213,6 +213,99 @@ def card_supported_findings(card: Any) -> tuple[str, ...] | None:
     return tuple(str(s) for s in supported) if isinstance(supported, list) else None
 
 
+# The parts of onnx.proto that can hold a TensorProto, as {message: {field number: message}}: enough
+# to find every tensor's ``external_data`` without importing onnx (the packaged app ships without it).
+_MODEL, _GRAPH, _NODE, _ATTRIBUTE, _TENSOR, _SPARSE, _FUNCTION, _TRAINING, _ENTRY = range(9)
+_ONNX_SCHEMA: dict[int, dict[int, int]] = {
+    _MODEL: {7: _GRAPH, 20: _TRAINING, 25: _FUNCTION},  # graph, training_info, functions
+    _GRAPH: {1: _NODE, 5: _TENSOR, 15: _SPARSE},  # node, initializer, sparse_initializer
+    _NODE: {5: _ATTRIBUTE},
+    _ATTRIBUTE: {5: _TENSOR, 6: _GRAPH, 10: _TENSOR, 11: _GRAPH, 22: _SPARSE, 23: _SPARSE},
+    _TENSOR: {13: _ENTRY},  # external_data: key/value entries, "location" among them
+    _SPARSE: {1: _TENSOR, 2: _TENSOR},  # values, indices
+    _FUNCTION: {7: _NODE},
+    _TRAINING: {1: _GRAPH, 2: _GRAPH},  # initialization, algorithm
+    _ENTRY: {},
+}
+_MAX_ONNX_NESTING = 64
+
+
+class _NotProtobuf(ValueError):
+    pass
+
+
+def _varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise _NotProtobuf("bad varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _onnx_locations(buf: Any, start: int, end: int, kind: int, depth: int, found: set[str]) -> str | None:
+    """Walk one message of type ``kind``; add every tensor's external-data location to ``found``.
+    Returns the string value of an ``_ENTRY`` whose key is ``location`` (else None)."""
+    if depth > _MAX_ONNX_NESTING:
+        raise _NotProtobuf("nested too deeply")
+    children = _ONNX_SCHEMA[kind]
+    key = value = None
+    pos = start
+    while pos < end:
+        tag, pos = _varint(buf, pos, end)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos, end)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _varint(buf, pos, end)
+            if pos + length > end:
+                raise _NotProtobuf("truncated field")
+            if kind == _ENTRY and number in (1, 2):
+                text = bytes(buf[pos : pos + length]).decode("utf-8", "replace")
+                key, value = (text, value) if number == 1 else (key, text)
+            elif number in children:
+                location = _onnx_locations(buf, pos, pos + length, children[number], depth + 1, found)
+                if location is not None:
+                    found.add(location)
+            pos += length
+        else:  # groups (3, 4) are not used by onnx.proto; 6, 7 do not exist
+            raise _NotProtobuf(f"wire type {wire}")
+        if pos > end:
+            raise _NotProtobuf("truncated field")
+    return value if kind == _ENTRY and key == "location" else None
+
+
+def onnx_external_files(path: Path) -> set[str]:
+    """The external-data locations (as written, relative to the graph's folder) that ONNX Runtime
+    would read for the graph at ``path``. A file that is not protobuf gives an empty set: ONNX
+    Runtime then refuses it, with the file named, when it is loaded."""
+    import mmap
+
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            return set()
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            found: set[str] = set()
+            try:
+                _onnx_locations(buf, 0, len(buf), _MODEL, 0, found)
+            except _NotProtobuf:
+                return set()
+            return found
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """True when ``path``, with every symlink followed, is inside the (resolved) folder ``root``."""
+    return path.resolve().is_relative_to(root)
+
+
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -270,7 +363,14 @@ def load_pack(root: str | os.PathLike[str], *, verify: bool = True) -> ModelPack
     Raises PackError that names the first missing, truncated or altered file.
     """
     root = Path(root).resolve()
+    if (root / MANIFEST).exists() and not _inside(root, root / MANIFEST):
+        raise PackError(f"{root / MANIFEST}: a link to {(root / MANIFEST).resolve()}, outside the pack folder")
     manifest = read_manifest(root)
+    for name in sorted(manifest.files):
+        path = root / name
+        # A symlink (vocab.txt -> /etc/passwd) would make the pack read a file it does not contain.
+        if (path.exists() or path.is_symlink()) and not _inside(root, path):
+            raise PackError(f"{path}: a link to {path.resolve()}, outside the pack folder: a pack holds its own files")
     if verify:
         for name, entry in sorted(manifest.files.items()):
             path = root / name
@@ -281,6 +381,14 @@ def load_pack(root: str | os.PathLike[str], *, verify: bool = True) -> ModelPack
                 raise PackError(f"{path}: size {size} bytes, {MANIFEST} says {entry.size}: truncated or replaced")
             if sha256_file(path) != entry.sha256:
                 raise PackError(f"{path}: sha256 does not match {MANIFEST}: the file was altered")
+        # ONNX Runtime also reads each graph's external-data files: every one must be hashed above.
+        for name in sorted(n for n in manifest.files if n.endswith(".onnx")):
+            for location in sorted(onnx_external_files(root / name)):
+                if location not in manifest.files:
+                    raise PackError(
+                        f"{root / name}: its weights are in {location!r}, which is not listed in {MANIFEST} "
+                        f"'files' (every file a graph loads must be a plain name in the pack, with its sha256)"
+                    )
     return ModelPack(root=root, manifest=manifest)
 
 
@@ -289,6 +397,8 @@ def write_manifest(root: str | os.PathLike[str], manifest: PackManifest) -> Pack
     write ``model.json`` atomically. Returns the manifest with its ``files`` filled in."""
     root = Path(root)
     names = sorted(manifest.files) or sorted(p.name for p in root.iterdir() if p.is_file() and p.name != MANIFEST)
+    # Graphs saved with external data: their weight files are part of the pack too.
+    names = sorted({*names, *(loc for n in names if n.endswith(".onnx") for loc in onnx_external_files(root / n))})
     files = {}
     for name in names:
         path = root / name

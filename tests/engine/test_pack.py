@@ -100,3 +100,89 @@ def test_corrupt_onnx_with_matching_hash_fails_at_load_with_the_file_named(tiny_
 def test_copy_of_pack_verifies(tiny_pack_dir: Path, tmp_path: Path) -> None:
     copy = Path(shutil.copytree(tiny_pack_dir, tmp_path / "moved"))
     assert load_pack(copy).fingerprint == load_pack(tiny_pack_dir).fingerprint
+
+
+# --------------------------------------------------------------------------- every byte loaded is hashed
+
+
+def _externalise(pack: Path, name: str, location: str) -> Path:
+    """Move ``name``'s initializers into the external-data file ``location`` (as onnx saves big graphs)."""
+    import onnx
+
+    model = onnx.load_model(pack / name)
+    onnx.save_model(model, pack / name, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=location, size_threshold=0)  # fmt: skip
+    return pack / location
+
+
+def test_unlisted_external_data_file_is_refused(tiny_pack_copy: Path) -> None:
+    """An ONNX graph whose weights live in a file model.json does not hash: that file could change the
+    images without changing the fingerprint, so the pack is refused, naming both files."""
+    _externalise(tiny_pack_copy, "vae_decoder.onnx", "decoder.weights")
+    write_manifest(tiny_pack_copy, read_manifest(tiny_pack_copy))  # re-hash vae_decoder.onnx
+    manifest = json.loads((tiny_pack_copy / MANIFEST).read_text())
+    manifest["files"].pop("decoder.weights", None)
+    (tiny_pack_copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(PackError, match=r"vae_decoder\.onnx.*decoder\.weights.*not listed"):
+        load_pack(tiny_pack_copy)
+
+
+def test_listed_external_data_is_hashed_and_in_the_fingerprint(tiny_pack_copy: Path, tiny_pack_dir: Path) -> None:
+    from engine.runtime import OrtBackend
+
+    weights = _externalise(tiny_pack_copy, "vae_decoder.onnx", "decoder.weights")
+    write_manifest(tiny_pack_copy, read_manifest(tiny_pack_copy))  # lists the external file too
+    pack = load_pack(tiny_pack_copy)
+    assert "decoder.weights" in pack.manifest.files
+    assert pack.fingerprint != load_pack(tiny_pack_dir).fingerprint
+    OrtBackend(pack, requested="cpu")  # onnxruntime loads it
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(PackError, match=r"decoder\.weights: sha256 does not match"):
+        load_pack(tiny_pack_copy)
+
+
+def test_external_data_outside_the_pack_is_refused(tiny_pack_copy: Path, tmp_path: Path) -> None:
+    _externalise(tiny_pack_copy, "unet.onnx", "unet.weights")
+    (tmp_path / "elsewhere").mkdir()
+    (tiny_pack_copy / "unet.weights").rename(tmp_path / "elsewhere" / "unet.weights")
+    import onnx
+
+    model = onnx.load_model(tiny_pack_copy / "unet.onnx", load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../elsewhere/unet.weights"
+    onnx.save_model(model, tiny_pack_copy / "unet.onnx")
+    with pytest.raises(PackError, match="must be a plain name"):  # write_manifest will not list it either
+        write_manifest(tiny_pack_copy, read_manifest(tiny_pack_copy))
+    from engine.pack import sha256_file
+
+    def rehash(data: dict) -> None:
+        unet = tiny_pack_copy / "unet.onnx"
+        data["files"]["unet.onnx"] = {"sha256": sha256_file(unet), "size": unet.stat().st_size}
+
+    _edit_manifest(tiny_pack_copy, rehash)
+    with pytest.raises(PackError, match=r"unet\.onnx.*\.\./elsewhere/unet\.weights"):
+        load_pack(tiny_pack_copy)
+
+
+@pytest.mark.parametrize("name", ["vocab.txt", "unet.onnx", MANIFEST])
+def test_symlink_out_of_the_pack_is_refused(tiny_pack_copy: Path, tmp_path: Path, name: str) -> None:
+    """``vocab.txt -> /some/other/file`` was followed and read: a pack is only what is inside its folder."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = outside / name
+    target.write_bytes((tiny_pack_copy / name).read_bytes())
+    (tiny_pack_copy / name).unlink()
+    (tiny_pack_copy / name).symlink_to(target)
+    with pytest.raises(PackError, match=rf"{name.replace('.', '[.]')}.*outside the pack"):
+        load_pack(tiny_pack_copy)
+
+
+def test_symlink_inside_the_pack_is_allowed(tiny_pack_copy: Path) -> None:
+    (tiny_pack_copy / "vocab.txt").rename(tiny_pack_copy / "real-vocab.txt")
+    (tiny_pack_copy / "vocab.txt").symlink_to("real-vocab.txt")
+    write_manifest(tiny_pack_copy, read_manifest(tiny_pack_copy))
+    load_pack(tiny_pack_copy)
