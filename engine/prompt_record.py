@@ -1,0 +1,850 @@
+"""Prompt or caption -> one structured record: findings (present / absent / uncertain, with side and
+lobe where stated), age and age band, sex, view, and the words that were and were not understood.
+
+The record is what a model can be conditioned on besides the text tokens, and what a UI shows as
+"understood" (:meth:`PromptRecord.describe`) and "ignored" (:attr:`PromptRecord.ignored`).
+Pure standard library; findings and their negation and uncertainty come from
+:mod:`engine.findings`, which this module does not change.
+
+How a prompt is read
+1. Clinical shorthand is written out in a working copy that remembers, for every character, the
+   characters of the prompt it came from (so every span points into the prompt as typed):
+   "RLL" -> "right lower lobe", "PTX"/"PNX", "consol", "eff", "pna", "atx", "ETT", "NGT", "CVC",
+   "CXR", "b/l", "L>R", "w/o", "c/w", "NAD", "?pneumonia" -> "possible pneumonia",
+   "pneumonia?" -> "pneumonia suspected.", a lone "L"/"R" before a place or a finding word
+   -> "left"/"right", a clause that is just "normal" -> "normal study".
+2. Typos: a word of at least seven letters that is one edit (insertion, deletion, substitution or
+   transposition of neighbours) from exactly one common finding word (:data:`TYPO_TARGETS`) is
+   read as that word ("pnemonia", "effusoin"), unless it is an ordinary word of that neighbourhood
+   (:data:`TYPO_EXCEPTIONS`) or already a finding word itself. Short words are never corrected:
+   their neighbourhoods are full of ordinary words ("nodule"/"module", "edema"/"enema").
+3. :func:`engine.findings.summarize` gives ``findings``; :func:`engine.findings.extract_findings`
+   gives each mention, its status and its cue.
+4. Places ("right lower lobe", "left base", "bibasal", "lingula", "R lower zone") attach to the
+   findings of the same clause. Clauses end at punctuation, at "and", "with", "but", "plus", and
+   before "no", "without", "possible" and the like, so "right effusion, no PTX" puts "right" on
+   the effusion only. A clause with a place and no finding ("right and left effusions") hands its
+   place on to the next clause when "and" / "or" / "&" joins them. Nothing is inferred beyond what
+   the words say, with three anatomical exceptions: the middle lobe is right, the lingula left,
+   and plural lobes, bases, apices or zones without a side are bilateral. A one-sided upper or
+   lower zone, base or apex names that side's upper or lower lobe ("left base" -> LLL).
+5. Age: "45-year-old", "45 yo", "45 y/o", "45yo", "45M", "aged 45", "6 month old" (0.5), weeks,
+   days. Age band from the age, else from words ("infant", "neonate", "toddler", "child",
+   "paediatric", "adolescent", "adult", "elderly"; "boy"/"girl"/"man"/"woman" when nothing more
+   specific is said). Sex from "female/woman/girl/lady", "male/man/boy/gentleman", and a single
+   "M"/"F" only when it is attached to an age ("45M", "45 yo F", "M 45 yo"). Conflicting sexes give
+   no sex.
+6. View: "supine" -> supine AP; "AP", "portable", "mobile", "bedside" -> AP; "PA" -> PA;
+   "lateral" -> lateral only when no frontal view is stated ("PA and lateral" -> PA). "Frontal",
+   "erect" and "upright" are understood but name no single view.
+7. Every other word is either a known filler or modifier (severity, distribution: understood, not
+   held in the record) or is listed in ``ignored``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from engine.findings import (
+    ABSENT,
+    FINDINGS,
+    NO_FINDING,
+    PARENTS,
+    PRESENT,
+    STATUSES,
+    UNCERTAIN,
+    extract_findings,
+    summarize,
+)
+
+RECORD_VERSION = 1
+
+AGE_BANDS: dict[str, tuple[float, float]] = {
+    "infant": (0.0, 2.0),
+    "child": (2.0, 12.0),
+    "adolescent": (12.0, 18.0),
+    "adult": (18.0, 65.0),
+    "older_adult": (65.0, 200.0),
+}
+"""Age band -> [lower, upper) in years."""
+SEXES = ("female", "male")
+VIEWS = ("PA", "AP", "supine AP", "lateral")
+SIDES = ("right", "left", "bilateral")
+LOBES: dict[str, str] = {
+    "RUL": "right upper lobe",
+    "RML": "right middle lobe",
+    "RLL": "right lower lobe",
+    "LUL": "left upper lobe",
+    "lingula": "lingula",
+    "LLL": "left lower lobe",
+}
+"""Lobe code -> its name in words."""
+ZONES = ("upper", "mid", "lower")
+SPAN_KINDS = ("finding", "cue", "place", "age", "age_band", "sex", "view", "study", "modifier", "ignored")
+MAX_AGE_YEARS = 120.0
+
+
+class RecordError(ValueError):
+    """A record (JSON or fields) that is not valid; the message names the field."""
+
+
+# 1. the record -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Span:
+    """Characters [start, end) of the prompt, what they were read as (``kind``) and the value read.
+
+    ``value``: the finding name for a finding, the status a cue gave, "right RLL lower" style
+    place text, the age in years, the band, sex or view; the words themselves for ignored spans.
+    """
+
+    start: int
+    end: int
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True)
+class FindingEntry:
+    """One finding with one status at one place (``side``, ``lobe`` and ``zone`` None when not stated)."""
+
+    finding: str
+    status: str
+    side: str | None = None
+    lobe: str | None = None
+    zone: str | None = None
+
+    def place(self) -> str | None:
+        """The place in words: "right lower lobe", "bilateral lower zones", "left"; None when not stated."""
+        if self.lobe is not None:
+            return LOBES[self.lobe]
+        if self.zone is not None:
+            zone = f"{self.zone} zone" + ("s" if self.side == "bilateral" else "")
+            return f"{self.side} {zone}" if self.side else zone
+        return self.side
+
+
+def _band_of(age: float) -> str:
+    return next(band for band, (low, high) in AGE_BANDS.items() if low <= age < high)
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """What a prompt says, structured. Build it with :func:`parse_prompt`.
+
+    ``findings``: finding name -> present / absent / uncertain, as :func:`engine.findings.summarize`
+    reads the (shorthand-expanded) prompt, ``no_finding`` included. ``entries``: one per finding,
+    status and place stated (a finding said twice at two places has two). ``age`` in years (a
+    float: 0.5 is six months), ``age_band`` one of :data:`AGE_BANDS`, ``sex`` one of
+    :data:`SEXES`, ``view`` one of :data:`VIEWS`, each None when not stated. ``spans``: the words
+    used, in order; ``ignored``: the words and phrases not understood.
+    """
+
+    text: str
+    findings: Mapping[str, str] = field(default_factory=dict)
+    entries: tuple[FindingEntry, ...] = ()
+    age: float | None = None
+    age_band: str | None = None
+    sex: str | None = None
+    view: str | None = None
+    spans: tuple[Span, ...] = ()
+    ignored: tuple[Span, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "findings", MappingProxyType(dict(self.findings)))
+        object.__setattr__(self, "entries", tuple(self.entries))
+        object.__setattr__(self, "spans", tuple(self.spans))
+        object.__setattr__(self, "ignored", tuple(self.ignored))
+        _validate(self)
+
+    def __hash__(self) -> int:
+        return hash((self.text, tuple(self.findings.items()), self.entries, self.age, self.sex, self.view))
+
+    @property
+    def recognised_anything(self) -> bool:
+        """Whether any finding, age, age band, sex or view was read (study words alone do not count)."""
+        return bool(self.findings) or any(v is not None for v in (self.age, self.age_band, self.sex, self.view))
+
+    @property
+    def ignored_words(self) -> tuple[str, ...]:
+        """The words and phrases not understood, as typed (for "ignored: ...")."""
+        return tuple(self.text[span.start : span.end] for span in self.ignored)
+
+    def describe(self) -> str:
+        """One short line for users: "consolidation present (right lower lobe) · pneumothorax absent · child · AP"."""
+        parts: list[str] = []
+        if self.findings.get(NO_FINDING) == PRESENT:
+            parts.append("normal")
+        elif self.findings.get(NO_FINDING) == UNCERTAIN and not self.entries:
+            parts.append("normal uncertain")
+        for entry in self.entries:
+            place = entry.place()
+            words = f"{entry.finding.replace('_', ' ')} {entry.status}"
+            parts.append(f"{words} ({place})" if place else words)
+        if self.age is not None:
+            if self.age < 1 / 12:
+                parts.append(f"{max(1, round(self.age * 365.25 / 7))} weeks")
+            elif self.age < 1:
+                parts.append(f"{max(1, round(self.age * 12))} months")
+            else:
+                parts.append(f"{self.age:g} years")
+        if self.age_band is not None:
+            parts.append(self.age_band.replace("_", " "))
+        if self.sex is not None:
+            parts.append(self.sex)
+        if self.view is not None:
+            parts.append(self.view)
+        return " · ".join(parts) if parts else "nothing recognised"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-serialisable); :meth:`from_dict` reads it back."""
+        return {
+            "version": RECORD_VERSION,
+            "text": self.text,
+            "findings": dict(self.findings),
+            "entries": [
+                {"finding": e.finding, "status": e.status, "side": e.side, "lobe": e.lobe, "zone": e.zone}
+                for e in self.entries
+            ],
+            "age": self.age,
+            "age_band": self.age_band,
+            "sex": self.sex,
+            "view": self.view,
+            "spans": [[s.start, s.end, s.kind, s.value] for s in self.spans],
+            "ignored": [[s.start, s.end, s.kind, s.value] for s in self.ignored],
+            "recognised_anything": self.recognised_anything,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PromptRecord:
+        """The record of :meth:`to_dict`; a missing, unknown or invalid key is a :class:`RecordError`."""
+        if not isinstance(data, Mapping):
+            raise RecordError(f"a prompt record must be a JSON object, not {type(data).__name__}")
+        expected = set(cls(text="").to_dict())
+        unknown = sorted(set(data) - expected)
+        missing = sorted(expected - set(data))
+        if unknown:
+            raise RecordError(f"prompt record: unknown key(s) {', '.join(unknown)}")
+        if missing:
+            raise RecordError(f"prompt record: missing key(s) {', '.join(missing)}")
+        if data["version"] != RECORD_VERSION:
+            raise RecordError(f"prompt record: version must be {RECORD_VERSION}, not {data['version']!r}")
+        try:
+            entries = []
+            for item in data["entries"]:
+                if set(item) != {"finding", "status", "side", "lobe", "zone"}:
+                    raise RecordError(f"prompt record: entries: keys must be finding, status, side, lobe, zone: {item}")
+                entries.append(FindingEntry(**item))
+            spans = [Span(*item) for item in data["spans"]]
+            ignored = [Span(*item) for item in data["ignored"]]
+            record = cls(
+                text=data["text"],
+                findings=data["findings"],
+                entries=tuple(entries),
+                age=data["age"],
+                age_band=data["age_band"],
+                sex=data["sex"],
+                view=data["view"],
+                spans=tuple(spans),
+                ignored=tuple(ignored),
+            )
+        except (TypeError, AttributeError) as error:
+            raise RecordError(f"prompt record: malformed ({error})") from None
+        if data["recognised_anything"] is not record.recognised_anything:
+            raise RecordError("prompt record: recognised_anything does not match its fields")
+        return record
+
+    @classmethod
+    def from_json(cls, text: str) -> PromptRecord:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise RecordError(f"prompt record: not JSON ({error})") from None
+        return cls.from_dict(data)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise RecordError(f"prompt record: {message}")
+
+
+def _validate(record: PromptRecord) -> None:
+    _check(isinstance(record.text, str), "text must be a string")
+    for name, status in record.findings.items():
+        _check(name in FINDINGS, f"findings: unknown finding {name!r}")
+        _check(status in STATUSES, f"findings: {name} has status {status!r}, not one of {', '.join(STATUSES)}")
+    for entry in record.entries:
+        _check(isinstance(entry, FindingEntry), "entries must be FindingEntry items")
+        _check(entry.finding in FINDINGS and entry.finding != NO_FINDING, f"entries: unknown finding {entry.finding!r}")
+        _check(entry.status in STATUSES, f"entries: status {entry.status!r}")
+        _check(entry.side is None or entry.side in SIDES, f"entries: side {entry.side!r}")
+        _check(entry.lobe is None or entry.lobe in LOBES, f"entries: lobe {entry.lobe!r}")
+        _check(entry.zone is None or entry.zone in ZONES, f"entries: zone {entry.zone!r}")
+        _check(entry.finding in record.findings, f"entries: {entry.finding} is not in findings")
+    age = record.age
+    if age is not None:
+        _check(
+            isinstance(age, int | float) and not isinstance(age, bool) and 0 <= age <= MAX_AGE_YEARS,
+            f"age must be a number of years from 0 to {MAX_AGE_YEARS:g}, not {age!r}",
+        )
+    _check(record.age_band is None or record.age_band in AGE_BANDS, f"age_band {record.age_band!r}")
+    _check(record.sex is None or record.sex in SEXES, f"sex {record.sex!r}")
+    _check(record.view is None or record.view in VIEWS, f"view {record.view!r}")
+    for span in (*record.spans, *record.ignored):
+        _check(isinstance(span, Span), "spans must be Span items")
+        _check(
+            isinstance(span.start, int)
+            and isinstance(span.end, int)
+            and 0 <= span.start < span.end <= len(record.text),
+            f"span {span.start}-{span.end} is not inside the text",
+        )
+        _check(span.kind in SPAN_KINDS, f"span kind {span.kind!r}")
+        _check(isinstance(span.value, str), f"span value {span.value!r}")
+
+
+# 2. shorthand and typos --------------------------------------------------------------------------
+
+_ABBREVIATIONS: tuple[tuple[str, str], ...] = (
+    (r"rul", "right upper lobe"),
+    (r"rml", "right middle lobe"),
+    (r"rll", "right lower lobe"),
+    (r"lul", "left upper lobe"),
+    (r"lll", "left lower lobe"),
+    (r"ruz", "right upper zone"),
+    (r"rmz", "right mid zone"),
+    (r"rlz", "right lower zone"),
+    (r"luz", "left upper zone"),
+    (r"lmz", "left mid zone"),
+    (r"llz", "left lower zone"),
+    (r"[lr] ?[>=<] ?[lr]", "bilateral"),
+    (r"b/l|bilat", "bilateral"),
+    (r"pnx", "pneumothorax"),
+    (r"consol|consolid|consoln", "consolidation"),
+    (r"effs?|effn", "effusion"),
+    (r"pna", "pneumonia"),
+    (r"atx", "atelectasis"),
+    (r"apo", "acute pulmonary oedema"),
+    (r"ccf", "cardiac failure"),
+    (r"big heart", "enlarged heart"),
+    (r"ett", "endotracheal tube"),
+    (r"ngt?", "ng tube"),
+    (r"ogt?", "og tube"),
+    (r"cvc|cvl", "central venous line"),
+    (r"ppm", "pacemaker"),
+    (r"(?:chest|intercostal) drains?", "chest tube"),
+    (r"tubes? and lines?", "lines and tubes"),
+    (r"cxrs?", "chest radiograph"),
+    (r"xray|xr", "x ray"),
+    (r"w/o", "without"),
+    (r"c/w", "consistent with"),
+    (r"s/o", "suggestive of"),
+    (r"-ve|neg", "negative"),
+    (r"nad", "no acute abnormality"),
+    (r"query|qu|poss", "possible"),
+    (r"pulm", "pulmonary"),
+    (r"odema|oedma|edma", "oedema"),  # common misspellings too short for the one-edit rule
+)
+_ABBREVIATION_RE = re.compile(
+    r"(?<![\w/>=<-])(?:" + "|".join(f"(?P<a{i}>{p})" for i, (p, _) in enumerate(_ABBREVIATIONS)) + r")(?![\w/>=<])",
+    re.IGNORECASE,
+)
+
+TYPO_TARGETS = (
+    "pneumonia", "pneumonitis", "pneumothorax", "effusion", "effusions", "consolidation", "atelectasis",
+    "atelectatic", "cardiomegaly", "opacity", "opacities", "opacification", "emphysema", "infiltrate",
+    "infiltrates", "infiltration", "fibrosis", "bilateral", "lingula",
+)  # fmt: skip
+"""Words a typo one edit away is read as (at least seven letters: shorter ones have ordinary neighbours)."""
+TYPO_EXCEPTIONS = frozenset({"lingual", "plural", "pneumatic", "bilaterally"})
+"""Ordinary words one edit from a target, never corrected."""
+_MIN_TYPO_LENGTH = 7
+
+# a lone L or R is a side when a place or finding word follows it
+_SIDE_LETTER_RE = re.compile(
+    r"(?<![\w/>=<.-])(?P<letter>[lr])(?=[\s-]+(?:sided|side|upper|mid|middle|lower|base|bases|basal|apex|apical"
+    r"|lung|hemithorax|pleural|hilum|hilar|lobe|zone|effusion|pneumothorax|ptx|consolidation|pneumonia"
+    r"|collapse|opacity|opacities|atelectasis|infiltrates?|mass|nodule|pneumonia)\b)",
+    re.IGNORECASE,
+)
+_QUESTION_RE = re.compile(r"\?+")
+# "after", "following", "post" start a statement of circumstance: no negation or doubt reaches past
+# them ("?PTX after CVC insertion": the line is there)
+_CIRCUMSTANCE_RE = re.compile(r"(?<=\w\s)(?:after|following|post)(?![\w-])", re.IGNORECASE)
+_PERSON_WORDS = (
+    r"paediatric|pediatric|child|infant|neonate|newborn|toddler|adolescent|teenager|adult|elderly|man|woman|boy|girl"
+    r"|male|female|pa|ap|portable|supine|erect|frontal|lateral|patient|chest|film|study|radiograph|x ray|in|for|of"
+)
+_NORMAL_RE = re.compile(
+    rf"(?:^|(?<=[.;:!?,\n]))(?P<pre>\s*)(?P<word>normal|unremarkable)(?=\s*(?:$|[.;:!?,\n]|(?:{_PERSON_WORDS})\b"
+    r"|\d))",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class _Working:
+    """A rewritten text and, per character, the (start, end) of the prompt characters it came from."""
+
+    text: str
+    origin: list[tuple[int, int]]
+
+    def rewrite(self, pattern: re.Pattern[str], replace: Callable[[re.Match[str]], str | None]) -> _Working:
+        pieces: list[str] = []
+        origin: list[tuple[int, int]] = []
+        position = 0
+        for match in pattern.finditer(self.text):
+            new = replace(match)
+            if new is None or match.start() == match.end():
+                continue
+            pieces.append(self.text[position : match.start()])
+            origin.extend(self.origin[position : match.start()])
+            source = self.origin[match.start() : match.end()]
+            whole = (min(s for s, _ in source), max(e for _, e in source))
+            pieces.append(new)
+            origin.extend([whole] * len(new))
+            position = match.end()
+        pieces.append(self.text[position:])
+        origin.extend(self.origin[position:])
+        return _Working("".join(pieces), origin)
+
+    def source(self, start: int, end: int) -> tuple[int, int]:
+        """The prompt's [start, end) that working characters [start, end) came from."""
+        chars = self.origin[start:end]
+        return min(s for s, _ in chars), max(e for _, e in chars)
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` differ by exactly one insertion, deletion, substitution or adjacent swap."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diffs = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diffs) == 1:
+            return True
+        return (
+            len(diffs) == 2 and diffs[1] == diffs[0] + 1 and a[diffs[0]] == b[diffs[1]] and a[diffs[1]] == b[diffs[0]]
+        )
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    i = 0
+    while i < len(short) and short[i] == long[i]:
+        i += 1
+    return short[i:] == long[i + 1 :]
+
+
+def correct_typo(word: str) -> str | None:
+    """The finding word ``word`` is a typo of (see the module docstring), or None."""
+    lowered = word.lower()
+    if len(lowered) < _MIN_TYPO_LENGTH or lowered in TYPO_TARGETS or lowered in TYPO_EXCEPTIONS:
+        return None
+    if extract_findings(lowered):
+        return None
+    matches = {target for target in TYPO_TARGETS if _one_edit(lowered, target)}
+    return matches.pop() if len(matches) == 1 else None
+
+
+def _question(match: re.Match[str]) -> str | None:
+    text = match.string
+    after = text[match.end() :].lstrip()
+    before = text[: match.start()]
+    if after[:1].isalpha() and not before[-1:].isalpha():
+        return "possible "  # "?pneumonia", "? PTX"
+    return " suspected." if before.rstrip()[-1:].isalpha() else None  # "pneumonia?", "PTX ?"
+
+
+def _expand(prompt: str) -> _Working:
+    working = _Working(prompt, [(i, i + 1) for i in range(len(prompt))])
+    working = working.rewrite(
+        _ABBREVIATION_RE, lambda m: _ABBREVIATIONS[int(next(k for k, v in m.groupdict().items() if v)[1:])][1]
+    )
+    working = working.rewrite(re.compile(r"[A-Za-z]+"), lambda m: correct_typo(m.group()))
+    working = working.rewrite(_QUESTION_RE, _question)
+    working = working.rewrite(_CIRCUMSTANCE_RE, lambda m: "; " + m.group())
+    working = working.rewrite(_SIDE_LETTER_RE, lambda m: "left" if m.group("letter").lower() == "l" else "right")
+    return working.rewrite(_NORMAL_RE, lambda m: m.group("pre") + m.group("word") + " study")
+
+
+# 3. places ---------------------------------------------------------------------------------------
+
+_SITE_RE = re.compile(
+    r"(?<![\w-])(?:"
+    r"(?P<bi>bi[\s-]?bas(?:al|ilar|ally|es)|bi[\s-]?apical(?:ly)?)"
+    r"|(?P<lingula>lingula(?:r)?)"
+    r"|(?:(?P<side>right|left|bilateral(?:ly)?|both)(?:[\s-]+sided)?[\s-]+)?(?:(?P<level>upper|middle|mid|lower)[\s-]+)?"
+    r"(?P<part>lobes?|zones?|lung (?:fields?|zones?)|lungs?|fields?|bases?|basal|basilar|apex|apices|apical"
+    r"|hemithorax|hemithoraces)"
+    r"|(?P<side_only>right|left|bilateral(?:ly)?)(?:[\s-]+sided)?"
+    r")(?![\w-])"
+)
+_CLAUSE_END_RE = re.compile(
+    r"[.;:!?,\n]|(?<!\w)(?:and|or|&|\+|with|but|plus|also|while|whereas|however|although)(?!\w)"
+    r"|(?<!\w)(?=(?:no|not|without|possible|possibly|suspected|r/o|rule out|negative for|free of)(?!\w))"
+)
+_PLURAL_PARTS = {"lobes", "zones", "bases", "apices", "hemithoraces", "lung zones", "lung fields"}
+
+
+@dataclass(frozen=True)
+class _Site:
+    side: str | None
+    lobe: str | None
+    zone: str | None
+    span: tuple[int, int]
+
+
+def _site(match: re.Match[str]) -> _Site | None:
+    group = match.groupdict()
+    span = match.span()
+    if group["bi"]:
+        return _Site("bilateral", None, "upper" if "apic" in group["bi"] else "lower", span)
+    if group["lingula"]:
+        return _Site("left", "lingula", None, span)
+    if group["side_only"]:
+        side = group["side_only"]
+        return _Site("bilateral" if side.startswith("bilateral") else side, None, None, span)
+    side_word, level, part = group["side"], group["level"], re.sub(r"[\s-]+", " ", group["part"])
+    side = (
+        None if side_word is None else ("bilateral" if side_word in ("both", "bilateral", "bilaterally") else side_word)
+    )
+    zone = {"upper": "upper", "middle": "mid", "mid": "mid", "lower": "lower"}.get(level or "")
+    if zone is None and part in ("base", "bases", "basal", "basilar"):
+        zone = "lower"
+    elif zone is None and part in ("apex", "apices", "apical"):
+        zone = "upper"
+    if side is None and part in _PLURAL_PARTS and zone is not None:
+        side = "bilateral"
+    lobe = None
+    if part in ("lobe", "lobes") and level in ("middle", "mid"):
+        lobe = "RML" if side in (None, "right") else None
+        side = side or "right"
+    elif side in ("right", "left") and zone in ("upper", "lower"):
+        lobe = side[0].upper() + zone[0].upper() + "L"
+    if side is None and zone is None:
+        return None  # "lung", "lobe": no place
+    return _Site(side, lobe, zone, span)
+
+
+def _clauses(work: str) -> list[tuple[int, int, str]]:
+    """(start, end, the separator that ends it) of each clause of the lower-cased working text."""
+    bounds = []
+    start = 0
+    for match in _CLAUSE_END_RE.finditer(work):
+        bounds.append((start, match.start(), match.group()))
+        start = match.end()
+    bounds.append((start, len(work), ""))
+    return [b for b in bounds if b[1] > b[0]]
+
+
+# 4. people and views -----------------------------------------------------------------------------
+
+_NUMBER = r"(?P<number>\d{1,3}(?:\.\d+)?)"
+_AGE_RE = re.compile(
+    rf"(?<![\w.]){_NUMBER}[\s-]*(?P<unit>years?|yrs?|yo|y/o|y\.o\.?|y|months?|mos?|mths?|weeks?|wks?|days?)"
+    r"(?:[\s-]*old)?(?![\w/])"
+    rf"|(?<!\w)aged?\s*(?:of\s*)?:?\s*{_NUMBER.replace('number', 'aged')}(?![\w.])",
+    re.IGNORECASE,
+)
+_AGE_SEX_RE = re.compile(
+    r"(?<![\w.])(?P<number>\d{1,3})\s?(?P<sex>[MF])(?!\w)|(?<![\w.])(?P<n2>\d{1,3})(?P<s2>[mf])(?!\w)"
+)
+_UNIT_YEARS = {"y": 1.0, "m": 1 / 12, "w": 7 / 365.25, "d": 1 / 365.25}
+_BAND_WORDS: tuple[tuple[str, str, bool], ...] = (
+    # (pattern, band, strong): a strong word beats a weak one ("elderly woman", "paediatric infant")
+    (r"neonates?|neonatal|newborns?|new[\s-]born|preterm|premature|infants?|babies|baby", "infant", True),
+    (r"toddlers?|child|children|kids?|schoolchild", "child", True),
+    (r"paediatric|pediatric|paeds?|peds", "child", False),
+    (r"adolescents?|teenagers?|teens?|teenage", "adolescent", True),
+    (r"older adults?|elderly|geriatric|older", "older_adult", True),
+    (r"adults?", "adult", True),
+    (r"boys?|girls?", "child", False),
+    (r"men|man|women|woman|gentleman|gent|lady|ladies", "adult", False),
+)
+_BAND_RE = re.compile(
+    r"(?<![\w-])(?:" + "|".join(f"(?P<b{i}>{p})" for i, (p, _, _) in enumerate(_BAND_WORDS)) + r")(?![\w-])",
+    re.IGNORECASE,
+)
+_SEX_RE = re.compile(
+    r"(?<![\w-])(?:(?P<female>females?|women|woman|girls?|lady|ladies)|(?P<male>males?|men|man|boys?|gentleman|gent))"
+    r"(?![\w-])",
+    re.IGNORECASE,
+)
+_VIEW_RE = re.compile(
+    r"(?<![\w-])(?:(?P<supine>supine)|(?P<ap>ap|a\.p\.|antero[\s-]?posterior|portable|mobile|bedside)"
+    r"|(?P<pa>pa|p\.a\.|postero[\s-]?anterior)|(?P<lateral>lateral|lat)|(?P<frontal>frontal|erect|upright|semi[\s-]?erect))"
+    r"(?![\w-])",
+    re.IGNORECASE,
+)
+_STUDY_RE = re.compile(
+    r"(?<![\w-])(?:chest|radiographs?|radiography|x[\s-]?rays?|films?|images?|study|studies|exam|examination|views?"
+    r"|projection|thorax)(?![\w-])",
+    re.IGNORECASE,
+)
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+MODIFIERS = _words(
+    """small large tiny big massive moderate moderately mild mildly severe severely minimal trace subtle extensive
+    focal patchy dense diffuse diffusely multifocal lobar segmental subsegmental plate like plate-like airspace air
+    space interstitial perihilar peripheral central pulmonary lung lungs pleural tension loculated new worsening
+    increasing acute chronic hiatus hiatal early late bacterial viral volume volumes markings marked significant
+    obvious clear wet dense round rounded well defined ill cavitating spiculated apical basal lobe lobes zone zones
+    heart cardiac silhouette size enlarged enlargement tip tips tube tubes line lines"""
+)
+"""Words understood but not held in the record (severity, distribution, anatomy without a side)."""
+FILLERS = _words(
+    """a an the of with without in on at to for from and or but by as is are was were be been being there this that
+    these those it its his her their showing shows show showed demonstrating demonstrates seen noted present
+    visible evident patient pt findings finding change changes evidence signs sign consistent keeping compatible
+    likely probable probably representing suggestive suggesting suggest please generate draw make create give me
+    picture example typical classic case of year years old month months week weeks day days yo aged age
+    mm cm very some any also both side sided situ after before following since"""
+)
+"""Words that carry no record field and need no "ignored" note."""
+_WORD_RE = re.compile(r"[A-Za-z0-9]+(?:[/'.-][A-Za-z0-9]+)*")
+
+
+def _age(working: _Working) -> tuple[float | None, str | None, list[Span]]:
+    """(age in years, sex from an attached M/F, spans)."""
+    text = working.text
+    found: list[tuple[float, tuple[int, int], str | None]] = []
+    for match in _AGE_RE.finditer(text):
+        if match.group("number") is not None:
+            unit = match.group("unit").lower()
+            per = _UNIT_YEARS["m" if unit.startswith("m") else unit[0]]
+            years = float(match.group("number")) * per
+        else:
+            years = float(match.group("aged"))
+        found.append((years, match.span(), None))
+    for match in _AGE_SEX_RE.finditer(text):
+        number = match.group("number") or match.group("n2")
+        sex = (match.group("sex") or match.group("s2")).upper()
+        if not any(s[0] <= match.start() < s[1] for _, s, _ in found):
+            found.append((float(number), match.span(), "female" if sex == "F" else "male"))
+    found = [item for item in found if 0 < item[0] <= MAX_AGE_YEARS]
+    if not found:
+        return None, None, []
+    found.sort(key=lambda item: item[1])
+    years, (start, end), sex = found[0]
+    spans = [Span(*working.source(start, end), "age", f"{years:g}")]
+    if sex is None:  # "45 yo M", "M 45 yo"
+        after = re.match(r"\s*,?\s*(?P<s>[MF])(?!\w)", text[end:])
+        before = re.search(r"(?<![\w.])(?P<s>[MF])\s*,?\s*$", text[:start])
+        attached = after or before
+        if attached is not None:
+            offset = end if attached is after else 0
+            s_start, s_end = attached.start("s") + offset, attached.end("s") + offset
+            sex = "female" if attached.group("s") == "F" else "male"
+            spans.append(Span(*working.source(s_start, s_end), "sex", sex))
+    elif sex is not None:
+        spans.append(Span(*working.source(start, end), "sex", sex))
+    return round(years, 2), sex, spans
+
+
+def _band(working: _Working) -> tuple[str | None, list[Span]]:
+    strong: list[str] = []
+    weak: list[str] = []
+    spans = []
+    for match in _BAND_RE.finditer(working.text):
+        index = int(next(k for k, v in match.groupdict().items() if v)[1:])
+        _, band, is_strong = _BAND_WORDS[index]
+        (strong if is_strong else weak).append(band)
+        spans.append(Span(*working.source(*match.span()), "age_band", band))
+    for bands in (strong, weak):
+        if bands:
+            return bands[0], spans  # the first stated when words disagree
+    return None, spans
+
+
+def _sex(working: _Working) -> tuple[set[str], list[Span]]:
+    sexes = set()
+    spans = []
+    for match in _SEX_RE.finditer(working.text):
+        sex = "female" if match.group("female") else "male"
+        sexes.add(sex)
+        spans.append(Span(*working.source(*match.span()), "sex", sex))
+    return sexes, spans
+
+
+def _view(working: _Working) -> tuple[str | None, list[Span]]:
+    kinds: list[str] = []
+    spans = []
+    for match in _VIEW_RE.finditer(working.text):
+        kind = next(k for k, v in match.groupdict().items() if v)
+        kinds.append(kind)
+        value = {"supine": "supine AP", "ap": "AP", "pa": "PA", "lateral": "lateral", "frontal": "frontal"}[kind]
+        spans.append(Span(*working.source(*match.span()), "view", value))
+    if "supine" in kinds:
+        return "supine AP", spans
+    frontal = [k for k in kinds if k in ("ap", "pa")]
+    if frontal:
+        return frontal[0].upper(), spans  # the first stated when PA and AP disagree
+    return ("lateral" if "lateral" in kinds else None), spans
+
+
+# 5. parsing --------------------------------------------------------------------------------------
+
+
+def _cue_span(work: str, cue: str, mention: tuple[int, int]) -> tuple[int, int] | None:
+    """Where the cue text of a mention is: the nearest occurrence before it, else the first after it."""
+    needle = cue.lower()
+    before = work.rfind(needle, 0, mention[0])
+    if before >= 0:
+        return before, before + len(needle)
+    after = work.find(needle, mention[1])
+    return (after, after + len(needle)) if after >= 0 else None
+
+
+def _entries(work: str, working: _Working) -> tuple[list[FindingEntry], list[Span]]:
+    """Finding entries with their places, and the spans of findings, cues and places."""
+    mentions = [m for m in extract_findings(working.text) if m.name != NO_FINDING]
+    spans: list[Span] = []
+    for mention in extract_findings(working.text):
+        spans.append(Span(*working.source(*mention.span), "finding", mention.name))
+        if mention.cue is not None:
+            cue = _cue_span(work, mention.cue, mention.span)
+            if cue is not None:
+                spans.append(Span(*working.source(*cue), "cue", mention.status))
+    sites = [s for s in (_site(m) for m in _SITE_RE.finditer(work)) if s is not None]
+    for site in sites:
+        value = " ".join(v for v in (site.side, site.lobe, site.zone) if v)
+        spans.append(Span(*working.source(*site.span), "place", value))
+    entries: list[FindingEntry] = []
+    carried: list[_Site] = []
+    for start, end, separator in _clauses(work):
+        here = [m for m in mentions if start <= m.span[0] < end]
+        clause_sites = carried + [s for s in sites if start <= s.span[0] < end]
+        if not here:
+            carried = clause_sites if separator.strip() in ("and", "or", "&") else []
+            continue
+        carried = []
+        for mention in here:
+            for site in clause_sites or [None]:
+                entry = FindingEntry(mention.name, mention.status)
+                if site is not None:
+                    entry = FindingEntry(mention.name, mention.status, site.side, site.lobe, site.zone)
+                entries.append(entry)
+    # a subtype present or uncertain makes its parent so at the same place (as summarize does)
+    for entry in list(entries):
+        parent = PARENTS.get(entry.finding)
+        if parent is not None and entry.status != ABSENT:
+            entries.append(FindingEntry(parent, entry.status, entry.side, entry.lobe, entry.zone))
+    return _merge_entries(entries), spans
+
+
+def _merge_entries(entries: Iterable[FindingEntry]) -> list[FindingEntry]:
+    """Duplicates dropped; an entry without a place dropped where the same finding and status has one;
+    a right and a left entry that differ in nothing else made one bilateral entry."""
+    unique = list(dict.fromkeys(entries))
+    placed = {(e.finding, e.status) for e in unique if e.side or e.lobe or e.zone}
+    unique = [e for e in unique if e.side or e.lobe or e.zone or (e.finding, e.status) not in placed]
+    merged: list[FindingEntry] = []
+    for entry in unique:
+        if entry.side in ("right", "left") and entry.lobe is None:
+            other = FindingEntry(
+                entry.finding, entry.status, "left" if entry.side == "right" else "right", None, entry.zone
+            )
+            if other in unique:
+                both = FindingEntry(entry.finding, entry.status, "bilateral", None, entry.zone)
+                if both not in merged:
+                    merged.append(both)
+                continue
+        merged.append(entry)
+    return list(dict.fromkeys(merged))
+
+
+def _ignored(prompt: str, working: _Working, used: list[Span]) -> list[Span]:
+    """Words of the prompt no span covers and that are neither fillers nor modifiers; neighbours joined.
+
+    A word written out from shorthand ("c/w" -> "consistent with") is judged by what it became.
+    """
+    covered = sorted((s.start, s.end) for s in used)
+    known = FILLERS | MODIFIERS
+    written = [(working.source(*m.span()), m.group().lower()) for m in _WORD_RE.finditer(working.text)]
+    words = []
+    for match in _WORD_RE.finditer(prompt):
+        start, end = match.span()
+        if any(s < end and start < e for s, e in covered) or match.group().lower() in known:
+            continue
+        became = [word for (s, e), word in written if s < end and start < e]
+        if became and all(word in known for word in became):
+            continue
+        words.append((start, end))
+    phrases: list[list[int]] = []
+    for start, end in words:
+        if phrases and not prompt[phrases[-1][1] : start].strip():
+            phrases[-1][1] = end
+        else:
+            phrases.append([start, end])
+    return [Span(start, end, "ignored", prompt[start:end]) for start, end in phrases]
+
+
+def parse_prompt(prompt: str) -> PromptRecord:
+    """The structured record of a prompt or caption (see the module docstring for how it is read)."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
+    # 1. shorthand, typos, question marks, lone L/R
+    working = _expand(prompt)
+    work = working.text.lower()
+    # 2. findings, their statuses and places
+    findings = summarize(working.text)
+    entries, spans = _entries(work, working)
+    # 3. age, band, sex, view
+    age, age_sex, age_spans = _age(working)
+    band, band_spans = _band(working)
+    sexes, sex_spans = _sex(working)
+    if age_sex is not None:
+        sexes.add(age_sex)
+    view, view_spans = _view(working)
+    spans += age_spans + band_spans + sex_spans + view_spans
+    for match in _STUDY_RE.finditer(working.text):
+        spans.append(Span(*working.source(*match.span()), "study", match.group().lower()))
+    for match in _WORD_RE.finditer(prompt):
+        if match.group().lower() in MODIFIERS:
+            spans.append(Span(*match.span(), "modifier", match.group().lower()))
+    # 4. a band from the age wins over words; the words still count as understood
+    if age is not None:
+        band = _band_of(age)
+    spans = sorted(set(spans), key=lambda s: (s.start, s.end, s.kind, s.value))
+    return PromptRecord(
+        text=prompt,
+        findings=findings,
+        entries=tuple(entries),
+        age=age,
+        age_band=band,
+        sex=next(iter(sexes)) if len(sexes) == 1 else None,
+        view=view,
+        spans=tuple(spans),
+        ignored=tuple(_ignored(prompt, working, spans)),
+    )
+
+
+__all__ = [
+    "AGE_BANDS",
+    "FILLERS",
+    "LOBES",
+    "MODIFIERS",
+    "RECORD_VERSION",
+    "SEXES",
+    "SIDES",
+    "SPAN_KINDS",
+    "TYPO_EXCEPTIONS",
+    "TYPO_TARGETS",
+    "VIEWS",
+    "ZONES",
+    "FindingEntry",
+    "PromptRecord",
+    "RecordError",
+    "Span",
+    "correct_typo",
+    "parse_prompt",
+]
