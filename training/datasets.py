@@ -1,11 +1,9 @@
-"""Training data: a JSON Lines manifest -> grayscale images (N, 1, H, W) in [-1, 1] and captions.
+"""Training data: a manifest -> grayscale images (N, 1, H, W) in [-1, 1] and captions.
 
-A manifest (written by ``training.data`` importers) holds one JSON object per line, one record
-per image. Only three keys are read; any other key is ignored:
-
-- ``image``: path of the image, absolute or relative to the manifest's folder;
-- ``text``: the caption (report text) the image is conditioned on;
-- ``split``: ``"train"``, ``"val"`` or ``"test"``.
+The manifest is the one format every importer writes, read by the one reader every part of the
+project uses (:func:`engine.manifest.read_manifest`), so a line the engine or the dataset
+explorer rejects is rejected here too, with the same message. Training reads ``image`` (made
+absolute here), ``text``, ``split`` and ``source`` of each record.
 
 Images are read with OpenCV (8- or 16-bit PNG, JPEG, ...; colour is converted to gray), mapped to
 [0, 1] by their bit depth, centre-cropped to a square (the shorter side) and resized to the model's
@@ -21,12 +19,11 @@ is on the patient's left, and a flipped radiograph is a different (rare) anatomy
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -34,8 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-SPLITS = ("train", "val", "test")
-REQUIRED_KEYS = ("image", "text", "split")
+from engine import manifest as manifest_format
+from engine.manifest import SPLITS, ManifestError, ManifestRecord, resolve_image
 
 
 class DatasetError(ValueError):
@@ -43,16 +40,8 @@ class DatasetError(ValueError):
 
 
 @dataclass(frozen=True)
-class ManifestRecord:
-    image: Path  # absolute
-    text: str
-    split: str  # one of SPLITS
-    source: str = ""  # the importer that wrote it ("pediatric", "nih", ...); "" when not given
-
-
-@dataclass(frozen=True)
 class Manifest:
-    """The records of one manifest file, in file order, and the file's SHA-256."""
+    """The records of one manifest file, in file order (``image`` made absolute), and the file's SHA-256."""
 
     path: Path
     records: tuple[ManifestRecord, ...]
@@ -72,7 +61,8 @@ class Manifest:
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
-    """Parse a JSON Lines manifest; DatasetError names the line of the first bad record.
+    """Read a manifest with :func:`engine.manifest.read_manifest`; DatasetError names the file
+    (and the line of the first bad record, in the engine's words).
 
     Blank lines are skipped. A manifest with no records is an error. Image files are not opened
     here (see :func:`load_images`).
@@ -82,40 +72,18 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
         raise DatasetError(f"{path}: no such manifest file")
     try:
         data = path.read_bytes()
-        lines = data.decode("utf-8").splitlines()
+        data.decode("utf-8")  # the engine's reader would raise UnicodeDecodeError, naming no file
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot be read as UTF-8 text: {exc}") from None
-    root = path.resolve().parent
-    records: list[ManifestRecord] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{where}: not valid JSON: {exc.msg}") from None
-        if not isinstance(item, dict):
-            raise DatasetError(f"{where}: a record must be a JSON object")
-        missing = [key for key in REQUIRED_KEYS if key not in item]
-        if missing:
-            raise DatasetError(f"{where}: missing key(s) {', '.join(missing)}")
-        for key in REQUIRED_KEYS:
-            if not isinstance(item[key], str):
-                raise DatasetError(f"{where}: {key!r} must be a string")
-        if item["split"] not in SPLITS:
-            raise DatasetError(f"{where}: split {item['split']!r} is not one of {', '.join(SPLITS)}")
-        if not item["image"]:
-            raise DatasetError(f"{where}: 'image' is empty")
-        image = Path(item["image"]).expanduser()
-        image = image if image.is_absolute() else root / image
-        source = item.get("source", "")
-        if not isinstance(source, str):
-            raise DatasetError(f"{where}: 'source' must be a string")
-        records.append(ManifestRecord(image=image, text=item["text"], split=item["split"], source=source))
+    try:
+        records = manifest_format.read_manifest(path)
+    except (ManifestError, OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(str(exc)) from None
     if not records:
         raise DatasetError(f"{path}: no records (an empty manifest)")
-    return Manifest(path=path, records=tuple(records), sha256=hashlib.sha256(data).hexdigest())
+    root = path.resolve()
+    absolute = tuple(replace(r, image=str(resolve_image(r, root))) for r in records)
+    return Manifest(path=path, records=absolute, sha256=hashlib.sha256(data).hexdigest())
 
 
 VAL_LIMIT = 2048  # at most this many validation images (evenly spaced) in a training run
@@ -281,7 +249,6 @@ __all__ = [
     "Augmentation",
     "DatasetError",
     "Manifest",
-    "ManifestRecord",
     "augment",
     "evenly_spaced",
     "load_image",

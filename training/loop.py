@@ -58,6 +58,18 @@ STATE_FORMAT = "cxr-studio-training-state"
 FORMAT_VERSION = 1
 RUN_FILE = "run.json"
 INDEX_FILE = "index.json"
+# Everything a run writes in its folder: a folder holding only these and no training state is a
+# run that stopped (failed or was killed) before its first checkpoint, with nothing to keep.
+RUN_ENTRIES = frozenset(
+    {
+        RUN_FILE,
+        "metrics.jsonl",
+        "state",
+        "samples",
+        *("checkpoint", ".checkpoint.tmp", ".checkpoint.old"),
+        *("best", ".best.tmp", ".best.old"),
+    }
+)
 # Options a resumed run may change: they do not touch the training trajectory. (``data`` may move:
 # the manifest's SHA-256 must match; ``vae`` is read from the run's own state on resume.)
 MUTABLE_OPTIONS = frozenset(
@@ -467,6 +479,7 @@ class RunFolder:
         self.samples_dir = self.root / "samples"
         self.metrics_path = self.root / "metrics.jsonl"
         self.run_path = self.root / RUN_FILE
+        self.created = False  # True when open_run made the folder (a failed run then removes it)
 
     def checkpoint(self, name: str = "checkpoint") -> Path:
         return self.root / name
@@ -504,6 +517,27 @@ class RunFolder:
     # 2. training state
     def has_state(self) -> bool:
         return (self.state_dir / INDEX_FILE).is_file()
+
+    def unstarted(self) -> bool:
+        """A run that stopped before its first training state (failed or killed): run.json, no
+        state, and nothing in the folder but what a run writes. Nothing in it is worth keeping."""
+        return (
+            self.run_path.is_file()
+            and not self.has_state()
+            and all(path.name in RUN_ENTRIES for path in self.root.iterdir())
+        )
+
+    def discard(self) -> None:
+        """Remove what the run wrote (the folder too, when open_run made it and it is left empty)."""
+        for name in RUN_ENTRIES:
+            path = self.root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if self.created:
+            with contextlib.suppress(OSError):
+                self.root.rmdir()
 
     def save_state(self, step: int, parts: dict[str, dict[str, torch.Tensor]], meta: dict[str, Any]) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -553,6 +587,23 @@ def read_run_options(out: str | os.PathLike[str]) -> dict[str, Any]:
     return RunFolder(out).read_run()["options"]
 
 
+def resumes(out: str | os.PathLike[str], kind: str, resume: bool, log: Log) -> bool:
+    """Whether ``--resume`` has something to continue: a ``kind`` run in ``out`` with a saved
+    training state. A run that stopped before its first state (failed or killed) has trained
+    nothing, so it starts again from step 0 with the options given now (False); a folder that is
+    no run at all is an error."""
+    if not resume:
+        return False
+    run = RunFolder(out)
+    record = run.read_run()
+    if record.get("kind") != kind:
+        raise TrainingError(f"{run.root}: is a {record.get('kind')!r} run, not {kind!r}")
+    if run.has_state():
+        return True
+    log(f"{run.root}: stopped before its first checkpoint; starting again from step 0")
+    return False
+
+
 def open_run(
     out: str | os.PathLike[str], kind: str, options: dict[str, Any], info: dict[str, Any], *, resume: bool
 ) -> tuple[RunFolder, dict[str, Any]]:
@@ -560,14 +611,18 @@ def open_run(
 
     Returns the folder and the run record (``run.json``): on resume the stored one, whose
     ``config`` is authoritative. A resumed run keeps every option except :data:`MUTABLE_OPTIONS`,
-    and its manifest must not have changed.
+    and its manifest must not have changed. A new run may take the folder of a run that stopped
+    before its first checkpoint (:meth:`RunFolder.unstarted`): what that run wrote is removed.
     """
     run = RunFolder(out)
     if not resume:
+        if run.root.is_dir() and run.unstarted():
+            run.discard()
         if run.root.exists() and (not run.root.is_dir() or any(run.root.iterdir())):
             raise TrainingError(
                 f"{run.root}: already exists and is not empty; pass --resume to continue it or choose a new folder"
             )
+        run.created = not run.root.exists()
         run.root.mkdir(parents=True, exist_ok=True)
         record = {"format": RUN_FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "options": options, **info}
         atomic_write_text(run.run_path, json.dumps(record, indent=2) + "\n")
@@ -588,6 +643,18 @@ def open_run(
     record["options"] = options
     atomic_write_text(run.run_path, json.dumps(record, indent=2) + "\n")
     return run, record
+
+
+@contextlib.contextmanager
+def discard_on_failure(run: RunFolder) -> Iterator[None]:
+    """Remove what ``run`` wrote when the block fails (an image that cannot be read, Ctrl+C, ...)
+    before the run saved its first training state, so that nothing half-made blocks a rerun."""
+    try:
+        yield
+    except BaseException:
+        if not run.has_state():
+            run.discard()
+        raise
 
 
 # --------------------------------------------------------------------------- metrics, progress, images
@@ -873,6 +940,7 @@ __all__ = [
     "autocast",
     "capture_rng",
     "configure_torch",
+    "discard_on_failure",
     "fit",
     "image_grid",
     "lr_at",
@@ -883,6 +951,7 @@ __all__ = [
     "read_run_options",
     "resolve_config",
     "restore_rng",
+    "resumes",
     "seed_everything",
     "use_compile",
     "write_png",

@@ -30,7 +30,7 @@ def _common(parser: argparse.ArgumentParser, defaults: dict[str, Any], config_he
         return f" (default {defaults[name]})"
 
     add = parser.add_argument
-    add("--data", metavar="MANIFEST", default=None, help="JSON Lines manifest (image, text, split per line)")
+    add("--data", metavar="MANIFEST", default=None, help="manifest written by cxr-studio import (JSON Lines)")
     add("--out", metavar="RUN", required=True, help="run folder: new, or an existing one with --resume")
     add("--config", metavar="tiny|cpu|default|FILE.json", default=None, help=config_help)
     add("--resume", action="store_true", help="continue the run in --out from its last checkpoint, exactly")

@@ -38,6 +38,7 @@ from torch import nn
 
 from engine import samplers, schedules
 from engine.fileio import folder_in_use
+from engine.manifest import ManifestRecord
 from engine.pack import atomic_write_text
 from training.checkpoint import (
     CONFIG_FILE,
@@ -56,7 +57,6 @@ from training.datasets import (
     Augmentation,
     DatasetError,
     Manifest,
-    ManifestRecord,
     augment,
     evenly_spaced,
     load_images,
@@ -72,6 +72,7 @@ from training.loop import (
     absolute_encoder,
     autocast,
     configure_torch,
+    discard_on_failure,
     fit,
     image_grid,
     iter_chunks,
@@ -80,6 +81,7 @@ from training.loop import (
     open_run,
     pick_device,
     resolve_config,
+    resumes,
     seed_everything,
     use_compile,
 )
@@ -531,6 +533,7 @@ def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log
     device = pick_device(options.device)
     configure_torch(device)
     _check_export_target(options.export)
+    resume = resumes(options.out, "diffusion", resume, log)
     vae_dir, init_dir, config = None, None, None
     if not resume:
         vae_dir = resolve_vae_checkpoint(options.vae or options.init_from or "")
@@ -549,33 +552,32 @@ def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log
         "manifest": manifest_info(manifest),
     }
     run, record = open_run(options.out, "diffusion", options.to_json(), info, resume=resume)
-    config = ModelConfig.from_json(record["config"])
-    state = run.load_state() if resume and run.has_state() else None
-    if resume and state is None:
-        log(f"{run.root}: no checkpoint yet; starting from step 0")
+    with discard_on_failure(run):  # a run that fails before its first checkpoint leaves nothing
+        config = ModelConfig.from_json(record["config"])
+        state = run.load_state() if resume else None
 
-    # 2. model: UNet and projection fresh from the seed (or from --init-from), the frozen VAE's weights
-    seed_everything(options.seed)
-    model = build_model(config)
-    if state is not None:
-        load_vae_weights(model.vae, state.parts["vae"], str(run.state_dir))
-    else:
-        vae_file = Path(record["vae_checkpoint"]) / VAE_FILE
-        load_vae_weights(model.vae, read_vae_file(vae_file), str(vae_file))
-        if record.get("init_checkpoint"):  # fine-tuning: the earlier model's UNet and projection
-            init = Path(record["init_checkpoint"])
-            load_weights(model.unet, init / UNET_FILE)
-            load_weights(model.text.projection, init / TEXT_PROJECTION_FILE)
-            log(f"UNet and text projection from {init}")
+        # 2. model: UNet and projection fresh from the seed (or from --init-from), the frozen VAE's weights
+        seed_everything(options.seed)
+        model = build_model(config)
+        if state is not None:
+            load_vae_weights(model.vae, state.parts["vae"], str(run.state_dir))
+        else:
+            vae_file = Path(record["vae_checkpoint"]) / VAE_FILE
+            load_vae_weights(model.vae, read_vae_file(vae_file), str(vae_file))
+            if record.get("init_checkpoint"):  # fine-tuning: the earlier model's UNet and projection
+                init = Path(record["init_checkpoint"])
+                load_weights(model.unet, init / UNET_FILE)
+                load_weights(model.text.projection, init / TEXT_PROJECTION_FILE)
+                log(f"UNet and text projection from {init}")
 
-    # 3. caches, then train
-    val_records = evenly_spaced(val_records, VAL_LIMIT)
-    task = DiffusionTask(model, manifest, train_records, val_records, options, device, log)
-    if options.sample_every:
-        run.samples_dir.mkdir(exist_ok=True)
-        prompts = {"prompts (columns)": task.prompts, "seeds (rows)": list(SAMPLE_SEEDS), "sampler": SAMPLER}
-        atomic_write_text(run.samples_dir / "prompts.json", json.dumps(prompts, indent=2) + "\n")
-    result = fit(task, options, run, device, state=state, log=log)
+        # 3. caches, then train
+        val_records = evenly_spaced(val_records, VAL_LIMIT)
+        task = DiffusionTask(model, manifest, train_records, val_records, options, device, log)
+        if options.sample_every:
+            run.samples_dir.mkdir(exist_ok=True)
+            prompts = {"prompts (columns)": task.prompts, "seeds (rows)": list(SAMPLE_SEEDS), "sampler": SAMPLER}
+            atomic_write_text(run.samples_dir / "prompts.json", json.dumps(prompts, indent=2) + "\n")
+        result = fit(task, options, run, device, state=state, log=log)
     if not result.finished:
         return result
     best = f"; best val loss {result.best_val_loss:.4g} at step {result.best_step}" if result.best_step else ""

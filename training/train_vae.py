@@ -46,6 +46,7 @@ from training.loop import (
     TrainOptions,
     autocast,
     configure_torch,
+    discard_on_failure,
     fit,
     image_grid,
     iter_chunks,
@@ -54,6 +55,7 @@ from training.loop import (
     open_run,
     pick_device,
     resolve_config,
+    resumes,
     seed_everything,
     use_compile,
 )
@@ -321,34 +323,34 @@ def train_vae(options: VAEOptions, *, resume: bool = False, log: Log | None = No
         raise DatasetError(f"{manifest.path}: no records with split 'train'")
     device = pick_device(options.device)
     configure_torch(device)
+    resume = resumes(options.out, "vae", resume, log)
     config = None if resume else resolve_config(options.config or "")
     if config is not None:
         check_crop(options.crop, config)
     info = {"config": config.to_json() if config else None, "manifest": manifest_info(manifest)}
     run, record = open_run(options.out, "vae", options.to_json(), info, resume=resume)
-    if config is None:
-        config = ModelConfig.from_json(record["config"])
-    state = run.load_state() if resume and run.has_state() else None
-    if resume and state is None:
-        log(f"{run.root}: no checkpoint yet; starting from step 0")
+    with discard_on_failure(run):  # a run that fails before its first checkpoint leaves nothing
+        if config is None:
+            config = ModelConfig.from_json(record["config"])
+        state = run.load_state() if resume else None
 
-    # 2. model (seeded), images on the device
-    seed_everything(options.seed)
-    model = build_model(config)
-    started = time.perf_counter()
-    progress = not options.quiet
-    train_images = load_images(train_records, config.image_size, workers=options.workers, progress=progress)
-    val_records = evenly_spaced(val_records, VAL_LIMIT)
-    val_images = load_images(val_records, config.image_size, workers=options.workers, progress=progress)
-    train_images, val_images = train_images.to(device), val_images.to(device)
-    log(
-        f"loaded {len(train_records)} training and {len(val_records)} validation images "
-        f"({config.image_size}x{config.image_size}) in {time.perf_counter() - started:.1f} s; device {device}"
-    )
+        # 2. model (seeded), images on the device
+        seed_everything(options.seed)
+        model = build_model(config)
+        started = time.perf_counter()
+        progress = not options.quiet
+        train_images = load_images(train_records, config.image_size, workers=options.workers, progress=progress)
+        val_records = evenly_spaced(val_records, VAL_LIMIT)
+        val_images = load_images(val_records, config.image_size, workers=options.workers, progress=progress)
+        train_images, val_images = train_images.to(device), val_images.to(device)
+        log(
+            f"loaded {len(train_records)} training and {len(val_records)} validation images "
+            f"({config.image_size}x{config.image_size}) in {time.perf_counter() - started:.1f} s; device {device}"
+        )
 
-    # 3. train
-    task = VAETask(model, train_images, val_images, options, device)
-    result = fit(task, options, run, device, state=state, log=log)
+        # 3. train
+        task = VAETask(model, train_images, val_images, options, device)
+        result = fit(task, options, run, device, state=state, log=log)
     if result.finished:
         best = f"; best val loss {result.best_val_loss:.4g} at step {result.best_step}" if result.best_step else ""
         log(f"VAE run finished at step {result.step} ({result.stop_reason}){best}; checkpoint {result.checkpoint}")

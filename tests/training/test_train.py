@@ -8,11 +8,12 @@ import itertools
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import cv2
@@ -60,6 +61,12 @@ def _chest(index: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(image + rng.normal(0, 4, image.shape), 0, 255)
 
 
+def _line(image: str, text: str, split: str = "train", **extra: object) -> dict:
+    """A manifest record as the importers write it (engine.manifest's required keys)."""
+    record = {"image": image, "text": text, "findings": {}, "patient_id": "P1", "view": "PA", "split": split}
+    return {**record, "source": "csv", **extra}
+
+
 def make_dataset(folder: Path, count: int = 24) -> Path:
     """``count`` images (8-bit JPEG and 16-bit PNG alternately) and a manifest: 3 in 4 train, 1 in 4 val."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,7 +83,7 @@ def make_dataset(folder: Path, count: int = 24) -> Path:
         (folder / "images").mkdir(exist_ok=True)
         assert cv2.imwrite(str(folder / name), data)
         split = "val" if i % 4 == 0 else "train"
-        lines.append(json.dumps({"image": name, "text": CAPTIONS[i % 3], "split": split, "view": "PA"}))
+        lines.append(json.dumps(_line(name, CAPTIONS[i % 3], split, patient_id=f"P{i:02d}")))
     manifest = folder / "manifest.jsonl"
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return manifest
@@ -125,26 +132,61 @@ def test_manifest_reads_known_keys_and_resolves_paths(dataset: Path) -> None:
     manifest = read_manifest(dataset)
     assert len(manifest.records) == 24
     assert manifest.counts() == {"train": 18, "val": 6, "test": 0}
-    assert all(r.image.is_absolute() and r.image.is_file() for r in manifest.records)
+    assert all(Path(r.image).is_absolute() and Path(r.image).is_file() for r in manifest.records)
     assert manifest.records[1].text == CAPTIONS[1]
+
+
+GOOD = json.dumps(_line("a.png", "x"))
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
         ("", "no records"),
-        ('{"image": "a.png", "text": "x"}\n', ":1: missing key(s) split"),
-        ('\n{"image": "a.png", "text": "x", "split": "dev"}\n', ":2: split 'dev' is not one of"),
-        ('{"image": "a.png", "text": 3, "split": "train"}\n', "'text' must be a string"),
-        ("not json\n", ":1: not valid JSON"),
+        ('{"image": "a.png", "text": "x"}\n', "line 1: missing key(s) findings, patient_id, view, split, source"),
+        ("\n" + GOOD.replace('"train"', '"dev"') + "\n", "line 2: split must be one of train, val, test, not 'dev'"),
+        (GOOD.replace('"x"', "3") + "\n", "text must be a non-empty string, not 3"),
+        ("not json\n", "line 1: Expecting value"),
+        (b"\xff\xfe\n", "cannot be read as UTF-8 text"),
     ],
 )
-def test_manifest_errors_name_the_line(tmp_path: Path, content: str, message: str) -> None:
+def test_manifest_errors_name_the_line(tmp_path: Path, content: str | bytes, message: str) -> None:
     path = tmp_path / "m.jsonl"
-    path.write_text(content, encoding="utf-8")
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     with pytest.raises(DatasetError, match=None) as info:
         read_manifest(path)
-    assert message in str(info.value)
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        GOOD,
+        json.dumps({"image": "a.png", "text": "x", "split": "train"}),  # the keys the old training reader needed
+        json.dumps(_line("a.png", "x", typo="y")),  # an unknown key
+        json.dumps(_line("a.png", "x", view="OBLIQUE")),
+        json.dumps(_line("a.png", "x", findings={"cardiomegaly": "maybe"})),
+        json.dumps(_line("a.png", "x", age=500)),
+        json.dumps(_line("", "x")),
+        json.dumps(_line("a.png", "x", source=3)),
+    ],
+)
+def test_training_accepts_exactly_the_lines_the_engine_accepts(tmp_path: Path, line: str) -> None:
+    """One reader: a line the engine (and so the dataset explorer) rejects is rejected by training too."""
+    from engine.manifest import ManifestError
+    from engine.manifest import read_manifest as engine_read_manifest
+
+    path = tmp_path / "m.jsonl"
+    path.write_text(line + "\n", encoding="utf-8")
+    try:
+        engine_read_manifest(path)
+    except ManifestError as exc:
+        with pytest.raises(DatasetError) as info:
+            read_manifest(path)
+        assert str(info.value) == str(exc)
+    else:
+        (record,) = read_manifest(path).records
+        assert record.image == str(tmp_path.resolve() / "a.png")
 
 
 def test_load_image_8_and_16_bit_crop_and_resize(tmp_path: Path) -> None:
@@ -205,7 +247,7 @@ def test_sample_prompts_spread_over_different_findings(tmp_path: Path) -> None:
         "Chest radiograph: patchy bilateral opacities consistent with viral pneumonia.",
         "Chest radiograph: findings consistent with bacterial pneumonia.",
     ]
-    lines = [json.dumps({"image": f"{i}.png", "text": t, "split": "train"}) for i, t in enumerate(texts)]
+    lines = [json.dumps(_line(f"{i}.png", t)) for i, t in enumerate(texts)]
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
     manifest = read_manifest(tmp_path / "m.jsonl")
     assert sample_prompts(manifest, 2) == [texts[0], texts[3]]  # a finding, not a rephrased normal
@@ -366,6 +408,101 @@ def test_vae_run_writes_checkpoint_metrics_samples_and_scaling_factor(vae_run: P
     assert not list(vae_run.glob(".*"))  # no temporary folders left
 
 
+def _vae_cli_args(options: VAEOptions) -> list[str]:
+    """The flags of ``train vae`` for ``options`` (the fields tests set)."""
+    args = ["train", "vae", "--data", options.data, "--out", options.out, "--config", str(options.config)]
+    for name in ("steps", "batch_size", "checkpoint_every", "log_every", "workers", "seed", "lr"):
+        args += [f"--{name.replace('_', '-')}", str(getattr(options, name))]
+    return [*args, "--quiet"]
+
+
+def _kill_when(argv: list[str], ready: Path, log: Path) -> None:
+    """Run ``cxr-studio ARGV`` in a subprocess and SIGKILL it once ``ready`` exists."""
+    with log.open("wb") as output:
+        # the same torch thread count as this process: float sums depend on it
+        env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", *argv], cwd=REPO, stdout=output, stderr=output, env=env
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while not ready.is_file() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert process.poll() is None, log.read_text()
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_vae_killed_with_sigkill_resumes_exactly(dataset: Path, config_file: Path, tmp_path: Path) -> None:
+    # 1. an uninterrupted run
+    def options(out: Path) -> VAEOptions:
+        return VAEOptions(**_common(dataset, out, config_file), steps=16, checkpoint_every=4, log_every=1)
+
+    assert train_vae(options(tmp_path / "reference")).step == 16
+    expected = _losses(tmp_path / "reference")
+    assert sorted(expected) == list(range(1, 17))
+
+    # 2. the same run in a subprocess, killed with SIGKILL once its first checkpoint exists
+    killed = options(tmp_path / "killed")
+    _kill_when(_vae_cli_args(killed), tmp_path / "killed" / "state" / "index.json", tmp_path / "log.txt")
+    run = RunFolder(tmp_path / "killed")
+    run.recover()
+    load_checkpoint(run.checkpoint())  # the last complete checkpoint loads
+    start = run.load_state().step
+    assert 4 <= start < 16
+
+    # 3. resume: step numbers continue, losses and weights equal the uninterrupted run's
+    assert train_cli.run(_parse(["train", "vae", "--out", killed.out, "--resume", "--quiet"])) == 0
+    resumed = _losses(tmp_path / "killed")
+    assert sorted(resumed) == list(range(1, 17))
+    after = range(start + 1, 17)
+    np.testing.assert_allclose([resumed[s] for s in after], [expected[s] for s in after], rtol=1e-5, atol=1e-7)
+    final = load_checkpoint(tmp_path / "killed" / "checkpoint")
+    ref = load_checkpoint(tmp_path / "reference" / "checkpoint")
+    for (name, a), (_, b) in zip(final.vae.state_dict().items(), ref.vae.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_failed_run_leaves_nothing_and_the_rerun_works(dataset: Path, config_file: Path, tmp_path: Path) -> None:
+    # 1. one image of the manifest is missing: the run fails while loading images, after run.json
+    bad = tmp_path / "data"
+    shutil.copytree(dataset.parent, bad)
+    next((bad / "images").glob("*.png")).unlink()
+    out = tmp_path / "run"
+    with pytest.raises(DatasetError, match="no such file"):
+        train_vae(VAEOptions(**_common(bad / dataset.name, out, config_file), steps=2, checkpoint_every=2))
+    assert not out.exists()
+    # 2. the same folder takes the run once the data is fixed
+    assert train_vae(VAEOptions(**_common(dataset, out, config_file), steps=2, checkpoint_every=2)).step == 2
+
+
+@pytest.mark.slow
+def test_a_run_killed_before_its_first_checkpoint_can_be_rerun_or_resumed(
+    dataset: Path, config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 1. killed while training, long before a checkpoint: run.json and metrics, no state
+    slow = VAEOptions(**_common(dataset, tmp_path / "a", config_file), steps=100000, checkpoint_every=100000)
+    _kill_when(_vae_cli_args(replace(slow, log_every=1)), tmp_path / "a" / "metrics.jsonl", tmp_path / "log.txt")
+    assert (tmp_path / "a" / "run.json").is_file() and not RunFolder(tmp_path / "a").has_state()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    # 2. a rerun into the same folder starts it again
+    quick = ["--steps", "2", "--checkpoint-every", "2"]
+    assert train_cli.run(_parse([*_vae_cli_args(slow), *quick])) == 0, capsys.readouterr().err
+    assert RunFolder(tmp_path / "a").load_state().step == 2
+    # 3. so does --resume (nothing was trained: the options given now are the run's)
+    argv = ["train", "vae", "--out", str(tmp_path / "b"), "--resume", "--quiet", *quick]
+    assert train_cli.run(_parse(argv)) == 0, capsys.readouterr().err
+    assert RunFolder(tmp_path / "b").load_state().step == 2
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["options"]["steps"] == 2
+    # 4. a run with a saved state is still never overwritten by a rerun
+    assert train_cli.run(_parse([*_vae_cli_args(slow), *quick])) == 2
+    assert "already exists and is not empty; pass --resume" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- diffusion
 
 
@@ -387,23 +524,7 @@ def test_diffusion_killed_with_sigkill_resumes_exactly_and_exports(
 
     # 2. the same run in a subprocess, killed with SIGKILL once its first checkpoint exists
     killed = _diffusion(dataset, vae_run, tmp_path / "killed")
-    index = tmp_path / "killed" / "state" / "index.json"
-    with (tmp_path / "log.txt").open("wb") as output:
-        # the same torch thread count as this process: float sums depend on it
-        env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", *_cli_args(killed)], cwd=REPO, stdout=output, stderr=output, env=env
-        )
-        try:
-            deadline = time.monotonic() + 240
-            while not index.is_file() and process.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert process.poll() is None, (tmp_path / "log.txt").read_text()
-            process.send_signal(signal.SIGKILL)
-        finally:
-            process.kill()
-            process.wait()
-    assert process.returncode == -signal.SIGKILL
+    _kill_when(_cli_args(killed), tmp_path / "killed" / "state" / "index.json", tmp_path / "log.txt")
     run = RunFolder(tmp_path / "killed")
     run.recover()
     load_checkpoint(run.checkpoint())  # the last complete checkpoint loads
@@ -553,10 +674,7 @@ def test_pediatric_images_load_at_224(tmp_path: Path) -> None:
     if not (root / "labels.csv").is_file():
         pytest.skip(f"{root}: not present")
     rows = (root / "labels.csv").read_text().splitlines()[1:5]
-    lines = [
-        json.dumps({"image": str(root / "images" / row.split(",")[0]), "text": row.split(",")[1], "split": "train"})
-        for row in rows
-    ]
+    lines = [json.dumps(_line(str(root / "images" / row.split(",")[0]), row.split(",")[1])) for row in rows]
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
     manifest = read_manifest(tmp_path / "m.jsonl")
     image = load_image(manifest.records[0].image, 224)
