@@ -12,7 +12,14 @@ import sys
 from pathlib import Path
 
 from training.cli import command_error
-from training.evaluate.options import PROMPT_SOURCES, QUICK, SAMPLER_NAMES, SECTIONS, EvaluationOptions
+from training.evaluate.options import (
+    PROMPT_AGE_BANDS,
+    PROMPT_SOURCES,
+    QUICK,
+    SAMPLER_NAMES,
+    SECTIONS,
+    EvaluationOptions,
+)
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -48,7 +55,8 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
             "Evaluate a model pack on a manifest's real data: image statistics and VAE reconstructions, Fréchet "
             "distance in the feature space of a classifier trained on the train split, prompt alignment, "
             "memorisation (nearest training image, 4x4 patch distance), utility of generated images for "
-            "training a classifier, diversity, and steps x samplers. Writes OUT/report.html, OUT/report.json, "
+            "training a classifier, diversity, steps x samplers, and the committed paraphrase and negation prompt sets "
+            "beside the card prompts. Writes OUT/report.html, OUT/report.json, "
             "OUT/figures/ and OUT/classifier/."
         ),
     )
@@ -113,6 +121,28 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--samplers", type=_name_list, default=None, metavar="NAMES", help="samplers" + default("samplers"))
     g.add_argument(
         "--sweep-images", type=int, default=None, metavar="N", help="images per setting" + default("sweep_images")
+    )
+    g = parser.add_argument_group("prompt sets (section 8)")
+    g.add_argument(
+        "--prompt-sets",
+        type=_name_list,
+        default=None,
+        metavar="NAMES",
+        help="committed prompt sets in resources/evaluation/prompts (never used in training) or .jsonl files, "
+        "scored beside the card prompts; lines with 'denies' make the negation check" + default("prompt_sets"),
+    )
+    g.add_argument(
+        "--prompt-set-images",
+        type=int,
+        default=None,
+        metavar="K",
+        help="images per prompt of the sets" + default("prompt_set_images"),
+    )
+    g.add_argument(
+        "--prompt-age-band",
+        choices=PROMPT_AGE_BANDS,
+        default=None,
+        help="child / adult: only the sets' prompts of that age band or of none stated (default any)",
     )
     g = parser.add_argument_group("classifier and the other sections")
     g.add_argument(
@@ -222,6 +252,9 @@ OPTION_NAMES = (
     "steps_list",
     "samplers",
     "sweep_images",
+    "prompt_sets",
+    "prompt_set_images",
+    "prompt_age_band",
     "classifier_epochs",
     "classifier_size",
     "classifier_batch_size",

@@ -19,12 +19,15 @@ Definitions (the report repeats them)
   brightness scores that shift.
 - AUROC: the Mann-Whitney U statistic with average ranks for ties (as scikit-learn computes it);
   one-vs-rest per class; NaN when a class has no positives or no negatives.
+- Wilson score interval of a proportion; Newcombe's hybrid score interval of a difference of two
+  independent proportions (method 10 of Newcombe 1998).
 - bootstrap: percentile intervals over resamples of the items with replacement; resamples where a
   statistic is undefined (NaN) are dropped and counted.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -339,7 +342,42 @@ def mean_pairwise_ssim_distance(images: np.ndarray) -> float:
     return float((1.0 - values).mean())
 
 
+# 7. proportions ----------------------------------------------------------------------------------
+
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``successes / n`` (NaNs when ``n`` is 0).
+
+    Unlike the normal approximation it stays inside [0, 1] and keeps its coverage near 0 and 1,
+    where the negation check's fractions sit."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    denominator = 1.0 + z * z / n
+    centre = (p + z * z / (2.0 * n)) / denominator
+    half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def newcombe_difference(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> tuple[float, float]:
+    """Interval of ``k1 / n1 - k2 / n2`` for independent samples from the two Wilson intervals
+    (Newcombe 1998, method 10, "hybrid score"); NaNs when either ``n`` is 0."""
+    if n1 <= 0 or n2 <= 0:
+        return float("nan"), float("nan")
+    p1, p2 = k1 / n1, k2 / n2
+    low1, high1 = wilson_interval(k1, n1, z)
+    low2, high2 = wilson_interval(k2, n2, z)
+    d = p1 - p2
+    return (
+        d - math.sqrt((p1 - low1) ** 2 + (high2 - p2) ** 2),
+        d + math.sqrt((high1 - p1) ** 2 + (p2 - low2) ** 2),
+    )
+
+
 __all__ = [
+    "Z95",
     "Interval",
     "accuracy",
     "average_ranks",
@@ -357,8 +395,10 @@ __all__ = [
     "mean_pairwise_cosine_distance",
     "mean_pairwise_ssim_distance",
     "nearest_by_cosine",
+    "newcombe_difference",
     "normalise_rows",
     "one_vs_rest_auroc",
     "patch_distance",
     "roc_auc",
+    "wilson_interval",
 ]

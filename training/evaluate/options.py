@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 SAMPLER_NAMES = ("ddim", "dpmpp-2m", "euler")  # engine.samplers.SAMPLERS; checked against it at run time
-SECTIONS = ("vae", "statistics", "frechet", "alignment", "memorisation", "utility", "diversity", "steps")
+SECTIONS = ("vae", "statistics", "frechet", "alignment", "memorisation", "utility", "diversity", "steps", "prompt_sets")
+PROMPT_SETS = ("paraphrases", "negations")  # resources/evaluation/prompts/NAME.jsonl
+PROMPT_AGE_BANDS = ("any", "child", "adult")
 PROMPT_SOURCES = ("auto", "card", "test")
 MIN_MEMORISATION_IMAGES = 1000  # the protocol (MediSyn 2.2) asks for at least this many generated images
 
@@ -53,6 +55,10 @@ class EvaluationOptions:
     steps_list: tuple[int, ...] = (10, 20, 50)
     samplers: tuple[str, ...] = SAMPLER_NAMES
     sweep_images: int = 100
+    # section 8: the committed prompt sets (paraphrases, negations) beside the card prompts
+    prompt_sets: tuple[str, ...] = PROMPT_SETS
+    prompt_set_images: int = 4  # images per prompt
+    prompt_age_band: str = "any"  # child / adult: prompts of that age band or none stated
     # the evaluation classifier (feature space of sections 2-6)
     classifier_epochs: int = 10
     classifier_size: int = 128
@@ -86,6 +92,7 @@ class EvaluationOptions:
             "--classifier-batch-size": self.classifier_batch_size,
             "--vae-images": self.vae_images,
             "--closest-pairs": self.closest_pairs,
+            "--prompt-set-images": self.prompt_set_images,
         }
         for name, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -108,6 +115,10 @@ class EvaluationOptions:
             raise EvaluationError(
                 f"--memorisation-threshold must be between 0 and 1, not {self.memorisation_threshold}"
             )
+        if self.prompt_age_band not in PROMPT_AGE_BANDS:
+            raise EvaluationError(f"--prompt-age-band must be one of {', '.join(PROMPT_AGE_BANDS)}")
+        if not self.prompt_sets and self.runs("prompt_sets"):
+            raise EvaluationError("--prompt-sets needs at least one set (or --skip prompt_sets)")
         if self.prompt_source not in PROMPT_SOURCES:
             raise EvaluationError(f"--prompt-source must be one of {', '.join(PROMPT_SOURCES)}")
         if not self.steps_list or any(not 1 <= s <= 250 for s in self.steps_list):
@@ -165,6 +176,7 @@ QUICK: dict[str, Any] = {
     "diversity_images": 4,
     "closest_pairs": 4,
     "bootstrap": 200,
+    "prompt_set_images": 1,
 }
 
 
@@ -184,6 +196,8 @@ def build_options(given: dict[str, Any]) -> EvaluationOptions:
 
 __all__ = [
     "MIN_MEMORISATION_IMAGES",
+    "PROMPT_AGE_BANDS",
+    "PROMPT_SETS",
     "PROMPT_SOURCES",
     "QUICK",
     "SAMPLER_NAMES",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.fileio import atomic_write_text
+from training.evaluate import prompt_sets
 
 if TYPE_CHECKING:
     from training.evaluate.run import Context
@@ -291,6 +292,7 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
         axes[1].set_ylim(0, 1.05)
         axes[0].legend(fontsize=7)
         figures["steps"] = _save(figure, folder, "steps.png")
+    figures |= prompt_sets.make_figure(report, folder)
     return figures
 
 
@@ -402,6 +404,14 @@ def render_html(report: dict) -> str:
                 [
                     "Lowest Fréchet distance in the steps sweep",
                     f"{html.escape(steps_best['sampler'])}, {steps_best['steps']} steps" if steps_best else "–",
+                ],
+                [
+                    "Paraphrase prompts: judged the prompt's class (reference prompts)",
+                    f"{_fmt(s.get('paraphrase_accuracy'))} ({_fmt(s.get('paraphrase_reference_accuracy'))})",
+                ],
+                [
+                    '"No X" prompts judged not-X (normal prompts)',
+                    f"{_fmt(s.get('negation_judged_not_x'))} ({_fmt(s.get('negation_normal_reference_judged_not_x'))})",
                 ],
                 ["Generation time per 1,000 images (s)", _fmt(s["seconds_per_1000_generated_images"], 4)],
             ],
@@ -720,6 +730,9 @@ def render_html(report: dict) -> str:
             )
         )
         add(_img(report, "steps", "steps vs quality"))
+
+    # 8. prompt sets
+    add(prompt_sets.render_html(report))
 
     # environment and timings
     add("<h2>Environment and timings</h2>")

@@ -18,6 +18,8 @@ Sections (report keys; ``--skip`` leaves any out, recorded as ``{"skipped": ...}
 6. ``diversity`` mean pairwise 1 - SSIM and feature distance among images of one prompt, next to
    random same-class groups of real test images.
 7. ``steps`` Fréchet distance and alignment for every sampler at every step count.
+8. ``prompt_sets`` the committed paraphrase and negation prompts (never used in training) judged by
+   the same classifier, beside the card prompts (training/evaluate/prompt_sets.py).
 
 Every random choice is seeded from ``--seed``: the same inputs give the same report (on one device).
 """
@@ -139,6 +141,7 @@ class Context:
     classifier: ChestClassifier | None = None
     loaded_classifier: tuple[ChestClassifier, dict] | None = None  # --classifier, checked before work starts
     init_body: dict[str, torch.Tensor] | None = None  # --classifier-init's conv layers, read before work starts
+    prompt_sets: dict[str, list] = field(default_factory=dict)  # --prompt-sets, read before work starts
     real: dict[str, ImageSet] = field(default_factory=dict)
     generated: Generated | None = None
     artifacts: dict[str, Any] = field(default_factory=dict)
@@ -204,6 +207,11 @@ def prepare_context(options: EvaluationOptions) -> Context:
     for name in options.samplers:
         for steps in options.steps_list:
             _check_request(some_prompt, name, steps, guidance, options.batch_size)
+    prompt_sets = {}
+    if options.runs("prompt_sets"):
+        from training.evaluate.prompt_sets import load_prompt_sets
+
+        prompt_sets = load_prompt_sets(options.prompt_sets)
     if options.inception_weights is not None and not Path(options.inception_weights).is_file():
         raise EvaluationError(f"--inception-weights {options.inception_weights}: no such file")
     if pack.manifest.image.height != pack.manifest.image.width:
@@ -235,6 +243,7 @@ def prepare_context(options: EvaluationOptions) -> Context:
         rng_seed=options.seed,
         loaded_classifier=loaded,
         init_body=init_body,
+        prompt_sets=prompt_sets,
     )
 
 
@@ -896,6 +905,12 @@ def _summary(report: dict) -> dict:
         "vae_ssim_mean": get("vae", "ssim", "mean"),
         "vae_psnr_db_mean": get("vae", "psnr_db", "mean"),
         "steps_lowest_frechet_distance": get("steps", "lowest_frechet_distance"),
+        "paraphrase_accuracy": get("prompt_sets", "paraphrases", "overall", "paraphrases", "value"),
+        "paraphrase_reference_accuracy": get("prompt_sets", "paraphrases", "overall", "reference", "value"),
+        "negation_judged_not_x": get("prompt_sets", "negations", "pooled", "negations_judged_not_x", "value"),
+        "negation_normal_reference_judged_not_x": get(
+            "prompt_sets", "negations", "pooled", "normal_prompts_judged_not_x", "value"
+        ),
         "seconds_per_1000_generated_images": get("generation", "seconds_per_1000_images"),
     }
 
@@ -977,6 +992,8 @@ def _evaluate(options: EvaluationOptions, command: str | None) -> dict:
         }
 
     # 4. the sections
+    from training.evaluate.prompt_sets import section_prompt_sets
+
     sections = {
         "statistics": section_statistics,
         "vae": section_vae,
@@ -986,6 +1003,7 @@ def _evaluate(options: EvaluationOptions, command: str | None) -> dict:
         "utility": section_utility,
         "diversity": section_diversity,
         "steps": section_steps,
+        "prompt_sets": section_prompt_sets,
     }
     for name, function in sections.items():
         report[name] = function(ctx) if options.runs(name) else {"skipped": "left out with --skip"}
