@@ -162,6 +162,21 @@ def write_manifest(path: str | os.PathLike[str], records: Sequence[ManifestRecor
     return path
 
 
+def parse_record(line: str) -> ManifestRecord:
+    """One manifest line -> a valid record; any way the line is bad is a :class:`ManifestError`
+    (not JSON, nested past Python's recursion limit, not an object, a bad field)."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"not JSON ({exc.msg}, column {exc.colno})") from None
+    except RecursionError:  # json recurses once per [ or {
+        raise ManifestError("not JSON (nested too deeply)") from None
+    try:
+        return ManifestRecord.from_dict(data)
+    except TypeError as exc:  # a key the dataclass refuses
+        raise ManifestError(str(exc)) from None
+
+
 def read_manifest(path: str | os.PathLike[str]) -> list[ManifestRecord]:
     """All records; :class:`ManifestError` names the first bad line."""
     records = []
@@ -170,8 +185,8 @@ def read_manifest(path: str | os.PathLike[str]) -> list[ManifestRecord]:
             if not line.strip():
                 continue
             try:
-                records.append(ManifestRecord.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, TypeError, ManifestError) as exc:
+                records.append(parse_record(line))
+            except ManifestError as exc:
                 raise ManifestError(f"{path}, line {number}: {exc}") from None
     return records
 
@@ -231,6 +246,7 @@ __all__ = [
     "ManifestRecord",
     "assign_splits",
     "check_fractions",
+    "parse_record",
     "read_manifest",
     "relative_image_path",
     "resolve_image",

@@ -135,6 +135,51 @@ _SECTIONS = {
 }
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _checked(value: Any, annotation: str, where: str) -> Any:
+    """``value`` if it has the type a field's annotation names (as a string: this module postpones
+    annotations), the list of a ``tuple[float, ...]`` as a tuple; else PackError naming the field."""
+    if annotation == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+        raise PackError(f"{MANIFEST}: {where} must be a whole number, not {value!r}")
+    if annotation == "float" and not _is_number(value):
+        raise PackError(f"{MANIFEST}: {where} must be a number, not {value!r}")
+    if annotation == "str" and not isinstance(value, str):
+        raise PackError(f"{MANIFEST}: {where} must be text, not {value!r}")
+    if annotation == "bool" and not isinstance(value, bool):
+        raise PackError(f"{MANIFEST}: {where} must be true or false, not {value!r}")
+    if annotation == "tuple[float, ...]":
+        if not isinstance(value, list | tuple) or not all(_is_number(v) for v in value):
+            raise PackError(f"{MANIFEST}: {where} must be a list of numbers, not {value!r}")
+        return tuple(float(v) for v in value)
+    return value
+
+
+# Card entries that code reads as lists of text (completion words, example prompts, findings).
+CARD_TEXT_LISTS = ("example_prompts", "supported_findings", "vocabulary")
+
+
+def _check_card(card: Any) -> None:
+    """A card is shown as text: each entry is text, a number, or a list or object of those."""
+    if not isinstance(card, dict):
+        raise PackError(f"{MANIFEST}: 'card' must be an object (title -> text), not {type(card).__name__}")
+    scalar = str | int | float | bool
+    for key, value in card.items():
+        if key in CARD_TEXT_LISTS:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise PackError(f"{MANIFEST}: card.{key} must be a list of text, not {value!r}"[:300])
+        elif isinstance(value, list):
+            if not all(isinstance(v, scalar) for v in value):
+                raise PackError(f"{MANIFEST}: card.{key}: a list's items must be text or numbers")
+        elif isinstance(value, dict):
+            if not all(isinstance(v, scalar) for v in value.values()):
+                raise PackError(f"{MANIFEST}: card.{key}: an object's values must be text or numbers")
+        elif value is not None and not isinstance(value, scalar):
+            raise PackError(f"{MANIFEST}: card.{key} must be text, a number, a list or an object")
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise PackError(f"{MANIFEST}: '{where}' must be an object")
@@ -142,6 +187,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise PackError(f"{MANIFEST}: unknown key(s) in '{where}': {', '.join(unknown)}")
+    types = {f.name: f.type for f in fields(cls)}
+    data = {key: _checked(value, str(types[key]), f"{where}.{key}") for key, value in data.items()}
     try:
         obj = cls(**data)
     except TypeError as exc:
@@ -167,15 +214,20 @@ def manifest_from_json(data: Any) -> PackManifest:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key in _SECTIONS:
-            if key == "preview" and isinstance(value, dict) and "weight" in value:
-                value = {**value, "weight": tuple(float(w) for w in value["weight"])}
             kwargs[key] = _build(_SECTIONS[key], value, key)
         elif key == "files":
             if not isinstance(value, dict):
                 raise PackError(f"{MANIFEST}: 'files' must be an object")
             kwargs[key] = {name: _build(FileEntry, entry, f"files.{name}") for name, entry in value.items()}
+        elif key == "card":
+            _check_card(value)
+            kwargs[key] = value
+        elif key in ("model_id", "precision"):
+            kwargs[key] = _checked(value, "str", key)
         else:
             kwargs[key] = value
+    if not str(kwargs.get("model_id", "?")).strip():
+        raise PackError(f"{MANIFEST}: model_id must not be empty")
     try:
         manifest = PackManifest(**kwargs)
     except TypeError as exc:
@@ -301,6 +353,20 @@ def onnx_external_files(path: Path) -> set[str]:
             return found
 
 
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
+
+
+def _check_vocab(path: Path) -> None:
+    """The WordPiece vocabulary has one token a line and the four tokens every sequence uses."""
+    try:
+        tokens = set(path.read_text(encoding="utf-8").splitlines())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PackError(f"{path} (text.vocab_file): cannot be read as UTF-8 text: {exc}") from None
+    missing = [token for token in SPECIAL_TOKENS if token not in tokens]
+    if missing:
+        raise PackError(f"{path} (text.vocab_file): the vocabulary lacks {', '.join(missing)} (one token a line)")
+
+
 def _inside(root: Path, path: Path) -> bool:
     """True when ``path``, with every symlink followed, is inside the (resolved) folder ``root``."""
     return path.resolve().is_relative_to(root)
@@ -354,6 +420,8 @@ def read_manifest(root: str | os.PathLike[str]) -> PackManifest:
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PackError(f"{manifest_path}: cannot be read as JSON: {exc}") from None
+    except RecursionError:  # json recurses once per [ or {
+        raise PackError(f"{manifest_path}: cannot be read as JSON: nested too deeply") from None
     return manifest_from_json(data)
 
 
@@ -381,6 +449,7 @@ def load_pack(root: str | os.PathLike[str], *, verify: bool = True) -> ModelPack
                 raise PackError(f"{path}: size {size} bytes, {MANIFEST} says {entry.size}: truncated or replaced")
             if sha256_file(path) != entry.sha256:
                 raise PackError(f"{path}: sha256 does not match {MANIFEST}: the file was altered")
+        _check_vocab(root / manifest.text.vocab_file)
         # ONNX Runtime also reads each graph's external-data files: every one must be hashed above.
         for name in sorted(n for n in manifest.files if n.endswith(".onnx")):
             for location in sorted(onnx_external_files(root / name)):

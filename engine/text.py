@@ -41,7 +41,10 @@ class WordPieceTokenizer:
         if max_tokens < 3:
             raise ValueError("max_tokens must be at least 3 ([CLS], one token, [SEP])")
         self.max_tokens = max_tokens
-        self._tok = BertWordPieceTokenizer(str(vocab_file), lowercase=lowercase)
+        try:
+            self._tok = BertWordPieceTokenizer(str(vocab_file), lowercase=lowercase)
+        except Exception as exc:  # tokenizers raises TypeError ("sep_token not found") and its own types
+            raise ValueError(f"{vocab_file}: not a usable WordPiece vocabulary: {exc}") from None
         self._tok.no_truncation()
         self._tok.no_padding()
         self.pad_id = self._tok.token_to_id("[PAD]")

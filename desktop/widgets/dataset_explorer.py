@@ -24,7 +24,6 @@ records, read each image with its text and findings, and put it beside a generat
 from __future__ import annotations
 
 import html
-import json
 import logging
 import math
 import os
@@ -87,7 +86,7 @@ from desktop.widgets.viewer import ImageView, to_qimage
 from engine import imaging
 from engine.dicom import read_display_pixels
 from engine.findings import ABSENT, FINDINGS, PRESENT, UNCERTAIN
-from engine.manifest import ManifestRecord, resolve_image
+from engine.manifest import ManifestRecord, parse_record, resolve_image
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +131,7 @@ def load_manifest(path: str | os.PathLike[str]) -> LoadedManifest:
             if not line.strip():
                 continue
             try:
-                records.append(ManifestRecord.from_dict(json.loads(line)))
-            except json.JSONDecodeError as exc:
-                bad.append(f"line {number}: not JSON ({exc.msg}, column {exc.colno})")
+                records.append(parse_record(line))  # any bad line, deep nesting included, is a ManifestError
             except (TypeError, ValueError) as exc:  # ManifestError is a ValueError
                 bad.append(f"line {number}: {exc}")
     return LoadedManifest(path, records, bad)

@@ -186,3 +186,58 @@ def test_symlink_inside_the_pack_is_allowed(tiny_pack_copy: Path) -> None:
     (tiny_pack_copy / "vocab.txt").symlink_to("real-vocab.txt")
     write_manifest(tiny_pack_copy, read_manifest(tiny_pack_copy))
     load_pack(tiny_pack_copy)
+
+
+# --------------------------------------------------------------------------- types checked at load
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["preview"].update(weight=0.5), r"preview\.weight must be a list of numbers"),
+        (lambda d: d["preview"].update(weight=["a"] * 4), r"preview\.weight must be a list of numbers"),
+        (lambda d: d["preview"].update(bias="0"), r"preview\.bias must be a number"),
+        (lambda d: d["image"].update(height="32"), r"image\.height must be a whole number"),
+        (lambda d: d["defaults"].update(num_steps=2.5), r"defaults\.num_steps must be a whole number"),
+        (lambda d: d["defaults"].update(num_steps=True), r"defaults\.num_steps must be a whole number"),
+        (lambda d: d["text"].update(lowercase="yes"), r"text\.lowercase must be true or false"),
+        (lambda d: d["text"].update(vocab_file=["vocab.txt"]), r"text\.vocab_file must be text"),
+        (lambda d: d.update(model_id=["a", "b"]), r"model_id must be text"),
+        (lambda d: d.update(model_id=""), r"model_id must not be empty"),
+        (lambda d: d.update(card=["a"]), r"'card' must be an object"),
+        (lambda d: d["card"].update(example_prompts="one prompt"), r"card\.example_prompts must be a list of text"),
+        (lambda d: d["card"].update(supported_findings=[["x"]]), r"card\.supported_findings must be a list of text"),
+        (lambda d: d["card"].update(name={"a": {"b": 1}}), r"card\.name: "),
+        (lambda d: d["files"]["unet.onnx"].update(size="12"), r"files\.unet\.onnx\.size must be a whole number"),
+    ],
+)
+def test_wrong_types_are_refused_naming_the_field(tiny_pack_copy: Path, edit, message: str) -> None:
+    """A numeric preview.weight or a list-valued field gave TypeError/AttributeError later (at generation,
+    in the card printout); now load_pack refuses it with the field named."""
+    _edit_manifest(tiny_pack_copy, edit)
+    with pytest.raises(PackError, match=message):
+        load_pack(tiny_pack_copy)
+
+
+def test_deeply_nested_model_json_is_a_pack_error(tiny_pack_copy: Path) -> None:
+    """json.loads raises RecursionError on deep nesting: reported like any other bad JSON."""
+    (tiny_pack_copy / MANIFEST).write_text('{"card": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(PackError, match=r"model\.json: cannot be read as JSON: nested too deeply"):
+        load_pack(tiny_pack_copy)
+
+
+@pytest.mark.parametrize("content", ["", "hello\nworld\n", "[PAD]\n[UNK]\n[CLS]\n"])
+def test_vocab_without_special_tokens_is_refused(tiny_pack_copy: Path, content: str) -> None:
+    """An empty vocab.txt gave 'TypeError: sep_token not found' when the tokenizer was built."""
+    (tiny_pack_copy / "vocab.txt").write_text(content)
+    write_manifest(tiny_pack_copy, read_manifest(tiny_pack_copy))
+    with pytest.raises(PackError, match=r"vocab\.txt \(text\.vocab_file\): .*lacks .*\[SEP\]"):
+        load_pack(tiny_pack_copy)
+
+
+def test_tokenizer_names_an_unusable_vocab(tmp_path: Path) -> None:
+    from engine.text import WordPieceTokenizer
+
+    (tmp_path / "vocab.txt").write_text("")
+    with pytest.raises(ValueError, match=r"vocab\.txt: not a usable WordPiece vocabulary"):
+        WordPieceTokenizer(tmp_path / "vocab.txt", lowercase=True, max_tokens=8)
