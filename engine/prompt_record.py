@@ -327,6 +327,10 @@ _ABBREVIATIONS: tuple[tuple[str, str], ...] = (
     (r"llz", "left lower zone"),
     (r"[lr] ?[>=<] ?[lr]", "bilateral"),
     (r"b/l|bilat", "bilateral"),
+    (r"rt", "right"),
+    (r"lt", "left"),
+    (r"hazy|haziness", "opacity"),
+    (r"white[\s-]?out", "opacification"),
     (r"pnx", "pneumothorax"),
     (r"consol|consolid|consoln", "consolidation"),
     (r"effs?|effn", "effusion"),
@@ -375,6 +379,12 @@ _SIDE_LETTER_RE = re.compile(
     r"|collapse|opacity|opacities|atelectasis|infiltrates?|mass|nodule|pneumonia)\b)",
     re.IGNORECASE,
 )
+# ... or when it ends a clause right after a finding word ("effusion R", "PTX L")
+_SIDE_LETTER_AFTER_RE = re.compile(
+    r"(?P<word>(?<![\w-])(?:effusions?|pneumothorax|ptx|consolidation|pneumonia|collapse|opacity|opacities"
+    r"|atelectasis|infiltrates?|mass|nodule)[\s-]+)(?P<letter>[lr])(?=\s*(?:$|[.,;:!?\n]))",
+    re.IGNORECASE,
+)
 _QUESTION_RE = re.compile(r"\?+")
 # "after", "following", "post" start a statement of circumstance: no negation or doubt reaches past
 # them ("?PTX after CVC insertion": the line is there)
@@ -384,7 +394,7 @@ _PERSON_WORDS = (
     r"|male|female|pa|ap|portable|supine|erect|frontal|lateral|patient|chest|film|study|radiograph|x ray|in|for|of"
 )
 _NORMAL_RE = re.compile(
-    rf"(?:^|(?<=[.;:!?,\n]))(?P<pre>\s*)(?P<word>normal|unremarkable)(?=\s*(?:$|[.;:!?,\n]|(?:{_PERSON_WORDS})\b"
+    rf"(?:^|(?<=[.;:!?,\n])|(?<=\s-))(?P<pre>\s*)(?P<word>normal|unremarkable)(?=\s*(?:$|[.;:!?,\n]|(?:{_PERSON_WORDS})\b"
     r"|\d))",
     re.IGNORECASE,
 )
@@ -469,6 +479,9 @@ def _expand(prompt: str) -> _Working:
     working = working.rewrite(_QUESTION_RE, _question)
     working = working.rewrite(_CIRCUMSTANCE_RE, lambda m: "; " + m.group())
     working = working.rewrite(_SIDE_LETTER_RE, lambda m: "left" if m.group("letter").lower() == "l" else "right")
+    working = working.rewrite(
+        _SIDE_LETTER_AFTER_RE, lambda m: m.group("word") + ("left" if m.group("letter").lower() == "l" else "right")
+    )
     return working.rewrite(_NORMAL_RE, lambda m: m.group("pre") + m.group("word") + " study")
 
 
@@ -598,7 +611,8 @@ MODIFIERS = _words(
     space interstitial perihilar peripheral central pulmonary lung lungs pleural tension loculated new worsening
     increasing acute chronic hiatus hiatal early late bacterial viral volume volumes markings marked significant
     obvious clear wet dense round rounded well defined ill cavitating spiculated apical basal lobe lobes zone zones
-    heart cardiac silhouette size enlarged enlargement tip tips tube tubes line lines"""
+    heart cardiac silhouette size enlarged enlargement tip tips tube tubes line lines increased decreased reduced
+    bulky prominent"""
 )
 """Words understood but not held in the record (severity, distribution, anatomy without a side)."""
 FILLERS = _words(
@@ -610,6 +624,7 @@ FILLERS = _words(
     mm cm very some any also both side sided situ after before following since"""
 )
 """Words that carry no record field and need no "ignored" note."""
+_MEASURE_RE = re.compile(r"(?<![\w.])\d+(?:\.\d+)?\s?(?:mm|cm)(?!\w)", re.IGNORECASE)
 _WORD_RE = re.compile(r"[A-Za-z0-9]+(?:[/'.-][A-Za-z0-9]+)*")
 
 
@@ -718,15 +733,27 @@ def _entries(work: str, working: _Working) -> tuple[list[FindingEntry], list[Spa
     for site in sites:
         value = " ".join(v for v in (site.side, site.lobe, site.zone) if v)
         spans.append(Span(*working.source(*site.span), "place", value))
-    entries: list[FindingEntry] = []
-    carried: list[_Site] = []
-    for start, end, separator in _clauses(work):
-        here = [m for m in mentions if start <= m.span[0] < end]
-        clause_sites = carried + [s for s in sites if start <= s.span[0] < end]
-        if not here:
-            carried = clause_sites if separator.strip() in ("and", "or", "&") else []
+    # 1. each clause: its mentions, its own places, and whether "and" / "or" / "&" joins it to the next
+    clauses = [
+        (
+            [m for m in mentions if start <= m.span[0] < end],
+            [s for s in sites if start <= s.span[0] < end],
+            separator.strip() in ("and", "or", "&"),
+        )
+        for start, end, separator in _clauses(work)
+    ]
+    # 2. a clause with places and no finding lends them to the joined clause after it ("right and left
+    #    effusions"), else to the joined clause before it ("consolidation at the left base and right apex")
+    places: list[list[_Site]] = [list(own) for _, own, _ in clauses]
+    for index, (here, own, joins_next) in enumerate(clauses):
+        if here or not own:
             continue
-        carried = []
+        if joins_next and index + 1 < len(clauses) and clauses[index + 1][0]:
+            places[index + 1] = own + places[index + 1]
+        elif index > 0 and clauses[index - 1][2] and clauses[index - 1][0]:
+            places[index - 1] = places[index - 1] + own
+    entries: list[FindingEntry] = []
+    for (here, _, _), clause_sites in zip(clauses, places, strict=True):
         for mention in here:
             for site in clause_sites or [None]:
                 entry = FindingEntry(mention.name, mention.status)
@@ -808,6 +835,8 @@ def parse_prompt(prompt: str) -> PromptRecord:
     spans += age_spans + band_spans + sex_spans + view_spans
     for match in _STUDY_RE.finditer(working.text):
         spans.append(Span(*working.source(*match.span()), "study", match.group().lower()))
+    for match in _MEASURE_RE.finditer(prompt):
+        spans.append(Span(*match.span(), "modifier", match.group()))  # a size: understood, not held
     for match in _WORD_RE.finditer(prompt):
         if match.group().lower() in MODIFIERS:
             spans.append(Span(*match.span(), "modifier", match.group().lower()))

@@ -113,6 +113,19 @@ CASES = [
     Case("neonate", {}, (), None, "infant"),
     Case("aged 12, male, erect PA", {}, (), 12, "adolescent", "male", "PA"),
     Case("4", {}, (), ignored=("4",)),
+    # a lone M or F is a sex only when attached to an age; a size is not an age
+    Case("RML consolidation, M", {"consolidation": P}, (("consolidation", P, "right", "RML"),), ignored=("M",)),
+    Case("5 mm nodule RUL", {"nodule": P}, (("nodule", P, "right", "RUL"),)),
+    Case("CXR PA 35 y/o M - normal", {}, (), 35, "adult", "male", "PA"),
+    Case("Rt sided pneumothorax", {"pneumothorax": P}, (("pneumothorax", P, "right", None),)),
+    Case("lt effusion", {"pleural_effusion": P}, (("pleural_effusion", P, "left", None),)),
+    Case("effusion R", {"pleural_effusion": P}, (("pleural_effusion", P, "right", None),)),
+    Case("no L effusion", {"pleural_effusion": A}, (("pleural_effusion", A, "left", None),)),
+    Case("R PTX, no L PTX", {"pneumothorax": P},
+         (("pneumothorax", P, "right", None), ("pneumothorax", A, "left", None))),
+    Case("consolidation at the left base and right apex", {"consolidation": P},
+         (("consolidation", P, "left", "LLL"), ("consolidation", P, "right", "RUL"))),
+    Case("haziness left lower zone", {"opacity": P}, (("opacity", P, "left", "LLL"),)),
 ]  # fmt: skip
 
 
