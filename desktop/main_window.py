@@ -47,7 +47,7 @@ from desktop.widgets.library_view import LibraryPanel
 from desktop.widgets.model_manager import ModelManager, list_packs
 from desktop.widgets.prompt import PromptBox
 from desktop.widgets.steps import StepsPanel, export_frames, pillow_available
-from desktop.widgets.viewer import CasePreview, ViewerPanel
+from desktop.widgets.viewer import CasePreview, ViewerPanel, reserve_text_lines
 from desktop.worker import ModelInfo, WorkerHost
 from engine import imaging, paths
 from engine.dicom import (
@@ -140,6 +140,7 @@ class MainWindow(QMainWindow):
         self._loading = False
         self._user_window = False  # the user set W/L during this run: keep it for the next frames
         self._run_started = 0.0
+        self._source_case: Case | None = None  # the case a Regenerate runs again
         self.log_path = setup_logging()
 
         # 1. the case library
@@ -246,13 +247,12 @@ class MainWindow(QMainWindow):
         buttons.addWidget(self.generate_button, 2)
         buttons.addWidget(self.cancel_button, 1)
         layout.addLayout(buttons)
-        self.run_label = QLabel()
-        self.run_label.setWordWrap(True)
+        # the run and warning lines keep their room whether or not they say anything: a warning that
+        # appeared pushed the Generate buttons up when the panel had no spare height
+        self.run_label = reserve_text_lines(QLabel(), 2)
         layout.addWidget(self.run_label)
-        self.warning_label = QLabel()
-        self.warning_label.setWordWrap(True)
+        self.warning_label = reserve_text_lines(QLabel(), 4)
         self.warning_label.setStyleSheet("color: #b35900")
-        self.warning_label.hide()
         layout.addWidget(self.warning_label)
         layout.addStretch(1)
         disclaimer = QLabel("Synthetic images for education and testing. Not for diagnosis.")
@@ -317,6 +317,9 @@ class MainWindow(QMainWindow):
             "Models…", self.open_model_manager, "Ctrl+M",
             "The default model and the packs in the user models folder, with their model cards",
         )  # fmt: skip
+        # Ctrl+M from anywhere in the application (the prompt, the dataset explorer), not only when
+        # the main window itself is the active window
+        self.models_action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
         self.export_png_action = self._action("Export PNG…", self.choose_png_export, "Ctrl+E")
         self.export_dicom_action = self._action("Export DICOM…", self.choose_dicom_export, "Ctrl+Shift+E")
         self.export_steps_action = self._action("Export denoising steps…", self.choose_steps_export)
@@ -540,10 +543,11 @@ class MainWindow(QMainWindow):
             raise ValueError(f"the seed must be a whole number from 0 to {MAX_SEED}, not {text!r}")
         return int(text)
 
-    def current_request(self, seed: int | None = None) -> GenerationRequest:
-        """The request the controls describe (validated; raises ValueError with what to correct)."""
+    def current_request(self, seed: int | None = None, prompt: str | None = None) -> GenerationRequest:
+        """The request the controls describe, with ``prompt`` instead of the prompt box's when given
+        (validated; raises ValueError with what to correct)."""
         return GenerationRequest(
-            prompt=self.prompt_box.text(),
+            prompt=self.prompt_box.text() if prompt is None else prompt,
             negative_prompt=self.negative_edit.text(),
             num_steps=self.steps_spin.value(),
             guidance_scale=round(self.guidance_spin.value(), 4),
@@ -572,9 +576,11 @@ class MainWindow(QMainWindow):
         self.run_requests([replace(request, seed=request.seed + i) for i in range(count)])
         return True
 
-    def run_requests(self, requests: list[GenerationRequest]) -> None:
+    def run_requests(self, requests: list[GenerationRequest], *, source: Case | None = None) -> None:
+        """Run one-image requests in turn; ``source``: the library case they regenerate (its tags carry over)."""
         if not requests:
             return
+        self._source_case = source
         self._queue = list(requests)
         self._batch_total = len(requests)
         self._batch_done = 0
@@ -604,7 +610,7 @@ class MainWindow(QMainWindow):
 
     def _on_started(self, request: GenerationRequest) -> None:
         self.steps.clear()
-        self.warning_label.hide()
+        self._show_warning("")
         self.run_label.setText(f"Generating seed {request.seed} ({request.num_steps} steps, {request.sampler})…")
 
     def _on_step(self, event) -> None:
@@ -628,9 +634,17 @@ class MainWindow(QMainWindow):
         image = result.to_uint16()[0]
         info = SyntheticImageInfo.from_result(result, 0)
         case_id = None
+        identical: Case | None = None
         if self.library is not None:
             try:
-                case_id = self.library.add(result, 0, image=image).id
+                identical = self._identical_case(result, image)
+                if identical is not None:  # the same request on the same model again: no duplicate row
+                    case_id = identical.id
+                else:
+                    case_id = self.library.add(result, 0, image=image).id
+                    source = self._source_case
+                    if source is not None and source.tags:  # a regenerated case keeps its tags
+                        self.library.set_tags(case_id, source.tags)
             except (LibraryError, ValueError) as exc:
                 self.show_error("Not kept in the case library", str(exc))
             except Exception as exc:  # sqlite3 and OS errors beyond LibraryError
@@ -646,8 +660,10 @@ class MainWindow(QMainWindow):
         if case_id is not None:
             self.library_panel.select(case_id)
         t = result.timings
+        same = f", identical to case {identical.id} (not added again)" if identical is not None else ""
         self.run_label.setText(
-            f"Seed {result.seeds[0]}: {t.get('total_s', 0):.2f} s on {result.provider.replace('ExecutionProvider', '')}"
+            f"Seed {result.seeds[0]}{same}: {t.get('total_s', 0):.2f} s on "
+            f"{result.provider.replace('ExecutionProvider', '')}"
         )
         if result.dropped_words:  # a warning, not an error: the image was made from the rest
             warning = (
@@ -655,13 +671,41 @@ class MainWindow(QMainWindow):
                 f"{' '.join(result.dropped_words)!r} was ignored. Shorten the prompt to use it."
             )
             log.warning(warning)
-            self.warning_label.setText(warning)
-            self.warning_label.show()
+            self._show_warning(warning)
         self.generation_done.emit(result)
         if self._queue:
             self._start_next()
+        elif identical is not None and self._batch_total == 1:
+            self._end_run(f"Done: identical to case {identical.id}, which the library already holds")
         else:
             self._end_run(f"Done: {self._batch_done} image(s) in {time.perf_counter() - self._run_started:.1f} s")
+
+    def _identical_case(self, result: GenerationResult, image: np.ndarray) -> Case | None:
+        """A case in the library made by the same request on the same model with the same pixels, if any."""
+        assert self.library is not None
+        request, seed = result.request, int(result.seeds[0])
+        for case in self.library.search(str(seed), limit=100_000):  # matches the seed (and prompts with it)
+            if (
+                case.seed == seed
+                and (case.prompt, case.negative_prompt, case.sampler) == (request.prompt, request.negative_prompt,
+                                                                          request.sampler)
+                and case.num_steps == result.steps_done
+                and case.guidance_scale == float(request.guidance_scale)
+                and case.eta == float(request.eta)
+                and case.model_fingerprint == result.model_fingerprint
+                and (case.height, case.width) == image.shape
+            ):  # fmt: skip
+                try:
+                    if np.array_equal(self.library.image(case), image):
+                        return case
+                except (LibraryError, OSError, ValueError):  # its PNG is unreadable: not a match
+                    log.warning("case %s: image unreadable while looking for an identical case", case.id)
+        return None
+
+    def _show_warning(self, text: str) -> None:
+        """The warning line under the run line ("" clears it; its room stays)."""
+        self.warning_label.setText(text)
+        self.warning_label.setToolTip(text)
 
     def _set_current(self, current: CurrentImage) -> None:
         self.current = current
@@ -689,8 +733,9 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------------------------------- library
 
-    def open_case(self, case_id: int) -> Case | None:
-        """Show a case in the viewer and put its settings into the controls (seed locked)."""
+    def open_case(self, case_id: int, *, lock_seed: bool = True) -> Case | None:
+        """Show a case in the viewer and put its settings into the controls (seed locked unless not
+        ``lock_seed``: Regenerate leaves the user's Lock box as it is)."""
         if self.library is None:
             return None
         try:
@@ -702,7 +747,8 @@ class MainWindow(QMainWindow):
         self.prompt_box.set_text(case.prompt)
         self.negative_edit.setText(case.negative_prompt)
         self.seed_edit.setText(str(case.seed))
-        self.seed_lock.setChecked(True)
+        if lock_seed:
+            self.seed_lock.setChecked(True)
         self.steps_spin.setValue(case.num_steps)
         self.guidance_spin.setValue(case.guidance_scale)
         self.sampler_box.setCurrentIndex(self.sampler_box.findData(case.sampler))
@@ -724,7 +770,7 @@ class MainWindow(QMainWindow):
         if self._running:
             self.show_error("Busy", "A generation is running: wait for it or cancel it (Esc).")
             return False
-        case = self.open_case(case_id)
+        case = self.open_case(case_id, lock_seed=False)
         if case is None:
             return False
         if self.model_info is None:
@@ -737,7 +783,7 @@ class MainWindow(QMainWindow):
                 f"{self.model_info.model_id} ({self.model_info.fingerprint[:12]}). The new image will differ; "
                 "open the original pack for an identical one.",
             )
-        self.run_requests([case.request()])
+        self.run_requests([case.request()], source=case)
         return True
 
     def compare_case(self, case_id: int) -> None:
@@ -937,12 +983,22 @@ class MainWindow(QMainWindow):
         return explorer
 
     def _generate_from_text(self, text: str) -> bool:
-        """The dataset explorer's "Generate from this text": that prompt, the controls' other settings."""
+        """The dataset explorer's "Generate from this text": ONE image from that text with the controls'
+        other settings (seed as the Lock box says). The prompt box and the batch count are left alone:
+        the user's prompt may be an unsaved edit, and the explorer compares one image with one record."""
         if self._running:
             self.show_error("Busy", "A generation is running: wait for it or cancel it (Esc).")
             return False
-        self.prompt_box.set_text(text)
-        return self.generate()
+        if self.model_info is None or self._loading:
+            self.show_error("No model", "No model is loaded: open a model pack folder first (File > Open model pack).")
+            return False
+        try:
+            request = self.current_request(prompt=text)
+        except (ValueError, PromptError) as exc:
+            self.show_error("Cannot generate", f"{exc}")
+            return False
+        self.run_requests([request])
+        return True
 
     # ------------------------------------------------------------------------------------------- PACS
 

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from desktop.widgets.viewer import CasePreview
+from desktop.widgets.viewer import CasePreview, reserve_text_lines
 from engine import pacs
 from engine.dicom import write_dicom
 
@@ -92,8 +92,9 @@ class PacsDialog(QDialog):
         self.cancel_button.clicked.connect(self._cancel.set)
         self.progress = QProgressBar()
         self.progress.setValue(0)
-        self.status = QLabel("Enter the PACS's address and AE title, then test the connection.")
-        self.status.setWordWrap(True)
+        # fixed room for the longest messages (an association rejection, a resend hint), so the buttons
+        # above do not move when one appears
+        self.status = reserve_text_lines(QLabel("Enter the PACS's address and AE title, then test the connection."), 5)
         row1 = QHBoxLayout()
         for button in (self.save_button, self.delete_button, self.echo_button):
             row1.addWidget(button)
@@ -268,3 +269,4 @@ class PacsDialog(QDialog):
         color = {True: "#1e7b34", False: "#c0392b", None: "#333"}[ok]
         self.status.setStyleSheet(f"color: {color}")
         self.status.setText(text)
+        self.status.setToolTip(text)

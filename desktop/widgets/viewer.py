@@ -468,6 +468,17 @@ class HistogramView(QWidget):
         painter.end()
 
 
+def reserve_text_lines(label: QLabel, lines: int) -> QLabel:
+    """Give a word-wrapped status label a fixed height of ``lines`` lines, so that a message appearing,
+    growing or going does not move the buttons around it (the whole text is also its tooltip)."""
+    label.setWordWrap(True)
+    label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+    margins = label.contentsMargins()
+    label.setFixedHeight(label.fontMetrics().lineSpacing() * lines + margins.top() + margins.bottom() + 2)
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+    return label
+
+
 class CasePreview(QWidget):
     """A thumbnail and a caption ("case 12 · seed 123 · …") of the image an export or a send will write,
     so that what leaves the application can be checked against what is on screen."""

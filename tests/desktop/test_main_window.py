@@ -147,7 +147,7 @@ def test_whole_flow_prompt_generate_steps_window_clahe_dicom_library_regenerate(
     with qtbot.waitSignal(window.generation_done, timeout=RUN_MS) as again:
         assert window.regenerate_case(case_id)
     np.testing.assert_array_equal(again.args[0].to_uint16()[0], stored)
-    assert len(window.library) == 2
+    assert len(window.library) == 1 and f"identical to case {case_id}" in window.run_label.text()  # no duplicate
 
 
 def test_window_keeps_processing_events_and_cancel_stops_within_one_step(qtbot, window: MainWindow) -> None:
