@@ -325,6 +325,47 @@ def test_model_id_too_long_for_lo_is_refused() -> None:
         build_dataset(phantom(), make_info(model_id="m" * 60), StudyContext.synthetic())
 
 
+CONTROL_PROMPT = "Left\teffusion\a, no\bpneumothorax\x1b[31m red\x7f\x85 end\r\nsecond\x0cline\x00."
+
+
+@pytest.mark.parametrize("iod", ["sc", "dx"])
+def test_control_characters_in_prompts_pass_dciodvfy(tmp_path: Path, iod: str) -> None:
+    """TAB, BEL, BS, ESC, DEL, NUL and C1 characters in a prompt made dciodvfy report 'Character invalid
+    for this VR' in ImageComments (LT) and DerivationDescription (ST). LT and ST may hold CR, LF and FF
+    (PS3.5 6.2) and keep them; every other control character becomes a space."""
+    info = make_info(CONTROL_PROMPT, negative_prompt="\tblurry\x07")
+    ds = build_dataset(phantom(), info, StudyContext.synthetic(), iod=iod)
+    for text in (ds.ImageComments, ds.DerivationDescription):
+        assert not any((ord(c) < 32 and c not in "\r\n\f") or 0x7F <= ord(c) <= 0x9F for c in text), repr(text)
+        assert "Left effusion , no pneumothorax [31m red" in text and "end\r\nsecond\x0cline ." in text
+    assert_valid(write_dicom(ds, tmp_path / "controls.dcm"))
+
+
+def test_model_id_with_a_backslash_or_controls_is_one_lo_value(tmp_path: Path) -> None:
+    """A model id 'a\\b' made ManufacturerModelName two values (VM 2: backslash is DICOM's separator)."""
+    ds = build_dataset(phantom(), make_info(model_id="team\\cxr\tv2\x1b"), StudyContext.synthetic())
+    assert ds["ManufacturerModelName"].VM == 1
+    assert ds.ManufacturerModelName == "CXR Studio team/cxr v2"
+    assert ds.SecondaryCaptureDeviceManufacturerModelName == "CXR Studio team/cxr v2"
+    path = write_dicom(ds, tmp_path / "model.dcm")
+    assert_valid(path)
+    assert pydicom.dcmread(path)["ManufacturerModelName"].VM == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"study_description": "chest\tPA"}, "study description.*control character"),
+        ({"patient_name": "SYNTHETIC^A\x1bB"}, "patient name.*control character"),
+        ({"accession_number": "A\x07"}, "accession number.*control character"),
+    ],
+)
+def test_control_characters_in_study_values_are_refused(changes: dict[str, object], message: str) -> None:
+    """Study values are typed by the user: refused with the field named, never silently changed."""
+    with pytest.raises(ValueError, match=message):
+        StudyContext.synthetic(**changes)
+
+
 # 5. writing -------------------------------------------------------------------------------------
 
 
