@@ -560,8 +560,16 @@ def _clauses(work: str) -> list[tuple[int, int, str]]:
 _NUMBER = r"(?P<number>\d{1,3}(?:\.\d+)?)"
 _AGE_RE = re.compile(
     rf"(?<![\w.]){_NUMBER}[\s-]*(?P<unit>years?|yrs?|yo|y/o|y\.o\.?|y|months?|mos?|mths?|weeks?|wks?|days?)"
-    r"(?:[\s-]*old)?(?![\w/])"
+    r"(?P<old>[\s-]*old)?(?![\w/])"
     rf"|(?<!\w)aged?\s*(?:of\s*)?:?\s*{_NUMBER.replace('number', 'aged')}(?![\w.])",
+    re.IGNORECASE,
+)
+_DURATION_BEFORE_RE = re.compile(
+    r"(?<!\w)(?:for|over|since|past|last|after|in|within|during|x)\s+(?:the\s+)?(?:last\s+|past\s+)?$",
+    re.IGNORECASE,
+)
+_PERSON_AFTER_RE = re.compile(
+    r"\s*(?:old\s+)?(?:infants?|baby|babies|boys?|girls?|child|neonates?|toddlers?|males?|females?|M|F)(?!\w)",
     re.IGNORECASE,
 )
 _AGE_SEX_RE = re.compile(
@@ -625,7 +633,7 @@ FILLERS = _words(
 )
 """Words that carry no record field and need no "ignored" note."""
 _MEASURE_RE = re.compile(r"(?<![\w.])\d+(?:\.\d+)?\s?(?:mm|cm)(?!\w)", re.IGNORECASE)
-_WORD_RE = re.compile(r"[A-Za-z0-9]+(?:[/'.-][A-Za-z0-9]+)*")
+_WORD_RE = re.compile(r"[^\W_]+(?:[/'.-][^\W_]+)*")
 
 
 def _age(working: _Working) -> tuple[float | None, str | None, list[Span]]:
@@ -633,8 +641,13 @@ def _age(working: _Working) -> tuple[float | None, str | None, list[Span]]:
     text = working.text
     found: list[tuple[float, tuple[int, int], str | None]] = []
     for match in _AGE_RE.finditer(text):
+        if match.group("old") is None and _DURATION_BEFORE_RE.search(text, 0, match.start()):
+            continue  # "cough for 3 days", "over the last 2 years": a duration, not an age ("for a 3 week old": one)
         if match.group("number") is not None:
             unit = match.group("unit").lower()
+            person_after = _PERSON_AFTER_RE.match(text, match.end())
+            if not unit.startswith("y") and match.group("old") is None and person_after is None:
+                continue  # "6 months" alone may be a duration; "6 month old", "6 months infant" are ages
             per = _UNIT_YEARS["m" if unit.startswith("m") else unit[0]]
             years = float(match.group("number")) * per
         else:
@@ -821,7 +834,8 @@ def parse_prompt(prompt: str) -> PromptRecord:
         raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
     # 1. shorthand, typos, question marks, lone L/R
     working = _expand(prompt)
-    work = working.text.lower()
+    # lower case without changing the length (a few characters lower-case to two: "İ")
+    work = "".join(c.lower() if len(c.lower()) == 1 else c for c in working.text)
     # 2. findings, their statuses and places
     findings = summarize(working.text)
     entries, spans = _entries(work, working)

@@ -7,6 +7,7 @@ Cases are parameterised (MONAI style): each prompt with the record it must give.
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field
 
 import pytest
@@ -39,6 +40,7 @@ class Case:
     sex: str | None = None
     view: str | None = None
     ignored: tuple[str, ...] = ()
+    recognised: bool = True
 
 
 P, A, U = PRESENT, ABSENT, UNCERTAIN
@@ -112,7 +114,7 @@ CASES = [
     Case("Normal chest x-ray of a 30 year old woman", {}, (), 30, "adult", "female"),
     Case("neonate", {}, (), None, "infant"),
     Case("aged 12, male, erect PA", {}, (), 12, "adolescent", "male", "PA"),
-    Case("4", {}, (), ignored=("4",)),
+    Case("4", {}, (), ignored=("4",), recognised=False),
     # a lone M or F is a sex only when attached to an age; a size is not an age
     Case("RML consolidation, M", {"consolidation": P}, (("consolidation", P, "right", "RML"),), ignored=("M",)),
     Case("5 mm nodule RUL", {"nodule": P}, (("nodule", P, "right", "RUL"),)),
@@ -126,6 +128,12 @@ CASES = [
     Case("consolidation at the left base and right apex", {"consolidation": P},
          (("consolidation", P, "left", "LLL"), ("consolidation", P, "right", "RUL"))),
     Case("haziness left lower zone", {"opacity": P}, (("opacity", P, "left", "LLL"),)),
+    # a duration is not an age
+    Case("cough for 3 days, RLL pneumonia", {"pneumonia": P}, (("pneumonia", P, "right", "RLL"),),
+         ignored=("cough", "3")),
+    Case("smoker for 40 years, 60 yo man", {}, (), 60, "adult", "male", ignored=("smoker", "40")),
+    Case("18 months boy with pneumonia", {"pneumonia": P}, None, 1.5, "infant", "male"),
+    Case("Épanchement pleural droit", {}, (), ignored=("Épanchement", "droit"), recognised=False),
 ]  # fmt: skip
 
 
@@ -144,7 +152,47 @@ def test_prompt_gives_its_record(case: Case) -> None:
         case.view,
     ), record.describe()
     assert record.ignored_words == case.ignored
-    assert record.recognised_anything == (case.prompt != "4")
+    assert record.recognised_anything == case.recognised
+
+
+def test_any_text_gives_a_valid_record_that_survives_json() -> None:
+    rng = random.Random(16)
+    pieces = [
+        "RLL",
+        "no",
+        "?",
+        "PTX",
+        "L",
+        "R",
+        "45M",
+        "b/l",
+        "consol",
+        "effusoin",
+        ",",
+        ".",
+        "and",
+        "İ",
+        "x-ray",
+        "6 month old",
+        "supine",
+        "AP",
+        "M",
+        "for",
+        "3 days",
+        "normal",
+        "-",
+        "L>R",
+        "pna",
+        "  ",
+        "\n",
+        "99999",
+    ]
+    for _ in range(300):
+        prompt = "".join(rng.choice(pieces) + rng.choice(["", " "]) for _ in range(rng.randint(0, 12)))
+        record = parse_prompt(prompt)
+        assert PromptRecord.from_json(record.to_json()) == record, prompt
+        for span in (*record.spans, *record.ignored):
+            assert prompt[span.start : span.end].strip(), (prompt, span)
 
 
 def test_enough_cases_written_as_trainees_type() -> None:
