@@ -57,7 +57,6 @@ from engine.findings import (
     PARENTS,
     PRESENT,
     STATUSES,
-    UNCERTAIN,
     extract_findings,
     summarize,
 )
@@ -181,8 +180,6 @@ class PromptRecord:
         parts: list[str] = []
         if self.findings.get(NO_FINDING) == PRESENT:
             parts.append("normal")
-        elif self.findings.get(NO_FINDING) == UNCERTAIN and not self.entries:
-            parts.append("normal uncertain")
         for entry in self.entries:
             place = entry.place()
             words = f"{entry.finding.replace('_', ' ')} {entry.status}"
@@ -257,7 +254,9 @@ class PromptRecord:
                 spans=tuple(spans),
                 ignored=tuple(ignored),
             )
-        except (TypeError, AttributeError) as error:
+        except RecordError:
+            raise
+        except (TypeError, ValueError, AttributeError) as error:
             raise RecordError(f"prompt record: malformed ({error})") from None
         if data["recognised_anything"] is not record.recognised_anything:
             raise RecordError("prompt record: recognised_anything does not match its fields")
@@ -297,6 +296,8 @@ def _validate(record: PromptRecord) -> None:
             f"age must be a number of years from 0 to {MAX_AGE_YEARS:g}, not {age!r}",
         )
     _check(record.age_band is None or record.age_band in AGE_BANDS, f"age_band {record.age_band!r}")
+    if age is not None:
+        _check(record.age_band == _band_of(age), f"age_band {record.age_band!r} does not fit age {age!r}")
     _check(record.sex is None or record.sex in SEXES, f"sex {record.sex!r}")
     _check(record.view is None or record.view in VIEWS, f"view {record.view!r}")
     for span in (*record.spans, *record.ignored):

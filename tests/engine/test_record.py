@@ -354,6 +354,8 @@ def test_json_round_trip(case: Case) -> None:
         (lambda d: d.update(view="oblique"), "view"),
         (lambda d: d.update(age=-3), "age"),
         (lambda d: d.update(age_band="teen"), "age_band"),
+        (lambda d: d.update(age_band="adult"), "does not fit age"),
+        (lambda d: d.update(findings=["abc"]), "malformed"),
         (lambda d: d["entries"].append({"finding": "pneumothorax", "status": "present", "side": "up", "lobe": None,
                                         "zone": None}), "side"),
         (lambda d: d["entries"].append({"finding": "pneumothorax", "status": "present", "side": None, "lobe": None,
@@ -376,6 +378,7 @@ def test_not_json_is_refused() -> None:
 
 def test_record_is_frozen() -> None:
     record = parse_prompt("no PTX")
+    assert hash(record) == hash(parse_prompt("no PTX"))
     with pytest.raises(AttributeError):
         record.view = "PA"  # type: ignore[misc]
     with pytest.raises(TypeError):
