@@ -180,3 +180,24 @@ def test_generate_from_text_makes_one_image_and_leaves_the_prompt_alone(qtbot, w
     assert window.prompt_box.text() == "My own prompt, being edited"
     assert window.batch_spin.value() == 4
     assert window.library.get(window.current.case_id).prompt == "Left upper lobe collapse"
+
+
+def test_regenerate_on_another_model_adds_a_case_that_keeps_the_tags(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    from training.tiny import build_tiny_pack
+
+    window.seed_lock.setChecked(True)
+    window.prompt_box.set_text("Right lower lobe consolidation")
+    generate(qtbot, window)
+    case = window.library.get(window.current.case_id)
+    window.library.set_tags(case.id, ["teaching"])
+    other = build_tiny_pack(tmp_path / "other-pack", seed=1)
+    with qtbot.waitSignal(window.model_ready, timeout=RUN_MS):
+        window.load_model(other)
+    window.seed_lock.setChecked(False)
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
+        assert window.regenerate_case(case.id)
+    assert "Different model" in window.errors[-1]  # said before it ran
+    assert not window.seed_lock.isChecked() and len(window.library) == 2
+    new = window.library.get(window.current.case_id)
+    assert new.id != case.id and new.seed == case.seed and new.tags == ("teaching",)
+    assert "identical" not in window.run_label.text()
