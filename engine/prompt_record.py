@@ -386,6 +386,12 @@ _SIDE_LETTER_AFTER_RE = re.compile(
     r"|atelectasis|infiltrates?|mass|nodule)[\s-]+)(?P<letter>[lr])(?=\s*(?:$|[.,;:!?\n]))",
     re.IGNORECASE,
 )
+# form-style answers: "PTX: no", "effusion - yes", "cardiomegaly? no"
+_NO_ANSWERS = ("no", "none", "absent", "negative", "neg", "nil")
+_FORM_ANSWER_RE = re.compile(
+    r"(?<=\w)\s*[:=?-]\s*(?P<answer>no|none|absent|negative|neg|nil|yes|present|positive)(?=\s*(?:$|[.,;\n]))",
+    re.IGNORECASE,
+)
 _QUESTION_RE = re.compile(r"\?+")
 # "after", "following", "post" start a statement of circumstance: no negation or doubt reaches past
 # them ("?PTX after CVC insertion": the line is there)
@@ -477,6 +483,9 @@ def _expand(prompt: str) -> _Working:
         _ABBREVIATION_RE, lambda m: _ABBREVIATIONS[int(next(k for k, v in m.groupdict().items() if v)[1:])][1]
     )
     working = working.rewrite(re.compile(r"[A-Za-z]+"), lambda m: correct_typo(m.group()))
+    working = working.rewrite(
+        _FORM_ANSWER_RE, lambda m: " absent" if m.group("answer").lower() in _NO_ANSWERS else " present"
+    )
     working = working.rewrite(_QUESTION_RE, _question)
     working = working.rewrite(_CIRCUMSTANCE_RE, lambda m: "; " + m.group())
     working = working.rewrite(_SIDE_LETTER_RE, lambda m: "left" if m.group("letter").lower() == "l" else "right")
@@ -502,6 +511,14 @@ _CLAUSE_END_RE = re.compile(
     r"[.;:!?,\n]|(?<!\w)(?:and|or|&|\+|with|but|plus|also|while|whereas|however|although)(?!\w)"
     r"|(?<!\w)(?=(?:no|not|without|possible|possibly|suspected|r/o|rule out|negative for|free of)(?!\w))"
 )
+NOT_IN_A_LOBE = frozenset(
+    {
+        "pneumothorax", "pleural_effusion", "pleural_thickening", "cardiomegaly", "support_devices", "hernia",
+        "fracture", "scoliosis", "degenerative_spine", "sternotomy", "tortuous_aorta", "elevated_hemidiaphragm",
+        "hyperinflation", "hypoinflation",
+    }
+)  # fmt: skip
+"""Findings a zone ("left base", "right apex") gives a side and zone but no lobe: they are not in a lobe."""
 _PLURAL_PARTS = {"lobes", "zones", "bases", "apices", "hemithoraces", "lung zones", "lung fields"}
 
 
@@ -511,6 +528,14 @@ class _Site:
     lobe: str | None
     zone: str | None
     span: tuple[int, int]
+    named: bool = False  # the lobe was named ("right lower lobe"), not read from a zone ("right base")
+
+
+def _lobe_for(side: str | None, zone: str | None) -> str | None:
+    """The lobe a one-sided upper or lower zone lies in; None otherwise (a mid zone is not one lobe)."""
+    if side in ("right", "left") and zone in ("upper", "lower"):
+        return side[0].upper() + zone[0].upper() + "L"
+    return None
 
 
 def _site(match: re.Match[str]) -> _Site | None:
@@ -519,7 +544,7 @@ def _site(match: re.Match[str]) -> _Site | None:
     if group["bi"]:
         return _Site("bilateral", None, "upper" if "apic" in group["bi"] else "lower", span)
     if group["lingula"]:
-        return _Site("left", "lingula", None, span)
+        return _Site("left", "lingula", None, span, named=True)
     if group["side_only"]:
         side = group["side_only"]
         return _Site("bilateral" if side.startswith("bilateral") else side, None, None, span)
@@ -534,15 +559,26 @@ def _site(match: re.Match[str]) -> _Site | None:
         zone = "upper"
     if side is None and part in _PLURAL_PARTS and zone is not None:
         side = "bilateral"
-    lobe = None
-    if part in ("lobe", "lobes") and level in ("middle", "mid"):
+    named = part in ("lobe", "lobes")
+    if named and level in ("middle", "mid"):
         lobe = "RML" if side in (None, "right") else None
         side = side or "right"
-    elif side in ("right", "left") and zone in ("upper", "lower"):
-        lobe = side[0].upper() + zone[0].upper() + "L"
+    else:
+        lobe = _lobe_for(side, zone)
     if side is None and zone is None:
         return None  # "lung", "lobe": no place
-    return _Site(side, lobe, zone, span)
+    return _Site(side, lobe, zone, span, named=named and lobe is not None)
+
+
+def _combine(sites: list[_Site]) -> list[_Site]:
+    """A clause's lone side and its sideless zones are one place ("small apical PTX R": right, upper zone)."""
+    sides = [s for s in sites if s.side in ("right", "left", "bilateral") and s.zone is None and s.lobe is None]
+    zoned = [s for s in sites if s.side is None and s.zone is not None]
+    if len(sides) != 1 or not zoned:
+        return sites
+    side = sides[0].side
+    combined = [_Site(side, _lobe_for(side, s.zone), s.zone, s.span) for s in zoned]
+    return [s for s in sites if s is not sides[0] and s not in zoned] + combined
 
 
 def _clauses(work: str) -> list[tuple[int, int, str]]:
@@ -752,27 +788,30 @@ def _entries(work: str, working: _Working) -> tuple[list[FindingEntry], list[Spa
         (
             [m for m in mentions if start <= m.span[0] < end],
             [s for s in sites if start <= s.span[0] < end],
-            separator.strip() in ("and", "or", "&"),
+            separator.strip(),
         )
         for start, end, separator in _clauses(work)
     ]
-    # 2. a clause with places and no finding lends them to the joined clause after it ("right and left
-    #    effusions"), else to the joined clause before it ("consolidation at the left base and right apex")
+    # 2. a clause with places and no finding lends them to the clause after it when "and" / "or" / "&"
+    #    joins them ("right and left effusions"), else to the clause before it when one of those or a
+    #    comma does ("consolidation at the left base and right apex", "pneumonia, likely RML")
     places: list[list[_Site]] = [list(own) for _, own, _ in clauses]
-    for index, (here, own, joins_next) in enumerate(clauses):
+    for index, (here, own, separator) in enumerate(clauses):
         if here or not own:
             continue
-        if joins_next and index + 1 < len(clauses) and clauses[index + 1][0]:
+        if separator in ("and", "or", "&") and index + 1 < len(clauses) and clauses[index + 1][0]:
             places[index + 1] = own + places[index + 1]
-        elif index > 0 and clauses[index - 1][2] and clauses[index - 1][0]:
+        elif index > 0 and clauses[index - 1][2] in ("and", "or", "&", ",") and clauses[index - 1][0]:
             places[index - 1] = places[index - 1] + own
     entries: list[FindingEntry] = []
     for (here, _, _), clause_sites in zip(clauses, places, strict=True):
         for mention in here:
-            for site in clause_sites or [None]:
+            for site in _combine(clause_sites) or [None]:
                 entry = FindingEntry(mention.name, mention.status)
                 if site is not None:
-                    entry = FindingEntry(mention.name, mention.status, site.side, site.lobe, site.zone)
+                    # a zone names a lobe only for a finding of the lung itself ("left base effusion": no LLL)
+                    lobe = site.lobe if site.named or mention.name not in NOT_IN_A_LOBE else None
+                    entry = FindingEntry(mention.name, mention.status, site.side, lobe, site.zone)
                 entries.append(entry)
     # a subtype present or uncertain makes its parent so at the same place (as summarize does)
     for entry in list(entries):

@@ -72,7 +72,7 @@ CASES = [
          (("consolidation", P, "right", "RLL"), ("pleural_effusion", P, None, None))),
     Case("Pneumonia of the left lower lobe", {"pneumonia": P}, (("pneumonia", P, "left", "LLL"),)),
     Case("Tension pneumothorax on the right", {"pneumothorax": P}, (("pneumothorax", P, "right", None),)),
-    Case("teenage boy, PA, left apical pneumothorax", {"pneumothorax": P}, (("pneumothorax", P, "left", "LUL"),),
+    Case("teenage boy, PA, left apical pneumothorax", {"pneumothorax": P}, (("pneumothorax", P, "left", None),),
          None, "adolescent", "male", "PA"),
     Case("ap supine film 2 month old baby, RML collapse", {"atelectasis": P}, (("atelectasis", P, "right", "RML"),),
          0.17, "infant", None, "supine AP"),
@@ -96,7 +96,7 @@ CASES = [
     Case("pt 80F APO", {"edema": P}, None, 80, "older_adult", "female"),
     Case("cardiomegally with pulmonary odema", {"cardiomegaly": P, "edema": P}),
     Case("6 month old infant with pnemonia", {"pneumonia": P}, (("pneumonia", P, None, None),), 0.5, "infant"),
-    Case("effusoin R lower zone", {"pleural_effusion": P}, (("pleural_effusion", P, "right", "RLL"),)),
+    Case("effusoin R lower zone", {"pleural_effusion": P}, (("pleural_effusion", P, "right", None),)),
     Case("atelectsis RLL", {"atelectasis": P}, (("atelectasis", P, "right", "RLL"),)),
     Case("pnuemothorax", {"pneumothorax": P}),
     Case("hyperinflated lungs c/w COPD in a 67 year old male", {"hyperinflation": P, "emphysema": P}, None,
@@ -128,6 +128,15 @@ CASES = [
     Case("consolidation at the left base and right apex", {"consolidation": P},
          (("consolidation", P, "left", "LLL"), ("consolidation", P, "right", "RUL"))),
     Case("haziness left lower zone", {"opacity": P}, (("opacity", P, "left", "LLL"),)),
+    Case("pneumonia, likely RML", {"pneumonia": P}, (("pneumonia", P, "right", "RML"),)),
+    Case("small apical PTX R", {"pneumothorax": P}, (("pneumothorax", P, "right", None),)),
+    # a zone gives no lobe to a finding that is not in a lobe; a named lobe is kept as said
+    Case("left base effusion", {"pleural_effusion": P}, (("pleural_effusion", P, "left", None),)),
+    Case("RLL effusion", {"pleural_effusion": P}, (("pleural_effusion", P, "right", "RLL"),)),
+    # form-style answers
+    Case("pneumonia: no", {"pneumonia": A}, (("pneumonia", A, None, None),)),
+    Case("cardiomegaly? no", {"cardiomegaly": A}),
+    Case("PTX - yes", {"pneumothorax": P}),
     # a duration is not an age
     Case("cough for 3 days, RLL pneumonia", {"pneumonia": P}, (("pneumonia", P, "right", "RLL"),),
          ignored=("cough", "3")),
@@ -201,7 +210,12 @@ def test_enough_cases_written_as_trainees_type() -> None:
 
 @pytest.mark.parametrize(
     ("prompt", "zone"),
-    [("bibasal effusions", "lower"), ("left apical pneumothorax", "upper"), ("R mid zone opacity", "mid")],
+    [
+        ("bibasal effusions", "lower"),
+        ("left apical pneumothorax", "upper"),
+        ("R mid zone opacity", "mid"),
+        ("small apical PTX R", "upper"),
+    ],
 )
 def test_zone_is_kept_where_no_lobe_is_named(prompt: str, zone: str) -> None:
     (entry,) = parse_prompt(prompt).entries
