@@ -9,10 +9,13 @@ Pure standard library; findings and their negation and uncertainty come from
 How a prompt is read
 1. Clinical shorthand is written out in a working copy that remembers, for every character, the
    characters of the prompt it came from (so every span points into the prompt as typed):
-   "RLL" -> "right lower lobe", "PTX"/"PNX", "consol", "eff", "pna", "atx", "ETT", "NGT", "CVC",
-   "CXR", "b/l", "L>R", "w/o", "c/w", "NAD", "?pneumonia" -> "possible pneumonia",
-   "pneumonia?" -> "pneumonia suspected.", a lone "L"/"R" before a place or a finding word
-   -> "left"/"right", a clause that is just "normal" -> "normal study".
+   "RLL" -> "right lower lobe", "RLZ" -> "right lower zone", "PNX", "consol", "eff", "pna",
+   "atx", "ETT", "NGT", "CVC", "PPM", "CXR", "b/l", "bilat", "L>R", "Rt"/"Lt", "w/o", "c/w",
+   "NAD", "haziness", "?pneumonia" -> "possible pneumonia", "pneumonia?" -> "pneumonia suspected.",
+   form answers ("PTX: no" -> "PTX absent", "effusion - yes"), a lone "L"/"R" before a place or
+   a finding word, or after a finding word at the end of a clause ("effusion R"), and a clause
+   that is just "normal" -> "normal study". "after", "following" and "post" start a new statement,
+   so no negation or doubt reaches past them ("?PTX after CVC insertion": the line is there).
 2. Typos: a word of at least seven letters that is one edit (insertion, deletion, substitution or
    transposition of neighbours) from exactly one common finding word (:data:`TYPO_TARGETS`) is
    read as that word ("pnemonia", "effusoin"), unless it is an ordinary word of that neighbourhood
@@ -21,15 +24,21 @@ How a prompt is read
 3. :func:`engine.findings.summarize` gives ``findings``; :func:`engine.findings.extract_findings`
    gives each mention, its status and its cue.
 4. Places ("right lower lobe", "left base", "bibasal", "lingula", "R lower zone") attach to the
-   findings of the same clause. Clauses end at punctuation, at "and", "with", "but", "plus", and
-   before "no", "without", "possible" and the like, so "right effusion, no PTX" puts "right" on
-   the effusion only. A clause with a place and no finding ("right and left effusions") hands its
-   place on to the next clause when "and" / "or" / "&" joins them. Nothing is inferred beyond what
-   the words say, with three anatomical exceptions: the middle lobe is right, the lingula left,
-   and plural lobes, bases, apices or zones without a side are bilateral. A one-sided upper or
-   lower zone, base or apex names that side's upper or lower lobe ("left base" -> LLL).
+   findings of the same clause. Clauses end at punctuation, at "and", "or", "with", "but", "plus",
+   and before "no", "without", "possible" and the like, so "right effusion, no PTX" puts "right"
+   on the effusion only. A clause with a place and no finding lends it to the next clause when
+   "and" / "or" / "&" joins them ("right and left effusions"), else to the clause before it when
+   one of those or a comma does ("pneumonia, likely RML"; "consolidation at the left base and
+   right apex"). A lone side and a sideless zone in one clause are one place ("apical PTX R").
+   Nothing is inferred beyond the words, with these anatomical exceptions: the middle lobe is
+   right, the lingula left, plural lobes, bases, apices or zones without a side are bilateral, and
+   a one-sided upper or lower zone, base or apex lies in that side's upper or lower lobe ("left
+   base consolidation" -> LLL) for findings of the lung itself; for findings outside a lobe
+   (:data:`NOT_IN_A_LOBE`: effusion, pneumothorax, ...) only the side and zone are kept. A mid
+   zone names no lobe.
 5. Age: "45-year-old", "45 yo", "45 y/o", "45yo", "45M", "aged 45", "6 month old" (0.5), weeks,
-   days. Age band from the age, else from words ("infant", "neonate", "toddler", "child",
+   days (months, weeks and days need "old" or a person word after them: "6 months infant"); a
+   number after "for", "over", "since", "in" ... without "old" is a duration ("cough for 3 days"). Age band from the age, else from words ("infant", "neonate", "toddler", "child",
    "paediatric", "adolescent", "adult", "elderly"; "boy"/"girl"/"man"/"woman" when nothing more
    specific is said). Sex from "female/woman/girl/lady", "male/man/boy/gentleman", and a single
    "M"/"F" only when it is attached to an age ("45M", "45 yo F", "M 45 yo"). Conflicting sexes give
