@@ -40,7 +40,8 @@ def test_committed_sets_cover_every_class_with_25_prompts() -> None:
         assert all(not p.denies for p in members)
     assert len({normalise(p.prompt) for p in paraphrases}) == len(paraphrases)  # no repeats
     # no header of the training captions: trainees do not type one
-    assert not any(p.prompt.lower().startswith(("paediatric ap chest radiograph", "pa chest radiograph")) for p in paraphrases)
+    headers = ("paediatric ap chest radiograph", "pa chest radiograph", "ap chest radiograph")
+    assert not any(p.prompt.lower().startswith(headers) for p in paraphrases)
     assert {p.age_band for p in paraphrases} == {None, "child", "adult"}
     assert len(negations) >= 25 and all(p.label == "normal" and p.denies for p in negations)
     assert sum("pneumonia" in p.denies for p in negations) >= 15  # enough for the paediatric model's check
@@ -168,7 +169,8 @@ def test_paraphrases_are_scored_beside_the_card_prompts(prompt_run: dict) -> Non
         assert entry["paraphrases"]["k"] == round(sum(r["accuracy"] * r["n"] for r in rows))
         low, high = M.wilson_interval(entry["paraphrases"]["k"], entry["paraphrases"]["n"])
         assert entry["paraphrases"]["ci95"] == pytest.approx([low, high])
-        assert entry["difference"]["value"] == pytest.approx(entry["paraphrases"]["value"] - entry["reference"]["value"])
+        difference = entry["paraphrases"]["value"] - entry["reference"]["value"]
+        assert entry["difference"]["value"] == pytest.approx(difference)
     assert para["reference_source"] == "test-split captions"  # the tiny pack's card has no example prompts
     assert report["summary"]["paraphrase_accuracy"] == para["overall"]["paraphrases"]["value"]
     page = (out / "report.html").read_text(encoding="utf-8")
@@ -203,8 +205,8 @@ def test_negation_check_compares_with_normal_prompts(prompt_run: dict) -> None:
     section = prompt_run["report"]["prompt_sets"]
     neg = section["negations"]
     sets = load_prompt_sets(("paraphrases", "negations"))
-    scored = [p for p in sets["negations"] if p.age_band != "adult" and {"pneumonia", "bacterial_pneumonia",
-                                                                           "viral_pneumonia"} & set(p.denies)]  # fmt: skip
+    pneumonias = {"pneumonia", "bacterial_pneumonia", "viral_pneumonia"}
+    scored = [p for p in sets["negations"] if pneumonias & set(p.denies)]  # --prompt-age-band any
     assert neg["prompts"] == len(scored) and neg["images"] == 2 * len(scored)
     # the consolidation-, effusion-, pneumothorax-only denials are listed, not scored
     assert section["not_scored"]["negation: denies no class of this evaluation"] > 0
@@ -240,3 +242,23 @@ def test_unknown_set_and_bad_band_give_one_line_and_write_nothing(
         assert code == 2 and stdout == "" and not out.exists()
         assert stderr.startswith("cxr-studio evaluate: error: ") and stderr.count("\n") == 1
         assert message in stderr, stderr
+
+
+def test_compare_table_shows_paraphrase_accuracy_and_the_negation_check(tmp_path: Path) -> None:
+    from training.evaluate.compare import table
+
+    summary = {"frechet_distance_generated_vs_real_test": 3.0, "alignment_accuracy_generated": 0.5}
+    with_sets = {
+        "summary": summary,
+        "prompt_sets": {
+            "paraphrases": {"overall": {"paraphrases": {"value": 0.7, "ci95": [0.62, 0.77]},
+                                        "reference": {"value": 0.88, "ci95": [0.8, 0.9]}}},
+            "negations": {"pooled": {"negations_judged_not_x": {"value": 0.1, "ci95": [0.0, 0.2]},
+                                     "normal_prompts_judged_not_x": {"value": 0.95, "ci95": [0.9, 1.0]}}},
+        },
+    }  # fmt: skip
+    text = table({"v2": with_sets, "old": {"summary": summary}}, classes=[])
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert "paraphrase acc [95% CI] (ref.)" in rows["run"]
+    assert "| 0.700 [0.62–0.77] (0.880) | 0.100 (0.950) |" in rows["v2"]
+    assert "| – | – |" in rows["old"]  # a report from before section 8

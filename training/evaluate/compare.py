@@ -4,7 +4,9 @@
 each ``EVAL_DIR/report.json`` (written by ``cxr-studio evaluate``) and prints, per run: Fréchet
 distance to the real test images (and the real train-vs-test floor), prompt alignment on generated
 and on real test images, the per-class AUROC on generated images with its 95% bootstrap interval,
-the memorisation count, the diversity ratio, and whether the run passes the shipping rule of a
+the memorisation count, the diversity ratio, the committed paraphrase set's accuracy (reference
+prompts in brackets) and the negation check ("no X" images judged not-X, normal prompts in
+brackets; section 8), and whether the run passes the shipping rule of a
 new pack: no generated image at or below the memorisation threshold among at least 1,000, and
 for every class in ``--classes`` an AUROC whose 95% interval lies above chance (0.5).
 """
@@ -59,6 +61,24 @@ def verdict(report: dict, classes: Sequence[str]) -> tuple[bool, list[str]]:
     return not reasons, reasons
 
 
+def _prompt_set_cells(report: dict) -> list[str]:
+    """Section 8's paraphrase accuracy and negation check, or dashes when the report has none."""
+    overall = dig(report, "prompt_sets", "paraphrases", "overall") or {}
+    para, ref = overall.get("paraphrases") or {}, overall.get("reference") or {}
+    ci = para.get("ci95") or [None, None]
+    paraphrase = (
+        f"{_num(para.get('value'))} [{_num(ci[0], 2)}–{_num(ci[1], 2)}] ({_num(ref.get('value'))})" if para else "–"
+    )
+    pooled = dig(report, "prompt_sets", "negations", "pooled") or {}
+    negation = (
+        f"{_num(dig(pooled, 'negations_judged_not_x', 'value'))} "
+        f"({_num(dig(pooled, 'normal_prompts_judged_not_x', 'value'))})"
+        if pooled
+        else "–"
+    )
+    return [paraphrase, negation]
+
+
 def table(runs: dict[str, dict], classes: Sequence[str] | None = None) -> str:
     """The Markdown table (a header, one row per run, then each failing run's reasons)."""
     if not runs:
@@ -69,7 +89,8 @@ def table(runs: dict[str, dict], classes: Sequence[str] | None = None) -> str:
     head = [
         "run", "FD gen→test (floor)", "align. acc gen (real)", "macro AUROC gen (real)",
         *(f"AUROC {name} gen [95% CI]" for name in classes),
-        "memorised ≤ thr / n", "diversity", "ships?",
+        "memorised ≤ thr / n", "diversity", "paraphrase acc [95% CI] (ref.)", "no-X judged not-X (normal)",
+        "ships?",
     ]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     notes = []
@@ -90,6 +111,7 @@ def table(runs: dict[str, dict], classes: Sequence[str] | None = None) -> str:
             f"{s.get('memorisation_count_at_or_below_threshold', '–')} / {s.get('memorisation_generated_images', '–')}"
         )
         cells.append(_num(s.get("diversity_ssim_distance_ratio_generated_to_real"), 2))
+        cells += _prompt_set_cells(report)
         passes, reasons = verdict(report, classes)
         cells.append("yes" if passes else "no")
         if reasons:
