@@ -38,8 +38,9 @@ How a prompt is read
    zone names no lobe.
 5. Age: "45-year-old", "45 yo", "45 y/o", "45yo", "45M", "aged 45", "6 month old" (0.5), weeks,
    days (months, weeks and days need "old" or a person word after them: "6 months infant"); a
-   number after "for", "over", "since", "in" ... without "old" is a duration ("cough for 3 days"). Age band from the age, else from words ("infant", "neonate", "toddler", "child",
-   "paediatric", "adolescent", "adult", "elderly"; "boy"/"girl"/"man"/"woman" when nothing more
+   number after "for", "over", "since", "in" ... without "old" is a duration ("cough for 3 days").
+   Age band from the age, else from words ("infant", "neonate", "toddler", "child", "paediatric",
+   "adolescent", "adult", "elderly"; "boy"/"girl"/"man"/"woman" when nothing more
    specific is said). Sex from "female/woman/girl/lady", "male/man/boy/gentleman", and a single
    "M"/"F" only when it is attached to an age ("45M", "45 yo F", "M 45 yo"). Conflicting sexes give
    no sex.
@@ -339,7 +340,7 @@ _ABBREVIATIONS: tuple[tuple[str, str], ...] = (
     (r"b/l|bilat", "bilateral"),
     (r"rt", "right"),
     (r"lt", "left"),
-    (r"hazy|haziness", "opacity"),
+    (r"haziness", "opacity"),  # not "hazy": that is as often said of an image or the weather
     (r"white[\s-]?out", "opacification"),
     (r"pnx", "pneumothorax"),
     (r"consol|consolid|consoln", "consolidation"),

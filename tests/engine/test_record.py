@@ -270,6 +270,11 @@ NORMAL_SENTENCES = [
     "Atmospheric pressure changes with altitude.",
     "Consultation requested by the ward team.",
     "Bilingual teaching materials are available.",
+    "The weather was hazy this morning.",
+    "Turn right after the lift and then left at the end of the corridor.",
+    "He left early, no problem, see you tomorrow.",
+    "Please make it look realistic and sharp.",
+    "Effective teaching needs good examples.",
 ]
 
 
@@ -343,6 +348,17 @@ def test_captions_built_from_labels_parse_back_to_the_same_labels() -> None:
             assert entry.side in (None, "bilateral") and (entry.side is None or "bilateral" in caption.text)
         assert record.ignored_words == (), caption.text
         assert record.recognised_anything
+
+
+def test_the_card_example_prompts_are_understood_word_for_word() -> None:
+    pytest.importorskip("training.data.captions")
+    from training.data.captions import example_prompts
+
+    for prompt in example_prompts():
+        record = parse_prompt(prompt)
+        assert record.ignored_words == (), prompt
+        assert record.view in ("PA", "AP"), prompt
+        assert record.age_band is not None, prompt
 
 
 # the record: JSON, validation, describe ---------------------------------------------------------------
