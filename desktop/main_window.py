@@ -714,7 +714,10 @@ class MainWindow(QMainWindow):
     def _on_cancelled(self, result: GenerationResult) -> None:
         self._queue.clear()
         image = result.to_uint16()[0]
-        self.viewer.set_image(image, f"cancelled at step {result.steps_done}", keep_window=self._user_window)
+        label = f"cancelled at step {result.steps_done}"
+        # the partial image is what the viewer shows now, so it is what an export or a send writes
+        self._set_current(CurrentImage(image, SyntheticImageInfo.from_result(result, 0), label))
+        self.viewer.set_image(image, label, keep_window=self._user_window)
         self._end_run(
             f"Cancelled after {result.steps_done} of {result.request.num_steps} steps (not kept in the library)"
         )

@@ -101,3 +101,22 @@ def test_the_dicom_export_dialog_shows_the_image_it_will_write(qtbot, window: Ma
         assert f"case {window.current.case_id}" in dialog.case_preview.text()
         np.testing.assert_array_equal(dialog.case_preview.thumbnail(), thumbnail_pixels(image))
         dialog.close()
+
+
+def test_after_a_cancel_the_export_writes_the_image_on_screen(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    """A cancelled run leaves its partial image in the viewer: exports and sends write that one (not the
+    previous run's, which the viewer no longer shows), and say it is not in the library."""
+    generate(qtbot, window)
+    window.steps_spin.setValue(250)
+    with qtbot.waitSignal(window.host.step, timeout=RUN_MS):
+        assert window.generate()
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
+        window.cancel()
+    on_screen = window.viewer.view.source
+    np.testing.assert_array_equal(window.current.pixels, on_screen)
+    path = window.export_dicom(tmp_path / "cancelled.dcm", options=DicomOptions(bits_stored=16))
+    np.testing.assert_array_equal(pydicom.dcmread(path).pixel_array, on_screen)
+    dialog = window.dicom_export_dialog()
+    assert "not in the library" in dialog.case_preview.text()
+    np.testing.assert_array_equal(dialog.case_preview.thumbnail(), thumbnail_pixels(on_screen))
+    dialog.close()
