@@ -272,15 +272,23 @@ def _run_make_studies(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from engine.cli import load_model_arg
+    from engine.fileio import folder_in_use, staged_folder
     from engine.nodes import get_node
-    from engine.pipeline import Pipeline
-    from engine.studies import make_studies, plan_studies, read_prompts, write_dicomdir
+    from engine.pipeline import MAX_SEED, MAX_STEPS, Pipeline
+    from engine.studies import MAX_STUDIES, SEED_STRIDE, make_studies, plan_studies, read_prompts, write_dicomdir
 
-    # 1. check before writing anything
-    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+    # 1. check before writing anything: a bad number is refused, never replaced by a default
+    if folder_in_use(args.out):
         raise CommandError(f"--out {args.out} must be a new or empty folder")
+    if not 1 <= args.count <= MAX_STUDIES:
+        raise CommandError(f"--count must be from 1 to {MAX_STUDIES}, not {args.count}")
     if not 1 <= args.images_per_study <= 16:
-        raise CommandError("--images-per-study must be from 1 to 16")
+        raise CommandError(f"--images-per-study must be from 1 to 16, not {args.images_per_study}")
+    if args.steps is not None and not 1 <= args.steps <= MAX_STEPS:
+        raise CommandError(f"--steps must be from 1 to {MAX_STEPS}, not {args.steps}")
+    max_seed = MAX_SEED - (args.count - 1) * SEED_STRIDE  # study i uses seed + i * SEED_STRIDE
+    if not 0 <= args.seed <= max_seed:
+        raise CommandError(f"--seed must be from 0 to {max_seed} for {args.count} studies, not {args.seed}")
     node = get_node(args.send) if args.send else None
     if node is not None and args.stow and not node.dicomweb_url:
         raise CommandError(f"node {node.name!r} has no DICOMweb URL")
@@ -288,17 +296,25 @@ def _run_make_studies(args: argparse.Namespace) -> int:
     plans = plan_studies(prompts, args.count, seed=args.seed)
     pipeline = Pipeline(load_model_arg(args.model), provider=args.provider)
 
-    # 2. generate and write
-    args.out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=args.count * args.images_per_study, unit="image", file=sys.stderr, desc="studies")
-    files = make_studies(
-        pipeline, plans, args.out, images_per_study=args.images_per_study, num_steps=args.steps,
-        iod=args.iod, transfer_syntax=args.transfer_syntax, burn_in=args.burn_in, on_file=lambda _path: bar.update(1),
-    )  # fmt: skip
-    bar.close()
+    # 2. generate and write into a hidden folder beside --out, renamed to --out at the end: a run that
+    # is killed leaves no half-filled --out (an interrupted or failed one removes its folder)
+    left = sorted(args.out.absolute().parent.glob(f".{args.out.name}.*.tmp"))
+    if left:
+        print(f"note: {', '.join(p.name for p in left)} beside --out may be left by a killed run; delete it",
+              file=sys.stderr)  # fmt: skip
+    with staged_folder(args.out) as staging:
+        bar = tqdm(total=args.count * args.images_per_study, unit="image", file=sys.stderr, desc="studies")
+        files = make_studies(
+            pipeline, plans, staging, images_per_study=args.images_per_study, num_steps=args.steps,
+            iod=args.iod, transfer_syntax=args.transfer_syntax, burn_in=args.burn_in,
+            on_file=lambda _path: bar.update(1),
+        )  # fmt: skip
+        bar.close()
+        dicomdir = write_dicomdir(staging, files) if args.dicomdir else None
+    files = [args.out / path.relative_to(staging) for path in files]
     print(f"wrote {len(files)} instance(s) in {args.count} stud(ies) under {args.out}")
-    if args.dicomdir:
-        print(f"DICOMDIR: {write_dicomdir(args.out, files)}")
+    if dicomdir is not None:
+        print(f"DICOMDIR: {args.out / dicomdir.relative_to(staging)}")
 
     # 3. send through the outbox
     if node is not None:

@@ -79,8 +79,8 @@ def staged_folder(out: Path) -> Iterator[Path]:
         yield tmp
         umask = _umask()
         tmp.chmod(0o777 & ~umask)
-        for path in tmp.iterdir():
-            path.chmod(0o666 & ~umask)
+        for path in tmp.iterdir():  # a subfolder keeps its x bits (0o666 made it unenterable)
+            path.chmod((0o777 if path.is_dir() and not path.is_symlink() else 0o666) & ~umask)
         if out.exists():
             out.rmdir()  # empty, checked by the caller
         os.replace(tmp, out)

@@ -25,6 +25,7 @@ FAKE_NAMES = (
     "XRAY", "YANKEE", "ZULU",
 )  # fmt: skip
 MAX_STUDIES = 100_000
+SEED_STRIDE = 1000  # study i uses seeds seed + i * SEED_STRIDE + image index
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def plan_studies(
             study_description="Synthetic chest radiograph (CXR Studio)",
         )
         plans.append(
-            StudyPlan(index=index, prompt=prompts[index % len(prompts)], seed=seed + index * 1000, study=study)
+            StudyPlan(index=index, prompt=prompts[index % len(prompts)], seed=seed + index * SEED_STRIDE, study=study)
         )
     return plans
 
@@ -94,19 +95,26 @@ def make_studies(
     uid_root: str | None = None,
     on_file: Callable[[Path], None] | None = None,
 ) -> list[Path]:
-    """Generate and write every planned study as ``OUT/<patient id>/<study>/IMnnnn.dcm``."""
+    """Generate and write every planned study as ``OUT/<patient id>/<study>/IMnnnn.dcm``.
+
+    Every request is checked before the first is generated (RequestError / PromptError); a value
+    given is used as given (``num_steps=0`` is refused, not replaced by the model's default).
+    """
     defaults = pipeline.manifest.defaults
     out = Path(out_dir)
-    written = []
-    for plan in plans:
-        request = GenerationRequest(
+    requests = [
+        GenerationRequest(
             prompt=plan.prompt,
-            num_steps=num_steps or defaults.num_steps,
+            num_steps=defaults.num_steps if num_steps is None else num_steps,
             guidance_scale=defaults.guidance_scale if guidance_scale is None else guidance_scale,
-            sampler=sampler or defaults.sampler,
+            sampler=defaults.sampler if sampler is None else sampler,
             seed=plan.seed,
             batch_size=images_per_study,
-        )
+        ).validated()
+        for plan in plans
+    ]
+    written = []
+    for plan, request in zip(plans, requests, strict=True):
         result = pipeline.generate(request)
         folder = out / plan.study.patient_id / f"ST{plan.index + 1:05d}"
         folder.mkdir(parents=True, exist_ok=True)
