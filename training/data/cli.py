@@ -74,6 +74,18 @@ def register_import(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+SKIPPED_LISTED = 50  # named skipped items printed; the rest are counted
+
+
+def skipped_by_name(imported: int, skipped: int, items: Sequence[tuple[str, str]]) -> str:
+    """The closing lines: "imported N, skipped M" and each skipped item the importer named, with why."""
+    lines = [f"imported {imported}, skipped {skipped}" + (":" if items else "")]
+    lines += [f"  {name}: {reason}" for name, reason in items[:SKIPPED_LISTED]]
+    if len(items) > SKIPPED_LISTED:
+        lines.append(f"  ... and {len(items) - SKIPPED_LISTED} more")
+    return "\n".join(lines)
+
+
 def _error(message: str) -> int:
     return command_error("import", message)
 
@@ -103,12 +115,13 @@ def run(args: argparse.Namespace) -> int:
         clip_percentiles=tuple(args.clip_percentiles),
     )
     try:
-        summary, _ = run_import(
+        summary, result = run_import(
             args.kind, args.paths, args.out, options, val_frac=args.val_frac, test_frac=args.test_frac
         )
     except (ImporterError, ManifestError, OSError) as exc:
         return _error(str(exc))
     print(summary.format())
+    print(skipped_by_name(len(summary.records), sum(summary.skipped.values()), result.skipped_items))
     if not summary.records:
         print("cxr-studio import: no image could be imported; nothing written", file=sys.stderr)
         return EXIT_FAILED

@@ -15,8 +15,14 @@ Kinds (``IMPORTERS``), each a function ``(paths, manifest, options) -> ImportRes
   or window, MONOCHROME1 inverted, percentile clipping, optional CLAHE, 8 or 16 bit).
 
 Missing files, unreadable images and malformed rows are counted by reason in
-``ImportResult.skipped`` and never stop an import; only arguments that cannot work (a path that
-does not exist, a file of the wrong kind) raise :class:`ImporterError`.
+``ImportResult.skipped`` and never stop an import (the CSV and DICOM importers also name each one
+in ``ImportResult.skipped_items``); only arguments that cannot work (a path that does not exist, a
+file of the wrong kind, a table that cannot be read at all) raise :class:`ImporterError`, naming
+the file (and line).
+
+The DICOM importer writes its PNGs into a staging folder beside ``MANIFEST-STEM_images/`` and
+moves it into place only when every image is written; the manifest is written last, so a failed
+import (a full disk included) leaves neither images nor a manifest, and an earlier import's stay.
 """
 
 from __future__ import annotations
@@ -25,10 +31,13 @@ import csv
 import gzip
 import io
 import json
+import math
 import os
 import re
+import shutil
 import tarfile
 import xml.etree.ElementTree as ET
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +49,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+from engine.fileio import folder_in_use, staged_folder
 from engine.findings import FINDINGS, STATUSES, clean_report, summarize
 from engine.imaging import clahe, float_to_stored
 from engine.manifest import (
@@ -101,11 +111,18 @@ class ImportOptions:
 
 @dataclass
 class ImportResult:
-    """Records without splits, skipped items by reason, and notes (kept, but worth knowing)."""
+    """Records without splits, skipped items by reason (and by name where the importer names
+    them: (file or "table, line N", reason)), and notes (kept, but worth knowing)."""
 
     records: list[ManifestRecord] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
     notes: Counter[str] = field(default_factory=Counter)
+    skipped_items: list[tuple[str, str]] = field(default_factory=list)
+
+    def skip(self, name: str, reason: str) -> None:
+        """Count a skipped item under ``reason`` and keep its name for the summary."""
+        self.skipped[reason] += 1
+        self.skipped_items.append((name, reason))
 
     def full(self, options: ImportOptions) -> bool:
         return options.limit is not None and len(self.records) >= options.limit
@@ -142,11 +159,45 @@ def _need_existing(paths: Sequence[Path], kind: str) -> None:
             raise ImporterError(f"{kind}: {path} does not exist")
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    """A CSV or CSV.GZ file as text (UTF-8, a byte-order mark dropped)."""
-    if path.suffix.lower() == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+def _read_table(path: Path, kind: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """A CSV or CSV.GZ file (UTF-8, a byte-order mark dropped) -> its column names and its rows,
+    each with the number of its (last) line. A file that cannot be read whole (a truncated gzip,
+    bytes that are not UTF-8, a field over the csv module's limit) is an :class:`ImporterError`
+    naming the file and, where there is one, the line: a table read in part would import a
+    silently different data set."""
+    try:
+        data = path.read_bytes()
+        if path.suffix.lower() == ".gz":
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise ImporterError(f"{kind}: cannot read {path}: {exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ImporterError(f"{kind}: {path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        columns = list(reader.fieldnames or ())
+        rows = [(reader.line_num, row) for row in reader]
+    except csv.Error as exc:
+        raise ImporterError(f"{kind}: {path}, line {reader.line_num + 1}: {exc}") from None
+    return columns, rows
+
+
+AGE_RANGE = (0, 120)  # whole years, as engine.manifest accepts them
+
+
+def _age_years(text: str | None) -> int | None:
+    """An age cell ("58", "058Y", "58.0") -> whole years, or None when it is no finite number of
+    years in :data:`AGE_RANGE` (NIH's own table holds ages such as 412)."""
+    try:
+        value = float((text or "").strip().rstrip("Yy"))
+    except ValueError:
+        return None
+    if not math.isfinite(value) or not AGE_RANGE[0] <= value <= AGE_RANGE[1]:
+        return None
+    return int(value)
 
 
 def _image_index(folders: Sequence[Path], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> dict[str, Path]:
@@ -198,12 +249,10 @@ def _pediatric_rows(root: Path, result: ImportResult) -> Iterator[tuple[Path, st
     labels = root / "labels.csv"
     if labels.is_file():
         folder = root / "images" if (root / "images").is_dir() else root
-        with _open_text(labels) as stream:
-            reader = csv.DictReader(stream)
-            if not {"file", "label"} <= set(reader.fieldnames or ()):
-                raise ImporterError(f"pediatric: {labels} needs the columns file,label[,patient_id]")
-            rows = list(reader)
-        for row in sorted(rows, key=lambda r: r.get("file") or ""):
+        columns, numbered = _read_table(labels, "pediatric")
+        if not {"file", "label"} <= set(columns):
+            raise ImporterError(f"pediatric: {labels} needs the columns file,label[,patient_id]")
+        for row in sorted((row for _, row in numbered), key=lambda r: r.get("file") or ""):
             name, label = (row.get("file") or "").strip(), (row.get("label") or "").strip()
             if not name or not label:
                 result.skipped["malformed row (no file or label)"] += 1
@@ -432,18 +481,17 @@ def symmetry_score(image: np.ndarray) -> float:
 
 def read_projections(path: Path) -> dict[tuple[str, str], str]:
     """A projections CSV (Kaggle's indiana_projections.csv: uid, filename, projection) -> key -> FRONTAL / LATERAL."""
-    with _open_text(path) as stream:
-        reader = csv.DictReader(stream)
-        columns = {name.lower(): name for name in reader.fieldnames or ()}
-        if "filename" not in columns or "projection" not in columns:
-            raise ImporterError(f"iu-xray: {path} needs the columns filename,projection[,uid]")
-        views = {}
-        for row in reader:
-            name = (row.get(columns["filename"]) or "").strip()
-            projection = (row.get(columns["projection"]) or "").strip().lower()
-            uid = (row.get(columns["uid"]) or "").strip() if "uid" in columns else name.split("_", 1)[0]
-            if name and projection:
-                views[iu_image_key(uid, name)] = "LATERAL" if projection.startswith("lat") else "FRONTAL"
+    names, rows = _read_table(path, "iu-xray")
+    columns = {name.lower(): name for name in names}
+    if "filename" not in columns or "projection" not in columns:
+        raise ImporterError(f"iu-xray: {path} needs the columns filename,projection[,uid]")
+    views = {}
+    for _, row in rows:
+        name = (row.get(columns["filename"]) or "").strip()
+        projection = (row.get(columns["projection"]) or "").strip().lower()
+        uid = (row.get(columns["uid"]) or "").strip() if "uid" in columns else name.split("_", 1)[0]
+        if name and projection:
+            views[iu_image_key(uid, name)] = "LATERAL" if projection.startswith("lat") else "FRONTAL"
     return views
 
 
@@ -546,14 +594,6 @@ def import_iu_xray(paths: Sequence[Path], manifest: Path, options: ImportOptions
 _NIH_REQUIRED = ("Image Index", "Finding Labels")
 
 
-def _nih_age(text: str | None) -> int | None:
-    try:
-        age = int(float((text or "").strip().rstrip("Yy")))
-    except ValueError:
-        return None
-    return age if 0 <= age <= 110 else None
-
-
 def import_nih(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
     _need_existing(paths, "nih")
     tables = [p for p in paths if p.is_file()]
@@ -567,22 +607,18 @@ def import_nih(paths: Sequence[Path], manifest: Path, options: ImportOptions) ->
     # 1. rows from every table; the first row for an image wins
     rows: dict[str, dict[str, str]] = {}
     for table in tables:
-        try:
-            with _open_text(table) as stream:
-                reader = csv.DictReader(stream)
-                missing = [name for name in _NIH_REQUIRED if name not in (reader.fieldnames or ())]
-                if missing:
-                    raise ImporterError(f"nih: {table} has no column(s) {', '.join(missing)}")
-                for row in reader:
-                    name = (row.get("Image Index") or "").strip()
-                    if not name or None in row or any(value is None for value in row.values()):
-                        result.skipped["malformed row"] += 1
-                    elif name in rows:
-                        result.skipped["duplicate row"] += 1
-                    else:
-                        rows[name] = row
-        except (OSError, UnicodeDecodeError, csv.Error, EOFError) as exc:
-            raise ImporterError(f"nih: cannot read {table}: {exc}") from None
+        columns, numbered = _read_table(table, "nih")
+        missing = [name for name in _NIH_REQUIRED if name not in columns]
+        if missing:
+            raise ImporterError(f"nih: {table} has no column(s) {', '.join(missing)}")
+        for _, row in numbered:
+            name = (row.get("Image Index") or "").strip()
+            if not name or None in row or any(value is None for value in row.values()):
+                result.skipped["malformed row"] += 1
+            elif name in rows:
+                result.skipped["duplicate row"] += 1
+            else:
+                rows[name] = row
     # 2. the rows whose image is there
     without_image = 0
     for name in sorted(rows):
@@ -598,7 +634,7 @@ def import_nih(paths: Sequence[Path], manifest: Path, options: ImportOptions) ->
             result.skipped[problem] += 1
             continue
         labels = [label.strip() for label in (row.get("Finding Labels") or "").split("|") if label.strip()]
-        age = _nih_age(row.get("Patient Age"))
+        age = _age_years(row.get("Patient Age"))
         if row.get("Patient Age") and age is None:
             result.notes["implausible age left out"] += 1
         sex = (row.get("Patient Gender") or "").strip().upper() or None
@@ -665,43 +701,43 @@ def import_csv(paths: Sequence[Path], manifest: Path, options: ImportOptions) ->
     for table in paths:
         if not table.is_file():
             raise ImporterError(f"csv: {table} is not a file")
-        with _open_text(table) as stream:
-            reader = csv.DictReader(stream)
-            columns = {name.strip().lower(): name for name in reader.fieldnames or ()}
-            if "path" not in columns or "text" not in columns:
-                raise ImporterError(
-                    f"csv: {table} needs the columns path,text[,findings,patient_id,view,age,sex,label]"
-                )
-            rows = list(reader)
-        for row in rows:
+        names, rows = _read_table(table, "csv")
+        columns = {name.strip().lower(): name for name in names}
+        if "path" not in columns or "text" not in columns:
+            raise ImporterError(f"csv: {table} needs the columns path,text[,findings,patient_id,view,age,sex,label]")
+        for line, row in rows:
             if result.full(options):
                 return result
+            where = f"{table}, line {line}"
             cell = {key: (row.get(name) or "").strip() for key, name in columns.items()}
             if None in row:
-                result.skipped["malformed row (extra cells)"] += 1
+                result.skip(where, "malformed row (extra cells)")
                 continue
             if not cell["path"] or not cell["text"]:
-                result.skipped["malformed row (no path or text)"] += 1
+                result.skip(where, "malformed row (no path or text)")
                 continue
             image = Path(cell["path"])
             image = image if image.is_absolute() else table.parent / image
             problem = _check_image(image, options)
             if problem:
-                result.skipped[problem] += 1
+                result.skip(where, problem)
                 continue
             try:
                 findings = parse_findings(cell["findings"]) if cell.get("findings") else summarize(cell["text"])
-            except ValueError:
-                result.skipped["malformed findings"] += 1
+            except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
+                result.skip(where, "malformed findings")
                 continue
             view = cell.get("view", "").upper() or "UNKNOWN"
             if view not in VIEWS:
-                result.skipped["unknown view"] += 1
+                result.skip(where, "unknown view")
                 continue
-            age = _nih_age(cell.get("age")) if cell.get("age") else None
+            age = _age_years(cell["age"]) if cell.get("age") else None
+            if cell.get("age") and age is None:
+                result.skip(where, f"age {cell['age']!r} is not whole years from {AGE_RANGE[0]} to {AGE_RANGE[1]}")
+                continue
             sex = cell.get("sex", "").upper() or None
             if sex not in (None, "M", "F"):
-                result.skipped["unknown sex"] += 1
+                result.skip(where, "unknown sex")
                 continue
             patient = cell.get("patient_id") or ""
             if not patient:
@@ -745,7 +781,11 @@ def dicom_to_float(ds: pydicom.Dataset, clip_percentiles: tuple[float, float] = 
     photometric = str(getattr(ds, "PhotometricInterpretation", "")).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise DicomSkip(f"not greyscale ({photometric or 'no photometric interpretation'})")
-    if int(getattr(ds, "NumberOfFrames", 1) or 1) != 1:
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (ValueError, TypeError):
+        raise DicomSkip(f"NumberOfFrames is not a whole number ({ds['NumberOfFrames'].repval})") from None
+    if frames != 1:
         raise DicomSkip("multi-frame image")
     try:
         pixels = ds.pixel_array
@@ -753,10 +793,15 @@ def dicom_to_float(ds: pydicom.Dataset, clip_percentiles: tuple[float, float] = 
         raise DicomSkip(f"pixel data unreadable ({type(exc).__name__})") from None
     if pixels.ndim != 2:
         raise DicomSkip("not a single-frame greyscale image")
-    values = apply_modality_lut(pixels, ds)
-    if "VOILUTSequence" in ds or "WindowCenter" in ds:
-        values = apply_voi_lut(values, ds)
+    try:
+        values = apply_modality_lut(pixels, ds)
+        if "VOILUTSequence" in ds or "WindowCenter" in ds:
+            values = apply_voi_lut(values, ds)
+    except Exception as exc:  # a malformed rescale, LUT or window value raises one of many types
+        raise DicomSkip(f"modality or VOI LUT / window unusable ({type(exc).__name__}: {exc})") from None
     values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise DicomSkip("pixel values not finite after the modality or VOI LUT")
     if photometric == "MONOCHROME1":
         values = values.max() + values.min() - values
     low, high = np.percentile(values, clip_percentiles)
@@ -775,84 +820,169 @@ def _dicom_age(value: object) -> int | None:
     return years if years <= 120 else None
 
 
-def _dicom_files(paths: Sequence[Path]) -> Iterator[tuple[Path, Path]]:
-    """(file, the root it was found under) for every candidate file, in sorted order."""
-    for root in paths:
+def _dicom_files(paths: Sequence[Path]) -> Iterator[tuple[Path, Path, int]]:
+    """(file, the root it was found under, the root's index in ``paths``) for every candidate file,
+    in sorted order."""
+    for index, root in enumerate(paths):
         if root.is_file():
-            yield root, root.parent
+            yield root, root.parent, index
             continue
         for dirpath, dirs, files in os.walk(root):
             dirs.sort()
             for name in sorted(files):
-                yield Path(dirpath) / name, root
+                yield Path(dirpath) / name, root, index
 
 
-def import_dicom(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
+def dicom_image_folder(manifest: Path) -> Path:
+    """Where the DICOM importer's PNGs go: ``MANIFEST-STEM_images/`` beside the manifest."""
+    return manifest.parent / f"{manifest.stem}_images"
+
+
+def _png_name(path: Path, root: Path, index: int, roots: int, used: set[str]) -> str:
+    """The PNG's name: the file's place under its root ("series/1.dcm" -> "series__1.png"), after
+    the root's number and name when several roots are given (two roots may hold the same relative
+    name), and made unique ("~2") where two places still flatten to the same name."""
+    relative = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+    stem = "__".join(relative.with_suffix("").parts)
+    if roots > 1:
+        stem = f"{index + 1}-{root.name or 'root'}__{stem}"
+    name, number = f"{stem}.png", 1
+    while name.lower() in used:  # lower: case-insensitive file systems
+        number += 1
+        name = f"{stem}~{number}.png"
+    used.add(name.lower())
+    return name
+
+
+def _dicom_record(ds: pydicom.Dataset, path: Path, png: Path, manifest: Path, result: ImportResult) -> ManifestRecord:
+    """The manifest record of a converted file (header fields, and the report beside it if any)."""
+    view = str(ds.get("ViewPosition", "") or "").upper()
+    view = {"PA": "PA", "AP": "AP", "LL": "LATERAL", "RL": "LATERAL", "LATERAL": "LATERAL"}.get(view, "UNKNOWN")
+    age = _dicom_age(ds.get("PatientAge"))
+    sex = str(ds.get("PatientSex", "") or "").upper() or None
+    sex = sex if sex in ("M", "F") else None
+    sidecar = next((p for p in (path.with_suffix(".txt"), path.with_name(path.name + ".txt")) if p.is_file()), None)
+    if sidecar is not None:
+        text = clean_report(sidecar.read_text(encoding="utf-8", errors="replace"))
+        findings = summarize(text)
+    else:
+        text = header(view=view if view != "UNKNOWN" else None, age=age, sex=sex) + "."
+        findings = {}
+        result.notes["no report beside the file: text from the header only"] += 1
+    patient = str(ds.get("PatientID", "") or "").strip() or str(ds.get("StudyInstanceUID", "") or "") or path.stem
+    return _record(
+        png,
+        manifest,
+        text=text or header() + ".",
+        findings=findings,
+        patient_id=patient,
+        view=view,
+        source="dicom",
+        age=age,
+        sex=sex,
+        label=None,
+    )
+
+
+def import_dicom(
+    paths: Sequence[Path], manifest: Path, options: ImportOptions, *, image_folder: Path | None = None
+) -> ImportResult:
+    """DICOM files -> PNGs in ``image_folder`` (default :func:`dicom_image_folder`; :func:`run_import`
+    passes a staging folder) and records that name them in :func:`dicom_image_folder`.
+
+    A file that cannot become an image is skipped by name; a PNG that cannot be written (a full
+    disk) is an :class:`ImporterError` naming it.
+    """
     _need_existing(paths, "dicom")
     result = ImportResult()
-    out_folder = manifest.parent / f"{manifest.stem}_images"
+    out_folder = dicom_image_folder(manifest)
+    image_folder = out_folder if image_folder is None else image_folder
     seen: set[str] = set()
-    for path, root in _dicom_files(paths):
+    used: set[str] = set()
+    for path, root, index in _dicom_files(paths):
         if result.full(options):
             break
         if path.suffix.lower() in _NOT_DICOM_SUFFIXES or path.name.upper() == "DICOMDIR" or path.name.startswith("."):
             continue
-        # 1. read and convert
+        # 1. read and convert; one bad file is skipped by name, never the end of the import
         try:
             ds = pydicom.dcmread(path)
         except (InvalidDicomError, OSError, ValueError, EOFError, KeyError):
-            result.skipped["not a readable DICOM file"] += 1
-            continue
-        sop = str(ds.get("SOPInstanceUID", "")) or str(path)
-        if sop in seen:
-            result.skipped["duplicate SOP instance"] += 1
+            result.skip(str(path), "not a readable DICOM file")
             continue
         try:
+            sop = str(ds.get("SOPInstanceUID", "")) or str(path)
+            if sop in seen:
+                result.skip(str(path), "duplicate SOP instance")
+                continue
             image = dicom_to_float(ds, options.clip_percentiles)
+            if options.clahe:
+                image = clahe(image, clip_limit=2.0, tile_grid=(8, 8))
+            name = _png_name(path, root, index, len(paths), used)
+            record = _dicom_record(ds, path, out_folder / name, manifest, result)
         except DicomSkip as exc:
-            result.skipped[str(exc)] += 1
+            result.skip(str(path), str(exc))
             continue
-        if options.clahe:
-            image = clahe(image, clip_limit=2.0, tile_grid=(8, 8))
+        except Exception as exc:  # a malformed header value raises on access, with one of many types
+            result.skip(str(path), f"unusable header ({type(exc).__name__}: {exc})")
+            continue
         seen.add(sop)
-        # 2. write the PNG (named after the file's place under its root) and the record
-        relative = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
-        png = out_folder / ("__".join(relative.with_suffix("").parts) + ".png")
-        png.parent.mkdir(parents=True, exist_ok=True)
+        # 2. write the PNG, then keep the record
         ok, buffer = cv2.imencode(".png", float_to_stored(image, options.bits))
         if not ok:
-            result.skipped["PNG encoding failed"] += 1
+            result.skip(str(path), "PNG encoding failed")
             continue
-        png.write_bytes(buffer.tobytes())
-        view = str(ds.get("ViewPosition", "") or "").upper()
-        view = {"PA": "PA", "AP": "AP", "LL": "LATERAL", "RL": "LATERAL", "LATERAL": "LATERAL"}.get(view, "UNKNOWN")
-        age = _dicom_age(ds.get("PatientAge"))
-        sex = str(ds.get("PatientSex", "") or "").upper() or None
-        sex = sex if sex in ("M", "F") else None
-        sidecar = next((p for p in (path.with_suffix(".txt"), path.with_name(path.name + ".txt")) if p.is_file()), None)
-        if sidecar is not None:
-            text = clean_report(sidecar.read_text(encoding="utf-8", errors="replace"))
-            findings = summarize(text)
-        else:
-            text = header(view=view if view != "UNKNOWN" else None, age=age, sex=sex) + "."
-            findings = {}
-            result.notes["no report beside the file: text from the header only"] += 1
-        patient = str(ds.get("PatientID", "") or "").strip() or str(ds.get("StudyInstanceUID", "") or "") or path.stem
-        result.records.append(
-            _record(
-                png,
-                manifest,
-                text=text or header() + ".",
-                findings=findings,
-                patient_id=patient,
-                view=view,
-                source="dicom",
-                age=age,
-                sex=sex,
-                label=None,
-            )
-        )
+        png = image_folder / name
+        try:
+            png.write_bytes(buffer.tobytes())
+        except OSError as exc:
+            raise ImporterError(
+                f"dicom: cannot write {out_folder / name} (from {path}): {exc.strerror or exc}"
+            ) from None
+        result.records.append(record)
     return result
+
+
+def _import_dicom_staged(
+    paths: Sequence[Path], manifest: Path, options: ImportOptions, val_frac: float, test_frac: float
+) -> tuple[ImportResult, list[ManifestRecord]]:
+    """:func:`import_dicom` into a staging folder, moved into place when every PNG is written; the
+    manifest last. On any failure neither the new images nor a manifest remain, and an earlier
+    import's images (``--overwrite``) are put back."""
+    folder = dicom_image_folder(manifest)
+    if folder.exists() and not folder.is_dir():
+        raise ImporterError(f"dicom: {folder} exists and is not a folder")
+    if folder_in_use(folder) and not manifest.exists():
+        raise ImporterError(f"dicom: {folder} holds files but {manifest.name} does not exist; move them away first")
+    aside = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(aside, ignore_errors=True)  # left by a killed import: the manifest never named it
+    records: list[ManifestRecord] = []
+    moved_in = False
+    try:
+        with staged_folder(folder) as staging:
+            result = import_dicom(paths, manifest, options, image_folder=staging)
+            records = assign_splits(result.records, seed=options.seed, val_frac=val_frac, test_frac=test_frac)
+            if not records:
+                raise _NothingImported
+            if folder.exists():  # an earlier import's images: set aside until the new manifest is written
+                os.replace(folder, aside)
+        moved_in = True
+        write_manifest(manifest, records)
+    except _NothingImported:
+        return result, []
+    except BaseException:
+        if moved_in:  # the new images without their manifest
+            shutil.rmtree(folder, ignore_errors=True)
+        if aside.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(aside, folder)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return result, records
+
+
+class _NothingImported(Exception):
+    """No record: the staging folder is dropped and nothing is written."""
 
 
 # 7. all kinds ------------------------------------------------------------------------------------
@@ -893,11 +1023,14 @@ def run_import(
         raise ImporterError(f"the manifest must be a .jsonl file, not {manifest.name!r}")
     if not manifest.parent.resolve().is_dir():
         raise ImporterError(f"the folder {manifest.parent} does not exist")
-    # 2. import, split, write
-    result = IMPORTERS[kind]([Path(p) for p in paths], manifest, options)
-    records = assign_splits(result.records, seed=options.seed, val_frac=val_frac, test_frac=test_frac)
-    if records:
-        write_manifest(manifest, records)
+    # 2. import, split, write (the DICOM importer's PNGs staged, the manifest last)
+    if kind == "dicom":
+        result, records = _import_dicom_staged([Path(p) for p in paths], manifest, options, val_frac, test_frac)
+    else:
+        result = IMPORTERS[kind]([Path(p) for p in paths], manifest, options)
+        records = assign_splits(result.records, seed=options.seed, val_frac=val_frac, test_frac=test_frac)
+        if records:
+            write_manifest(manifest, records)
     summary = ImportSummary(records, Counter(result.skipped), Counter(result.notes))
     return summary, result
 
@@ -910,6 +1043,7 @@ __all__ = [
     "ImportOptions",
     "ImportResult",
     "ImporterError",
+    "dicom_image_folder",
     "dicom_to_float",
     "import_csv",
     "import_dicom",
