@@ -146,7 +146,7 @@ GOOD = json.dumps(_line("a.png", "x"))
         ('{"image": "a.png", "text": "x"}\n', "line 1: missing key(s) findings, patient_id, view, split, source"),
         ("\n" + GOOD.replace('"train"', '"dev"') + "\n", "line 2: split must be one of train, val, test, not 'dev'"),
         (GOOD.replace('"x"', "3") + "\n", "text must be a non-empty string, not 3"),
-        ("not json\n", "line 1: Expecting value"),
+        ("not json\n", "line 1: not JSON (Expecting value"),
         (b"\xff\xfe\n", "cannot be read as UTF-8 text"),
     ],
 )
@@ -169,7 +169,9 @@ def test_manifest_errors_name_the_line(tmp_path: Path, content: str | bytes, mes
         json.dumps(_line("a.png", "x", age=500)),
         json.dumps(_line("", "x")),
         json.dumps(_line("a.png", "x", source=3)),
+        '{"image": ' + "[" * 100_000 + "]" * 100_000 + "}",  # nested deeper than json can recurse
     ],
+    ids=range(9),
 )
 def test_training_accepts_exactly_the_lines_the_engine_accepts(tmp_path: Path, line: str) -> None:
     """One reader: a line the engine (and so the dataset explorer) rejects is rejected by training too."""
