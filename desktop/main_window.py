@@ -869,13 +869,14 @@ class MainWindow(QMainWindow):
             return
         options = dialog.options()
         self.settings.set_export(options.to_dict())
-        if self.current is not current:  # a run finished while the dialog was open: not what it showed
-            self.show_error("DICOM not saved", "The image changed while the export dialog was open. Export again.")
-            return
         name = f"cxr-{current.info.seed}.dcm"
         path, _ = QFileDialog.getSaveFileName(self, "Export DICOM", name, "DICOM (*.dcm)")
-        if path:
-            self.export_dicom(Path(path), dialog.study_context(), options)
+        if not path:
+            return
+        if self.current is not current:  # a run ended while the dialogs were open: not the image they showed
+            self.show_error("DICOM not saved", "The image changed while the export dialogs were open. Export again.")
+            return
+        self.export_dicom(Path(path), dialog.study_context(), options)
 
     def dicom_export_dialog(self) -> DicomExportDialog:
         """The export dialog, with a thumbnail and the case and seed of the image it will write on top."""

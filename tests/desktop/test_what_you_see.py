@@ -120,3 +120,30 @@ def test_after_a_cancel_the_export_writes_the_image_on_screen(qtbot, window: Mai
     assert "not in the library" in dialog.case_preview.text()
     np.testing.assert_array_equal(dialog.case_preview.thumbnail(), thumbnail_pixels(on_screen))
     dialog.close()
+
+
+def test_an_export_whose_image_changed_under_its_dialogs_is_refused(
+    qtbot, window: MainWindow, tmp_path: Path, monkeypatch
+) -> None:
+    """Ctrl+Shift+E: the dialogs run their own event loops, in which a run can finish; the file would then
+    hold another image than the one the dialog showed."""
+    from PySide6.QtWidgets import QFileDialog
+
+    from desktop.widgets.dialogs import DicomExportDialog
+
+    generate(qtbot, window)
+    target = tmp_path / "changed.dcm"
+    monkeypatch.setattr(DicomExportDialog, "exec", lambda self: DicomExportDialog.DialogCode.Accepted)
+
+    def save_name_while_a_run_finishes(*_args):
+        generate(qtbot, window)  # the user leaves the file dialog open while the next image arrives
+        return str(target), "DICOM (*.dcm)"
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", save_name_while_a_run_finishes)
+    window.choose_dicom_export()
+    assert not target.exists() and window.errors[-1].startswith("DICOM not saved: The image changed")
+    window.errors.clear()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *_a: (str(target), "DICOM (*.dcm)"))
+    window.choose_dicom_export()
+    assert not window.errors
+    np.testing.assert_array_equal(pydicom.dcmread(target).pixel_array, stored_pixels(window.viewer.view.source, 12))
