@@ -20,7 +20,7 @@ import numpy as np
 
 from engine import __version__, cli_dicom, cli_grid
 from engine.pack import PackError, atomic_write_bytes, load_pack
-from engine.paths import default_model_dir
+from engine.paths import MODEL_VARIABLE, default_model_dir, model_override
 from engine.pipeline import GenerationRequest, RequestError, StepEvent, to_uint8
 from engine.runtime import (
     DEFAULT_BACKEND,
@@ -62,9 +62,23 @@ def request_from_args(args: argparse.Namespace, pack, **fields) -> GenerationReq
 
 
 def load_model_arg(model: Path | None):
-    """``--model PACK`` or the embedded default pack, verified."""
-    path = model if model is not None else default_model_dir()
-    if model is None and not path.exists():
+    """``--model PACK``, else ``$CXR_STUDIO_MODEL``, else the embedded default pack, verified.
+    An error about the variable's pack names the variable (the user may not know it is set)."""
+    if model is not None:
+        return load_pack(model)
+    override = model_override()
+    path = default_model_dir()
+    if override is not None:
+        if not path.exists():
+            raise UsageError(
+                f"{MODEL_VARIABLE}={override}: no model pack there "
+                "(unset it for the embedded default model, or pass --model PACK)"
+            )
+        try:
+            return load_pack(path)
+        except PackError as exc:
+            raise PackError(f"{MODEL_VARIABLE}={override}: {exc}") from None
+    if not path.exists():
         raise UsageError(f"no default model is installed at {path}; pass --model PACK")
     return load_pack(path)
 
@@ -277,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cxr-studio {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (BackendError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:  # "FILE: what happened"
+            exc = f"{exc.filename}: {exc.strerror}"
         print(f"cxr-studio {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -639,9 +639,46 @@ def _pixel_array(ds: Dataset) -> np.ndarray:
     return ds.pixel_array
 
 
+MAX_READ_PIXELS = 1 << 28  # 256 Mpixel (16384 x 16384): far beyond any radiograph, short of exhausting memory
+
+
+class DicomReadError(ValueError):
+    """A file that cannot be read as a DICOM image; the message starts with the file's path."""
+
+
+def _read_dataset(path: str | os.PathLike[str]) -> Dataset:
+    """The file's dataset with its size checked; DicomReadError (naming the file) for anything unreadable."""
+    try:
+        ds = pydicom.dcmread(path)
+    except OSError:
+        raise  # a missing or unreadable file: OSError already names it
+    except Exception as exc:  # pydicom raises many kinds; all mean "not a DICOM file we can read"
+        raise DicomReadError(f"{path}: not a readable DICOM image ({exc})") from None
+    try:
+        sizes = [int(ds.get(key) or 1) for key in ("Rows", "Columns", "NumberOfFrames", "SamplesPerPixel")]
+    except (TypeError, ValueError) as exc:
+        raise DicomReadError(f"{path}: not a readable DICOM image (bad image size: {exc})") from None
+    if np.prod(sizes, dtype=np.float64) > MAX_READ_PIXELS:
+        rows, columns, frames, _ = sizes
+        raise DicomReadError(
+            f"{path}: too large: {rows} x {columns} x {frames} pixels (at most {MAX_READ_PIXELS:,} are read)"
+        )
+    return ds
+
+
+def _decoded(ds: Dataset, path: str | os.PathLike[str]) -> np.ndarray:
+    try:
+        return _pixel_array(ds)
+    except CodecUnavailableError as exc:
+        raise CodecUnavailableError(f"{path}: {exc}") from None
+    except Exception as exc:  # truncated pixel data, a bad header, a codec's own error
+        raise DicomReadError(f"{path}: not a readable DICOM image ({exc})") from None
+
+
 def read_pixels(path: str | os.PathLike[str]) -> np.ndarray:
-    """Stored pixel values of a single-frame file, (H, W), as the file holds them (no rescale, no VOI)."""
-    return _pixel_array(pydicom.dcmread(path))
+    """Stored pixel values of a single-frame file, (H, W), as the file holds them (no rescale, no VOI).
+    DicomReadError (a ValueError) names a file that is not DICOM, cannot be decoded or is too large."""
+    return _decoded(_read_dataset(path), path)
 
 
 def read_display_pixels(path: str | os.PathLike[str]) -> np.ndarray:
@@ -652,8 +689,8 @@ def read_display_pixels(path: str | os.PathLike[str]) -> np.ndarray:
     - stored``. Anything else (a signed CT with its intercept) comes back as float64 for the caller
     to window. Colour files are returned as stored.
     """
-    ds = pydicom.dcmread(path)
-    pixels = _pixel_array(ds)
+    ds = _read_dataset(path)
+    pixels = _decoded(ds, path)
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         return pixels
@@ -674,6 +711,7 @@ __all__ = [
     "SYNTHETIC_PATIENT_NAME",
     "TRANSFER_SYNTAXES",
     "CodecUnavailableError",
+    "DicomReadError",
     "StudyContext",
     "SyntheticImageInfo",
     "build_dataset",

@@ -38,7 +38,10 @@ def atomic_write_bytes(
     keeps a secret private from the first byte (mkstemp creates the file 0600; it is never widened).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         try:
             view = memoryview(data)
@@ -52,10 +55,19 @@ def atomic_write_bytes(
         os.replace(tmp, path)
         if durable:
             fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from None
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` about ``path``: os.write (a full disk) names no file, mkstemp names the temporary one."""
+    if exc.errno is None:
+        return OSError(f"{path}: {exc}")
+    return OSError(exc.errno, exc.strerror, os.fspath(path))  # the errno picks the subclass (ENOSPC, EACCES...)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

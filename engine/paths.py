@@ -21,9 +21,17 @@ def resources_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "resources"
 
 
+MODEL_VARIABLE = "CXR_STUDIO_MODEL"
+
+
+def model_override() -> str | None:
+    """``$CXR_STUDIO_MODEL`` when set and not empty: a pack folder that replaces the default model."""
+    return os.environ.get(MODEL_VARIABLE) or None
+
+
 def default_model_dir() -> Path:
     """``$CXR_STUDIO_MODEL`` if set, else the embedded default pack (read-only)."""
-    override = os.environ.get("CXR_STUDIO_MODEL")
+    override = model_override()
     if override:
         return Path(override)
     return resources_dir() / "models" / DEFAULT_MODEL_NAME

@@ -161,7 +161,10 @@ def read_record_image(path: Path, *, reduced: bool = False) -> np.ndarray:
         try:
             pixels = np.asarray(read_display_pixels(path))
         except Exception as exc:  # pydicom raises many kinds; all mean "cannot show this file"
-            raise ImageReadError(path, f"not a readable DICOM image ({exc})") from None
+            reason = str(exc).removeprefix(f"{path}: ")  # engine.dicom's DicomReadError names the file already
+            if not isinstance(exc, ValueError):
+                reason = f"not a readable DICOM image ({exc})"
+            raise ImageReadError(path, reason) from None
     else:
         try:
             data = np.fromfile(path, dtype=np.uint8)
