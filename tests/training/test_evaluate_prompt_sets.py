@@ -262,3 +262,41 @@ def test_compare_table_shows_paraphrase_accuracy_and_the_negation_check(tmp_path
     assert "paraphrase acc [95% CI] (ref.)" in rows["run"]
     assert "| 0.700 [0.62–0.77] (0.880) | 0.100 (0.950) |" in rows["v2"]
     assert "| – | – |" in rows["old"]  # a report from before section 8
+
+
+@pytest.mark.slow
+def test_a_set_file_and_an_age_band_choose_what_is_scored(
+    tiny_pack_dir: Path, pediatric_fixture_dir: Path, tmp_path: Path
+) -> None:
+    """A .jsonl set of one's own; --prompt-age-band adult leaves out the prompts that state a child;
+    a negation without normal paraphrases to compare with is listed, not scored."""
+    manifest = _manifest(tmp_path, pediatric_fixture_dir)
+    mine = tmp_path / "mine.jsonl"
+    lines = [
+        {"prompt": "lobar pneumonia kid", "class": "bacterial_pneumonia", "age_band": "child"},
+        {"prompt": "RLL consolidation", "class": "bacterial_pneumonia"},
+        {"prompt": "viral LRTI", "class": "viral_pneumonia", "age_band": "adult"},
+        {"prompt": "no pneumonia", "class": "normal", "denies": ["pneumonia"]},
+    ]
+    mine.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    out = tmp_path / "report"
+    code, _, stderr = _run(
+        ["evaluate", "--model", str(tiny_pack_dir), "--data", str(manifest), "--out", str(out), *TINY_ARGS,
+         "--skip", OTHER_SECTIONS, "--prompt-sets", str(mine), "--prompt-age-band", "adult",
+         "--prompt-set-images", "3"]
+    )  # fmt: skip
+    assert code == 0, stderr
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    section = report["prompt_sets"]
+    assert section["sets"] == {str(mine): {"file": str(mine), "prompts": 4}}
+    assert section["not_scored"] == {
+        "age band child (--prompt-age-band adult)": 1,
+        "negation: no normal paraphrase prompt to compare with": 1,
+    }
+    per_class = section["paraphrases"]["per_class"]
+    assert {name: (e["prompts"], e["paraphrases"]["n"], e["reference"]["n"]) for name, e in per_class.items()} == {
+        "bacterial_pneumonia": (1, 3, 3),
+        "viral_pneumonia": (1, 3, 3),
+    }
+    assert section["negations"] is None and report["summary"]["negation_judged_not_x"] is None
+    assert "Negation check" not in (out / "report.html").read_text(encoding="utf-8")

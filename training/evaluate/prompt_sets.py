@@ -209,6 +209,9 @@ def section_prompt_sets(ctx: Context) -> dict:
             paraphrases.append(p)
     if not paraphrases:
         return {"skipped": f"no prompt of the sets ({', '.join(ctx.prompt_sets)}) is of this evaluation's classes"}
+    if negations and not any(p.label == NORMAL for p in paraphrases):
+        not_scored["negation: no normal paraphrase prompt to compare with"] += len(negations)
+        negations = []
 
     # 1. generate: paraphrases, the reference prompts with the same seeds, negations
     para_plan = _paraphrase_plan(paraphrases, classes, k, options.seed)
