@@ -19,10 +19,12 @@ from PySide6.QtCore import QStringListModel, Qt, QTimer, Signal
 from PySide6.QtGui import QKeyEvent, QTextCursor
 from PySide6.QtWidgets import (
     QCompleter,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QMenu,
     QPlainTextEdit,
+    QScrollArea,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -36,6 +38,7 @@ except ImportError:  # pragma: no cover - depends on the checkout
     _findings = None
 
 MIN_PREFIX = 2
+ANALYSIS_LINES = 4  # the analyser's room: findings and the "not in this model" warning; more scrolls
 
 
 def findings_available() -> bool:
@@ -174,10 +177,19 @@ class PromptBox(QWidget):
         self.menu = QMenu(self.menu_button)
         self.menu.aboutToShow.connect(self._fill_menu)
         self.menu_button.setMenu(self.menu)
-        self.analysis = QLabel(self)
+        self.analysis = QLabel()
         self.analysis.setWordWrap(True)
         self.analysis.setTextFormat(Qt.TextFormat.RichText)
-        self.analysis.setVisible(findings_available())
+        self.analysis.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        # a fixed height that scrolls when the text is longer: its "Not in this model" warning, appearing as
+        # the user typed, pushed the Generate button down
+        self.analysis_area = QScrollArea(self)
+        self.analysis_area.setWidget(self.analysis)
+        self.analysis_area.setWidgetResizable(True)
+        self.analysis_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.analysis_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.analysis_area.setFixedHeight(self.analysis.fontMetrics().lineSpacing() * ANALYSIS_LINES + 4)
+        self.analysis_area.setVisible(findings_available())
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(250)
@@ -193,7 +205,7 @@ class PromptBox(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
         layout.addWidget(self.edit)
-        layout.addWidget(self.analysis)
+        layout.addWidget(self.analysis_area)
         self.update_analysis()
 
     def text(self) -> str:
@@ -294,3 +306,4 @@ class PromptBox(QWidget):
                     "File &gt; Models… switches</span>"
                 )
         self.analysis.setText(text)
+        self.analysis.setToolTip(text)

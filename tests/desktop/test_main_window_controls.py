@@ -201,3 +201,24 @@ def test_regenerate_on_another_model_adds_a_case_that_keeps_the_tags(qtbot, wind
     new = window.library.get(window.current.case_id)
     assert new.id != case.id and new.seed == case.seed and new.tags == ("teaching",)
     assert "identical" not in window.run_label.text()
+
+
+def test_the_prompt_analysers_warning_does_not_move_the_generate_button(qtbot, window: MainWindow) -> None:
+    """The "Not in this model's supported findings" warning sits above the buttons: it pushed them down."""
+    from desktop.widgets.prompt import findings_available
+
+    if not findings_available():
+        pytest.skip("engine.findings is not installed: no analyser line")
+    box = window.prompt_box
+    box.supported_findings = ("cardiomegaly",)
+    box.other_packs = {"other-model": ("consolidation", "pleural_effusion")}
+    box.set_text("Cardiomegaly")
+    box.update_analysis()
+    QApplication.processEvents()
+    before = place(window.generate_button), place(box.edit)
+    box.set_text("Cardiomegaly with right lower lobe consolidation, a small left pleural effusion, no pneumothorax")
+    box.update_analysis()
+    QApplication.processEvents()
+    assert "Not in this model" in box.analysis.text()
+    assert (place(window.generate_button), place(box.edit)) == before
+    assert "Not in this model" in box.analysis.toolTip()  # the whole text, should it not fit
