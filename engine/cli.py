@@ -180,18 +180,26 @@ def _run_generate(args: argparse.Namespace) -> int:
             result = event
     bar.close()
 
-    # 3. write the images atomically (a batch in DICOM is one series of one synthetic study)
+    # 3. write the images atomically (a batch in DICOM is one series of one synthetic study); when one
+    # cannot be written (a full disk), those written before it are removed: a batch is whole or absent
     paths = _output_paths(out, request.batch_size)
-    if kind == ".dcm":
-        from engine.dicom import StudyContext, datasets_from_result, write_dicom
+    written: list[Path] = []
+    try:
+        if kind == ".dcm":
+            from engine.dicom import StudyContext, datasets_from_result, write_dicom
 
-        datasets = datasets_from_result(result, StudyContext.synthetic(), iod=args.iod, burn_in=args.burn_in)
-        for path, ds in zip(paths, datasets, strict=True):
-            write_dicom(ds, path, transfer_syntax=args.transfer_syntax)
-    else:
-        images = result.to_uint16() if args.bits == 16 else result.to_uint8()
-        for path, image in zip(paths, images, strict=True):
-            atomic_write_bytes(path, _encode_png(image))
+            datasets = datasets_from_result(result, StudyContext.synthetic(), iod=args.iod, burn_in=args.burn_in)
+            for path, ds in zip(paths, datasets, strict=True):
+                written.append(write_dicom(ds, path, transfer_syntax=args.transfer_syntax))
+        else:
+            images = result.to_uint16() if args.bits == 16 else result.to_uint8()
+            for path, image in zip(paths, images, strict=True):
+                atomic_write_bytes(path, _encode_png(image))
+                written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     t = result.timings
     for path, seed in zip(paths, result.seeds, strict=True):
         print(f"{path}  seed={seed}")

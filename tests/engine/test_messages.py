@@ -97,3 +97,30 @@ def test_dataset_explorer_names_a_bad_dicom_once(tmp_path: Path) -> None:
         read_record_image(path)
     assert str(caught.value).startswith(f"{path}: not a readable DICOM image (")
     assert str(caught.value).count(str(path)) == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to tell the writer's files apart")
+@pytest.mark.parametrize("suffix", [".png", ".dcm"])
+def test_disk_full_in_a_batch_leaves_no_part_of_it(tiny_pack_dir: Path, tmp_path: Path, monkeypatch, capsys,
+                                                    suffix: str) -> None:  # fmt: skip
+    """The first image of a batch was kept when the second could not be written: nothing partial now."""
+    real_write = os.write
+    seen: list[str] = []
+
+    def write(fd: int, data) -> int:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if name.endswith(".tmp"):
+            seen.append(name)
+            if f"out_01{suffix}" in name:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(engine.fileio.os, "write", write)
+    code = main(["generate", "Normal chest radiograph", "--model", str(tiny_pack_dir), "--steps", "1", "--quiet",
+                 "--batch", "2", "--out", str(tmp_path / f"out{suffix}")])  # fmt: skip
+    assert code == 1
+    assert any(f"out_00{suffix}" in name for name in seen)  # the first file was written, then removed
+    assert capsys.readouterr().err.strip() == (
+        f"cxr-studio generate: error: {tmp_path / f'out_01{suffix}'}: No space left on device"
+    )
+    assert list(tmp_path.iterdir()) == []
