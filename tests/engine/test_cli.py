@@ -139,7 +139,13 @@ def test_grid_tiles_prompts_by_seeds_and_each_tile_is_that_seeds_image(tiny_pack
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--seeds", "0"], "--seeds must be from 1 to 16"), (["--out", "x.jpg"], "--out must name a .png file")],
+    [
+        (["--seeds", "0"], "--seeds must be from 1 to 16"),
+        (["--out", "x.jpg"], "--out must name a .png file"),
+        (["--steps", "0"], "steps must be a whole number from 1 to 250, not 0"),  # refused, not the default
+        (["--guidance-scale", "nan"], "guidance scale must be from 0 to 30"),
+        (["--first-seed", "-1"], "seed must be a whole number from 0"),
+    ],
 )
 def test_grid_bad_input(tiny_pack_dir: Path, tmp_path: Path, capsys, monkeypatch, extra: list[str], message: str):
     monkeypatch.chdir(tmp_path)
