@@ -12,9 +12,11 @@ A pack is what the engine runs and what ``training`` exports. Layout::
       vae_encoder.onnx      image (B, 1, H, W) in [-1, 1] -> latent (B, C, h, w), mean x scaling_factor
       vocab.txt             WordPiece vocabulary of the text encoder
 
-Loading checks the format version, refuses unknown keys, and checks every file's size and
-sha256, so a missing, truncated or altered file is refused with an error that names it.
-Nothing is ever unpickled.
+Loading checks the format version, refuses unknown keys and values of the wrong type, and checks
+every file's size and sha256, so a missing, truncated or altered file is refused with an error that
+names it. A graph saved with external data (``location`` entries in its tensors) loads only when
+model.json lists those files too, and no file may be a link out of the pack folder: the fingerprint
+covers every byte the runtime reads. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -428,7 +430,9 @@ def read_manifest(root: str | os.PathLike[str]) -> PackManifest:
 def load_pack(root: str | os.PathLike[str], *, verify: bool = True) -> ModelPack:
     """Read ``model.json`` and check every listed file's size and sha256.
 
-    Raises PackError that names the first missing, truncated or altered file.
+    Raises PackError that names the first missing, truncated or altered file, a file (or model.json)
+    that is a link out of the pack folder, a vocabulary without the special tokens, and a graph whose
+    external-data file is not listed (so every byte ONNX Runtime reads is in the fingerprint).
     """
     root = Path(root).resolve()
     if (root / MANIFEST).exists() and not _inside(root, root / MANIFEST):
