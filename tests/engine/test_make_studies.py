@@ -51,6 +51,7 @@ def test_killed_make_studies_leaves_no_half_folder_and_reruns(tiny_pack_dir: Pat
     args[2] = "3"  # the same command, fewer studies: the folder is usable again
     done = subprocess.run(_command(*args), capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert "note: .studies." in done.stderr and "may be left by a killed run" in done.stderr  # the kill's leftover
     files = _dicom_files(out)
     assert len(files) == 3
     assert {pydicom.dcmread(f).PatientID for f in files} == {p.name for p in out.iterdir()}
