@@ -52,6 +52,8 @@ from torch import nn
 from engine.pack import atomic_write_bytes, atomic_write_text
 from training.models.config import ConfigError, ModelConfig, cpu_config, default_config, tiny_config
 from training.models.text import ENCODER_ALIASES
+from training.precision import PRECISIONS, PrecisionError, resolve_precision
+from training.precision import autocast as precision_autocast
 
 RUN_FORMAT = "cxr-studio-run"
 STATE_FORMAT = "cxr-studio-training-state"
@@ -72,6 +74,10 @@ RUN_ENTRIES = frozenset(
 )
 # Options a resumed run may change: they do not touch the training trajectory. (``data`` may move:
 # the manifest's SHA-256 must match; ``vae`` is read from the run's own state on resume.)
+# Options added after runs existed, with the value a run whose run.json lacks them was trained with
+# (runs before --precision trained in float32 on the CPU), so that such a run resumes as it ran.
+LEGACY_OPTIONS: dict[str, Any] = {"precision": "fp32"}
+
 MUTABLE_OPTIONS = frozenset(
     {
         "data",
@@ -130,6 +136,7 @@ class TrainOptions:
     min_delta: float = 0.0
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"
     compile: bool | None = None
     workers: int | None = None
     quiet: bool = False
@@ -157,6 +164,8 @@ class TrainOptions:
             raise TrainingError(f"--min-lr-ratio must be from 0 to 1, got {self.min_lr_ratio!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise TrainingError(f"--device must be auto, cpu or cuda, not {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise TrainingError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
 
     @property
     def warmup(self) -> int:
@@ -243,19 +252,20 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def pick_precision(name: str, device: torch.device) -> str:
+    """``--precision`` for ``device``: ``bf16`` or ``fp32`` (see :mod:`training.precision`)."""
+    try:
+        return resolve_precision(name, device)
+    except PrecisionError as exc:
+        raise TrainingError(str(exc)) from None
+
+
 def configure_torch(device: torch.device) -> None:
-    """TF32 matmuls and cuDNN autotuning on CUDA (bf16 autocast does the rest)."""
+    """TF32 matmuls and cuDNN autotuning on CUDA (bf16 autocast, ``--precision``, does the rest)."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; plain float32 on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def use_compile(options: TrainOptions, device: torch.device) -> bool:
@@ -631,7 +641,7 @@ def open_run(
     if record.get("kind") != kind:
         raise TrainingError(f"{run.root}: is a {record.get('kind')!r} run, not {kind!r}")
     for key, value in options.items():
-        old = record["options"].get(key)
+        old = record["options"].get(key, LEGACY_OPTIONS.get(key))
         if key not in MUTABLE_OPTIONS and old != value:
             raise TrainingError(
                 f"--{_flag(key)} is {value!r} but {run.root} was started with {old!r}; a resumed run keeps its settings"
@@ -731,11 +741,12 @@ class TrainingTask(Protocol):
 
     name: str
     num_train: int
+    precision: str  # "bf16" or "fp32" (training.precision.resolve_precision), for training and validation
 
     def trainable(self) -> dict[str, nn.Module]: ...
 
     def train_loss(self, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Scalar loss of one micro-batch (called under autocast); draws only from ``generator``."""
+        """Scalar loss of one micro-batch (called under the task's precision); draws only from ``generator``."""
         ...
 
     def after_step(self, step: int) -> None: ...
@@ -763,6 +774,45 @@ class FitResult:
     best_val_loss: float | None
     best_step: int | None
     checkpoint: Path  # best when validated, else the last
+
+
+def train_step(
+    task: TrainingTask,
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    order: BatchOrder,
+    generator: torch.Generator,
+    options: TrainOptions,
+    step: int,
+    *,
+    context: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> torch.Tensor:
+    """One optimizer step (1-based ``step``): the LR of that step, ``grad_accum`` micro-batches under
+    the task's precision (or ``context()``, for benchmarks), clipping, AdamW, ``task.after_step``.
+
+    Returns the step's mean loss as a 0-d float32 tensor on the device (no host sync here).
+    """
+    lr = lr_at(
+        step, base_lr=options.lr, warmup_steps=options.warmup, total_steps=options.steps,
+        min_lr_ratio=options.min_lr_ratio,
+    )  # fmt: skip
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    device = order.device
+    step_loss = torch.zeros((), device=device)
+    for _ in range(options.grad_accum):
+        indices = order.next()
+        with context() if context is not None else precision_autocast(device, task.precision):
+            loss = task.train_loss(indices, generator)
+        (loss / options.grad_accum).backward()
+        step_loss += loss.detach().float()
+    step_loss /= options.grad_accum
+    if options.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, options.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    task.after_step(step)
+    return step_loss
 
 
 def fit(
@@ -824,8 +874,8 @@ def fit(
         run.save_state(step, parts, meta)
 
     # 3. steps
-    total, accum = options.steps, options.grad_accum
-    images_per_step = options.batch_size * accum
+    total = options.steps
+    images_per_step = options.batch_size * options.grad_accum
     bar = progress_bar(total, step, task.name, options.quiet or bool(stop_reason))
     loss_sum = torch.zeros((), device=device)
     interval_steps, interval_start, overhead = 0, time.perf_counter(), 0.0
@@ -833,28 +883,8 @@ def fit(
     try:
         while step < total and not stop_reason:
             step += 1
-            lr = lr_at(
-                step,
-                base_lr=options.lr,
-                warmup_steps=options.warmup,
-                total_steps=total,
-                min_lr_ratio=options.min_lr_ratio,
-            )
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            step_loss = torch.zeros((), device=device)
-            for _ in range(accum):
-                indices = order.next()
-                with autocast(device):
-                    loss = task.train_loss(indices, generator)
-                (loss / accum).backward()
-                step_loss += loss.detach().float()
-            step_loss /= accum
-            if options.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, options.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            task.after_step(step)
+            step_loss = train_step(task, optimizer, params, order, generator, options, step)
+            lr = optimizer.param_groups[0]["lr"]
             loss_sum += step_loss
             interval_steps += 1
             bar.update(1)
@@ -926,6 +956,7 @@ def iter_chunks(count: int, size: int) -> Iterator[slice]:
 
 __all__ = [
     "EMA",
+    "LEGACY_OPTIONS",
     "MUTABLE_OPTIONS",
     "BatchOrder",
     "EarlyStopping",
@@ -937,7 +968,6 @@ __all__ = [
     "TrainingState",
     "TrainingTask",
     "absolute_encoder",
-    "autocast",
     "capture_rng",
     "configure_torch",
     "discard_on_failure",
@@ -948,6 +978,7 @@ __all__ = [
     "manifest_info",
     "open_run",
     "pick_device",
+    "pick_precision",
     "read_run_options",
     "resolve_config",
     "restore_rng",

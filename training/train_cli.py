@@ -50,6 +50,9 @@ def _common(parser: argparse.ArgumentParser, defaults: dict[str, Any], config_he
         + d("patience"))  # fmt: skip
     add("--min-delta", type=float, default=None, help="smallest validation improvement that counts" + d("min_delta"))
     add("--device", choices=("auto", "cpu", "cuda"), default=None, help="default auto: CUDA when available")
+    add("--precision", choices=("auto", "bf16", "fp32"), default=None,
+        help="forward/backward precision (default auto: bf16 autocast where the GPU or CPU has native bf16, "
+        "else fp32; weights, optimiser and loss stay fp32)")  # fmt: skip
     add("--seed", type=int, default=None, help="seed of weights, data order and noise" + d("seed"))
     add("--compile", action=argparse.BooleanOptionalAction, default=None,
         help="torch.compile the training step (default: on for CUDA, off for the CPU)")  # fmt: skip
@@ -143,7 +146,7 @@ def options_from_args(args: argparse.Namespace, cls: type) -> Any:
     """The options dataclass from parsed flags; with ``--resume`` missing flags come from the run."""
     from dataclasses import fields
 
-    from training.loop import read_run_options
+    from training.loop import LEGACY_OPTIONS, read_run_options
 
     names = [f.name for f in fields(cls)]
     values = {name: getattr(args, name, None) for name in names}
@@ -152,6 +155,7 @@ def options_from_args(args: argparse.Namespace, cls: type) -> Any:
             values[name] = _absolute(values[name], name)
     if args.resume:
         stored = read_run_options(args.out)
+        stored = {**{k: v for k, v in LEGACY_OPTIONS.items() if k not in stored}, **stored}
         values = {name: stored.get(name) if value is None else value for name, value in values.items()}
     return cls(**{name: value for name, value in values.items() if value is not None})
 

@@ -70,7 +70,6 @@ from training.loop import (
     TrainingError,
     TrainOptions,
     absolute_encoder,
-    autocast,
     configure_torch,
     discard_on_failure,
     fit,
@@ -80,6 +79,7 @@ from training.loop import (
     manifest_info,
     open_run,
     pick_device,
+    pick_precision,
     resolve_config,
     resumes,
     seed_everything,
@@ -87,6 +87,7 @@ from training.loop import (
 )
 from training.models.config import ConfigError, ModelConfig
 from training.models.text import TextConditioner
+from training.precision import autocast
 
 ENCODE_CHUNK = 512  # images decoded and encoded at a time while caching
 SAMPLE_PROMPTS = 4
@@ -317,6 +318,7 @@ class DiffusionTask:
         self.model, self.config, self.options, self.device = model, c, options, device
         self.scaling_factor = float(c.scaling_factor)
         self.prediction_type = c.schedule.prediction_type
+        self.precision = pick_precision(options.precision, device)
         # 1. networks: VAE frozen, UNet + projection trained, EMA of both
         self.vae = model.vae.to(device).eval().requires_grad_(False)
         self.unet = model.unet.to(device).train()
@@ -427,7 +429,7 @@ class DiffusionTask:
         for chunk in iter_chunks(count, self.options.batch_size):
             noisy, t, target = self._noisy(self.val_mean[chunk], self.val_std[chunk], generator)
             text = self.val_text[chunk]
-            with autocast(self.device):
+            with autocast(self.device, self.precision):
                 prediction = self.ema_denoiser(noisy, t, self.hidden[text], self.mask[text])
             total += F.mse_loss(prediction.float(), target, reduction="sum").double() / target[0].numel()
         return {"val_loss": (total / count).item()}
@@ -449,7 +451,7 @@ class DiffusionTask:
         def model_fn(sample: np.ndarray, timestep: np.ndarray) -> np.ndarray:
             x = torch.from_numpy(sample).to(device)
             t = torch.from_numpy(timestep).to(device)
-            with autocast(device):
+            with autocast(device, self.precision):
                 out = self.ema_denoiser(torch.cat([x, x]), torch.cat([t, t]), hidden, mask).float()
             uncond_out, cond_out = out[:batch], out[batch:]
             return (uncond_out + scale * (cond_out - uncond_out)).cpu().numpy()
@@ -532,6 +534,7 @@ def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log
         raise DatasetError(f"{manifest.path}: no records with split 'train'")
     device = pick_device(options.device)
     configure_torch(device)
+    log(f"device {device}, precision {pick_precision(options.precision, device)}")
     _check_export_target(options.export)
     resume = resumes(options.out, "diffusion", resume, log)
     vae_dir, init_dir, config = None, None, None

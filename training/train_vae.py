@@ -44,7 +44,6 @@ from training.loop import (
     Log,
     TrainingError,
     TrainOptions,
-    autocast,
     configure_torch,
     discard_on_failure,
     fit,
@@ -54,12 +53,14 @@ from training.loop import (
     manifest_info,
     open_run,
     pick_device,
+    pick_precision,
     resolve_config,
     resumes,
     seed_everything,
     use_compile,
 )
 from training.models.config import ModelConfig
+from training.precision import autocast
 
 SCALE_IMAGES = 256  # training images whose latents set the scaling factor
 GRID_IMAGES = 8
@@ -192,6 +193,7 @@ class VAETask:
         device: torch.device,
     ):
         self.model, self.config, self.options, self.device = model, model.config, options, device
+        self.precision = pick_precision(options.precision, device)
         self.vae = model.vae.to(device)
         if device.type == "cuda":
             self.vae.to(memory_format=torch.channels_last)
@@ -230,7 +232,7 @@ class VAETask:
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)
         for chunk in iter_chunks(count, self.options.batch_size):
             x = self.val_images[chunk].float()
-            with autocast(self.device):
+            with autocast(self.device, self.precision):
                 posterior = self.vae.encode(x).latent_dist
                 recon = self.vae.decode(posterior.mean).sample
             loss = vae_loss(
@@ -255,7 +257,7 @@ class VAETask:
         images = self.val_images if self.val_images.shape[0] else self.train_images
         x = images[:GRID_IMAGES].float()
         self.vae.eval()
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             recon = self.vae.decode(self.vae.encode(x).latent_dist.mean).sample
         self.vae.train()
         both = torch.cat([x, recon.float()]).clamp(-1, 1).add(1).div(2)[:, 0]
@@ -323,6 +325,7 @@ def train_vae(options: VAEOptions, *, resume: bool = False, log: Log | None = No
         raise DatasetError(f"{manifest.path}: no records with split 'train'")
     device = pick_device(options.device)
     configure_torch(device)
+    log(f"device {device}, precision {pick_precision(options.precision, device)}")
     resume = resumes(options.out, "vae", resume, log)
     config = None if resume else resolve_config(options.config or "")
     if config is not None:
