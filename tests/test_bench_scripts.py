@@ -71,3 +71,26 @@ def test_device_kit_scripts_parse_and_explain_themselves() -> None:
         assert usage.returncode == 2 and "bash tests/benchmarks/device/" in usage.stderr
     size = subprocess.run(["bash", str(BENCH / "device" / "kit.sh"), "size"], capture_output=True, text=True)
     assert size.returncode == 0 and "MiB" in size.stdout
+
+
+@pytest.mark.slow
+def test_bench_training_steps_both_networks_in_fp32_and_bf16_on_the_same_data() -> None:
+    command = [sys.executable, str(BENCH / "bench_training.py"), "--config", "tiny", "--steps", "3", "--warmup", "1",
+               "--images", str(REPO / "tests" / "fixtures" / "pediatric-cxr"), "--variants", "fp32,bf16"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows: dict[str, dict[str, list[str]]] = {}
+    network = ""
+    for line in done.stdout.splitlines():
+        if line.startswith(("vae: 3 steps", "unet: 3 steps")):
+            network = line.split(":")[0]
+            rows[network] = {}
+        elif network and line.strip().startswith(("fp32 ", "bf16 ")):
+            rows[network][line.split()[0]] = line.split()
+    assert set(rows) == {"vae", "unet"}, done.stdout
+    for network, table in rows.items():
+        assert set(table) == {"fp32", "bf16"}, (network, done.stdout)
+        assert table["fp32"][2] == "1.00x"
+        # the same seeded weights, batches and noise: after 3 steps the losses differ by bf16 rounding only
+        fp32_loss, bf16_loss = float(table["fp32"][3]), float(table["bf16"][3])
+        assert abs(bf16_loss - fp32_loss) <= 0.02 * fp32_loss, (network, done.stdout)
