@@ -44,7 +44,7 @@ from desktop.logs import log_file, setup_logging
 from desktop.settings import Settings
 from desktop.widgets.dialogs import DicomExportDialog, DicomOptions, TeachingFileDialog, TextDialog, open_warning
 from desktop.widgets.library_view import LibraryPanel
-from desktop.widgets.model_manager import ModelManager, list_packs
+from desktop.widgets.model_manager import ModelManager, list_packs, model_variable_problem
 from desktop.widgets.prompt import PromptBox
 from desktop.widgets.steps import StepsPanel, export_frames, pillow_available
 from desktop.widgets.viewer import CasePreview, ViewerPanel, reserve_text_lines
@@ -138,6 +138,7 @@ class MainWindow(QMainWindow):
         self._batch_done = 0
         self._running = False
         self._loading = False
+        self._load_prefix = ""  # "CXR_STUDIO_MODEL=VALUE: " while loading the variable's pack (errors name it)
         self._user_window = False  # the user set W/L during this run: keep it for the next frames
         self._run_started = 0.0
         self._source_case: Case | None = None  # the case a Regenerate runs again
@@ -440,7 +441,14 @@ class MainWindow(QMainWindow):
             self.load_model(last)
             return
         default = paths.default_model_dir()
-        if default.is_dir():
+        problem = model_variable_problem()
+        if problem is not None:  # named as the command line names it: the user may not know it is set
+            self._show_no_model(
+                f"No model is installed: {problem}. "
+                f"Open a model pack folder (or drop one into {paths.user_models_dir()})."
+            )
+            return
+        if default.is_dir() or paths.model_override():  # the variable's path exists: its load error names it
             self.load_model(default)
             return
         self._show_no_model(
@@ -473,6 +481,8 @@ class MainWindow(QMainWindow):
             self.show_error("Model not changed", "A generation is running: cancel it (Esc) before opening a model.")
             return
         self._loading = True
+        override = paths.model_override()
+        self._load_prefix = f"{paths.MODEL_VARIABLE}={override}: " if override and Path(path) == Path(override) else ""
         self._set_running(False)
         self.host.load_model(str(path), self.provider)
 
@@ -509,6 +519,7 @@ class MainWindow(QMainWindow):
         return {e.model_id: e.supported for e in entries if not e.error and e.path.resolve() != here}
 
     def _on_model_failed(self, message: str) -> None:
+        message = self._load_prefix + message
         self._loading = False
         self.model_info = None
         self._show_no_model(f"The model could not be loaded. {message.splitlines()[0]}")

@@ -63,20 +63,30 @@ class SelftestReport:
 def _load(model: Path | None, provider: str):
     """1. the pack (verified) and its ONNX Runtime sessions."""
     from engine.pack import PackError, load_pack
-    from engine.paths import default_model_dir
+    from engine.paths import MODEL_VARIABLE, default_model_dir, model_override
     from engine.pipeline import Pipeline
     from engine.runtime import BackendError
 
     path = model if model is not None else default_model_dir()
+    # a pack chosen by $CXR_STUDIO_MODEL is named by the variable, as the command line does
+    override = model_override() if model is None else None
+    if override is not None and not path.exists():
+        raise SelftestError(
+            f"{MODEL_VARIABLE}={override}: no model pack there "
+            "(unset it for the embedded default model, or pass --model PACK)",
+            EXIT_USAGE,
+        )
     if not path.exists():
         where = "--model" if model is not None else "no default model is installed at"
         raise SelftestError(f"{where} {path}: no such folder; pass --model PACK", EXIT_USAGE)
+    named = f"{MODEL_VARIABLE}={override}" if override is not None else str(path)
     if not path.is_dir():
-        raise SelftestError(f"{path}: not a folder (a model pack is a folder)", EXIT_USAGE)
+        raise SelftestError(f"{named}: not a folder (a model pack is a folder)", EXIT_USAGE)
+    where = named if override is not None else f"model pack {path}"
     try:
         return Pipeline(load_pack(path), provider=provider)
     except (PackError, BackendError, OSError) as exc:
-        raise SelftestError(f"model pack {path}: {exc}") from None
+        raise SelftestError(f"{where}: {exc}") from None
 
 
 def _generate(pipeline, num_steps: int):

@@ -45,6 +45,16 @@ class PackEntry:
     model_id: str = ""
 
 
+def model_variable_problem() -> str | None:
+    """When ``$CXR_STUDIO_MODEL`` is set to a path that does not exist, the message that names the
+    variable as the command line does (the user may not know it is set); else None. A path that
+    exists is tried as a pack: its errors are prefixed with ``CXR_STUDIO_MODEL=VALUE: ``."""
+    override = paths.model_override()
+    if override is None or Path(override).exists():
+        return None
+    return f"{paths.MODEL_VARIABLE}={override}: no model pack there (unset it for the embedded default model)"
+
+
 def card_text(path: Path, manifest: PackManifest | None = None) -> str:
     """The card as the command line's ``info`` prints it (``engine.cli.card_lines``), from model.json
     alone (read here unless given): listing does not hash the weights."""
@@ -61,11 +71,13 @@ def card_text(path: Path, manifest: PackManifest | None = None) -> str:
 
 def list_packs(default: Path | None = None, user_folder: Path | None = None) -> list[PackEntry]:
     """The default pack (when present) and the folders of the user models folder that hold a
-    model.json, sorted by name; unreadable ones carry ``error``."""
+    model.json, sorted by name; unreadable ones carry ``error``. Without ``default``, the default is
+    ``$CXR_STUDIO_MODEL``'s pack when that is set: its title and error name the variable."""
+    variable = paths.model_override() if default is None else None
     default = default if default is not None else paths.default_model_dir()
     user_folder = user_folder if user_folder is not None else paths.user_models_dir()
     candidates: list[tuple[Path, bool]] = []
-    if (default / MANIFEST_FILE).is_file():
+    if (default / MANIFEST_FILE).is_file() or (variable and default.exists()):
         candidates.append((default, True))
     if user_folder.is_dir():
         candidates += [(p, False) for p in sorted(user_folder.iterdir()) if (p / MANIFEST_FILE).is_file()]
@@ -73,13 +85,18 @@ def list_packs(default: Path | None = None, user_folder: Path | None = None) -> 
     for path, embedded in candidates:
         try:
             manifest = read_manifest(path)
-            title = f"{manifest.model_id} ({manifest.precision})" + (" — embedded default" if embedded else "")
+            where = f" — from {paths.MODEL_VARIABLE}" if variable else " — embedded default"
+            title = f"{manifest.model_id} ({manifest.precision})" + (where if embedded else "")
             supported = card_supported_findings(manifest.card)
             entries.append(
                 PackEntry(path, title, card_text(path, manifest), "", embedded, supported, manifest.model_id)
             )
         except (PackError, OSError, ValueError) as exc:
-            entries.append(PackEntry(path, f"{path.name} — cannot be used", "", str(exc), embedded))
+            if embedded and variable:
+                title, error = f"{paths.MODEL_VARIABLE} — cannot be used", f"{paths.MODEL_VARIABLE}={variable}: {exc}"
+            else:
+                title, error = f"{path.name} — cannot be used", str(exc)
+            entries.append(PackEntry(path, title, "", error, embedded))
     return entries
 
 
@@ -97,6 +114,11 @@ class ModelManager(QDialog):
         self.folder_label = QLabel(
             f"Drop a model pack's folder into {paths.user_models_dir()} to add it here.", wordWrap=True
         )
+        # a variable that names no pack hides the embedded default: say so (it is not in the list)
+        problem = model_variable_problem()
+        self.variable_label = QLabel(problem or "", wordWrap=True)
+        self.variable_label.setStyleSheet("color: #c0392b")
+        self.variable_label.setVisible(problem is not None)
         self.use_button = QPushButton("Use this model")
         self.use_button.clicked.connect(self.choose_selected)
         for entry in self.entries:
@@ -114,6 +136,7 @@ class ModelManager(QDialog):
         row.addWidget(self.card, 3)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
+        layout.addWidget(self.variable_label)
         layout.addWidget(self.folder_label)
         layout.addWidget(buttons)
         if self.entries:
