@@ -75,8 +75,8 @@ RUN_ENTRIES = frozenset(
 # Options a resumed run may change: they do not touch the training trajectory. (``data`` may move:
 # the manifest's SHA-256 must match; ``vae`` is read from the run's own state on resume.)
 # Options added after runs existed, with the value a run whose run.json lacks them was trained with
-# (runs before --precision trained in float32 on the CPU), so that such a run resumes as it ran.
-LEGACY_OPTIONS: dict[str, Any] = {"precision": "fp32"}
+# (runs before --precision trained in float32 on the CPU, and with plain MSE), so that such a run resumes as it ran.
+LEGACY_OPTIONS: dict[str, Any] = {"precision": "fp32", "min_snr_gamma": 0.0}
 
 MUTABLE_OPTIONS = frozenset(
     {

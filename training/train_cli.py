@@ -119,6 +119,14 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         help="only the images of these manifest sources (comma-separated, e.g. nih) get augmented copies "
         "(default: all)",
     )
+    add(
+        "--min-snr-gamma",
+        type=float,
+        default=None,
+        metavar="GAMMA",
+        help="weight each timestep's loss by min(SNR, GAMMA)/SNR (epsilon) or /(SNR+1) (v prediction), "
+        "Hang et al. 2023, who use 5; default 0: plain MSE",
+    )
     add("--ema-decay", type=float, default=None, help="EMA decay of the UNet weights (default 0.999)")
     add("--uncond-prob", type=float, default=None, help="empty-caption probability for guidance (default 0.1)")
     add("--sample-steps", type=int, default=None, help="sampler steps of the sample grids (default 20)")

@@ -126,6 +126,7 @@ class DiffusionOptions(TrainOptions):
     export_text_int8: bool = False
     augment_copies: int = 0
     augment_sources: str | None = None  # comma-separated manifest sources; None: every source
+    min_snr_gamma: float = 0.0  # 0: plain MSE (v1's recipe); > 0: min-SNR-gamma weighting (Hang et al. 2023; 5 there)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -146,6 +147,9 @@ class DiffusionOptions(TrainOptions):
             raise TrainingError(f"--sample-steps must be a whole number >= 1, got {self.sample_steps!r}")
         if not 0 <= self.guidance_scale <= 30:
             raise TrainingError(f"--guidance-scale must be from 0 to 30, got {self.guidance_scale!r}")
+        gamma = self.min_snr_gamma
+        if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not 0 <= gamma <= 1000:
+            raise TrainingError(f"--min-snr-gamma must be a number from 0 (off) to 1000, got {gamma!r}")
 
     def source_names(self) -> frozenset[str] | None:
         """The sources whose images get augmented copies (None: all)."""
@@ -299,6 +303,30 @@ def sample_prompts(manifest: Manifest, limit: int = SAMPLE_PROMPTS) -> list[str]
 # --------------------------------------------------------------------------- task
 
 
+def diffusion_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    alpha_bar: torch.Tensor,
+    *,
+    prediction_type: str,
+    min_snr_gamma: float = 0.0,
+) -> torch.Tensor:
+    """Scalar training loss of a batch: MSE of ``prediction`` against ``target`` (B, C, h, w).
+
+    ``min_snr_gamma`` > 0 weights each sample's MSE by min(SNR, gamma) / SNR for epsilon
+    prediction and min(SNR, gamma) / (SNR + 1) for v prediction, SNR = alpha_bar / (1 - alpha_bar)
+    at its timestep (``alpha_bar`` (B,)): Hang et al., "Efficient Diffusion Training via Min-SNR
+    Weighting Strategy" (ICCV 2023), as diffusers' training examples compute it. 0: plain MSE.
+    """
+    if min_snr_gamma <= 0:
+        return F.mse_loss(prediction.float(), target)
+    per_sample = (prediction.float() - target).square().mean(dim=tuple(range(1, target.ndim)))
+    snr = alpha_bar / (1 - alpha_bar)
+    clipped = snr.clamp(max=min_snr_gamma)
+    weight = clipped / snr if prediction_type == "epsilon" else clipped / (snr + 1)
+    return (per_sample * weight).mean()
+
+
 class DiffusionTask:
     """The UNet + projection for :func:`training.loop.fit`, over cached latents and text states."""
 
@@ -413,7 +441,10 @@ class DiffusionTask:
         drop = torch.rand(indices.shape[0], generator=generator, device=self.device) < self.options.uncond_prob
         text = torch.where(drop, self.empty_index, self.train_text[indices])
         prediction = self.train_denoiser(noisy, t, self.hidden[text], self.mask[text])
-        return F.mse_loss(prediction.float(), target)
+        return diffusion_loss(
+            prediction, target, self.alphas_cumprod[t],
+            prediction_type=self.prediction_type, min_snr_gamma=self.options.min_snr_gamma,
+        )  # fmt: skip
 
     def after_step(self, step: int) -> None:
         self.ema.update(self.trained, step)
@@ -608,6 +639,7 @@ __all__ = [
     "DiffusionOptions",
     "DiffusionTask",
     "diffusion_config",
+    "diffusion_loss",
     "encode_latents",
     "encode_texts",
     "resolve_vae_checkpoint",
