@@ -459,6 +459,9 @@ _POST_NEGATION = (
     r"(?:is|are) (?:now )?(?:absent|resolved|gone)",
     r"(?:is|are|appears?|remains?) (?:within (?:normal limits|limits of normal)|normal|unremarkable)",
     r"within (?:normal limits|limits of normal)",
+    # "pneumothorax excluded", "PTX ruled out" (how clinicians write a finding off); "cannot be
+    # excluded" and "not excluded" are uncertain cues, matched first
+    r"(?:(?:is|are|was|were|has been|have been|now) )?(?:excluded|ruled out)",
 )
 # negations that work before or after the finding ("resolved pneumonia", "pneumonia, resolved")
 _EITHER_NEGATION = (r"resolved", r"removed", r"absent", r"cleared")

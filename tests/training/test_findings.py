@@ -33,6 +33,13 @@ def shared_data_dir() -> Path:
 CASES = [
     # (text, finding, expected status)
     ("Right lower lobe consolidation.", "consolidation", PRESENT),
+    # written off the way clinicians type it; "cannot be excluded" stays uncertain
+    ("Pneumothorax excluded.", "pneumothorax", ABSENT),
+    ("PTX ruled out", "pneumothorax", ABSENT),
+    ("Pneumonia has been ruled out.", "pneumonia", ABSENT),
+    ("Pneumothorax cannot be excluded.", "pneumothorax", UNCERTAIN),
+    ("Pneumonia cannot be ruled out.", "pneumonia", UNCERTAIN),
+    ("Effusion is not excluded.", "pleural_effusion", UNCERTAIN),
     ("No focal consolidation.", "consolidation", ABSENT),
     ("There is no pleural effusion or pneumothorax.", "pneumothorax", ABSENT),
     ("Lungs are clear without focal consolidation, pneumothorax, or pleural effusion.", "pleural_effusion", ABSENT),
