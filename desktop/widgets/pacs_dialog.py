@@ -2,7 +2,9 @@
 
 The network work (engine.pacs) runs off the GUI thread (MainWindow.run_task); progress comes back as
 queued signals. Images go through an :class:`engine.pacs.Outbox` in the user data folder, so a failed
-or cancelled send keeps them and "Send pending" tries again later.
+or cancelled send keeps them and "Send pending" tries again later. The outbox keeps one queue per
+node: "Send pending (N)" counts and sends only the queue of the node the fields name, and says how
+many images wait for other nodes.
 """
 
 from __future__ import annotations
@@ -86,7 +88,6 @@ class PacsDialog(QDialog):
         self.send_button = QPushButton("Send current image")
         self.send_button.clicked.connect(self.send_current)
         self.pending_button = QPushButton("Send pending")
-        self.pending_button.setToolTip("Send the images left in the outbox by earlier sends")
         self.pending_button.clicked.connect(self.send_pending)
         self.cancel_button = QPushButton("Cancel send")
         self.cancel_button.clicked.connect(self._cancel.set)
@@ -112,6 +113,9 @@ class PacsDialog(QDialog):
         layout.addWidget(self.status)
         layout.addWidget(close)
         self._progress.connect(self._on_progress)
+        # the node's name is the Name field, else the host (node()): its queue's count follows them
+        self.name_edit.textChanged.connect(self._refresh_pending)
+        self.host_edit.textChanged.connect(self._refresh_pending)
         self._fill_nodes()
         self._set_busy(False)
 
@@ -215,7 +219,9 @@ class PacsDialog(QDialog):
         if node is None or self._busy:
             return
         if not self.outbox.pending(node.name):
-            self._say(f"Nothing waits to be sent to {node.label}.", ok=True)
+            others = len(self.outbox.pending())
+            elsewhere = f" ({others} image(s) in the outbox wait for other nodes)" if others else ""
+            self._say(f"Nothing waits to be sent to {node.label}{elsewhere}.", ok=True)
             return
         self._send(node)
 
@@ -244,10 +250,12 @@ class PacsDialog(QDialog):
 
     def _on_sent(self, report: pacs.SendReport) -> None:
         self._set_busy(False)
-        left = len(self.outbox.pending())
+        left, others = self._pending_counts()
         text = report.summary()
         if left:
-            text += f". {left} image(s) wait in the outbox: press Send pending to try again."
+            text += f". {left} image(s) for this node wait in the outbox: press Send pending to try again."
+        if others:
+            text += f". {others} image(s) in the outbox wait for other nodes (choose one to send them)."
         self._say(text, ok=report.ok)
         self.send_done.emit(report)
 
@@ -262,8 +270,25 @@ class PacsDialog(QDialog):
         for button in (self.echo_button, self.send_button, self.pending_button, self.save_button, self.delete_button):
             button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
-        pending = len(self.outbox.pending())
-        self.pending_button.setText(f"Send pending ({pending})" if pending else "Send pending")
+        self._refresh_pending()
+
+    def _pending_name(self) -> str:
+        """The name node() gives the node the fields describe (its queue's name in the outbox)."""
+        return self.name_edit.text().strip() or self.host_edit.text().strip()
+
+    def _pending_counts(self) -> tuple[int, int]:
+        """(images queued for the node the fields name, images queued for any other node or for none)."""
+        name = self._pending_name()
+        mine = len(self.outbox.pending(name)) if name else 0
+        return mine, len(self.outbox.pending()) - mine
+
+    def _refresh_pending(self, *_args: object) -> None:
+        mine, others = self._pending_counts()
+        self.pending_button.setText(f"Send pending ({mine})" if mine else "Send pending")
+        tip = f"Send the images that earlier sends left in the outbox for {self._pending_name() or 'this node'}"
+        if others:
+            tip += f"; {others} other image(s) wait for other nodes (choose that node to send them)"
+        self.pending_button.setToolTip(tip + ".")
 
     def _say(self, text: str, *, ok: bool | None) -> None:
         color = {True: "#1e7b34", False: "#c0392b", None: "#333"}[ok]

@@ -9,6 +9,8 @@ import pytest
 
 from desktop.main_window import MainWindow
 from desktop.settings import Settings
+from engine.dicom import write_dicom
+from engine.pacs import Outbox, PacsNode
 
 pytest.importorskip("pynetdicom")
 
@@ -77,3 +79,36 @@ def test_failures_say_what_happened_and_keep_the_image(qtbot, window: MainWindow
         dialog.send_button.click()
     assert not sent.args[0].ok
     assert len(dialog.outbox.pending()) == 1 and "Send pending" in dialog.status.text()
+
+
+def test_send_pending_counts_and_sends_only_the_chosen_nodes_queue(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    # left by earlier sends: two images for another node, one for the saved node the dialog opens on
+    outbox = Outbox()
+    image = write_dicom(window.current_dataset(), tmp_path / "image.dcm")
+    outbox.put(image, "other pacs")
+    second = pydicom.dcmread(image)
+    second.SOPInstanceUID = second.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    outbox.put(write_dicom(second, tmp_path / "second.dcm"), "other pacs")
+    outbox.put(image, "test scp")
+    with storescp(tmp_path / "scp") as scp:
+        node = PacsNode(name="test scp", host="127.0.0.1", port=scp.port, called_ae_title=scp.aet)
+        window.settings.set_pacs_nodes([node.to_dict()])
+        window.open_pacs_dialog()
+        dialog = window.pacs_dialog
+        assert dialog.name_edit.text() == "test scp"
+        assert dialog.pending_button.text() == "Send pending (1)"
+        assert "2 other image(s) wait for other nodes" in dialog.pending_button.toolTip()
+        with qtbot.waitSignal(dialog.send_done, timeout=RUN_MS) as sent:
+            dialog.pending_button.click()
+        assert sent.args[0].ok and sent.args[0].sent == 1, sent.args[0].summary()
+        qtbot.waitUntil(lambda: len(scp.files()) == 1, timeout=10_000)
+    assert outbox.pending("test scp") == [] and len(outbox.pending("other pacs")) == 2
+    status = dialog.status.text()
+    assert "2 image(s) in the outbox wait for other nodes" in status and "try again" not in status, status
+    assert dialog.pending_button.text() == "Send pending"
+    dialog.name_edit.setText("other pacs")  # the fields name the node: the count follows them
+    assert dialog.pending_button.text() == "Send pending (2)"
+    dialog.name_edit.setText("third node")
+    dialog.pending_button.click()  # nothing for it: said at once, nothing sent anywhere
+    assert "Nothing waits to be sent to" in dialog.status.text() and "2 image(s)" in dialog.status.text()
+    assert len(outbox.pending("other pacs")) == 2
