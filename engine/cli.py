@@ -124,6 +124,25 @@ def _encode_png(image: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
+def _print_understood(prompt: str, card: dict) -> None:
+    """The record and what the model ignores, on stderr (stdout stays the written paths, for scripts).
+
+    A prompt in which nothing is recognised is a warning, not an error: the run goes on (exit 0), as
+    for a prompt longer than the encoder, since an unconditioned image is a legitimate request.
+    """
+    from engine.understood import understand
+
+    understanding = understand(prompt, card)
+    for line in understanding.lines():
+        print(line, file=sys.stderr)
+    if understanding.nothing_recognised:
+        print(
+            f"warning: nothing in the prompt {prompt!r} was recognised (no finding, age, sex or view); "
+            "generating anyway",
+            file=sys.stderr,
+        )
+
+
 def _run_generate(args: argparse.Namespace) -> int:
     from engine.pipeline import Pipeline
 
@@ -146,6 +165,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         args, pack, prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed,
         batch_size=args.batch, eta=args.eta,
     ).validated()  # fmt: skip
+    _print_understood(request.prompt, pack.manifest.card)
 
     # 2. run, with a progress bar and optional step previews
     if args.backend not in backend_names():

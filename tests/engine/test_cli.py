@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -152,3 +153,42 @@ def test_grid_bad_input(tiny_pack_dir: Path, tmp_path: Path, capsys, monkeypatch
     code = main(["grid", "Normal", "--model", str(tiny_pack_dir), "--out", "g.png", *extra])
     assert code == 2 and message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+DEFAULT_PACK = Path(__file__).resolve().parents[2] / "resources" / "models" / "default"
+
+
+def test_generate_says_what_the_default_model_understood_and_ignores(tmp_path: Path, capsys) -> None:
+    code = main(["generate", "RLL consol, no PTX, 45M", "--model", str(DEFAULT_PACK), "--steps", "1", "--quiet",
+                 "--out", str(tmp_path / "a.png")])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0 and (tmp_path / "a.png").exists()
+    assert "understood: consolidation present (right lower lobe) · pneumothorax absent · 45 years · adult · male" in err
+    assert "ignored: lobe 'RLL': this model cannot place findings" in err
+    assert "ignored: age '45M' (adult): this model was trained on children only" in err
+    assert "understood" not in out  # stdout stays the written paths, for scripts
+
+
+@pytest.mark.parametrize("prompt", ["4", "asdf"])
+def test_generate_warns_when_nothing_is_recognised_and_still_generates(
+    tiny_pack_dir: Path, tmp_path: Path, capsys, prompt: str
+) -> None:
+    code = main(["generate", prompt, "--model", str(tiny_pack_dir), "--steps", "1", "--quiet",
+                 "--out", str(tmp_path / "a.png")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0 and (tmp_path / "a.png").exists()
+    assert "understood: nothing recognised" in err
+    assert f"warning: nothing in the prompt {prompt!r} was recognised" in err
+
+
+def test_generate_names_a_finding_the_tiny_packs_card_lacks(tiny_pack_copy: Path, tmp_path: Path, capsys) -> None:
+    manifest = json.loads((tiny_pack_copy / "model.json").read_text())
+    manifest["card"]["supported_findings"] = ["no_finding", "pleural_effusion"]
+    (tiny_pack_copy / "model.json").write_text(json.dumps(manifest))
+    code = main(["generate", "Left pleural effusion and cardiomegaly", "--model", str(tiny_pack_copy), "--steps", "1",
+                 "--quiet", "--out", str(tmp_path / "a.png")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "understood: pleural effusion present (left) · cardiomegaly present" in err
+    assert "ignored: finding 'cardiomegaly': not in this model" in err
+    assert "warning: nothing" not in err
