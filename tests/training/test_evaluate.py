@@ -281,10 +281,16 @@ def test_other_data_gives_other_figures_and_a_saved_classifier_is_reused(
         ("bad_classifier_init", "needs classifier.json and classifier.safetensors"),
         ("both_classifiers", "--classifier reuses a trained classifier; --classifier-init trains one: not both"),
         ("bad_classes", "--classes needs two or more of: normal, "),
+        ("model_variable", "CXR_STUDIO_MODEL="),
     ],
 )
 def test_bad_input_gives_one_line_and_writes_nothing(
-    change: str, message: str, tiny_pack_dir: Path, pediatric_fixture_dir: Path, tmp_path: Path
+    change: str,
+    message: str,
+    tiny_pack_dir: Path,
+    pediatric_fixture_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     manifest = _manifest(tmp_path, pediatric_fixture_dir)
     out = tmp_path / "report"
@@ -305,6 +311,9 @@ def test_bad_input_gives_one_line_and_writes_nothing(
         args += ["--classifier", str(tmp_path), "--classifier-init", str(tmp_path)]
     elif change == "bad_classes":
         args += ["--classes", "normal"]
+    elif change == "model_variable":  # no --model: the variable's pack, which is not there
+        args = [a for a in args if a not in ("--model", str(tiny_pack_dir))]
+        monkeypatch.setenv("CXR_STUDIO_MODEL", str(tmp_path / "missing-pack"))
     else:
         (tmp_path / "classifier").mkdir()
         args += ["--classifier", str(tmp_path / "classifier")]

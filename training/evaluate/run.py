@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.pack import ModelPack, PackError, load_pack
+from engine.pack import ModelPack, PackError
 from engine.pipeline import GenerationRequest, Pipeline, RequestError
 from engine.runtime import BackendError, OrtBackend
 from training.evaluate import metrics as M
@@ -167,15 +167,15 @@ def _pick_device(name: str) -> torch.device:
 
 
 def _load_pack(model: Path | None) -> ModelPack:
-    from engine.paths import default_model_dir
+    """``--model``, else ``$CXR_STUDIO_MODEL`` (named in its errors), else the embedded default."""
+    from engine.cli import UsageError, load_model_arg
 
-    path = model if model is not None else default_model_dir()
-    if model is None and not path.exists():
-        raise EvaluationError(f"no default model is installed at {path}; pass --model PACK")
     try:
-        return load_pack(path)
+        return load_model_arg(model)
+    except UsageError as exc:
+        raise EvaluationError(str(exc)) from None
     except PackError as exc:
-        raise EvaluationError(f"--model {exc}") from None
+        raise EvaluationError(f"--model {exc}" if model is not None else str(exc)) from None
 
 
 def _check_request(prompt: str, sampler: str, num_steps: int, guidance: float, batch: int) -> None:
