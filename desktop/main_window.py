@@ -582,10 +582,24 @@ class MainWindow(QMainWindow):
         if request.seed + count - 1 > MAX_SEED:
             self.show_error("Cannot generate", f"seed + batch count must stay at most {MAX_SEED}")
             return False
+        if self.prompt_box.understanding().nothing_recognised and not self.confirm_unrecognised(request.prompt):
+            return False
         self.prompt_box.remember(request.prompt)
         self.save_settings()
         self.run_requests([replace(request, seed=request.seed + i) for i in range(count)])
         return True
+
+    def confirm_unrecognised(self, prompt: str) -> bool:
+        """Ask before generating from a prompt in which nothing was recognised ("4", "asdf"): likely a slip."""
+        answer = QMessageBox.question(
+            self,
+            "Nothing recognised",
+            f"Nothing in the prompt {prompt!r} was recognised (no finding, age, sex or view): the model gets only "
+            "the raw text and the image will follow no description.\n\nGenerate anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel,
+        )
+        return answer == QMessageBox.StandardButton.Yes
 
     def run_requests(self, requests: list[GenerationRequest], *, source: Case | None = None) -> None:
         """Run one-image requests in turn; ``source``: the library case they regenerate (its tags carry over)."""

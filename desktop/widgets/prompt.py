@@ -3,9 +3,11 @@
 Completion words come from the model card (``vocabulary``, ``example_prompts``, ``supported_findings``
 when present) and from the prompt history. Ctrl+Enter submits; Esc asks to cancel.
 
-The analyser (when ``engine.findings`` is installed) shows the findings recognised in the prompt,
-negated ones as absent, and warns about findings the model card's ``supported_findings`` does not list,
-naming the other installed packs whose cards list them (File > Models… switches).
+The analyser shows what :func:`engine.understood.understand` read (the line ``cxr-studio generate``
+prints: "consolidation present (right lower lobe) · pneumothorax absent · child · AP"), warns about
+findings the model card's ``supported_findings`` does not list, naming the other installed packs whose
+cards list them (File > Models… switches), lists the other words the loaded model ignores with the
+reason, and says when nothing at all was recognised.
 """
 
 from __future__ import annotations
@@ -30,19 +32,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.findings import ABSENT, FINDINGS, NO_FINDING
 from engine.pack import card_supported_findings
-
-try:  # written by another part of the project; the analyser hides itself without it
-    from engine import findings as _findings
-except ImportError:  # pragma: no cover - depends on the checkout
-    _findings = None
+from engine.understood import Understanding, understand
 
 MIN_PREFIX = 2
 ANALYSIS_LINES = 4  # the analyser's room: findings and the "not in this model" warning; more scrolls
 
 
 def findings_available() -> bool:
-    return _findings is not None
+    """Always true now that the analyser is engine.understood (kept for callers and tests that ask)."""
+    return True
 
 
 def _normal(name: str) -> str:
@@ -50,35 +50,42 @@ def _normal(name: str) -> str:
 
 
 def analyse(
-    prompt: str, supported: Iterable[str] | None, others: dict[str, Iterable[str] | None] | None = None
+    prompt: str,
+    supported: Iterable[str] | None,
+    others: dict[str, Iterable[str] | None] | None = None,
+    card: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Findings in ``prompt`` -> {"present": [...], "absent": [...], "uncertain": [...], "unsupported": [...],
-    "elsewhere": {label: [pack, ...]}}.
+    "elsewhere": {label: [pack, ...]}, "understanding": engine.understood.Understanding}.
 
-    Names are engine.findings labels; ``unsupported`` lists present/uncertain findings missing from
-    ``supported`` (None: the card lists none, so nothing is flagged); ``elsewhere`` names, for each
-    of them, the packs in ``others`` (name -> their supported findings) that list it.
+    The reading is :func:`engine.understood.understand` (the same as ``cxr-studio generate`` prints) on
+    ``card`` with ``supported`` as its supported findings (None: the card lists none, so no finding is
+    flagged). Names are engine.findings labels; ``unsupported`` lists present/uncertain findings the
+    model lacks; ``elsewhere`` names, for each of them, the packs in ``others`` (name -> their supported
+    findings) that list it.
     """
-    out: dict[str, Any] = {"present": [], "absent": [], "uncertain": [], "unsupported": [], "elsewhere": {}}
-    if _findings is None or not prompt.strip():
-        return out
-    statuses = _findings.summarize(prompt)
-    known = None if supported is None else {_normal(s) for s in supported}
-    for name, status in statuses.items():
-        if name == _findings.NO_FINDING and status == _findings.ABSENT:
+    card = {key: value for key, value in (card or {}).items() if key != "supported_findings"}
+    if supported is not None:
+        card["supported_findings"] = list(supported)
+    understanding = understand(prompt, card)
+    out: dict[str, Any] = {
+        "present": [], "absent": [], "uncertain": [], "unsupported": [], "elsewhere": {},
+        "understanding": understanding,
+    }  # fmt: skip
+    for name, status in understanding.record.findings.items():
+        if name == NO_FINDING and status == ABSENT:
             continue  # "not a normal study" adds nothing next to the findings themselves
-        label = _findings.FINDINGS.get(name, name)
-        out[status].append(label)
-        flagged = known is not None and status != _findings.ABSENT and name != _findings.NO_FINDING
-        if flagged and _normal(name) not in known and _normal(label) not in known:
-            out["unsupported"].append(label)
-            packs = [
-                pack
-                for pack, theirs in (others or {}).items()
-                if theirs is not None and {_normal(name), _normal(label)} & {_normal(s) for s in theirs}
-            ]
-            if packs:
-                out["elsewhere"][label] = packs
+        out[status].append(FINDINGS.get(name, name))
+    for name in understanding.unsupported:
+        label = FINDINGS.get(name, name)
+        out["unsupported"].append(label)
+        packs = [
+            pack
+            for pack, theirs in (others or {}).items()
+            if theirs is not None and {_normal(name), _normal(label)} & {_normal(s) for s in theirs}
+        ]
+        if packs:
+            out["elsewhere"][label] = packs
     return out
 
 
@@ -168,6 +175,7 @@ class PromptBox(QWidget):
         self.history: list[str] = []
         self.examples: list[str] = []
         self._card_words: list[str] = []
+        self.card: dict[str, Any] = {}
         self.supported_findings: tuple[str, ...] | None = None
         self.other_packs: dict[str, tuple[str, ...] | None] = {}  # installed packs not loaded -> their findings
         self.menu_button = QToolButton(self)
@@ -219,6 +227,7 @@ class PromptBox(QWidget):
 
     def set_card(self, card: dict[str, Any]) -> None:
         """Take completion words, example prompts and supported findings from a model card."""
+        self.card = dict(card)
         vocabulary = card.get("vocabulary") or []
         self.examples = [str(p) for p in (card.get("example_prompts") or []) if str(p).strip()]
         self.supported_findings = card_supported_findings(card)
@@ -279,31 +288,40 @@ class PromptBox(QWidget):
     # analyser ----------------------------------------------------------------------------------
 
     def analysis_result(self) -> dict[str, Any]:
-        return analyse(self.text(), self.supported_findings, self.other_packs)
+        return analyse(self.text(), self.supported_findings, self.other_packs, self.card)
+
+    def understanding(self) -> Understanding:
+        """What the loaded model makes of the prompt as it stands (the generate path asks this too)."""
+        return self.analysis_result()["understanding"]
 
     def update_analysis(self) -> None:
-        if not findings_available():
-            return
         result = self.analysis_result()
+        understanding: Understanding = result["understanding"]
         e = html.escape
-        parts = []
-        if result["present"]:
-            parts.append("<b>Present:</b> " + ", ".join(e(x) for x in result["present"]))
-        if result["uncertain"]:
-            parts.append("<b>Uncertain:</b> " + ", ".join(e(x) for x in result["uncertain"]))
-        if result["absent"]:
-            parts.append("<b>Absent:</b> " + ", ".join(f"<s>{e(x)}</s>" for x in result["absent"]))
-        text = " &nbsp; ".join(parts) if parts else "<i>No findings recognised in the prompt.</i>"
+        warn = "<span style='color:#c0392b'>&#9888; {}</span>"
+        if not self.text().strip():
+            text = "<i>No findings recognised in the prompt.</i>"
+        elif understanding.nothing_recognised:
+            text = warn.format(
+                "Nothing recognised in the prompt (no finding, age, sex or view): the model gets only the raw text"
+            )
+        else:
+            text = "<b>Understood:</b> " + e(understanding.line)
         if result["unsupported"]:
-            text += (
-                "<br><span style='color:#c0392b'>&#9888; Not in this model's supported findings: "
+            text += "<br>" + warn.format(
+                "Not in this model's supported findings: "
                 + ", ".join(e(x) for x in result["unsupported"])
-                + " (the image may not show them)</span>"
+                + " (the image may not show them)"
             )
             for label, packs in result["elsewhere"].items():
                 text += (
                     f"<br><span style='color:#1f6f43'>{e(label)} is known by {e(', '.join(packs))}: "
                     "File &gt; Models… switches</span>"
                 )
+        others = [item for item in understanding.ignored if not item.what.startswith("finding ")]
+        if others:
+            text += "<br><span style='color:#8a5a00'><b>Ignored by this model:</b> " + "; ".join(
+                e(str(item)) for item in others
+            ) + "</span>"
         self.analysis.setText(text)
         self.analysis.setToolTip(text)
