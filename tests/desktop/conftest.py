@@ -14,6 +14,8 @@ from PySide6.QtCore import QSettings
 
 import engine.paths
 
+LOAD_MS = 60_000  # a loaded CI machine can take a while to open even the tiny pack
+
 
 @pytest.fixture(autouse=True)
 def user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -30,6 +32,22 @@ def user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def settings(tmp_path: Path) -> QSettings:
     return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def loaded_window(qtbot, settings: QSettings, tiny_pack_dir: Path):
+    """The main window on the tiny pack, shown and loaded; closed at the end with no worker left running."""
+    from desktop.main_window import MainWindow
+    from desktop.settings import Settings
+
+    window = MainWindow(model=tiny_pack_dir, settings=Settings(settings))
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.model_info is not None or bool(window.errors), timeout=LOAD_MS)
+    assert not window.errors, window.errors
+    yield window
+    window.close()
+    assert not window.host.thread.isRunning()
 
 
 @pytest.fixture(autouse=True)

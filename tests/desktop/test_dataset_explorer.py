@@ -35,7 +35,6 @@ from engine.findings import FINDINGS
 from engine.manifest import ManifestRecord
 from training.data.importers import run_import
 
-LOAD_MS = 30_000
 RUN_MS = 60_000
 
 
@@ -313,15 +312,8 @@ def test_selected_record_shows_its_pixels_text_findings_and_thumbnail(
 
 
 @pytest.fixture
-def window(qtbot, settings, tiny_pack_dir: Path):
-    window = MainWindow(model=tiny_pack_dir, settings=Settings(settings))
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitUntil(lambda: window.model_info is not None or bool(window.errors), timeout=LOAD_MS)
-    assert not window.errors, window.errors
-    yield window
-    window.close()
-    assert not window.host.thread.isRunning()
+def window(loaded_window: MainWindow):
+    return loaded_window
 
 
 def test_compare_shows_real_and_generated_with_linked_window_level(

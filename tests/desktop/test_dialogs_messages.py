@@ -3,29 +3,17 @@ message, and the log file's path only behind "Show Details…" (it was the box's
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QMessageBox
 
 from desktop.main_window import MainWindow
-from desktop.settings import Settings
-
-LOAD_MS = 30_000
 
 
 @pytest.fixture
-def window(qtbot, settings, tiny_pack_dir: Path):
-    window = MainWindow(model=tiny_pack_dir, settings=Settings(settings))
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitUntil(lambda: window.model_info is not None or bool(window.errors), timeout=LOAD_MS)
-    assert not window.errors, window.errors
-    yield window
-    window.close()
-    assert not window.host.thread.isRunning()
+def window(loaded_window: MainWindow):
+    return loaded_window
 
 
 def test_an_empty_prompt_gets_a_plain_message_not_the_log_path(qtbot, window: MainWindow) -> None:

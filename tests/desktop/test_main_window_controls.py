@@ -12,7 +12,6 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
 from desktop.main_window import MainWindow
-from desktop.settings import Settings
 from desktop.widgets.model_manager import ModelManager
 
 RUN_MS = 60_000
@@ -23,16 +22,9 @@ LONG_WARNING = (
 
 
 @pytest.fixture
-def window(qtbot, settings, tiny_pack_dir: Path):
-    window = MainWindow(model=tiny_pack_dir, settings=Settings(settings))
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitUntil(lambda: window.model_info is not None or bool(window.errors), timeout=RUN_MS)
-    assert not window.errors, window.errors
-    window.steps_spin.setValue(3)
-    yield window
-    window.close()
-    assert not window.host.thread.isRunning()
+def window(loaded_window: MainWindow):
+    loaded_window.steps_spin.setValue(3)
+    return loaded_window
 
 
 def generate(qtbot, window: MainWindow) -> None:

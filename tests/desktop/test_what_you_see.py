@@ -11,7 +11,6 @@ import pydicom
 import pytest
 
 from desktop.main_window import MainWindow
-from desktop.settings import Settings
 from desktop.widgets.dialogs import DicomOptions
 from desktop.widgets.viewer import thumbnail_pixels
 from engine.dicom import stored_pixels
@@ -21,18 +20,11 @@ RUNS = 4  # the stale viewer showed on every second run
 
 
 @pytest.fixture
-def window(qtbot, settings, tiny_pack_dir: Path):
-    window = MainWindow(model=tiny_pack_dir, settings=Settings(settings))
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitUntil(lambda: window.model_info is not None or bool(window.errors), timeout=RUN_MS)
-    assert not window.errors, window.errors
-    window.steps_spin.setValue(4)
-    window.seed_lock.setChecked(False)  # a new random seed each time, as a user leaves it
-    window.prompt_box.set_text("Right lower lobe consolidation")
-    yield window
-    window.close()
-    assert not window.host.thread.isRunning()
+def window(loaded_window: MainWindow):
+    loaded_window.steps_spin.setValue(4)
+    loaded_window.seed_lock.setChecked(False)  # a new random seed each time, as a user leaves it
+    loaded_window.prompt_box.set_text("Right lower lobe consolidation")
+    return loaded_window
 
 
 def generate(qtbot, window: MainWindow) -> np.ndarray:
