@@ -343,7 +343,7 @@ def test_play_steps_advances_the_slider(qtbot, window: MainWindow) -> None:
 def test_library_teaching_file_tags_notes(qtbot, window: MainWindow, tmp_path: Path) -> None:
     set_controls(window, steps=2, seed=7)
     window.batch_spin.setValue(2)
-    window.prompt_box.set_text("Bilateral <hilar> adenopathy")
+    window.prompt_box.set_text("Bilateral <hilar> adenopathy, no effusion")
     with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
         window.generate()
     panel = window.library_panel
@@ -358,7 +358,7 @@ def test_library_teaching_file_tags_notes(qtbot, window: MainWindow, tmp_path: P
     assert panel.case_ids() == [first]
     index = window.export_teaching_file([first], tmp_path / "teaching")
     text = index.read_text(encoding="utf-8")
-    assert "Bilateral &lt;hilar&gt; adenopathy" in text and "Look at both hila." in text
+    assert "Bilateral &lt;hilar&gt; adenopathy, no effusion" in text and "Look at both hila." in text
     assert pydicom.dcmread(tmp_path / "teaching" / "case001.dcm").ConversionType == "SYN"
     panel.tag_box.setCurrentIndex(0)
     panel.refresh()
