@@ -107,7 +107,8 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
                         "(with the training extra)")  # fmt: skip
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the backend, e.g. checkpoint=RUN/best device=cuda dtype=float16")  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar and no understood/ignored lines (warnings stay)")  # fmt: skip
     p.set_defaults(func=_run_generate)
 
 
@@ -124,8 +125,10 @@ def _encode_png(image: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
-def _print_understood(prompt: str, card: dict) -> None:
-    """The record and what the model ignores, on stderr (stdout stays the written paths, for scripts).
+def _print_understood(prompt: str, card: dict, *, quiet: bool) -> None:
+    """The record and what the model ignores, on stderr (stdout stays the written paths, for scripts);
+    not with ``--quiet``, which keeps only warnings and errors. Printed once every option has been
+    checked, so that a bad option is still one error line.
 
     A prompt in which nothing is recognised is a warning, not an error: the run goes on (exit 0), as
     for a prompt longer than the encoder, since an unconditioned image is a legitimate request.
@@ -133,7 +136,7 @@ def _print_understood(prompt: str, card: dict) -> None:
     from engine.understood import understand
 
     understanding = understand(prompt, card)
-    for line in understanding.lines():
+    for line in [] if quiet else understanding.lines():
         print(line, file=sys.stderr)
     if understanding.nothing_recognised:
         print(
@@ -165,7 +168,6 @@ def _run_generate(args: argparse.Namespace) -> int:
         args, pack, prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed,
         batch_size=args.batch, eta=args.eta,
     ).validated()  # fmt: skip
-    _print_understood(request.prompt, pack.manifest.card)
 
     # 2. run, with a progress bar and optional step previews
     if args.backend not in backend_names():
@@ -176,6 +178,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     backend = make_backend(pack, args.backend, backend_options, provider=args.provider)
     pipeline = Pipeline(pack, backend=backend)
+    _print_understood(request.prompt, pack.manifest.card, quiet=args.quiet)
     dropped = pipeline.dropped_words(request.prompt)
     if dropped:
         limit = pack.manifest.text.max_tokens

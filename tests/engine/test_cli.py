@@ -159,7 +159,7 @@ DEFAULT_PACK = Path(__file__).resolve().parents[2] / "resources" / "models" / "d
 
 
 def test_generate_says_what_the_default_model_understood_and_ignores(tmp_path: Path, capsys) -> None:
-    code = main(["generate", "RLL consol, no PTX, 45M", "--model", str(DEFAULT_PACK), "--steps", "1", "--quiet",
+    code = main(["generate", "RLL consol, no PTX, 45M", "--model", str(DEFAULT_PACK), "--steps", "1",
                  "--out", str(tmp_path / "a.png")])  # fmt: skip
     out, err = capsys.readouterr()
     assert code == 0 and (tmp_path / "a.png").exists()
@@ -173,12 +173,17 @@ def test_generate_says_what_the_default_model_understood_and_ignores(tmp_path: P
 def test_generate_warns_when_nothing_is_recognised_and_still_generates(
     tiny_pack_dir: Path, tmp_path: Path, capsys, prompt: str
 ) -> None:
-    code = main(["generate", prompt, "--model", str(tiny_pack_dir), "--steps", "1", "--quiet",
+    code = main(["generate", prompt, "--model", str(tiny_pack_dir), "--steps", "1",
                  "--out", str(tmp_path / "a.png")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 0 and (tmp_path / "a.png").exists()
     assert "understood: nothing recognised" in err
     assert f"warning: nothing in the prompt {prompt!r} was recognised" in err
+    # --quiet keeps the warning, drops the information
+    assert main(["generate", prompt, "--model", str(tiny_pack_dir), "--steps", "1", "--quiet",
+                 "--out", str(tmp_path / "b.png")]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "understood:" not in err and f"warning: nothing in the prompt {prompt!r} was recognised" in err
 
 
 def test_generate_names_a_finding_the_tiny_packs_card_lacks(tiny_pack_copy: Path, tmp_path: Path, capsys) -> None:
@@ -186,7 +191,7 @@ def test_generate_names_a_finding_the_tiny_packs_card_lacks(tiny_pack_copy: Path
     manifest["card"]["supported_findings"] = ["no_finding", "pleural_effusion"]
     (tiny_pack_copy / "model.json").write_text(json.dumps(manifest))
     code = main(["generate", "Left pleural effusion and cardiomegaly", "--model", str(tiny_pack_copy), "--steps", "1",
-                 "--quiet", "--out", str(tmp_path / "a.png")])  # fmt: skip
+                 "--out", str(tmp_path / "a.png")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 0
     assert "understood: pleural effusion present (left) · cardiomegaly present" in err
