@@ -439,6 +439,21 @@ def _kill_when(argv: list[str], ready: Path, log: Path) -> None:
 
 
 @pytest.mark.slow
+def _assert_resumed_like_reference(
+    tmp_path: Path, expected: dict[int, float], start: int, *, steps: int, network: str
+) -> None:
+    """The resumed run in tmp_path/killed: every step logged once, the losses after ``start`` and the
+    final ``network`` weights equal to the uninterrupted run's in tmp_path/reference."""
+    resumed = _losses(tmp_path / "killed")
+    assert sorted(resumed) == list(range(1, steps + 1))
+    after = range(start + 1, steps + 1)
+    np.testing.assert_allclose([resumed[s] for s in after], [expected[s] for s in after], rtol=1e-5, atol=1e-7)
+    final = getattr(load_checkpoint(tmp_path / "killed" / "checkpoint"), network)
+    ref = getattr(load_checkpoint(tmp_path / "reference" / "checkpoint"), network)
+    for (name, a), (_, b) in zip(final.state_dict().items(), ref.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_vae_killed_with_sigkill_resumes_exactly(dataset: Path, config_file: Path, tmp_path: Path) -> None:
     # 1. an uninterrupted run
     def options(out: Path) -> VAEOptions:
@@ -459,14 +474,7 @@ def test_vae_killed_with_sigkill_resumes_exactly(dataset: Path, config_file: Pat
 
     # 3. resume: step numbers continue, losses and weights equal the uninterrupted run's
     assert train_cli.run(_parse(["train", "vae", "--out", killed.out, "--resume", "--quiet"])) == 0
-    resumed = _losses(tmp_path / "killed")
-    assert sorted(resumed) == list(range(1, 17))
-    after = range(start + 1, 17)
-    np.testing.assert_allclose([resumed[s] for s in after], [expected[s] for s in after], rtol=1e-5, atol=1e-7)
-    final = load_checkpoint(tmp_path / "killed" / "checkpoint")
-    ref = load_checkpoint(tmp_path / "reference" / "checkpoint")
-    for (name, a), (_, b) in zip(final.vae.state_dict().items(), ref.vae.state_dict().items(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    _assert_resumed_like_reference(tmp_path, expected, start, steps=16, network="vae")
 
 
 def test_a_failed_run_leaves_nothing_and_the_rerun_works(dataset: Path, config_file: Path, tmp_path: Path) -> None:
@@ -536,14 +544,7 @@ def test_diffusion_killed_with_sigkill_resumes_exactly_and_exports(
     # 3. resume: step numbers continue, losses equal the uninterrupted run's
     code = train_cli.run(_parse(["train", "diffusion", "--out", killed.out, "--resume", "--quiet"]))
     assert code == 0
-    resumed = _losses(tmp_path / "killed")
-    assert sorted(resumed) == list(range(1, 21))
-    after = range(start + 1, 21)
-    np.testing.assert_allclose([resumed[s] for s in after], [expected[s] for s in after], rtol=1e-5, atol=1e-7)
-    final = load_checkpoint(tmp_path / "killed" / "checkpoint")
-    ref = load_checkpoint(tmp_path / "reference" / "checkpoint")
-    for (name, a), (_, b) in zip(final.unet.state_dict().items(), ref.unet.state_dict().items(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    _assert_resumed_like_reference(tmp_path, expected, start, steps=20, network="unet")
 
     # 4. the exported pack generates, and its card names the data
     from engine.cli import main
