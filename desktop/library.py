@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from engine import paths
-from engine.dicom import StudyContext, SyntheticImageInfo, build_dataset, write_dicom
+from engine.dicom.dataset import StudyContext, SyntheticImageInfo, build_dataset, write_dicom
 from engine.pack import atomic_write_bytes
 from engine.pipeline import GenerationRequest, GenerationResult
 

@@ -50,7 +50,7 @@ from desktop.widgets.steps import StepsPanel, export_frames, pillow_available
 from desktop.widgets.viewer import CasePreview, ViewerPanel, reserve_text_lines
 from desktop.worker import ModelInfo, WorkerHost
 from engine import imaging, paths
-from engine.dicom import (
+from engine.dicom.dataset import (
     CodecUnavailableError,
     StudyContext,
     SyntheticImageInfo,
@@ -1033,7 +1033,7 @@ class MainWindow(QMainWindow):
 
     def open_pacs_dialog(self) -> None:
         if _pacs_module() is None:
-            self.show_error("PACS unavailable", "This build has no PACS support (engine.pacs is missing).")
+            self.show_error("PACS unavailable", "This build has no PACS support (engine.dicom.pacs is missing).")
             return
         from desktop.widgets.pacs_dialog import PacsDialog
 
@@ -1108,13 +1108,13 @@ def _duration(seconds: float) -> str:
 
 
 def _pacs_module():
-    """engine.pacs and the dialog that uses it, or None when this checkout lacks either."""
+    """engine.dicom.pacs and the dialog that uses it, or None when this checkout lacks either."""
     import importlib.util
 
     if importlib.util.find_spec("desktop.widgets.pacs_dialog") is None:
         return None
     try:
-        from engine import pacs
+        from engine.dicom import pacs
     except ImportError:
         return None
     return pacs

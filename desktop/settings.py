@@ -1,7 +1,7 @@
 """What the app remembers between runs (QSettings): last model, generation defaults, viewer presets, history,
 the last dataset manifest.
 
-PACS nodes are the exception: they live in engine.nodes' file, shared with the command line."""
+PACS nodes are the exception: they live in engine.dicom.nodes' file, shared with the command line."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from engine import nodes
-from engine.pacs import PacsNode
+from engine.dicom import nodes
+from engine.dicom.pacs import PacsNode
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Settings:
     def set_export(self, values: dict[str, Any]) -> None:
         self.store.setValue("export/options", json.dumps(values))
 
-    # PACS nodes live in engine.nodes' JSON file, so the app and `cxr-studio pacs` share them
+    # PACS nodes live in engine.dicom.nodes' JSON file, so the app and `cxr-studio pacs` share them
     def pacs_nodes(self) -> list[dict[str, Any]]:
         try:
             return [node.to_dict() for node in nodes.load_nodes().values()]

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from engine.fileio import atomic_write_text
-from engine.findings import FINDINGS, PRESENT, STATUSES
+from engine.findings.reader import FINDINGS, PRESENT, STATUSES
 
 SPLITS = ("train", "val", "test")
 VIEWS = ("PA", "AP", "FRONTAL", "LATERAL", "UNKNOWN")

@@ -12,6 +12,6 @@ import sys
 if __name__ == "__main__":
     # Must run first in a frozen program: a child started by multiprocessing re-enters here.
     multiprocessing.freeze_support()
-    from engine.cli import main
+    from engine.cli.main import main
 
     sys.exit(main())

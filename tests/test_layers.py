@@ -13,7 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 FORBIDDEN_IN_ENGINE = ("torch", "PySide6", "training", "desktop", "transformers", "diffusers")
 
 
-ENGINE_MODULES = ["engine", *sorted(f"engine.{p.stem}" for p in (REPO / "engine").glob("*.py") if p.stem != "__init__")]
+ENGINE_MODULES = sorted(
+    ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+    for p in (REPO / "engine").rglob("*.py")
+    if p.stem != "__main__"
+)
 
 
 @pytest.mark.parametrize("module", ENGINE_MODULES)

@@ -127,7 +127,7 @@ def test_bundle_scan_finds_training_packages(tmp_path: Path) -> None:
 def test_entry_script_freezes_and_runs_the_cli() -> None:
     entry = (PACKAGING / "entry.py").read_text(encoding="utf-8")
     assert "multiprocessing.freeze_support()" in entry
-    assert "from engine.cli import main" in entry
+    assert "from engine.cli.main import main" in entry
     desktop_file = (PACKAGING / "linux" / "cxr-studio.desktop").read_text(encoding="utf-8")
     assert "Exec=cxr-studio" in desktop_file and "Icon=cxr-studio" in desktop_file
     assert (REPO / "resources" / "icons" / "cxr-studio.png").is_file()

@@ -9,7 +9,7 @@ records, read each image with its text and findings, and put it beside a generat
   first) and cached, so a manifest of thousands of records opens at once.
 - Every image path is checked in the background: missing files are counted, drawn with a placeholder and
   named in red; a file that exists but does not decode is counted as unreadable.
-- Images are stored pixels: 8- and 16-bit PNG / JPEG through OpenCV, DICOM through engine.dicom.
+- Images are stored pixels: 8- and 16-bit PNG / JPEG through OpenCV, DICOM through engine.dicom.dataset.
 - The record's image is shown in an ImageView marked REAL (a dataset image must not carry the viewer's
   SYNTHETIC mark). "Compare" puts a generated image (the main window's current one, or one generated from
   the record's text with the main window's settings) in a second ImageView beside it; the two share the
@@ -84,8 +84,8 @@ from desktop.settings import Settings
 from desktop.widgets.dialogs import TextDialog, open_warning
 from desktop.widgets.viewer import ImageView, to_qimage
 from engine import imaging
-from engine.dicom import read_display_pixels
-from engine.findings import ABSENT, FINDINGS, PRESENT, UNCERTAIN
+from engine.dicom.dataset import read_display_pixels
+from engine.findings.reader import ABSENT, FINDINGS, PRESENT, UNCERTAIN
 from engine.manifest import ManifestRecord, parse_record, resolve_image
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class ImageReadError(Exception):
 
 
 def read_record_image(path: Path, *, reduced: bool = False) -> np.ndarray:
-    """Stored pixels (H, W) uint8 or uint16 of a PNG / JPEG (OpenCV) or DICOM (engine.dicom) file.
+    """Stored pixels (H, W) uint8 or uint16 of a PNG / JPEG (OpenCV) or DICOM (engine.dicom.dataset) file.
 
     Colour files become grey (BT.601 weights). Other integer or float pixel types (signed DICOM,
     float TIFF) are stretched min..max to uint16 for display. DICOM pixels are shown as a viewer would
@@ -161,7 +161,7 @@ def read_record_image(path: Path, *, reduced: bool = False) -> np.ndarray:
         try:
             pixels = np.asarray(read_display_pixels(path))
         except Exception as exc:  # pydicom raises many kinds; all mean "cannot show this file"
-            reason = str(exc).removeprefix(f"{path}: ")  # engine.dicom's DicomReadError names the file already
+            reason = str(exc).removeprefix(f"{path}: ")  # engine.dicom.dataset's DicomReadError names the file already
             if not isinstance(exc, ValueError):
                 reason = f"not a readable DICOM image ({exc})"
             raise ImageReadError(path, reason) from None

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.dicom import TRANSFER_SYNTAXES, StudyContext, codec_available
+from engine.dicom.dataset import TRANSFER_SYNTAXES, StudyContext, codec_available
 
 IOD_LABELS = {
     "sc": "Secondary Capture, conversion type SYN (recommended)",

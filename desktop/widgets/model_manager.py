@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine import paths
-from engine.cli import card_lines
+from engine.cli.main import card_lines
 from engine.pack import MANIFEST as MANIFEST_FILE
 from engine.pack import PackError, PackManifest, card_supported_findings, read_manifest
 

@@ -1,7 +1,7 @@
 """Send to PACS: saved nodes, a C-ECHO test button, and C-STORE of the current image through an outbox.
 
-The network work (engine.pacs) runs off the GUI thread (MainWindow.run_task); progress comes back as
-queued signals. Images go through an :class:`engine.pacs.Outbox` in the user data folder, so a failed
+The network work (engine.dicom.pacs) runs off the GUI thread (MainWindow.run_task); progress comes back as
+queued signals. Images go through an :class:`engine.dicom.pacs.Outbox` in the user data folder, so a failed
 or cancelled send keeps them and "Send pending" tries again later. The outbox keeps one queue per
 node: "Send pending (N)" counts and sends only the queue of the node the fields name, and says how
 many images wait for other nodes.
@@ -30,8 +30,8 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.widgets.viewer import CasePreview, reserve_text_lines
-from engine import pacs
-from engine.dicom import write_dicom
+from engine.dicom import pacs
+from engine.dicom.dataset import write_dicom
 
 if TYPE_CHECKING:
     from desktop.main_window import MainWindow
@@ -40,8 +40,8 @@ NEW_NODE = "New PACS…"
 
 
 class PacsDialog(QDialog):
-    echo_done = Signal(object)  # engine.pacs.EchoResult
-    send_done = Signal(object)  # engine.pacs.SendReport
+    echo_done = Signal(object)  # engine.dicom.pacs.EchoResult
+    send_done = Signal(object)  # engine.dicom.pacs.SendReport
     _progress = Signal(object)  # SendEvent, emitted from the sending thread
 
     def __init__(self, window: MainWindow) -> None:

@@ -3,7 +3,7 @@
 Completion words come from the model card (``vocabulary``, ``example_prompts``, ``supported_findings``
 when present) and from the prompt history. Ctrl+Enter submits; Esc asks to cancel.
 
-The analyser shows what :func:`engine.understood.understand` read (the line ``cxr-studio generate``
+The analyser shows what :func:`engine.findings.understood.understand` read (the line ``cxr-studio generate``
 prints: "consolidation present (right lower lobe) · pneumothorax absent · child · AP"), warns about
 findings the model card's ``supported_findings`` does not list, naming the other installed packs whose
 cards list them (File > Models… switches), lists the other words the loaded model ignores with the
@@ -32,16 +32,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.findings import ABSENT, FINDINGS, NO_FINDING
+from engine.findings.reader import ABSENT, FINDINGS, NO_FINDING
+from engine.findings.understood import Understanding, understand
 from engine.pack import card_supported_findings
-from engine.understood import Understanding, understand
 
 MIN_PREFIX = 2
 ANALYSIS_LINES = 4  # the analyser's room: findings and the "not in this model" warning; more scrolls
 
 
 def findings_available() -> bool:
-    """Always true now that the analyser is engine.understood (kept for callers and tests that ask)."""
+    """Always true now that the analyser is engine.findings.understood (kept for callers and tests that ask)."""
     return True
 
 
@@ -56,9 +56,9 @@ def analyse(
     card: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Findings in ``prompt`` -> {"present": [...], "absent": [...], "uncertain": [...], "unsupported": [...],
-    "elsewhere": {label: [pack, ...]}, "understanding": engine.understood.Understanding}.
+    "elsewhere": {label: [pack, ...]}, "understanding": engine.findings.understood.Understanding}.
 
-    The reading is :func:`engine.understood.understand` (the same as ``cxr-studio generate`` prints) on
+    The reading is :func:`engine.findings.understood.understand` (the same as ``cxr-studio generate`` prints) on
     ``card`` with ``supported`` as its supported findings (None: the card lists none, so no finding is
     flagged). Names are engine.findings labels; ``unsupported`` lists present/uncertain findings the
     model lacks; ``elsewhere`` names, for each of them, the packs in ``others`` (name -> their supported

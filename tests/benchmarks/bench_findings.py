@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from engine.findings import FINDINGS, PRESENT, UNCERTAIN, summarize  # noqa: E402
+from engine.findings.reader import FINDINGS, PRESENT, UNCERTAIN, summarize  # noqa: E402
 from training.data.importers import IU_MESH_NAMES, IUReport, iu_mesh_findings, read_iu_reports  # noqa: E402
 
 MIN_POSITIVES = 40

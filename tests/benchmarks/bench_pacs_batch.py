@@ -21,8 +21,8 @@ import pydicom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.dicom import StudyContext, SyntheticImageInfo, build_dataset, write_dicom
-from engine.pacs import Outbox, PacsNode
+from engine.dicom.dataset import StudyContext, SyntheticImageInfo, build_dataset, write_dicom
+from engine.dicom.pacs import Outbox, PacsNode
 from tests.pacs_servers import orthanc
 
 

@@ -31,7 +31,7 @@ from desktop.widgets.dataset_explorer import (
 )
 from desktop.widgets.viewer import ImageView
 from engine import imaging
-from engine.findings import FINDINGS
+from engine.findings.reader import FINDINGS
 from engine.manifest import ManifestRecord
 from training.data.importers import run_import
 

@@ -453,7 +453,7 @@ def test_model_card_fills_completion_examples_and_analyser(qtbot, settings, tiny
         assert "Pleural effusion" in result["absent"]
         assert result["unsupported"] == ["Consolidation"]
         assert "Not in this model" in box.analysis.text()
-        # the same reading as `cxr-studio generate` prints (engine.understood)
+        # the same reading as `cxr-studio generate` prints (engine.findings.understood)
         understood = box.understanding()
         assert understood.line in box.analysis.text() and "right lower lobe" in understood.line
     window.close()

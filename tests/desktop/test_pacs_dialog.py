@@ -9,8 +9,8 @@ import pytest
 
 from desktop.main_window import MainWindow
 from desktop.settings import Settings
-from engine.dicom import write_dicom
-from engine.pacs import Outbox, PacsNode
+from engine.dicom.dataset import write_dicom
+from engine.dicom.pacs import Outbox, PacsNode
 
 pytest.importorskip("pynetdicom")
 

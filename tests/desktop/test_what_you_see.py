@@ -13,7 +13,7 @@ import pytest
 from desktop.main_window import MainWindow
 from desktop.widgets.dialogs import DicomOptions
 from desktop.widgets.viewer import thumbnail_pixels
-from engine.dicom import stored_pixels
+from engine.dicom.dataset import stored_pixels
 
 RUN_MS = 60_000
 RUNS = 4  # the stale viewer showed on every second run

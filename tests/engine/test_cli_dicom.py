@@ -7,7 +7,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from engine.cli import main
+from engine.cli.main import main
 from tests.dicomtools import dcentvfy_errors, dciodvfy_errors, dcmdump_ok
 from tests.pacs_servers import OrthancServer, orthanc_server  # noqa: F401 (fixture)
 

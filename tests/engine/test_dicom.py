@@ -18,8 +18,8 @@ import pydicom
 import pytest
 from pydicom.uid import UID
 
-from engine import dicom
-from engine.dicom import (
+from engine.dicom import dataset as dicom
+from engine.dicom.dataset import (
     CodecUnavailableError,
     StudyContext,
     SyntheticImageInfo,

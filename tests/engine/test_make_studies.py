@@ -13,7 +13,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from engine.cli import main
+from engine.cli.main import main
 
 
 def _command(*args: str) -> list[str]:
@@ -69,10 +69,10 @@ def test_interrupted_make_studies_removes_its_staging_folder(
     tiny_pack_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ctrl+C (or any error) part-way: nothing at --out and nothing beside it."""
-    import engine.studies
+    import engine.dicom.studies
 
     calls = []
-    real = engine.studies.write_dicom
+    real = engine.dicom.studies.write_dicom
 
     def write_then_interrupt(*args, **kwargs):
         calls.append(1)
@@ -80,7 +80,7 @@ def test_interrupted_make_studies_removes_its_staging_folder(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine.studies, "write_dicom", write_then_interrupt)
+    monkeypatch.setattr(engine.dicom.studies, "write_dicom", write_then_interrupt)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Normal chest radiograph\n")
     out = tmp_path / "studies"

@@ -11,8 +11,15 @@ import pydicom
 import pytest
 
 import engine.fileio
-from engine.cli import main
-from engine.dicom import StudyContext, SyntheticImageInfo, build_dataset, read_display_pixels, read_pixels, write_dicom
+from engine.cli.main import main
+from engine.dicom.dataset import (
+    StudyContext,
+    SyntheticImageInfo,
+    build_dataset,
+    read_display_pixels,
+    read_pixels,
+    write_dicom,
+)
 
 
 def _disk_full_for_temporary_files(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,8 +16,8 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, Secondar
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
-from engine.cli import main
-from engine.pacs import Outbox, PacsNode
+from engine.cli.main import main
+from engine.dicom.pacs import Outbox, PacsNode
 from tests.engine.test_pacs import make_sc, write_files
 from tests.pacs_servers import LOOPBACK, StoreScp, black_hole, free_port, storescp_server  # noqa: F401 (fixture)
 

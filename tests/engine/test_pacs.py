@@ -1,4 +1,4 @@
-"""engine.pacs against real peers on 127.0.0.1: Orthanc (C-STORE, STOW-RS), dcmtk storescp, and faults."""
+"""engine.dicom.pacs against real peers on 127.0.0.1: Orthanc (C-STORE, STOW-RS), dcmtk storescp, and faults."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, Secondar
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
-from engine import pacs
-from engine.pacs import Outbox, OutboxError, PacsNode, SendEvent, TlsSettings
+from engine.dicom import pacs
+from engine.dicom.pacs import Outbox, OutboxError, PacsNode, SendEvent, TlsSettings
 from tests.pacs_servers import (
     LOOPBACK,
     OrthancServer,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import nodes, pacs
-from engine.cli import main
-from engine.pacs import PacsNode
+from engine.cli.main import main
+from engine.dicom import nodes, pacs
+from engine.dicom.pacs import PacsNode
 from tests.engine.test_pacs import write_files
 from tests.pacs_servers import LOOPBACK
 

@@ -1,4 +1,4 @@
-"""engine.prompt_record: prompts as trainees type them -> one structured record (findings, places, age, sex, view).
+"""engine.findings.record: prompts as trainees type them -> one structured record (findings, places, age, sex, view).
 
 Cases are parameterised (MONAI style): each prompt with the record it must give. The training captions
 (training.data.captions) must parse back to their own labels, header included.
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from engine.findings import ABSENT, NO_FINDING, PRESENT, UNCERTAIN, summarize
-from engine.prompt_record import (
+from engine.findings.reader import ABSENT, NO_FINDING, PRESENT, UNCERTAIN, summarize
+from engine.findings.record import (
     AGE_BANDS,
     TYPO_TARGETS,
     FindingEntry,

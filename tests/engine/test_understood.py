@@ -1,4 +1,4 @@
-"""engine.understood: the record line, what the loaded model ignores (with why), nothing-recognised."""
+"""engine.findings.understood: the record line, what the loaded model ignores (with why), nothing-recognised."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.understood import understand
+from engine.findings.understood import understand
 
 DEFAULT_CARD = json.loads(
     (Path(__file__).resolve().parents[2] / "resources" / "models" / "default" / "model.json").read_text()

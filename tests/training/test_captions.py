@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.findings import ABSENT, NO_FINDING, PRESENT, summarize
+from engine.findings.reader import ABSENT, NO_FINDING, PRESENT, summarize
 from training.data.captions import (
     NEGATIVE_PHRASES,
     NIH_LABELS,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.cli import main
+from engine.cli.main import main
 from engine.manifest import ManifestRecord, read_manifest, write_manifest
 from engine.pack import load_pack
 from engine.pipeline import GenerationRequest, Pipeline

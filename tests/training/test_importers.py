@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.findings import ABSENT, NO_FINDING, PRESENT, summarize
+from engine.findings.reader import ABSENT, NO_FINDING, PRESENT, summarize
 from engine.manifest import (
     ManifestError,
     ManifestRecord,

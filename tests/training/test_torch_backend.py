@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.cli import main
+from engine.cli.main import main
 from engine.pack import load_pack
 from engine.pipeline import GenerationRequest, Pipeline
 from engine.runtime import BackendError, OrtBackend, backend_names, make_backend, parse_backend_options

@@ -547,7 +547,7 @@ def test_diffusion_killed_with_sigkill_resumes_exactly_and_exports(
     _assert_resumed_like_reference(tmp_path, expected, start, steps=20, network="unet")
 
     # 4. the exported pack generates, and its card names the data
-    from engine.cli import main
+    from engine.cli.main import main
     from engine.pack import load_pack
     from engine.pipeline import GenerationRequest, Pipeline
 
@@ -638,7 +638,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def test_cli_errors_exit_2_with_one_line(
     case: str, message: str, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from engine.cli import main
+    from engine.cli.main import main
 
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")

@@ -28,7 +28,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from engine.findings import ABSENT, NO_FINDING, PRESENT
+from engine.findings.reader import ABSENT, NO_FINDING, PRESENT
 
 GRAMMAR_VERSION = 1
 

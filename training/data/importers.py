@@ -50,7 +50,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from engine.fileio import folder_in_use, staged_folder
-from engine.findings import FINDINGS, STATUSES, clean_report, summarize
+from engine.findings.reader import FINDINGS, STATUSES, clean_report, summarize
 from engine.imaging import clahe, float_to_stored
 from engine.manifest import (
     VIEWS,

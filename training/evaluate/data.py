@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.findings import NO_FINDING, PARENTS, PRESENT, summarize
+from engine.findings.reader import NO_FINDING, PARENTS, PRESENT, summarize
 from engine.manifest import ManifestError, ManifestRecord, read_manifest, resolve_image
 from training.datasets import DatasetError, load_image
 from training.evaluate.options import EvaluationError

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.findings import FINDINGS, NO_FINDING, PARENTS
+from engine.findings.reader import FINDINGS, NO_FINDING, PARENTS
 from engine.paths import resources_dir
 from training.evaluate import metrics as M
 from training.evaluate.data import NORMAL, PromptPlan, class_findings

@@ -168,7 +168,7 @@ def _pick_device(name: str) -> torch.device:
 
 def _load_pack(model: Path | None) -> ModelPack:
     """``--model``, else ``$CXR_STUDIO_MODEL`` (named in its errors), else the embedded default."""
-    from engine.cli import UsageError, load_model_arg
+    from engine.cli.main import UsageError, load_model_arg
 
     try:
         return load_model_arg(model)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import platformdirs
 
+from engine.dicom.pacs import PacsNode
 from engine.fileio import atomic_write_bytes
-from engine.pacs import PacsNode
 from engine.paths import APP_AUTHOR, APP_NAME
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.findings import (
+from engine.findings.reader import (
     ABSENT,
     FINDINGS,
     NO_FINDING,

@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from engine.pacs import MAX_TIMEOUT_S, TIMEOUT_RULE, Outbox, PacsNode, SendEvent, SendReport, echo, valid_timeout
+from engine.dicom.pacs import MAX_TIMEOUT_S, TIMEOUT_RULE, Outbox, PacsNode, SendEvent, SendReport, echo, valid_timeout
 
 DICOM_IODS = ("sc", "dx")
 TRANSFER_SYNTAXES = ("explicit", "rle", "jpeg-ls", "jpeg2000")
@@ -145,7 +145,7 @@ def _password_arg(args: argparse.Namespace) -> str:
 
 
 def _run_pacs(args: argparse.Namespace) -> int:
-    from engine.nodes import get_node, load_nodes, save_nodes
+    from engine.dicom.nodes import get_node, load_nodes, save_nodes
 
     if args.pacs_command == "add":
         # --timeout bounds every step, not only the connect: a peer that accepts and then stalls is cut off too
@@ -210,7 +210,7 @@ def _send_outbox(
 
 
 def _run_send(args: argparse.Namespace) -> int:
-    from engine.nodes import get_node
+    from engine.dicom.nodes import get_node
 
     node = get_node(args.node)
     if args.stow and not node.dicomweb_url:
@@ -271,11 +271,11 @@ def _run_outbox(args: argparse.Namespace) -> int:
 def _run_make_studies(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from engine.cli import load_model_arg
+    from engine.cli.main import load_model_arg
+    from engine.dicom.nodes import get_node
+    from engine.dicom.studies import MAX_STUDIES, SEED_STRIDE, make_studies, plan_studies, read_prompts, write_dicomdir
     from engine.fileio import folder_in_use, staged_folder
-    from engine.nodes import get_node
     from engine.pipeline import MAX_SEED, MAX_STEPS, Pipeline
-    from engine.studies import MAX_STUDIES, SEED_STRIDE, make_studies, plan_studies, read_prompts, write_dicomdir
 
     # 1. check before writing anything: a bad number is refused, never replaced by a default
     if folder_in_use(args.out):

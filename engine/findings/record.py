@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from engine.findings import (
+from engine.findings.reader import (
     ABSENT,
     FINDINGS,
     NO_FINDING,

@@ -3,7 +3,7 @@ ignore (each with the reason), and whether anything at all was recognised.
 
 One function, :func:`understand`, for the CLI (``cxr-studio generate`` prints it) and the desktop
 prompt box (shows it under the prompt). Qt-free; it reads the prompt with
-:func:`engine.prompt_record.parse_prompt` and the model's abilities from its card:
+:func:`engine.findings.record.parse_prompt` and the model's abilities from its card:
 
 - ``supported_findings`` (:func:`engine.pack.card_supported_findings`): a finding stated present or
   uncertain that is not listed is ignored ("not in this model"). A card that lists none flags none.
@@ -12,7 +12,7 @@ prompt box (shows it under the prompt). Qt-free; it reads the prompt with
   (side, lobe, zone), ``"age"``, ``"sex"``. A card without it is text-only: sides, lobes and sex
   are ignored (the words reach the text encoder but nothing taught the model to draw them), except
   place words the card's ``example_prompts`` or ``caption_grammar`` use (they were in the captions).
-- ``age_bands``: the :data:`engine.prompt_record.AGE_BANDS` the training data covers. Without
+- ``age_bands``: the :data:`engine.findings.record.AGE_BANDS` the training data covers. Without
   it, a card whose ``does_not_know`` names adults is read as children only (infant to adolescent).
 - ``views``: the views the training data has; a view outside it is ignored. Without it, none is flagged.
 """
@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from engine.findings import ABSENT, FINDINGS, NO_FINDING
+from engine.findings.reader import ABSENT, FINDINGS, NO_FINDING
+from engine.findings.record import AGE_BANDS, LOBES, PromptRecord, parse_prompt
 from engine.pack import card_supported_findings
-from engine.prompt_record import AGE_BANDS, LOBES, PromptRecord, parse_prompt
 
 CHILD_BANDS = ("infant", "child", "adolescent")
 

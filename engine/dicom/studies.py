@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.dicom import StudyContext, SyntheticImageInfo, build_dataset, write_dicom
+from engine.dicom.dataset import StudyContext, SyntheticImageInfo, build_dataset, write_dicom
 from engine.pipeline import GenerationRequest, Pipeline
 
 # Call signs of the NATO alphabet: plainly not real family names, easy to read aloud in tests.

@@ -18,7 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine import __version__, cli_dicom, cli_grid
+from engine import __version__
+from engine.cli import dicom as cli_dicom
+from engine.cli import grid as cli_grid
 from engine.pack import PackError, atomic_write_bytes, load_pack
 from engine.paths import MODEL_VARIABLE, default_model_dir, model_override
 from engine.pipeline import GenerationRequest, RequestError, StepEvent, to_uint8
@@ -133,7 +135,7 @@ def _print_understood(prompt: str, card: dict, *, quiet: bool) -> None:
     A prompt in which nothing is recognised is a warning, not an error: the run goes on (exit 0), as
     for a prompt longer than the encoder, since an unconditioned image is a legitimate request.
     """
-    from engine.understood import understand
+    from engine.findings.understood import understand
 
     understanding = understand(prompt, card)
     for line in [] if quiet else understanding.lines():
@@ -155,7 +157,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     if kind not in (".png", ".dcm"):
         raise UsageError(f"--out must name a .png or .dcm file, not {out.name!r}")
     if kind == ".dcm" and args.transfer_syntax != "explicit":
-        from engine.dicom import codec_available
+        from engine.dicom.dataset import codec_available
 
         if not codec_available(args.transfer_syntax):
             raise UsageError(f"--transfer-syntax {args.transfer_syntax}: its encoder plugin is not installed")
@@ -209,7 +211,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     written: list[Path] = []
     try:
         if kind == ".dcm":
-            from engine.dicom import StudyContext, datasets_from_result, write_dicom
+            from engine.dicom.dataset import StudyContext, datasets_from_result, write_dicom
 
             datasets = datasets_from_result(result, StudyContext.synthetic(), iod=args.iod, burn_in=args.burn_in)
             for path, ds in zip(paths, datasets, strict=True):
