@@ -1,7 +1,7 @@
 """Send to PACS: saved nodes, a C-ECHO test button, and C-STORE of the current image through an outbox.
 
 The network work (engine.dicom.pacs) runs off the GUI thread (MainWindow.run_task); progress comes back as
-queued signals. Images go through an :class:`engine.dicom.pacs.Outbox` in the user data folder, so a failed
+queued signals. Images go through an :class:`engine.dicom.outbox.Outbox` in the user data folder, so a failed
 or cancelled send keeps them and "Send pending" tries again later. The outbox keeps one queue per
 node: "Send pending (N)" counts and sends only the queue of the node the fields name, and says how
 many images wait for other nodes.
@@ -30,8 +30,9 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.widgets.viewer import CasePreview, reserve_text_lines
-from engine.dicom import pacs
+from engine.dicom import dimse, pacs
 from engine.dicom.dataset import write_dicom
+from engine.dicom.outbox import Outbox
 
 if TYPE_CHECKING:
     from desktop.main_window import MainWindow
@@ -53,7 +54,7 @@ class PacsDialog(QDialog):
         self._busy = False
         self.retries = 3  # transient failures (refused, dropped, timed out) are retried with back-off
         self.backoff_s = 1.0
-        self.outbox = pacs.Outbox()
+        self.outbox = Outbox()
         self.nodes: dict[str, dict] = {n["name"]: n for n in window.settings.pacs_nodes() if n.get("name")}
 
         self.preview = CasePreview(self)  # what "Send current image" sends
@@ -188,7 +189,7 @@ class PacsDialog(QDialog):
             return
         self._set_busy(True)
         self._say(f"Testing {node.label}…", ok=None)
-        self.window_.run_task(lambda: pacs.echo(node), self._on_echo, self._on_task_error)
+        self.window_.run_task(lambda: dimse.echo(node), self._on_echo, self._on_task_error)
 
     def _on_echo(self, result: pacs.EchoResult) -> None:
         self._set_busy(False)

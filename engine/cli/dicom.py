@@ -9,7 +9,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from engine.dicom.pacs import MAX_TIMEOUT_S, TIMEOUT_RULE, Outbox, PacsNode, SendEvent, SendReport, echo, valid_timeout
+from engine.dicom.dimse import echo
+from engine.dicom.outbox import Outbox
+from engine.dicom.pacs import MAX_TIMEOUT_S, TIMEOUT_RULE, PacsNode, SendEvent, SendReport, valid_timeout
 
 DICOM_IODS = ("sc", "dx")
 TRANSFER_SYNTAXES = ("explicit", "rle", "jpeg-ls", "jpeg2000")

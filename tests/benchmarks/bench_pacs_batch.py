@@ -22,7 +22,8 @@ import pydicom
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.dicom.dataset import StudyContext, SyntheticImageInfo, build_dataset, write_dicom
-from engine.dicom.pacs import Outbox, PacsNode
+from engine.dicom.outbox import Outbox
+from engine.dicom.pacs import PacsNode
 from tests.pacs_servers import orthanc
 
 

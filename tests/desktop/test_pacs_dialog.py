@@ -10,7 +10,8 @@ import pytest
 from desktop.main_window import MainWindow
 from desktop.settings import Settings
 from engine.dicom.dataset import write_dicom
-from engine.dicom.pacs import Outbox, PacsNode
+from engine.dicom.outbox import Outbox
+from engine.dicom.pacs import PacsNode
 
 pytest.importorskip("pynetdicom")
 

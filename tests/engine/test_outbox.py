@@ -17,7 +17,8 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
 from engine.cli.main import main
-from engine.dicom.pacs import Outbox, PacsNode
+from engine.dicom.outbox import Outbox
+from engine.dicom.pacs import PacsNode
 from tests.engine.test_pacs import make_sc, write_files
 from tests.pacs_servers import LOOPBACK, StoreScp, black_hole, free_port, storescp_server  # noqa: F401 (fixture)
 

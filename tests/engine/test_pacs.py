@@ -21,8 +21,9 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, Secondar
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
-from engine.dicom import pacs
-from engine.dicom.pacs import Outbox, OutboxError, PacsNode, SendEvent, TlsSettings
+from engine.dicom import dimse, pacs, stow
+from engine.dicom.outbox import Outbox, OutboxError
+from engine.dicom.pacs import PacsNode, SendEvent, TlsSettings
 from tests.pacs_servers import (
     LOOPBACK,
     OrthancServer,
@@ -210,14 +211,14 @@ def test_store_statuses_in_words(code: int, outcome: str, words: str) -> None:
 
 
 def test_echo_orthanc(orthanc_server: OrthancServer) -> None:  # noqa: F811
-    result = pacs.echo(orthanc_node(orthanc_server))
+    result = dimse.echo(orthanc_node(orthanc_server))
     assert result.ok, result.message
     assert result.status == 0
 
 
 def test_echo_storescp(storescp_server: StoreScp) -> None:  # noqa: F811
     node = PacsNode("SCP", LOOPBACK, storescp_server.port, storescp_server.aet, connection_timeout_s=5)
-    result = pacs.echo(node)
+    result = dimse.echo(node)
     assert result.ok, result.message
     assert f"PACS 'SCP' at {LOOPBACK}:{storescp_server.port} answered C-ECHO" in result.message
 
@@ -227,7 +228,7 @@ def test_c_store_ten_files_to_orthanc(orthanc_server: OrthancServer, tmp_path: P
     expected = {str(pydicom.dcmread(p).SOPInstanceUID): pydicom.dcmread(p).pixel_array for p in paths}
     events: list[SendEvent] = []
 
-    report = pacs.send_files(orthanc_node(orthanc_server), paths, progress=events.append)
+    report = dimse.send_files(orthanc_node(orthanc_server), paths, progress=events.append)
 
     assert report.ok, report.summary()
     assert (report.sent, report.attempts, len(report.warnings)) == (10, 1, 0), report.summary()
@@ -288,7 +289,7 @@ def test_rejected_association_is_permanent_and_keeps_the_outbox(
     assert (report.sent, len(report.remaining)) == (0, 5)
     assert len(outbox.pending()) == 5
     assert [(a.attempts, a.last_error) for a in outbox.attempts().values()] == [(1, report.error)] * 5
-    assert not pacs.echo(node).ok
+    assert not dimse.echo(node).ok
 
 
 def test_orthanc_killed_mid_batch_then_resend_delivers_everything_once(tmp_path: Path) -> None:
@@ -348,7 +349,7 @@ def test_a_peer_that_never_answers_times_out_and_keeps_the_files(tmp_path: Path)
     with black_hole() as port:
         node = PacsNode("HOLE", LOOPBACK, port, "ANYSCP", connection_timeout_s=1, acse_timeout_s=1)
         started = time.monotonic()
-        result = pacs.echo(node)
+        result = dimse.echo(node)
         assert time.monotonic() - started < 2.5
         assert result.message == f"PACS 'HOLE' at {LOOPBACK}:{port}: no answer within 1 s to the association request"
 
@@ -360,7 +361,7 @@ def test_a_peer_that_never_answers_times_out_and_keeps_the_files(tmp_path: Path)
 
         web_node = replace(node, dicomweb_url=f"http://{LOOPBACK}:{port}/dicom-web", network_timeout_s=1)
         started = time.monotonic()
-        web = pacs.stow_rs(web_node, outbox.pending(), retries=0)
+        web = stow.stow_rs(web_node, outbox.pending(), retries=0)
         assert time.monotonic() - started < 2.5
         assert web.error == f"DICOMweb server http://{LOOPBACK}:{port}/dicom-web/studies: no answer within 1 s"
         assert len(web.remaining) == 3
@@ -388,7 +389,7 @@ def test_connection_refused_is_retried_with_back_off(refused_port: int, tmp_path
     ]
     assert len(outbox.pending()) == 2
 
-    web = pacs.stow_rs(
+    web = stow.stow_rs(
         replace(node, dicomweb_url=f"http://{LOOPBACK}:{refused_port}/dicom-web"),
         outbox.pending(),
         retries=1,
@@ -510,10 +511,10 @@ def test_echo_over_tls(tls_files: tuple[Path, Path], tmp_path: Path) -> None:
     key, cert = tls_files
     with storescp(tmp_path / "received", tls_key=key, tls_cert=cert) as server:
         node = PacsNode("TLS", LOOPBACK, server.port, server.aet, tls=TlsSettings(ca_file=str(cert)))
-        result = pacs.echo(node)
+        result = dimse.echo(node)
         assert result.ok, result.message
 
-        untrusted = pacs.echo(replace(node, tls=TlsSettings()))
+        untrusted = dimse.echo(replace(node, tls=TlsSettings()))
         assert not untrusted.ok
         assert untrusted.message.startswith(f"cannot reach PACS 'TLS' at {LOOPBACK}:{server.port}: TLS certificate")
 

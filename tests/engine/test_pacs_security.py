@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli.main import main
-from engine.dicom import nodes, pacs
+from engine.dicom import nodes, stow
 from engine.dicom.pacs import PacsNode
 from tests.engine.test_pacs import write_files
 from tests.pacs_servers import LOOPBACK
@@ -81,7 +81,7 @@ def _web_node(url: str) -> PacsNode:
 def test_stow_refuses_a_redirect_and_never_sends_the_password_on(tmp_path: Path) -> None:
     files = write_files(tmp_path / "src", 1, seed=31)
     with http_server(200) as (elsewhere, elsewhere_seen), http_server(302, f"{elsewhere}/steal") as (origin, _):
-        report = pacs.stow_rs(_web_node(f"{origin}/dicom-web"), files, retries=2, backoff_s=0.01)
+        report = stow.stow_rs(_web_node(f"{origin}/dicom-web"), files, retries=2, backoff_s=0.01)
 
     assert elsewhere_seen == [], f"the redirect was followed: {elsewhere_seen}"
     assert report.error == (
@@ -99,7 +99,7 @@ def test_basic_auth_over_plain_http_is_warned_about(
     files = write_files(tmp_path / "src", 1, seed=32)
     notes: list[str] = []
     with http_server(200) as (url, seen):
-        pacs.stow_rs(_web_node(f"{url}/dicom-web"), files, progress=lambda e: notes.append(e.message))
+        stow.stow_rs(_web_node(f"{url}/dicom-web"), files, progress=lambda e: notes.append(e.message))
     assert seen and seen[0]["auth"].startswith("Basic ")
     warning = f"warning: the password for user 'alice' goes to {url}/dicom-web/studies unencrypted (plain http)"
     assert warning in notes
