@@ -1,3 +1,4 @@
-"""The ``cxr-studio`` command line: ``main`` (the parser, ``generate`` and ``info``), ``dicom``
-(``make-studies``, ``pacs``, ``send``, ``outbox``) and ``grid``. Nothing outside the command line imports
-these modules; the app and training call the engine's own modules."""
+"""The ``cxr-studio`` command line: ``main`` (the parser, ``info``, ``main()``), ``generate``, ``dicom``
+(``make-studies``, ``pacs``, ``send``, ``outbox``), ``grid``, and ``common`` (exit codes, UsageError, the
+``--model`` option, shared helpers). main imports the command modules, never the reverse. Nothing outside
+the command line imports these modules; the app and training call the engine's own modules."""

@@ -273,7 +273,7 @@ def _run_outbox(args: argparse.Namespace) -> int:
 def _run_make_studies(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from engine.cli.main import load_model_arg
+    from engine.cli.common import load_model_arg
     from engine.dicom.nodes import get_node
     from engine.dicom.studies import MAX_STUDIES, SEED_STRIDE, make_studies, plan_studies, read_prompts, write_dicomdir
     from engine.fileio import folder_in_use, staged_folder

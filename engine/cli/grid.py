@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.cli.main import UsageError, load_model_arg, request_from_args
+    from engine.cli.common import UsageError, load_model_arg, request_from_args
 
     # 1. check everything before generating
     if args.out.suffix.lower() != ".png":

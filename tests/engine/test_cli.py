@@ -197,3 +197,27 @@ def test_generate_names_a_finding_the_tiny_packs_card_lacks(tiny_pack_copy: Path
     assert "understood: pleural effusion present (left) · cardiomegaly present" in err
     assert "ignored: finding 'cardiomegaly': not in this model" in err
     assert "warning: nothing" not in err
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a source file imports (lazy imports inside functions included)."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_no_cli_module_imports_main() -> None:
+    """main imports the command modules, never the other way round (no import circle)."""
+    offenders = sorted(
+        path.name
+        for path in (REPO / "engine" / "cli").glob("*.py")
+        if path.stem not in ("main", "__main__") and "engine.cli.main" in _imported_modules(path)
+    )
+    assert offenders == []

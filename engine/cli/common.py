@@ -1,0 +1,70 @@
+"""What every ``cxr-studio`` command shares: exit codes, :class:`UsageError`, the ``--model`` option,
+the request from ``--steps``/``--guidance-scale``/``--sampler``, and output paths.
+
+The command modules (generate, dicom, grid) import this module, and main imports them: nothing in
+``engine.cli`` imports main, so there is no import circle.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engine.pack import PackError, load_pack
+from engine.paths import MODEL_VARIABLE, default_model_dir, model_override
+from engine.pipeline import GenerationRequest
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class UsageError(ValueError):
+    """Bad input from the command line: one line, exit code 2, nothing written."""
+
+
+def add_model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", type=Path, default=None, metavar="PACK",
+        help="model pack folder (default: the embedded default model)",
+    )  # fmt: skip
+
+
+def request_from_args(args: argparse.Namespace, pack, **fields) -> GenerationRequest:
+    """A request with ``--steps``, ``--guidance-scale`` and ``--sampler`` where given, else the
+    pack's defaults, plus ``fields`` (not validated)."""
+    d = pack.manifest.defaults
+    return GenerationRequest(
+        num_steps=args.steps if args.steps is not None else d.num_steps,
+        guidance_scale=args.guidance_scale if args.guidance_scale is not None else d.guidance_scale,
+        sampler=args.sampler if args.sampler is not None else d.sampler,
+        **fields,
+    )
+
+
+def load_model_arg(model: Path | None):
+    """``--model PACK``, else ``$CXR_STUDIO_MODEL``, else the embedded default pack, verified.
+    An error about the variable's pack names the variable (the user may not know it is set)."""
+    if model is not None:
+        return load_pack(model)
+    override = model_override()
+    path = default_model_dir()
+    if override is not None:
+        if not path.exists():
+            raise UsageError(
+                f"{MODEL_VARIABLE}={override}: no model pack there "
+                "(unset it for the embedded default model, or pass --model PACK)"
+            )
+        try:
+            return load_pack(path)
+        except PackError as exc:
+            raise PackError(f"{MODEL_VARIABLE}={override}: {exc}") from None
+    if not path.exists():
+        raise UsageError(f"no default model is installed at {path}; pass --model PACK")
+    return load_pack(path)
+
+
+def output_paths(out: Path, batch: int) -> list[Path]:
+    if batch == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}_{i:02d}{out.suffix}") for i in range(batch)]
