@@ -75,7 +75,7 @@ class ModelInfo:
 
     @classmethod
     def from_pipeline(cls, pack: ModelPack, pipeline: Pipeline, load_s: float) -> ModelInfo:
-        from engine.cli.main import format_card
+        from engine.pack import format_card
 
         m = pack.manifest
         return cls(

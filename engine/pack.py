@@ -261,6 +261,37 @@ def _check_values(m: PackManifest) -> None:
             raise PackError(f"{MANIFEST}: file name {name!r} must be a plain name inside the pack")
 
 
+def format_card(pack) -> str:
+    """The model card as plain text, for `info` and the desktop's model manager."""
+    m = pack.manifest
+    lines = [
+        f"Model: {m.model_id}  ({m.precision}, pack format {m.format_version})",
+        f"Folder: {pack.root}",
+        f"Fingerprint: {pack.fingerprint}",
+        f"Image: {m.image.width}x{m.image.height}, latent {m.latent.channels}x{m.latent.height}x{m.latent.width}",
+        f"Schedule: {m.schedule.beta_schedule}, {m.schedule.num_train_timesteps} steps, {m.schedule.prediction_type}",
+        f"Text encoder: {m.text.encoder_name}, max {m.text.max_tokens} tokens",
+        f"Defaults: {m.defaults.sampler}, {m.defaults.num_steps} steps, guidance {m.defaults.guidance_scale:g}",
+    ]
+    return "\n".join([*lines, *card_lines(m.card)])
+
+
+def card_lines(card: dict) -> list[str]:
+    """A model card's entries as text lines: ``Title: value``, lists and objects indented below."""
+    lines = []
+    for key, value in card.items():
+        title = key.replace("_", " ").capitalize()
+        if isinstance(value, list):
+            lines.append(f"{title}:")
+            lines.extend(f"  - {item}" for item in value)
+        elif isinstance(value, dict):
+            lines.append(f"{title}:")
+            lines.extend(f"  {k}: {v}" for k, v in value.items())
+        else:
+            lines.append(f"{title}: {value}")
+    return lines
+
+
 def card_supported_findings(card: Any) -> tuple[str, ...] | None:
     """A model card's ``supported_findings`` (engine.findings names), or None when it lists none."""
     supported = card.get("supported_findings") if isinstance(card, dict) else None

@@ -27,9 +27,8 @@ from PySide6.QtWidgets import (
 )
 
 from engine import paths
-from engine.cli.main import card_lines
 from engine.pack import MANIFEST as MANIFEST_FILE
-from engine.pack import PackError, PackManifest, card_supported_findings, read_manifest
+from engine.pack import PackError, PackManifest, card_lines, card_supported_findings, read_manifest
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ def model_variable_problem() -> str | None:
 
 
 def card_text(path: Path, manifest: PackManifest | None = None) -> str:
-    """The card as the command line's ``info`` prints it (``engine.cli.card_lines``), from model.json
+    """The card as the command line's ``info`` prints it (``engine.pack.card_lines``), from model.json
     alone (read here unless given): listing does not hash the weights."""
     manifest = manifest if manifest is not None else read_manifest(path)
     lines = [

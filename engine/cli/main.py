@@ -19,7 +19,7 @@ from engine.cli import dicom as cli_dicom
 from engine.cli import generate as cli_generate
 from engine.cli import grid as cli_grid
 from engine.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, add_model_arg, load_model_arg
-from engine.pack import PackError
+from engine.pack import PackError, format_card
 from engine.pipeline import RequestError
 from engine.runtime import BackendError
 from engine.text import PromptError
@@ -29,37 +29,6 @@ def _add_info(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("info", help="print a model pack's model card")
     add_model_arg(p)
     p.set_defaults(func=_run_info)
-
-
-def format_card(pack) -> str:
-    """The model card as plain text, for `info` and the desktop's model manager."""
-    m = pack.manifest
-    lines = [
-        f"Model: {m.model_id}  ({m.precision}, pack format {m.format_version})",
-        f"Folder: {pack.root}",
-        f"Fingerprint: {pack.fingerprint}",
-        f"Image: {m.image.width}x{m.image.height}, latent {m.latent.channels}x{m.latent.height}x{m.latent.width}",
-        f"Schedule: {m.schedule.beta_schedule}, {m.schedule.num_train_timesteps} steps, {m.schedule.prediction_type}",
-        f"Text encoder: {m.text.encoder_name}, max {m.text.max_tokens} tokens",
-        f"Defaults: {m.defaults.sampler}, {m.defaults.num_steps} steps, guidance {m.defaults.guidance_scale:g}",
-    ]
-    return "\n".join([*lines, *card_lines(m.card)])
-
-
-def card_lines(card: dict) -> list[str]:
-    """A model card's entries as text lines: ``Title: value``, lists and objects indented below."""
-    lines = []
-    for key, value in card.items():
-        title = key.replace("_", " ").capitalize()
-        if isinstance(value, list):
-            lines.append(f"{title}:")
-            lines.extend(f"  - {item}" for item in value)
-        elif isinstance(value, dict):
-            lines.append(f"{title}:")
-            lines.extend(f"  {k}: {v}" for k, v in value.items())
-        else:
-            lines.append(f"{title}: {value}")
-    return lines
 
 
 def _run_info(args: argparse.Namespace) -> int:
