@@ -13,7 +13,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import pydicom
@@ -27,17 +27,18 @@ from pynetdicom.sop_class import Verification
 
 from engine.dicom.pacs import (
     CancelCallback,
+    CheckedFile,
     EchoResult,
     FileResult,
     PacsNode,
+    Problem,
     ProgressCallback,
+    ResultCallback,
     SendReport,
-    _Item,
-    _Problem,
-    _readable_items,
-    _Run,
-    _seconds,
+    SendRun,
     describe_status,
+    readable_files,
+    seconds_text,
     store_outcome,
 )
 
@@ -72,31 +73,34 @@ def _application_entity(node: PacsNode) -> AE:
     return ae
 
 
-def _diagnose_connect(node: PacsNode, elapsed_s: float) -> _Problem:
+def _diagnose_connect(node: PacsNode, elapsed_s: float) -> Problem:
     """pynetdicom only logs why a connect failed: try once more with a plain socket to say why."""
     prefix = f"cannot reach {node.label}"
+    no_answer = Problem(
+        f"{prefix}: no answer within {seconds_text(node.connection_timeout_s)} (check host and port)", True
+    )
     if elapsed_s >= 0.95 * node.connection_timeout_s:
-        return _Problem(f"{prefix}: no answer within {_seconds(node.connection_timeout_s)} (check host and port)", True)
+        return no_answer
     try:
         with socket.create_connection((node.host, node.port), timeout=node.connection_timeout_s) as sock:
             if node.tls is not None:
                 with node.tls.ssl_context().wrap_socket(sock, server_hostname=node.host):
                     pass
     except ConnectionRefusedError:
-        return _Problem(f"{prefix}: connection refused: is the PACS running?", True)
+        return Problem(f"{prefix}: connection refused: is the PACS running?", True)
     except TimeoutError:
-        return _Problem(f"{prefix}: no answer within {_seconds(node.connection_timeout_s)} (check host and port)", True)
+        return no_answer
     except socket.gaierror as exc:
-        return _Problem(f"{prefix}: unknown host name {node.host!r} ({exc.strerror})", False)
+        return Problem(f"{prefix}: unknown host name {node.host!r} ({exc.strerror})", False)
     except ssl.SSLCertVerificationError as exc:
-        return _Problem(f"{prefix}: TLS certificate not trusted: {exc.verify_message} (check the CA file)", False)
+        return Problem(f"{prefix}: TLS certificate not trusted: {exc.verify_message} (check the CA file)", False)
     except ssl.SSLError as exc:
-        return _Problem(f"{prefix}: TLS handshake failed: {exc.reason or exc} (check TLS settings)", False)
+        return Problem(f"{prefix}: TLS handshake failed: {exc.reason or exc} (check TLS settings)", False)
     except ValueError as exc:  # the TLS files could not be loaded
-        return _Problem(f"{prefix}: {exc}", False)
+        return Problem(f"{prefix}: {exc}", False)
     except OSError as exc:
-        return _Problem(f"{prefix}: {exc.strerror or exc}", True)
-    return _Problem(f"{prefix}: the connection failed, but a second try got through: try again", True)
+        return Problem(f"{prefix}: {exc.strerror or exc}", True)
+    return Problem(f"{prefix}: the connection failed, but a second try got through: try again", True)
 
 
 def _set_socket_option(event: evt.Event, option: int) -> None:
@@ -120,7 +124,7 @@ _QUICKACK_HANDLERS = (
 )
 
 
-def _associate(node: PacsNode, contexts: list[PresentationContext]) -> tuple[Association | None, _Problem | None]:
+def _associate(node: PacsNode, contexts: list[PresentationContext]) -> tuple[Association | None, Problem | None]:
     """Request an association; on failure return why, in words."""
     ae = _application_entity(node)
     opened_at: list[float] = []
@@ -132,7 +136,7 @@ def _associate(node: PacsNode, contexts: list[PresentationContext]) -> tuple[Ass
     try:
         tls_args = (node.tls.ssl_context(), node.host) if node.tls is not None else None
     except ValueError as exc:
-        return None, _Problem(f"{node.label}: {exc}", False)
+        return None, Problem(f"{node.label}: {exc}", False)
     started = time.monotonic()
     assoc = ae.associate(
         node.host,
@@ -155,18 +159,18 @@ def _associate(node: PacsNode, contexts: list[PresentationContext]) -> tuple[Ass
             text += f"; check the called AE title '{node.called_ae_title}'"
         elif (source, diagnostic) == (1, 3):
             text += f"; the PACS must list the calling AE title '{node.calling_ae_title}'"
-        return None, _Problem(text, not permanent)
+        return None, Problem(text, not permanent)
     if not opened_at:
         return None, _diagnose_connect(node, time.monotonic() - started)
     if answer is not None and answer.result == 0x00:
         wanted = sorted({UID(cx.abstract_syntax).name for cx in contexts})
-        return None, _Problem(f"{node.label} accepted none of the requested SOP classes: {', '.join(wanted)}", False)
+        return None, Problem(f"{node.label} accepted none of the requested SOP classes: {', '.join(wanted)}", False)
     waited = time.monotonic() - opened_at[0]
     if waited >= 0.95 * node.acse_timeout_s:
-        return None, _Problem(
-            f"{node.label}: no answer within {_seconds(node.acse_timeout_s)} to the association request", True
+        return None, Problem(
+            f"{node.label}: no answer within {seconds_text(node.acse_timeout_s)} to the association request", True
         )
-    return None, _Problem(f"{node.label} closed the connection during the association request", True)
+    return None, Problem(f"{node.label} closed the connection during the association request", True)
 
 
 def _close(assoc: Association) -> None:
@@ -207,7 +211,7 @@ def echo(node: PacsNode) -> EchoResult:
 def _lost_text(node: PacsNode, waited_s: float, what: str) -> str:
     limit = min(node.dimse_timeout_s, node.network_timeout_s)
     if waited_s >= 0.95 * limit:
-        return f"{node.label}: no answer within {_seconds(limit)} to {what}"
+        return f"{node.label}: no answer within {seconds_text(limit)} to {what}"
     return f"{node.label} closed the connection during {what}"
 
 
@@ -215,7 +219,7 @@ def _lost_text(node: PacsNode, waited_s: float, what: str) -> str:
 # C-STORE
 
 
-def _store_contexts(items: Iterable[_Item]) -> list[PresentationContext]:
+def _store_contexts(items: Iterable[CheckedFile]) -> list[PresentationContext]:
     """Per SOP class: one context for each compressed transfer syntax in use (only that syntax, so the
     file goes as it is), and one offering Explicit and Implicit VR Little Endian."""
     by_class: dict[UID, set[UID]] = {}
@@ -228,14 +232,14 @@ def _store_contexts(items: Iterable[_Item]) -> list[PresentationContext]:
     return contexts
 
 
-def _store_one(assoc: Association, node: PacsNode, item: _Item, message_id: int) -> FileResult | _Problem:
-    """C-STORE one file: the PACS's answer, or a _Problem when the association is lost."""
+def _store_one(assoc: Association, node: PacsNode, item: CheckedFile, message_id: int) -> FileResult | Problem:
+    """C-STORE one file: the PACS's answer, or a Problem when the association is lost."""
     try:
         ds = pydicom.dcmread(item.path)
     except (InvalidDicomError, OSError, EOFError) as exc:
         return FileResult(item.path, item.sop_instance_uid, "failed", f"cannot read the file ({exc})", bad_file=True)
     if not assoc.is_established:
-        return _Problem(f"{node.label} closed the connection before {item.path.name} was sent", True)
+        return Problem(f"{node.label} closed the connection before {item.path.name} was sent", True)
     try:
         try:
             sent_at = time.monotonic()
@@ -254,9 +258,9 @@ def _store_one(assoc: Association, node: PacsNode, item: _Item, message_id: int)
         )
         return FileResult(item.path, item.sop_instance_uid, "failed", text)
     except RuntimeError:
-        return _Problem(f"{node.label} closed the connection before {item.path.name} was sent", True)
+        return Problem(f"{node.label} closed the connection before {item.path.name} was sent", True)
     if "Status" not in status:
-        return _Problem(_lost_text(node, time.monotonic() - sent_at, f"C-STORE of {item.path.name}"), True)
+        return Problem(_lost_text(node, time.monotonic() - sent_at, f"C-STORE of {item.path.name}"), True)
     code = int(status.Status)
     outcome = store_outcome(code)
     message = "" if outcome == "stored" else describe_status(code)
@@ -266,19 +270,26 @@ def _store_one(assoc: Association, node: PacsNode, item: _Item, message_id: int)
     return FileResult(item.path, item.sop_instance_uid, outcome, message, code)
 
 
-def _c_store(
+def send_files(
     node: PacsNode,
-    paths: Sequence[Path],
+    paths: Iterable[str | Path],
     *,
-    retries: int,
-    backoff_s: float,
-    progress: ProgressCallback | None,
-    cancel: CancelCallback | None,
-    on_result: Callable[[FileResult], None] | None,
+    retries: int = 3,
+    backoff_s: float = 1.0,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+    on_result: ResultCallback | None = None,
 ) -> SendReport:
-    run = _Run(node, "C-STORE", paths, retries, backoff_s, progress, cancel, on_result)
+    """C-STORE DICOM Part 10 files over one association (re-associating if the peer drops it).
+
+    ``progress`` gets a :class:`SendEvent` after each file's answer and before each retry; ``cancel``
+    (e.g. ``threading.Event().is_set``) is checked between files and during the back-off; ``on_result``
+    gets each file's answer as it arrives (the outbox removes a stored file there).
+    """
+    files = [Path(p) for p in paths]
+    run = SendRun(node, "C-STORE", files, retries, backoff_s, progress, cancel, on_result)
     # 1. read the headers; unreadable files fail now
-    queue = deque(_readable_items(run, paths))
+    queue = deque(readable_files(run, files))
     if not queue:
         return run.finish(queue)
     # 2. presentation contexts for every SOP class / transfer syntax in the batch
@@ -299,7 +310,7 @@ def _c_store(
                 while queue and not run.cancelled():
                     message_id = message_id % 65535 + 1
                     answer = _store_one(assoc, node, queue[0], message_id)
-                    if isinstance(answer, _Problem):
+                    if isinstance(answer, Problem):
                         problem = answer
                         break
                     queue.popleft()
@@ -309,28 +320,3 @@ def _c_store(
         if problem is not None and not run.give_up_or_wait(problem):
             break
     return run.finish(queue)
-
-
-def send_files(
-    node: PacsNode,
-    paths: Iterable[str | Path],
-    *,
-    retries: int = 3,
-    backoff_s: float = 1.0,
-    progress: ProgressCallback | None = None,
-    cancel: CancelCallback | None = None,
-) -> SendReport:
-    """C-STORE DICOM Part 10 files over one association (re-associating if the peer drops it).
-
-    ``progress`` gets a :class:`SendEvent` after each file's answer and before each retry; ``cancel``
-    (e.g. ``threading.Event().is_set``) is checked between files and during the back-off.
-    """
-    return _c_store(
-        node,
-        [Path(p) for p in paths],
-        retries=retries,
-        backoff_s=backoff_s,
-        progress=progress,
-        cancel=cancel,
-        on_result=None,
-    )

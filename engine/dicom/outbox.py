@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import json
 import logging
@@ -26,9 +27,9 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from engine import paths
-from engine.dicom.dimse import _c_store
-from engine.dicom.pacs import CancelCallback, FileResult, PacsNode, ProgressCallback, SendReport, _checked_item
-from engine.dicom.stow import _check_stow_settings, _stow
+from engine.dicom.dimse import send_files
+from engine.dicom.pacs import CancelCallback, FileResult, PacsNode, ProgressCallback, SendReport, check_file
+from engine.dicom.stow import check_stow_settings, stow_rs
 from engine.fileio import atomic_write_bytes
 
 LOGGER = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class Outbox:
             except OSError as exc:
                 raise ValueError(f"cannot read {source}: {exc.strerror or exc}") from exc
         try:
-            sop_instance_uid = _checked_item(io.BytesIO(data), source).sop_instance_uid
+            sop_instance_uid = check_file(io.BytesIO(data), source).sop_instance_uid
         except ValueError as exc:
             raise ValueError(f"{source}: {exc}") from exc
         # 2. its node's tag, then the file, each atomically, under a name that sorts in arrival order
@@ -202,7 +203,7 @@ class Outbox:
         if method not in ("c-store", "stow"):
             raise ValueError(f"method must be 'c-store' or 'stow', got {method!r}")
         if method == "stow":
-            _check_stow_settings(node, batch_size)
+            check_stow_settings(node, batch_size)
         if retries < 0 or backoff_s < 0:
             raise ValueError("retries and backoff_s must not be negative")
         with self._lock:
@@ -224,28 +225,12 @@ class Outbox:
                 log.pop(result.path.name, None)
 
             report: SendReport | None = None
+            send = send_files if method == "c-store" else functools.partial(stow_rs, batch_size=batch_size)
             try:
-                if method == "c-store":
-                    report = _c_store(
-                        node,
-                        files,
-                        retries=retries,
-                        backoff_s=backoff_s,
-                        progress=progress,
-                        cancel=cancel,
-                        on_result=on_result,
-                    )
-                else:
-                    report = _stow(
-                        node,
-                        files,
-                        batch_size=batch_size,
-                        retries=retries,
-                        backoff_s=backoff_s,
-                        progress=progress,
-                        cancel=cancel,
-                        on_result=on_result,
-                    )
+                report = send(
+                    node, files, retries=retries, backoff_s=backoff_s, progress=progress, cancel=cancel,
+                    on_result=on_result,
+                )  # fmt: skip
             finally:
                 now = datetime.now(UTC).isoformat(timespec="seconds")
                 stop_reason = report.error if report is not None else None

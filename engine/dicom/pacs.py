@@ -11,7 +11,7 @@ password or a wrong URL is never retried; a transient rejection (0x02), a refuse
 and a timeout are retried with exponential back-off (``backoff_s * 2**k``). The retry count restarts
 whenever a file gets an answer, so a peer that drops now and then still receives everything.
 
-Every file is read whole and checked complete before it is sent or queued (:func:`_checked_item`): a file
+Every file is read whole and checked complete before it is sent or queued (:func:`check_file`): a file
 cut short or not DICOM at all fails with its reason and never blocks the files behind it.
 """
 
@@ -38,6 +38,7 @@ from pydicom.uid import UID
 Outcome = Literal["stored", "warning", "failed"]
 ProgressCallback = Callable[["SendEvent"], None]
 CancelCallback = Callable[[], bool]
+ResultCallback = Callable[["FileResult"], None]
 
 MAX_BACKOFF_S = 60.0
 MAX_TIMEOUT_S = 3600.0  # an hour for one step of an exchange is already absurd; inf overflows pynetdicom
@@ -277,7 +278,7 @@ class EchoResult:
 
 
 @dataclass(frozen=True)
-class _Problem:
+class Problem:
     """Why an association or request failed, in words, and whether trying again may help."""
 
     text: str
@@ -288,12 +289,12 @@ class _Problem:
 # Sending: shared loop pieces
 
 
-def _seconds(value: float) -> str:
+def seconds_text(value: float) -> str:
     return f"{value:g} s"
 
 
 @dataclass(frozen=True)
-class _Item:
+class CheckedFile:
     path: Path
     sop_class_uid: UID
     sop_instance_uid: str
@@ -346,7 +347,7 @@ def _cut_element(ds: Dataset) -> str | None:
     return None
 
 
-def _checked_item(source: str | Path | io.BytesIO, path: Path) -> _Item:
+def check_file(source: str | Path | io.BytesIO, path: Path) -> CheckedFile:
     """Read a whole DICOM Part 10 file and check it is complete; ValueError in words when it is not."""
     try:
         with warnings.catch_warnings():
@@ -371,15 +372,15 @@ def _checked_item(source: str | Path | io.BytesIO, path: Path) -> _Item:
     problem = _pixel_data_problem(ds) or _cut_element(ds)
     if problem is not None:
         raise ValueError(problem)
-    return _Item(path, UID(sop_class), str(sop_instance), UID(transfer_syntax))
+    return CheckedFile(path, UID(sop_class), str(sop_instance), UID(transfer_syntax))
 
 
-def _read_item(path: Path) -> _Item:
+def _read_file(path: Path) -> CheckedFile:
     """A DICOM Part 10 file, read whole and checked complete; ValueError in words when it is not one."""
-    return _checked_item(path, path)
+    return check_file(path, path)
 
 
-class _Run:
+class SendRun:
     """Book-keeping shared by C-STORE and STOW-RS: results, events, back-off, cancel."""
 
     def __init__(
@@ -404,7 +405,7 @@ class _Run:
         self.started = time.monotonic()
         self.report = SendReport(destination=node.label, method=method, total=len(paths))
         self.failures_in_a_row = 0
-        self.first_problem: _Problem | None = None  # of the current run of failures
+        self.first_problem: Problem | None = None  # of the current run of failures
 
     def cancelled(self) -> bool:
         if self.cancel is not None and self.cancel():
@@ -427,7 +428,7 @@ class _Run:
     def _done(self) -> int:
         return len(self.report.stored) + len(self.report.failed)
 
-    def give_up_or_wait(self, problem: _Problem) -> bool:
+    def give_up_or_wait(self, problem: Problem) -> bool:
         """After a failed attempt: True to try again (after the back-off), False to stop."""
         self.failures_in_a_row += 1
         attempts = self.failures_in_a_row
@@ -447,17 +448,17 @@ class _Run:
             time.sleep(min(left, 0.1))
         return not self.cancelled()
 
-    def finish(self, remaining: Iterable[_Item]) -> SendReport:
+    def finish(self, remaining: Iterable[CheckedFile]) -> SendReport:
         self.report.remaining = [item.path for item in remaining]
         self.report.elapsed_s = time.monotonic() - self.started
         return self.report
 
 
-def _readable_items(run: _Run, paths: Sequence[Path]) -> list[_Item]:
+def readable_files(run: SendRun, paths: Sequence[Path]) -> list[CheckedFile]:
     items = []
     for path in paths:
         try:
-            items.append(_read_item(path))
+            items.append(_read_file(path))
         except ValueError as exc:
             run.record(FileResult(path, "", "failed", str(exc), bad_file=True))
     return items

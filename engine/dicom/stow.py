@@ -16,23 +16,24 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from engine.dicom.pacs import (
     CancelCallback,
+    CheckedFile,
     FileResult,
     Outcome,
     PacsNode,
+    Problem,
     ProgressCallback,
+    ResultCallback,
     SendReport,
-    _Item,
-    _Problem,
-    _readable_items,
-    _Run,
-    _seconds,
+    SendRun,
     describe_status,
+    readable_files,
+    seconds_text,
 )
 
 
@@ -96,7 +97,7 @@ def _stow_answers(body: bytes) -> tuple[dict[str, int | None], dict[str, int | N
     return codes("00081199", "00081196"), codes("00081198", "00081197")
 
 
-def _http_problem(node: PacsNode, url: str, exc: Exception) -> _Problem:
+def _http_problem(node: PacsNode, url: str, exc: Exception) -> Problem:
     where = f"DICOMweb server {url}"
     if isinstance(exc, urllib.error.HTTPError):
         code = exc.code
@@ -105,40 +106,40 @@ def _http_problem(node: PacsNode, url: str, exc: Exception) -> _Problem:
             location = exc.headers.get("Location", "") if exc.headers is not None else ""
             target = urllib.parse.urljoin(url, location) if location else "an address it did not name"
             why = "so the password goes nowhere else" if node.dicomweb_user else "for safety"
-            return _Problem(
+            return Problem(
                 f"{where} redirected the request to {target} (HTTP {code}); redirects are not followed, {why}: "
                 "set the DICOMweb URL to the final address",
                 False,
             )
         if code == 401:
-            return _Problem(f"{where} refused the user name or password ({words})", False)
+            return Problem(f"{where} refused the user name or password ({words})", False)
         if code == 403:
-            return _Problem(f"{where} does not allow user '{node.dicomweb_user}' to store ({words})", False)
+            return Problem(f"{where} does not allow user '{node.dicomweb_user}' to store ({words})", False)
         if code in (404, 405):
-            return _Problem(f"{where} has no STOW-RS service there ({words}): check the DICOMweb URL", False)
+            return Problem(f"{where} has no STOW-RS service there ({words}): check the DICOMweb URL", False)
         if code == 413:
-            return _Problem(f"{where} finds the request too large ({words}): send fewer files per request", False)
+            return Problem(f"{where} finds the request too large ({words}): send fewer files per request", False)
         if code in (408, 429) or code >= 500:
-            return _Problem(f"{where} is busy or failing ({words})", True)
-        return _Problem(f"{where} refused the request ({words})", False)
+            return Problem(f"{where} is busy or failing ({words})", True)
+        return Problem(f"{where} refused the request ({words})", False)
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     if isinstance(reason, ConnectionRefusedError):
-        return _Problem(f"cannot reach {where}: connection refused: is the PACS running?", True)
+        return Problem(f"cannot reach {where}: connection refused: is the PACS running?", True)
     if isinstance(reason, TimeoutError | socket.timeout):
-        return _Problem(f"{where}: no answer within {_seconds(node.network_timeout_s)}", True)
+        return Problem(f"{where}: no answer within {seconds_text(node.network_timeout_s)}", True)
     if isinstance(reason, ssl.SSLCertVerificationError):
-        return _Problem(f"{where}: TLS certificate not trusted: {reason.verify_message} (check the CA file)", False)
+        return Problem(f"{where}: TLS certificate not trusted: {reason.verify_message} (check the CA file)", False)
     if isinstance(reason, socket.gaierror):
-        return _Problem(f"cannot reach {where}: unknown host name ({reason.strerror})", False)
+        return Problem(f"cannot reach {where}: unknown host name ({reason.strerror})", False)
     if isinstance(reason, ConnectionError):
-        return _Problem(f"{where} closed the connection ({reason})", True)
+        return Problem(f"{where} closed the connection ({reason})", True)
     text = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
-    return _Problem(f"cannot reach {where}: {text}", True)
+    return Problem(f"cannot reach {where}: {text}", True)
 
 
 def _stow_batch(
-    node: PacsNode, opener: urllib.request.OpenerDirector, url: str, batch: Sequence[_Item]
-) -> list[FileResult] | _Problem:
+    node: PacsNode, opener: urllib.request.OpenerDirector, url: str, batch: Sequence[CheckedFile]
+) -> list[FileResult] | Problem:
     # 1. body: each file as it is, one part each
     blobs, results = [], []
     for item in batch:
@@ -191,29 +192,35 @@ def _stow_batch(
     return results
 
 
-def _check_stow_settings(node: PacsNode, batch_size: int) -> None:
+def check_stow_settings(node: PacsNode, batch_size: int) -> None:
+    """ValueError when ``node`` cannot take STOW-RS (no DICOMweb URL) or ``batch_size`` is below 1."""
     if not node.dicomweb_url:
         raise ValueError(f"{node.label} has no DICOMweb URL for STOW-RS")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
 
 
-def _stow(
+def stow_rs(
     node: PacsNode,
-    paths: Sequence[Path],
+    paths: Iterable[str | Path],
     *,
-    batch_size: int,
-    retries: int,
-    backoff_s: float,
-    progress: ProgressCallback | None,
-    cancel: CancelCallback | None,
-    on_result: Callable[[FileResult], None] | None,
+    batch_size: int = 20,
+    retries: int = 3,
+    backoff_s: float = 1.0,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+    on_result: ResultCallback | None = None,
 ) -> SendReport:
-    _check_stow_settings(node, batch_size)
-    run = _Run(node, "STOW-RS", paths, retries, backoff_s, progress, cancel, on_result)
+    """DICOMweb STOW-RS: ``POST {dicomweb_url}/studies``, ``batch_size`` files per multipart request.
+
+    ``progress``, ``cancel`` and ``on_result`` as for :func:`engine.dicom.dimse.send_files`.
+    """
+    files = [Path(p) for p in paths]
+    check_stow_settings(node, batch_size)
+    run = SendRun(node, "STOW-RS", files, retries, backoff_s, progress, cancel, on_result)
     run.report.destination = f"DICOMweb {node.dicomweb_url} ({node.name})"
     url = node.dicomweb_url.rstrip("/") + "/studies"
-    queue = deque(_readable_items(run, paths))
+    queue = deque(readable_files(run, files))
     try:
         opener = _http_opener(node, url)
     except ValueError as exc:  # TLS files that cannot be loaded
@@ -226,7 +233,7 @@ def _stow(
         batch = [queue[i] for i in range(min(batch_size, len(queue)))]
         run.report.attempts += 1
         answer = _stow_batch(node, opener, url, batch)
-        if isinstance(answer, _Problem):
+        if isinstance(answer, Problem):
             if not run.give_up_or_wait(answer):
                 break
             continue
@@ -235,26 +242,3 @@ def _stow(
         for result in answer:
             run.record(result)
     return run.finish(queue)
-
-
-def stow_rs(
-    node: PacsNode,
-    paths: Iterable[str | Path],
-    *,
-    batch_size: int = 20,
-    retries: int = 3,
-    backoff_s: float = 1.0,
-    progress: ProgressCallback | None = None,
-    cancel: CancelCallback | None = None,
-) -> SendReport:
-    """DICOMweb STOW-RS: ``POST {dicomweb_url}/studies``, ``batch_size`` files per multipart request."""
-    return _stow(
-        node,
-        [Path(p) for p in paths],
-        batch_size=batch_size,
-        retries=retries,
-        backoff_s=backoff_s,
-        progress=progress,
-        cancel=cancel,
-        on_result=None,
-    )
