@@ -240,16 +240,7 @@ def manifest_info(manifest: Any) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------- device
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("--device cuda: no CUDA GPU is available to torch")
-    return torch.device(name)
+# --------------------------------------------------------------------------- precision, compile, seeds
 
 
 def pick_precision(name: str, device: torch.device) -> str:
@@ -258,14 +249,6 @@ def pick_precision(name: str, device: torch.device) -> str:
         return resolve_precision(name, device)
     except PrecisionError as exc:
         raise TrainingError(str(exc)) from None
-
-
-def configure_torch(device: torch.device) -> None:
-    """TF32 matmuls and cuDNN autotuning on CUDA (bf16 autocast, ``--precision``, does the rest)."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
 
 
 def use_compile(options: TrainOptions, device: torch.device) -> bool:
@@ -969,7 +952,6 @@ __all__ = [
     "TrainingTask",
     "absolute_encoder",
     "capture_rng",
-    "configure_torch",
     "discard_on_failure",
     "fit",
     "image_grid",
@@ -977,7 +959,6 @@ __all__ = [
     "make_log",
     "manifest_info",
     "open_run",
-    "pick_device",
     "pick_precision",
     "read_run_options",
     "resolve_config",

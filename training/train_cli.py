@@ -175,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
 
     from training.checkpoint import CheckpointError
     from training.datasets import DatasetError
+    from training.device import DeviceError
     from training.export_onnx import ExportError
     from training.loop import TrainingError
     from training.models.config import ConfigError
@@ -191,6 +192,15 @@ def run(args: argparse.Namespace) -> int:
             from training.train_diffusion import DiffusionOptions, train_diffusion
 
             train_diffusion(options_from_args(args, DiffusionOptions), resume=args.resume)
-    except (DatasetError, TrainingError, ConfigError, CheckpointError, TextEncoderError, ExportError, OSError) as exc:
+    except (
+        DatasetError,
+        DeviceError,
+        TrainingError,
+        ConfigError,
+        CheckpointError,
+        TextEncoderError,
+        ExportError,
+        OSError,
+    ) as exc:
         return command_error(f"train {kind}", exc)
     return EXIT_OK

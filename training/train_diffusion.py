@@ -62,6 +62,7 @@ from training.datasets import (
     load_images,
     read_manifest,
 )
+from training.device import configure_torch, pick_device
 from training.loop import (
     EMA,
     RUN_FILE,
@@ -70,7 +71,6 @@ from training.loop import (
     TrainingError,
     TrainOptions,
     absolute_encoder,
-    configure_torch,
     discard_on_failure,
     fit,
     image_grid,
@@ -78,7 +78,6 @@ from training.loop import (
     make_log,
     manifest_info,
     open_run,
-    pick_device,
     pick_precision,
     resolve_config,
     resumes,

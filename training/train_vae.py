@@ -39,12 +39,12 @@ from training.datasets import (
     random_crop,
     read_manifest,
 )
+from training.device import configure_torch, pick_device
 from training.loop import (
     FitResult,
     Log,
     TrainingError,
     TrainOptions,
-    configure_torch,
     discard_on_failure,
     fit,
     image_grid,
@@ -52,7 +52,6 @@ from training.loop import (
     make_log,
     manifest_info,
     open_run,
-    pick_device,
     pick_precision,
     resolve_config,
     resumes,
