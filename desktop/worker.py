@@ -75,7 +75,7 @@ class ModelInfo:
 
     @classmethod
     def from_pipeline(cls, pack: ModelPack, pipeline: Pipeline, load_s: float) -> ModelInfo:
-        from engine.pack import format_card
+        from engine.pack import card_text
 
         m = pack.manifest
         return cls(
@@ -91,7 +91,7 @@ class ModelInfo:
                 "sampler": m.defaults.sampler,
             },
             card=dict(pack.card),
-            card_text=format_card(pack),
+            card_text=card_text(m, pack.root, pack.fingerprint),
             load_s=load_s,
         )
 

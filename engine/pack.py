@@ -261,22 +261,24 @@ def _check_values(m: PackManifest) -> None:
             raise PackError(f"{MANIFEST}: file name {name!r} must be a plain name inside the pack")
 
 
-def format_card(pack) -> str:
-    """The model card as plain text, for `info` and the desktop's model manager."""
-    m = pack.manifest
+def card_text(manifest: PackManifest, folder: Path, fingerprint: str | None = None) -> str:
+    """The model card as plain text, the one text ``info`` prints and the app shows. ``fingerprint``
+    is known once :func:`load_pack` has hashed the files; without it (a pack listed from model.json
+    alone) its line is left out."""
+    m = manifest
     lines = [
         f"Model: {m.model_id}  ({m.precision}, pack format {m.format_version})",
-        f"Folder: {pack.root}",
-        f"Fingerprint: {pack.fingerprint}",
+        f"Folder: {folder}",
+        *([f"Fingerprint: {fingerprint}"] if fingerprint is not None else []),
         f"Image: {m.image.width}x{m.image.height}, latent {m.latent.channels}x{m.latent.height}x{m.latent.width}",
         f"Schedule: {m.schedule.beta_schedule}, {m.schedule.num_train_timesteps} steps, {m.schedule.prediction_type}",
         f"Text encoder: {m.text.encoder_name}, max {m.text.max_tokens} tokens",
         f"Defaults: {m.defaults.sampler}, {m.defaults.num_steps} steps, guidance {m.defaults.guidance_scale:g}",
     ]
-    return "\n".join([*lines, *card_lines(m.card)])
+    return "\n".join([*lines, *_card_lines(m.card)])
 
 
-def card_lines(card: dict) -> list[str]:
+def _card_lines(card: dict) -> list[str]:
     """A model card's entries as text lines: ``Title: value``, lists and objects indented below."""
     lines = []
     for key, value in card.items():

@@ -28,7 +28,8 @@ from PySide6.QtWidgets import (
 
 from engine import paths
 from engine.pack import MANIFEST as MANIFEST_FILE
-from engine.pack import PackError, PackManifest, card_lines, card_supported_findings, read_manifest
+from engine.pack import PackError, PackManifest, card_supported_findings, read_manifest
+from engine.pack import card_text as pack_card_text
 
 
 @dataclass(frozen=True)
@@ -55,17 +56,9 @@ def model_variable_problem() -> str | None:
 
 
 def card_text(path: Path, manifest: PackManifest | None = None) -> str:
-    """The card as the command line's ``info`` prints it (``engine.pack.card_lines``), from model.json
-    alone (read here unless given): listing does not hash the weights."""
-    manifest = manifest if manifest is not None else read_manifest(path)
-    lines = [
-        f"Model: {manifest.model_id} ({manifest.precision})",
-        f"Folder: {path}",
-        f"Image: {manifest.image.width}x{manifest.image.height}; text encoder {manifest.text.encoder_name}",
-        f"Defaults: {manifest.defaults.sampler}, {manifest.defaults.num_steps} steps, "
-        f"guidance {manifest.defaults.guidance_scale:g}",
-    ]
-    return "\n".join([*lines, *card_lines(manifest.card)])
+    """The card as the command line's ``info`` prints it (``engine.pack.card_text``), from model.json
+    alone (read here unless given), so without the fingerprint: listing does not hash the weights."""
+    return pack_card_text(manifest if manifest is not None else read_manifest(path), path)
 
 
 def list_packs(default: Path | None = None, user_folder: Path | None = None) -> list[PackEntry]:

@@ -19,7 +19,7 @@ from engine.cli import dicom as cli_dicom
 from engine.cli import generate as cli_generate
 from engine.cli import grid as cli_grid
 from engine.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, add_model_arg, load_model_arg
-from engine.pack import PackError, format_card
+from engine.pack import PackError, card_text
 from engine.pipeline import RequestError
 from engine.runtime import BackendError
 from engine.text import PromptError
@@ -32,7 +32,8 @@ def _add_info(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    print(format_card(load_model_arg(args.model)))
+    pack = load_model_arg(args.model)
+    print(card_text(pack.manifest, pack.root, pack.fingerprint))
     return EXIT_OK
 
 

@@ -241,3 +241,16 @@ def test_tokenizer_names_an_unusable_vocab(tmp_path: Path) -> None:
     (tmp_path / "vocab.txt").write_text("")
     with pytest.raises(ValueError, match=r"vocab\.txt: not a usable WordPiece vocabulary"):
         WordPieceTokenizer(tmp_path / "vocab.txt", lowercase=True, max_tokens=8)
+
+
+def test_card_text_from_model_json_alone_is_the_info_text_without_the_fingerprint(tiny_pack_dir: Path) -> None:
+    """One card text: ``info`` and the app's model window show the verified pack's, the model
+    manager lists packs from model.json alone (no hashing), without the fingerprint line."""
+    from engine.pack import card_text
+
+    pack = load_pack(tiny_pack_dir)
+    full = card_text(pack.manifest, pack.root, pack.fingerprint)
+    listed = card_text(read_manifest(tiny_pack_dir), pack.root)
+    assert f"Fingerprint: {pack.fingerprint}" in full.splitlines()
+    assert listed.splitlines() == [line for line in full.splitlines() if not line.startswith("Fingerprint:")]
+    assert f"Model: {pack.model_id}" in listed and f"Folder: {pack.root}" in listed
