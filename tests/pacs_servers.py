@@ -19,10 +19,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -105,12 +105,67 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, what:
     raise RuntimeError(f"{what} did not listen on port {port} within {START_TIMEOUT_S:g} s:\n{_log_tail(log)}")
 
 
+class _ServerProcess:
+    """Start, stop and kill, the same for every server here (the dataclasses below hold the fields)."""
+
+    process: subprocess.Popen[bytes] | None
+    started_once: bool  # a restart keeps its ports (clients know them)
+    log_path: Path
+
+    def _launch(
+        self, command: Callable[[], list[str]], wait: Callable[[], None], new_ports: Callable[[], None]
+    ) -> None:
+        """Run ``command()`` and ``wait()`` until it answers; a first start that loses the race for its
+        "free" port (StartFailed) tries again on ``new_ports()``, up to START_ATTEMPTS times."""
+        for attempt in range(START_ATTEMPTS):
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen(
+                    command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                )
+            try:
+                wait()
+            except StartFailed:
+                self.stop()
+                if self.started_once or attempt == START_ATTEMPTS - 1:
+                    raise
+                new_ports()
+                continue
+            except BaseException:
+                self.stop()
+                raise
+            self.started_once = True
+            return
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Self]:
+        """Started; stopped when the ``with`` block ends, also when the test fails."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a pulled plug would."""
+        if self.process is not None:
+            _stop(self.process, kill=True)
+            self.process = None
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Orthanc
 
 
 @dataclass
-class OrthancServer:
+class OrthancServer(_ServerProcess):
     """An Orthanc with the DICOMweb plugin; its storage survives :meth:`kill` / :meth:`start`."""
 
     directory: Path
@@ -121,7 +176,7 @@ class OrthancServer:
     http_port: int = field(default_factory=free_port)
     name: str = field(default_factory=lambda: f"cxr-studio-test-{uuid.uuid4().hex[:12]}")
     process: subprocess.Popen[bytes] | None = None
-    started_once: bool = False  # a restart keeps its ports (clients know them)
+    started_once: bool = False
 
     def __post_init__(self) -> None:
         while self.http_port == self.dicom_port:
@@ -167,26 +222,16 @@ class OrthancServer:
             pytest.skip(f"the Orthanc DICOMweb plugin (Debian orthanc-dicomweb) is not installed; {_INSTALL_HINT}")
         self.directory.mkdir(parents=True, exist_ok=True)
         config_path = self.directory / "orthanc.json"
-        for attempt in range(START_ATTEMPTS):
-            config_path.write_text(json.dumps(self.config(), indent=1), encoding="utf-8")
-            with self.log_path.open("ab") as log:
-                self.process = subprocess.Popen(
-                    [executable, str(config_path)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-                )
-            try:
-                self._wait_until_ready()
-            except StartFailed:
-                self.stop()
-                if self.started_once or attempt == START_ATTEMPTS - 1:
-                    raise
-                self.dicom_port, self.http_port = free_port(), free_port()
-                self.__post_init__()
-                continue
-            except BaseException:
-                self.stop()
-                raise
-            self.started_once = True
-            return
+
+        def command() -> list[str]:
+            config_path.write_text(json.dumps(self.config(), indent=1), encoding="utf-8")  # the ports may be new
+            return [executable, str(config_path)]
+
+        def new_ports() -> None:
+            self.dicom_port, self.http_port = free_port(), free_port()
+            self.__post_init__()
+
+        self._launch(command, self._wait_until_ready, new_ports)
 
     def _wait_until_ready(self) -> None:
         assert self.process is not None
@@ -203,17 +248,6 @@ class OrthancServer:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"Orthanc did not answer within {START_TIMEOUT_S:g} s:\n{_log_tail(self.log_path)}")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            _stop(self.process)
-            self.process = None
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash or a pulled plug would."""
-        if self.process is not None:
-            _stop(self.process, kill=True)
-            self.process = None
 
     # REST ------------------------------------------------------------------------------------------------
     def _request(self, path: str) -> urllib.request.Request:
@@ -238,14 +272,8 @@ class OrthancServer:
         return self.get(f"/instances/{orthanc_id}/file")
 
 
-@contextlib.contextmanager
-def orthanc(directory: Path, **settings: Any) -> Iterator[OrthancServer]:
-    server = OrthancServer(directory, **settings)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def orthanc(directory: Path, **settings: Any) -> contextlib.AbstractContextManager[OrthancServer]:
+    return OrthancServer(directory, **settings).running()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -253,7 +281,7 @@ def orthanc(directory: Path, **settings: Any) -> Iterator[OrthancServer]:
 
 
 @dataclass
-class StoreScp:
+class StoreScp(_ServerProcess):
     """dcmtk ``storescp -od DIR``: stores whatever arrives (it accepts any called AE title)."""
 
     directory: Path
@@ -277,47 +305,22 @@ class StoreScp:
             command.append("+uf")
         if self.tls_key is not None and self.tls_cert is not None:
             command += ["+tls", str(self.tls_key), str(self.tls_cert), "-pw", "-ic"]
-        for attempt in range(START_ATTEMPTS):
-            with self.log_path.open("ab") as log:
-                self.process = subprocess.Popen(
-                    [*command, str(self.port)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-                )
-            try:
-                _wait_for_port(self.port, self.process, self.log_path, "storescp")
-            except StartFailed:
-                self.stop()
-                if self.started_once or attempt == START_ATTEMPTS - 1:
-                    raise
-                self.port = free_port()
-                continue
-            except BaseException:
-                self.stop()
-                raise
-            self.started_once = True
-            return
 
-    def stop(self) -> None:
-        if self.process is not None:
-            _stop(self.process)
-            self.process = None
+        def wait() -> None:
+            assert self.process is not None
+            _wait_for_port(self.port, self.process, self.log_path, "storescp")
 
-    def kill(self) -> None:
-        if self.process is not None:
-            _stop(self.process, kill=True)
-            self.process = None
+        def new_port() -> None:
+            self.port = free_port()
+
+        self._launch(lambda: [*command, str(self.port)], wait, new_port)
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.directory.rglob("*") if p.is_file())
 
 
-@contextlib.contextmanager
-def storescp(directory: Path, **settings: Any) -> Iterator[StoreScp]:
-    server = StoreScp(directory, **settings)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def storescp(directory: Path, **settings: Any) -> contextlib.AbstractContextManager[StoreScp]:
+    return StoreScp(directory, **settings).running()
 
 
 # ---------------------------------------------------------------------------------------------------------
