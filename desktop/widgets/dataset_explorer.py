@@ -1,23 +1,17 @@
 """The dataset explorer: open a manifest written by the importers (engine.manifest), browse and filter its
 records, read each image with its text and findings, and put it beside a generated image.
 
-- Opening reads the manifest line by line: a line that breaks the format is counted and listed (with its
-  number and the reason) and skipped; the other records still open. A file that cannot be read at all
-  gives one error dialog and leaves the explorer as it was.
-- The table is a QAbstractTableModel over the records that pass the filters. It asks for a thumbnail only
-  when the view paints that row; thumbnails are decoded on the explorer's own QThreadPool (newest request
-  first) and cached, so a manifest of thousands of records opens at once.
-- Every image path is checked in the background: missing files are counted, drawn with a placeholder and
-  named in red; a file that exists but does not decode is counted as unreadable.
-- Images are stored pixels: 8- and 16-bit PNG / JPEG through OpenCV, DICOM through engine.dicom.dataset.
+- Reading and filtering are Qt-free (desktop.dataset); the table and its background thumbnails are
+  desktop.widgets.dataset_table; the REAL viewer and the window/level link are desktop.widgets.linked_views.
+- A manifest that cannot be read at all gives one error dialog and leaves the explorer as it was; bad lines
+  are skipped, counted and listed under Problems….
 - The record's image is shown in an ImageView marked REAL (a dataset image must not carry the viewer's
   SYNTHETIC mark). "Compare" puts a generated image (the main window's current one, or one generated from
   the record's text with the main window's settings) in a second ImageView beside it; the two share the
   display options and zoom/pan (scaled, so images of different sizes stay aligned), and their
-  window/level is linked in units of each image's own DEFAULT window (see :func:`linked_window`): a real
-  8-bit JPEG and a synthetic 16-bit image have different ranges, so one window in stored-pixel units
-  would wash one of them out. Reset W/L (or R) gives each image its own default back; a preset gives
-  each image its own window of that name.
+  window/level is linked in units of each image's own DEFAULT window (see
+  :func:`desktop.widgets.linked_views.linked_window`). Reset W/L (or R) gives each image its own default
+  back; a preset gives each image its own window of that name.
 - Close: the Close button, Esc, or the platform's Close shortcut (Ctrl+W / Cmd+W).
 """
 
@@ -25,40 +19,15 @@ from __future__ import annotations
 
 import html
 import logging
-import math
 import os
-import re
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PySide6.QtCore import (
-    QAbstractTableModel,
-    QModelIndex,
-    QObject,
-    QPointF,
-    QRunnable,
-    QSize,
-    Qt,
-    QThreadPool,
-    QTimer,
-    Signal,
-)
-from PySide6.QtGui import (
-    QCloseEvent,
-    QColor,
-    QFont,
-    QImage,
-    QKeySequence,
-    QPainter,
-    QPen,
-    QPixmap,
-    QShortcut,
-    QShowEvent,
-)
+from PySide6.QtCore import QModelIndex, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QColor, QKeySequence, QShortcut, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -80,549 +49,28 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.dataset import (
+    FINDING_STATUSES,
+    NO_LABEL,
+    THUMB,
+    ImageReadError,
+    LoadedManifest,
+    RecordFilter,
+    load_manifest,
+    read_record_image,
+)
 from desktop.settings import Settings
+from desktop.widgets.dataset_table import RecordTableModel
 from desktop.widgets.dialogs import TextDialog, open_warning
-from desktop.widgets.viewer import ImageView, to_qimage
-from engine import imaging
-from engine.dicom.dataset import read_display_pixels
+from desktop.widgets.linked_views import REAL_MARK_COLOR, MarkedImageView, _fitted, linked_window
+from desktop.widgets.viewer import ImageView
 from engine.findings.reader import ABSENT, FINDINGS, PRESENT, UNCERTAIN
-from engine.manifest import ManifestRecord, parse_record, resolve_image
+from engine.manifest import ManifestRecord
 
 log = logging.getLogger(__name__)
 
-THUMB = 48  # thumbnail edge in the table, pixels
-THUMB_CACHE = 2000  # thumbnails kept (LRU); far more than a screen shows
-NOT_MENTIONED = "not mentioned"
-FINDING_STATUSES = (PRESENT, UNCERTAIN, ABSENT, NOT_MENTIONED)
-NO_LABEL = "\x00no label"  # the label filter's value for records without a label
-DICOM_SUFFIXES = (".dcm", ".dicom")
-JPEG_SUFFIXES = (".jpg", ".jpeg")
 MANIFEST_FILTER = "Manifests (*.jsonl *.json);;All files (*)"
 STATUS_COLORS = {PRESENT: QColor(200, 40, 40), UNCERTAIN: QColor(190, 120, 0), ABSENT: QColor(120, 120, 120)}
-REAL_MARK_COLOR = QColor(90, 200, 255)
-
-
-# 1. reading manifests and images (no Qt) -----------------------------------------------------------------
-
-
-@dataclass
-class LoadedManifest:
-    """The good records of a manifest, and one line per bad line ("line N: reason")."""
-
-    path: Path
-    records: list[ManifestRecord]
-    bad_lines: list[str]
-
-
-def load_manifest(path: str | os.PathLike[str]) -> LoadedManifest:
-    """Read every line; a bad line (not UTF-8, not JSON, not a valid record) is noted and skipped.
-
-    Raises OSError when the file cannot be read at all (missing, a folder, no permission)."""
-    path = Path(path)
-    records: list[ManifestRecord] = []
-    bad: list[str] = []
-    with open(path, "rb") as stream:
-        for number, raw in enumerate(stream, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                bad.append(f"line {number}: not UTF-8 text ({exc.reason} at byte {exc.start})")
-                continue
-            if not line.strip():
-                continue
-            try:
-                records.append(parse_record(line))  # any bad line, deep nesting included, is a ManifestError
-            except (TypeError, ValueError) as exc:  # ManifestError is a ValueError
-                bad.append(f"line {number}: {exc}")
-    return LoadedManifest(path, records, bad)
-
-
-class ImageReadError(Exception):
-    """An image that cannot be shown; ``missing`` when the file is not there at all."""
-
-    def __init__(self, path: Path, reason: str, *, missing: bool = False) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-        self.missing = missing
-
-
-def read_record_image(path: Path, *, reduced: bool = False) -> np.ndarray:
-    """Stored pixels (H, W) uint8 or uint16 of a PNG / JPEG (OpenCV) or DICOM (engine.dicom.dataset) file.
-
-    Colour files become grey (BT.601 weights). Other integer or float pixel types (signed DICOM,
-    float TIFF) are stretched min..max to uint16 for display. DICOM pixels are shown as a viewer would
-    (engine.dicom.read_display_pixels: rescale applied, MONOCHROME1 inverted so that bone is white).
-    ``reduced`` decodes JPEGs at a quarter of their size (libjpeg's DCT scaling: fast thumbnails).
-    Raises ImageReadError."""
-    if not path.is_file():
-        raise ImageReadError(path, "file missing", missing=True)
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        try:
-            pixels = np.asarray(read_display_pixels(path))
-        except Exception as exc:  # pydicom raises many kinds; all mean "cannot show this file"
-            reason = str(exc).removeprefix(f"{path}: ")  # engine.dicom.dataset's DicomReadError names the file already
-            if not isinstance(exc, ValueError):
-                reason = f"not a readable DICOM image ({exc})"
-            raise ImageReadError(path, reason) from None
-    else:
-        try:
-            data = np.fromfile(path, dtype=np.uint8)
-        except OSError as exc:
-            raise ImageReadError(path, exc.strerror or str(exc)) from None
-        flags = cv2.IMREAD_UNCHANGED
-        if reduced and path.suffix.lower() in JPEG_SUFFIXES:
-            flags = cv2.IMREAD_REDUCED_GRAYSCALE_4
-        pixels = cv2.imdecode(data, flags) if data.size else None
-        if pixels is None:
-            raise ImageReadError(path, "not an image OpenCV can decode")
-    if pixels.ndim == 3 and pixels.shape[2] == 1:
-        pixels = pixels[:, :, 0]
-    elif pixels.ndim == 3 and pixels.shape[2] in (3, 4):
-        rgb = path.suffix.lower() in DICOM_SUFFIXES  # pydicom gives RGB, OpenCV BGR
-        codes = {(3, False): cv2.COLOR_BGR2GRAY, (4, False): cv2.COLOR_BGRA2GRAY,
-                 (3, True): cv2.COLOR_RGB2GRAY, (4, True): cv2.COLOR_RGBA2GRAY}  # fmt: skip
-        pixels = cv2.cvtColor(pixels, codes[(pixels.shape[2], rgb)])
-    if pixels.ndim != 2 or pixels.size == 0:
-        raise ImageReadError(path, f"a single-frame image is needed, not shape {pixels.shape}")
-    if pixels.dtype in (np.uint8, np.uint16):
-        return np.ascontiguousarray(pixels)
-    if not (np.issubdtype(pixels.dtype, np.integer) or np.issubdtype(pixels.dtype, np.floating)):
-        raise ImageReadError(path, f"pixel type {pixels.dtype} cannot be shown")
-    values = pixels.astype(np.float64)
-    low, high = float(np.nanmin(values)), float(np.nanmax(values))
-    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
-    return imaging.to_uint16(np.nan_to_num(scaled).astype(np.float32))
-
-
-def thumbnail_pixels(pixels: np.ndarray, size: int = THUMB) -> np.ndarray:
-    """(h, w) uint8 no larger than ``size`` on either side, shown with the image's DEFAULT window."""
-    height, width = pixels.shape
-    scale = size / max(height, width)
-    if scale < 1.0:
-        target = (max(1, round(width * scale)), max(1, round(height * scale)))
-        pixels = cv2.resize(pixels, target, interpolation=cv2.INTER_AREA)
-    window = imaging.window_presets(pixels, ["DEFAULT"])[0]
-    return imaging.apply_window(pixels, window.window_center, window.window_width)
-
-
-def missing_images(paths: Sequence[Path]) -> list[int]:
-    """Indices of the paths that are not files."""
-    return [index for index, path in enumerate(paths) if not path.is_file()]
-
-
-# 2. filtering (no Qt) ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RecordFilter:
-    """Which records to show; an empty field does not filter.
-
-    ``finding`` + ``status``: records whose findings give that finding that status (``not mentioned``:
-    records that do not name it). ``text``: every whitespace-separated word must start a word (ignoring case)
-    of the record's text, label, patient id or image path: "effus" finds "effusion", "lateral" does not
-    find "bilateral"."""
-
-    finding: str = ""
-    status: str = PRESENT
-    split: str = ""
-    view: str = ""
-    label: str = ""  # NO_LABEL: records without a label
-    source: str = ""
-    text: str = ""
-
-    def matches(self, record: ManifestRecord, haystack: str | None = None) -> bool:
-        if self.finding:
-            status = record.findings.get(self.finding, NOT_MENTIONED)
-            if status != self.status:
-                return False
-        if self.split and record.split != self.split:
-            return False
-        if self.view and record.view != self.view:
-            return False
-        if self.label and (record.label or NO_LABEL) != self.label:
-            return False
-        if self.source and record.source != self.source:
-            return False
-        if self.text:
-            haystack = search_text(record) if haystack is None else haystack
-            return all(re.search(r"\b" + re.escape(word), haystack) for word in self.text.lower().split())
-        return True
-
-
-def search_text(record: ManifestRecord) -> str:
-    """What free-text search looks in: lower-cased, "_" read as a space (labels, file names)."""
-    return "\n".join((record.text, record.label or "", record.patient_id, record.image)).lower().replace("_", " ")
-
-
-def findings_summary(findings: dict[str, str]) -> str:
-    """Present findings by label, then uncertain ones with "?"; in vocabulary order."""
-    present = [FINDINGS[name] for name in FINDINGS if findings.get(name) == PRESENT]
-    uncertain = [f"{FINDINGS[name]}?" for name in FINDINGS if findings.get(name) == UNCERTAIN]
-    return ", ".join(present + uncertain)
-
-
-# 3. thumbnails off the GUI thread ----------------------------------------------------------------------
-
-
-class _ThumbnailSignals(QObject):
-    """Lives in the GUI thread; pool threads emit through it (queued connections)."""
-
-    thumbnail = Signal(int, int, object, str, bool)  # token, record index, QImage or None, error, missing
-    scanned = Signal(int, object)  # token, list of missing record indices
-
-
-class _ThumbnailTask(QRunnable):
-    def __init__(self, signals: _ThumbnailSignals, token: int, index: int, path: Path) -> None:
-        super().__init__()
-        self.signals, self.token, self.index, self.path = signals, token, index, path
-
-    def run(self) -> None:
-        try:
-            image: QImage | None = to_qimage(thumbnail_pixels(read_record_image(self.path, reduced=True)))
-            error, missing = "", False
-        except ImageReadError as exc:
-            image, error, missing = None, exc.reason, exc.missing
-        except Exception as exc:  # never let a worker thread die silently
-            log.exception("thumbnail of %s failed", self.path)
-            image, error, missing = None, str(exc), False
-        self.signals.thumbnail.emit(self.token, self.index, image, error, missing)
-
-
-class _ScanTask(QRunnable):
-    def __init__(self, signals: _ThumbnailSignals, token: int, paths: list[Path]) -> None:
-        super().__init__()
-        self.signals, self.token, self.paths = signals, token, paths
-
-    def run(self) -> None:
-        self.signals.scanned.emit(self.token, missing_images(self.paths))
-
-
-def _placeholder(kind: str) -> QPixmap:
-    """A THUMB x THUMB tile: "loading" (grey) or "missing" (red cross)."""
-    pixmap = QPixmap(THUMB, THUMB)
-    pixmap.fill(QColor(40, 40, 44))
-    if kind != "loading":
-        painter = QPainter(pixmap)
-        painter.setPen(QPen(QColor(220, 60, 60), 3))
-        painter.drawLine(8, 8, THUMB - 8, THUMB - 8)
-        painter.drawLine(THUMB - 8, 8, 8, THUMB - 8)
-        painter.end()
-    return pixmap
-
-
-# 4. the table model ------------------------------------------------------------------------------------
-
-
-class RecordTableModel(QAbstractTableModel):
-    """The records that pass the filter, one row each; thumbnails are loaded when a row is painted."""
-
-    COLUMNS = ("Image", "Split", "View", "Label", "Findings", "Patient", "Text")
-    problems_changed = Signal()
-    thumbnail_ready = Signal(int)  # record index
-
-    def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.manifest: Path | None = None
-        self.records: list[ManifestRecord] = []
-        self.paths: list[Path] = []
-        self._haystacks: list[str] = []
-        self._summaries: list[str] = []
-        self._rows: list[int] = []  # record indices in display order
-        self._row_of: dict[int, int] = {}
-        self._filter = RecordFilter()
-        self._sort: tuple[int, Qt.SortOrder] = (-1, Qt.SortOrder.AscendingOrder)
-        self.missing: set[int] = set()  # record indices whose image file is missing (found so far)
-        self.scanned = False  # the background check of every path has finished
-        self._scan_queued = False
-        self.unreadable: dict[int, str] = {}  # record index -> reason (file there, not decodable)
-        self.thumbnail_requests = 0  # since the manifest was opened (tests check the laziness)
-        self._thumbs: OrderedDict[int, QPixmap] = OrderedDict()
-        self._pending: set[int] = set()
-        self._token = 0
-        self._priority = 0
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(max(1, min(2, QThreadPool.globalInstance().maxThreadCount() - 1)))
-        self._signals = _ThumbnailSignals(self)
-        self._signals.thumbnail.connect(self._on_thumbnail)
-        self._signals.scanned.connect(self._on_scanned)
-        self._loading = _placeholder("loading")
-        self._broken = _placeholder("missing")
-
-    # records and filter ---------------------------------------------------------------------------
-
-    def set_records(
-        self, records: list[ManifestRecord], manifest: Path, record_filter: RecordFilter | None = None
-    ) -> None:
-        self._pool.clear()  # queued work for the previous manifest is dropped; results are ignored by token
-        self._token += 1
-        self._priority = 0
-        self.beginResetModel()
-        self.manifest = manifest
-        self.records = records
-        self.paths = [resolve_image(record, manifest) for record in records]
-        self._haystacks = [search_text(record) for record in records]
-        self._summaries = [findings_summary(record.findings) for record in records]
-        self.missing = set()
-        self.scanned = False
-        self._scan_queued = False
-        self.unreadable = {}
-        self.thumbnail_requests = 0
-        self._thumbs.clear()
-        self._pending.clear()
-        if record_filter is not None:
-            self._filter = record_filter
-        self._rows = self._filtered()
-        self._sort_rows()
-        self._row_of = {index: row for row, index in enumerate(self._rows)}
-        self.endResetModel()
-        self.resume()
-        self.problems_changed.emit()
-
-    def set_filter(self, record_filter: RecordFilter) -> None:
-        self.beginResetModel()
-        self._filter = record_filter
-        self._rows = self._filtered()
-        self._sort_rows()
-        self._row_of = {index: row for row, index in enumerate(self._rows)}
-        self.endResetModel()
-
-    def record_filter(self) -> RecordFilter:
-        return self._filter
-
-    def _filtered(self) -> list[int]:
-        f = self._filter
-        return [i for i, record in enumerate(self.records) if f.matches(record, self._haystacks[i])]
-
-    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
-        """Column < 0: manifest order."""
-        self.beginResetModel()
-        self._sort = (column, order)
-        self._sort_rows()
-        self._row_of = {index: row for row, index in enumerate(self._rows)}
-        self.endResetModel()
-
-    def _sort_rows(self) -> None:
-        column, order = self._sort
-        if column < 0 or column >= len(self.COLUMNS):
-            self._rows.sort()
-            return
-        self._rows.sort(key=lambda i: (self._sort_key(i, column), i), reverse=order == Qt.SortOrder.DescendingOrder)
-
-    def _sort_key(self, index: int, column: int) -> str:
-        if column == 0:
-            return self.paths[index].name.lower()
-        return self._text(index, column).lower()
-
-    # access -----------------------------------------------------------------------------------------
-
-    def record_index(self, row: int) -> int:
-        return self._rows[row]
-
-    def row_of(self, index: int) -> int | None:
-        return self._row_of.get(index)
-
-    def visible_indices(self) -> list[int]:
-        return list(self._rows)
-
-    def thumbnail(self, index: int) -> QPixmap | None:
-        """The loaded thumbnail of a record, or None (not loaded yet, or the file failed)."""
-        return self._thumbs.get(index)
-
-    def failed(self, index: int) -> bool:
-        return index in self.unreadable or index in self.missing
-
-    def note_unreadable(self, index: int, reason: str, *, missing: bool = False) -> None:
-        """A file found missing or undecodable outside the background check (e.g. when shown)."""
-        if missing:
-            if index in self.missing:
-                return
-            self.missing.add(index)
-        elif self.unreadable.get(index) == reason:
-            return
-        else:
-            self.unreadable[index] = reason
-        self._row_changed(index)
-        self.problems_changed.emit()
-
-    # Qt model interface ------------------------------------------------------------------------
-
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
-
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
-            return None
-        record_index = self._rows[index.row()]
-        column = index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
-            return self._text(record_index, column, short=True)
-        if role == Qt.ItemDataRole.DecorationRole and column == 0:
-            return self._decoration(record_index)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return self._tooltip(record_index, column)
-        if role == Qt.ItemDataRole.ForegroundRole and column == 0 and self.failed(record_index):
-            return QColor(200, 40, 40)
-        if role == Qt.ItemDataRole.UserRole:
-            return record_index
-        return None
-
-    def _text(self, index: int, column: int, *, short: bool = False) -> str:
-        record = self.records[index]
-        if column == 0:
-            name = self.paths[index].name
-            if index in self.missing:
-                return f"{name}\n(missing)"
-            return f"{name}\n(unreadable)" if index in self.unreadable else name
-        if column == 1:
-            return record.split
-        if column == 2:
-            return record.view
-        if column == 3:
-            return record.label or ""
-        if column == 4:
-            return self._summaries[index]
-        if column == 5:
-            return record.patient_id
-        text = " ".join(record.text.split())
-        return text[:160] + "…" if short and len(text) > 160 else text
-
-    def _tooltip(self, index: int, column: int) -> str:
-        if column == 0:
-            problem = ""
-            if index in self.missing:
-                problem = "\nThe file is missing."
-            elif index in self.unreadable:
-                problem = f"\nThe file cannot be shown: {self.unreadable[index]}"
-            return f"{self.paths[index]}{problem}"
-        if column == 4:
-            findings = self.records[index].findings
-            return "\n".join(f"{FINDINGS[name]}: {findings[name]}" for name in FINDINGS if name in findings)
-        if column == 6:
-            return self.records[index].text
-        return None
-
-    def _decoration(self, index: int) -> QPixmap:
-        pixmap = self._thumbs.get(index)
-        if pixmap is not None:
-            self._thumbs.move_to_end(index)
-            return pixmap
-        if self.failed(index):
-            return self._broken
-        if index not in self._pending:
-            self._pending.add(index)
-            self.thumbnail_requests += 1
-            self._priority += 1  # the newest request first: the rows on screen now
-            self._pool.start(_ThumbnailTask(self._signals, self._token, index, self.paths[index]), self._priority)
-        return self._loading
-
-    def _on_thumbnail(self, token: int, index: int, image: QImage | None, error: str, missing: bool) -> None:
-        if token != self._token:
-            return
-        self._pending.discard(index)
-        if image is None:
-            self.note_unreadable(index, error, missing=missing)
-            return
-        self._thumbs[index] = QPixmap.fromImage(image)
-        while len(self._thumbs) > THUMB_CACHE:
-            self._thumbs.popitem(last=False)
-        self._row_changed(index)
-        self.thumbnail_ready.emit(index)
-
-    def _on_scanned(self, token: int, missing: list[int]) -> None:
-        if token != self._token:
-            return
-        self.scanned = True
-        self._scan_queued = False
-        for index in set(missing) - self.missing:
-            self.missing.add(index)
-            self._row_changed(index)
-        self.problems_changed.emit()
-
-    def _row_changed(self, index: int) -> None:
-        row = self._row_of.get(index)
-        if row is not None:
-            self.dataChanged.emit(self.index(row, 0), self.index(row, len(self.COLUMNS) - 1))
-
-    def scanning(self) -> bool:
-        return not self.scanned and bool(self.records)
-
-    def shutdown(self) -> None:
-        """Drop queued thumbnails and wait for the running ones (called when the explorer closes)."""
-        self._token += 1
-        self._pool.clear()
-        self._pool.waitForDone(10_000)
-        self._pending.clear()
-        self._scan_queued = False
-
-    def resume(self) -> None:
-        """After :meth:`shutdown`: check the image files again if that check was dropped."""
-        if self.records and not self.scanned and not self._scan_queued:
-            self._scan_queued = True
-            self._pool.start(_ScanTask(self._signals, self._token, list(self.paths)), 1_000_000_000)
-
-
-# 5. viewers ----------------------------------------------------------------------------------------------
-
-
-def linked_window(
-    source_default: tuple[float, float], target_default: tuple[float, float], window_center: float, window_width: float
-) -> tuple[float, float]:
-    """The target's (centre, width) for a source window, both in units of each image's own default window.
-
-    The source window's centre offset from the source's default centre and its width, each as a fraction of
-    the source's default width, are applied to the target's default. So the source's default maps to the
-    target's default exactly, and "half the width, a tenth of a width brighter" means the same on both
-    images whatever their stored-pixel ranges (an 8-bit JPEG widened to 16 bits beside a synthetic image).
-    """
-    source_center, source_width = source_default
-    target_center, target_width = target_default
-    offset = (window_center - source_center) / source_width
-    scale = window_width / source_width
-    return target_center + offset * target_width, scale * target_width
-
-
-class MarkedImageView(ImageView):
-    """The viewer with another corner mark: a dataset image is real and must not say SYNTHETIC."""
-
-    def __init__(self, mark: str, color: QColor, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.mark = mark
-        self.mark_color = color
-
-    def _paint_synthetic_mark(self, painter: QPainter) -> None:  # ImageView's hook for the corner mark
-        font = QFont(self.font())
-        font.setBold(True)
-        font.setPointSizeF(max(9.0, font.pointSizeF() + 1))
-        painter.setFont(font)
-        metrics = painter.fontMetrics()
-        point = QPointF(self.width() - metrics.horizontalAdvance(self.mark) - 10, 6 + metrics.ascent())
-        painter.setPen(QColor(0, 0, 0))
-        painter.drawText(point + QPointF(1, 1), self.mark)
-        painter.setPen(self.mark_color)
-        painter.drawText(point, self.mark)
-
-
-def _fitted(view: ImageView) -> bool:
-    """Whether the view shows its image fitted (so a linked view should fit too)."""
-    if view.source is None:
-        return False
-    height, width = view.source.shape
-    zoom = min(view.width() / width, view.height() / height)
-    offset = view.offset()
-    return (
-        math.isclose(view.zoom(), zoom, rel_tol=1e-6)
-        and abs(offset.x() - (view.width() - width * zoom) / 2) < 0.5
-        and abs(offset.y() - (view.height() - height * zoom) / 2) < 0.5
-    )
 
 
 # 6. the window -------------------------------------------------------------------------------------------
@@ -1295,15 +743,4 @@ def _combo(tip: str) -> QComboBox:
     return box
 
 
-__all__ = [
-    "DatasetExplorer",
-    "ImageReadError",
-    "LoadedManifest",
-    "RecordFilter",
-    "RecordTableModel",
-    "findings_summary",
-    "load_manifest",
-    "missing_images",
-    "read_record_image",
-    "thumbnail_pixels",
-]
+__all__ = ["DatasetExplorer"]

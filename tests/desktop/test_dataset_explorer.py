@@ -18,17 +18,11 @@ from PySide6.QtGui import QKeySequence, QWheelEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
+from desktop.dataset import NO_LABEL, ImageReadError, RecordFilter, load_manifest, read_record_image
 from desktop.main_window import MainWindow
 from desktop.settings import Settings
-from desktop.widgets.dataset_explorer import (
-    NO_LABEL,
-    DatasetExplorer,
-    ImageReadError,
-    RecordFilter,
-    linked_window,
-    load_manifest,
-    read_record_image,
-)
+from desktop.widgets.dataset_explorer import DatasetExplorer
+from desktop.widgets.linked_views import linked_window
 from desktop.widgets.viewer import ImageView
 from engine import imaging
 from engine.findings.reader import FINDINGS

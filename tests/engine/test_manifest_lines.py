@@ -43,7 +43,7 @@ def test_parse_record_reads_a_good_line() -> None:
 
 def test_dataset_explorer_skips_a_deeply_nested_line(tmp_path: Path) -> None:
     """The dataset explorer promises a bad line is never fatal: it is listed by number and skipped."""
-    from desktop.widgets.dataset_explorer import load_manifest
+    from desktop.dataset import load_manifest
 
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text(json.dumps(GOOD) + "\n" + DEEP + "\n" + "{ nope\n")

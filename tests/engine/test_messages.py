@@ -96,7 +96,7 @@ def test_too_large_dicom_names_the_file(tmp_path: Path, reader) -> None:
 
 
 def test_dataset_explorer_names_a_bad_dicom_once(tmp_path: Path) -> None:
-    from desktop.widgets.dataset_explorer import ImageReadError, read_record_image
+    from desktop.dataset import ImageReadError, read_record_image
 
     path = tmp_path / "broken.dcm"
     path.write_bytes(b"not a DICOM file at all" * 10)
