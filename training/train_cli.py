@@ -154,7 +154,8 @@ def options_from_args(args: argparse.Namespace, cls: type) -> Any:
     """The options dataclass from parsed flags; with ``--resume`` missing flags come from the run."""
     from dataclasses import fields
 
-    from training.loop import LEGACY_OPTIONS, read_run_options
+    from training.options import LEGACY_OPTIONS
+    from training.run_folder import read_run_options
 
     names = [f.name for f in fields(cls)]
     values = {name: getattr(args, name, None) for name in names}
@@ -177,9 +178,9 @@ def run(args: argparse.Namespace) -> int:
     from training.datasets import DatasetError
     from training.device import DeviceError
     from training.export_onnx import ExportError
-    from training.loop import TrainingError
     from training.models.config import ConfigError
     from training.models.text import TextEncoderError
+    from training.options import TrainingError
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars in a command's output
     kind = args.train_model

@@ -65,28 +65,22 @@ from training.datasets import (
 from training.device import configure_torch, pick_device
 from training.loop import (
     EMA,
-    RUN_FILE,
     FitResult,
-    Log,
-    TrainingError,
-    TrainOptions,
     absolute_encoder,
-    discard_on_failure,
     fit,
-    image_grid,
     iter_chunks,
     make_log,
     manifest_info,
-    open_run,
     pick_precision,
     resolve_config,
-    resumes,
     seed_everything,
     use_compile,
 )
 from training.models.config import ConfigError, ModelConfig
 from training.models.text import TextConditioner
+from training.options import Log, TrainingError, TrainOptions
 from training.precision import autocast
+from training.run_folder import RUN_FILE, discard_on_failure, image_grid, open_run, resumes
 
 ENCODE_CHUNK = 512  # images decoded and encoded at a time while caching
 SAMPLE_PROMPTS = 4

@@ -42,24 +42,19 @@ from training.datasets import (
 from training.device import configure_torch, pick_device
 from training.loop import (
     FitResult,
-    Log,
-    TrainingError,
-    TrainOptions,
-    discard_on_failure,
     fit,
-    image_grid,
     iter_chunks,
     make_log,
     manifest_info,
-    open_run,
     pick_precision,
     resolve_config,
-    resumes,
     seed_everything,
     use_compile,
 )
 from training.models.config import ModelConfig
+from training.options import Log, TrainingError, TrainOptions
 from training.precision import autocast
+from training.run_folder import discard_on_failure, image_grid, open_run, resumes
 
 SCALE_IMAGES = 256  # training images whose latents set the scaling factor
 GRID_IMAGES = 8

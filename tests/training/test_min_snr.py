@@ -10,7 +10,7 @@ from diffusers.training_utils import compute_snr
 
 from engine import schedules
 from engine.pack import ScheduleConfig
-from training.loop import TrainingError
+from training.options import TrainingError
 from training.train_diffusion import DiffusionOptions, diffusion_loss
 
 

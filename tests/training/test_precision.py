@@ -12,7 +12,8 @@ import torch
 from tests.training.test_train import _common, _parse, make_dataset
 from training import precision as precision_module
 from training import train_cli
-from training.loop import BatchOrder, TrainingError, pick_precision, train_step
+from training.loop import BatchOrder, pick_precision, train_step
+from training.options import TrainingError
 from training.train_vae import VAEOptions, VAETask, train_vae
 
 NATIVE_BF16 = precision_module.native_bf16(torch.device("cpu"))

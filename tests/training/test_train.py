@@ -33,16 +33,9 @@ from training.datasets import (
     random_crop,
     read_manifest,
 )
-from training.loop import (
-    BatchOrder,
-    EarlyStopping,
-    MetricsLog,
-    RunFolder,
-    TrainingError,
-    load_optimizer_state,
-    lr_at,
-    optimizer_state,
-)
+from training.loop import BatchOrder, EarlyStopping, load_optimizer_state, lr_at, optimizer_state
+from training.options import TrainingError
+from training.run_folder import MetricsLog, RunFolder
 from training.train_diffusion import DiffusionOptions, train_diffusion
 from training.train_vae import VAEOptions, psnr, ssim, train_vae
 
