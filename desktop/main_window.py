@@ -47,7 +47,8 @@ from desktop.widgets.library_view import LibraryPanel
 from desktop.widgets.model_manager import ModelManager, list_packs, model_variable_problem
 from desktop.widgets.prompt import PromptBox
 from desktop.widgets.steps import StepsPanel, export_frames, pillow_available
-from desktop.widgets.viewer import CasePreview, ViewerPanel, reserve_text_lines
+from desktop.widgets.viewer import CasePreview, reserve_text_lines
+from desktop.widgets.viewer_panel import ViewerPanel
 from desktop.worker import ModelInfo, WorkerHost
 from engine import imaging, paths
 from engine.dicom.dataset import (

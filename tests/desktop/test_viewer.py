@@ -9,7 +9,8 @@ from PySide6.QtGui import QWheelEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
-from desktop.widgets.viewer import DisplayOptions, ImageView, ViewerPanel
+from desktop.widgets.viewer import DisplayOptions, ImageView
+from desktop.widgets.viewer_panel import ViewerPanel
 from engine import imaging
 
 
