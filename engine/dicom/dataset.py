@@ -407,8 +407,46 @@ def build_dataset(
     DEFAULT/LUNG/MEDIASTINUM/BONE from the image (before any burn-in), in stored-pixel units; an
     empty sequence writes none (SC only). ``field_of_view_mm``: the nominal side of the imaged
     field (the longer image side), which gives the pixel spacing.
+
+    One helper per module of the IOD (PS3.3 A.8 Secondary Capture, A.26 DX), in this order.
     """
-    # 1. check the arguments
+    # 1. check the arguments; the stored pixels, their windows and the instance's UID
+    _check_options(iod, bits_stored, instance_number, field_of_view_mm)
+    stored = stored_pixels(pixels, bits_stored)
+    windows = _checked_windows(stored, windows, iod)
+    if burn_in:
+        stored = burn_in_label(stored, bits_stored)
+    created = _now() if created is None else created
+    sop_instance_uid = new_uid(uid_root)
+    if sop_instance_uid in (study.study_instance_uid, study.series_instance_uid):  # pragma: no cover - 2**-76
+        raise RuntimeError("a fresh UID collided with the study's UIDs")
+    spacing_mm = field_of_view_mm / max(stored.shape)
+
+    # 2. the modules
+    ds = Dataset()
+    _sop_common(ds, IODS[iod], sop_instance_uid, created, info)
+    _patient(ds, study)
+    _general_study(ds, study)
+    _general_series(ds, study, iod)
+    _general_equipment(ds, info)
+    if iod == "sc":
+        _sc_equipment(ds)
+    _general_image(ds, info, instance_number, burn_in)
+    _image_pixel(ds, stored, bits_stored)
+    if iod == "sc":
+        _sc_image(ds, spacing_mm)
+    else:
+        _dx_modules(ds, spacing_mm)
+    _voi_lut(ds, windows)
+
+    # 3. character set last: UTF-8 only when some text needs it
+    if _has_non_ascii(ds):
+        ds.SpecificCharacterSet = "ISO_IR 192"
+    _validate_values(ds)
+    return ds
+
+
+def _check_options(iod: str, bits_stored: int, instance_number: int, field_of_view_mm: float) -> None:
     if iod not in IODS:
         raise ValueError(f"iod must be one of {', '.join(IODS)}, not {iod!r}")
     if bits_stored not in (12, 16):
@@ -417,24 +455,23 @@ def build_dataset(
         raise ValueError(f"instance number must be a whole number from 1 to 2**31-1, not {instance_number!r}")
     if not 100.0 <= field_of_view_mm <= 500.0:
         raise ValueError(f"field of view must be from 100 to 500 mm, not {field_of_view_mm!r}")
-    stored = stored_pixels(pixels, bits_stored)
+
+
+def _checked_windows(stored: np.ndarray, windows: Sequence[WindowPreset] | None, iod: str) -> list[WindowPreset]:
+    """The windows to write: computed from the stored pixels when None (before any burn-in)."""
     windows = window_presets(stored) if windows is None else list(windows)
     if iod == "dx" and not windows:
         raise ValueError("a DX For Presentation image needs at least one window (VOI LUT)")
     if any(not isinstance(window, WindowPreset) for window in windows):
         raise ValueError("windows must be WindowPreset values (engine.imaging)")
-    if burn_in:
-        stored = burn_in_label(stored, bits_stored)
-    created = _now() if created is None else created
-    sop_instance_uid = new_uid(uid_root)
-    if sop_instance_uid in (study.study_instance_uid, study.series_instance_uid):  # pragma: no cover - 2**-76
-        raise RuntimeError("a fresh UID collided with the study's UIDs")
-    rows, columns = stored.shape
-    spacing_mm = field_of_view_mm / max(rows, columns)
+    return windows
 
-    ds = Dataset()
-    # 2. SOP Common
-    ds.SOPClassUID = IODS[iod]
+
+def _sop_common(
+    ds: Dataset, sop_class_uid: UID, sop_instance_uid: UID, created: datetime, info: SyntheticImageInfo
+) -> None:
+    """SOP Common, with CXR Studio as the Modifying Equipment in ContributingEquipmentSequence."""
+    ds.SOPClassUID = sop_class_uid
     ds.SOPInstanceUID = sop_instance_uid
     ds.InstanceCreationDate = created.strftime("%Y%m%d")
     ds.InstanceCreationTime = created.strftime("%H%M%S")
@@ -449,7 +486,9 @@ def build_dataset(
     equipment.ContributionDescription = "Synthetic image generated from text by a latent diffusion model"
     ds.ContributingEquipmentSequence = DicomSequence([equipment])
 
-    # 3. Patient: synthetic by default, identity removed in any case
+
+def _patient(ds: Dataset, study: StudyContext) -> None:
+    """Patient: synthetic by default, identity removed in any case."""
     ds.PatientName = study.patient_name
     ds.PatientID = study.patient_id
     ds.PatientBirthDate = study.patient_birth_date
@@ -457,7 +496,8 @@ def build_dataset(
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = DEIDENTIFICATION_METHOD
 
-    # 4. General Study and General Series
+
+def _general_study(ds: Dataset, study: StudyContext) -> None:
     ds.StudyInstanceUID = study.study_instance_uid
     ds.StudyDate = study.study_datetime.strftime("%Y%m%d")
     ds.StudyTime = study.study_datetime.strftime("%H%M%S")
@@ -465,6 +505,10 @@ def build_dataset(
     ds.StudyID = study.study_id
     ds.AccessionNumber = study.accession_number
     ds.StudyDescription = study.study_description
+
+
+def _general_series(ds: Dataset, study: StudyContext, iod: str) -> None:
+    """General Series (after General Study: the series takes the study's date and time)."""
     ds.Modality = "DX" if iod == "dx" else "OT"
     ds.SeriesInstanceUID = study.series_instance_uid
     ds.SeriesNumber = study.series_number
@@ -473,21 +517,25 @@ def build_dataset(
     ds.SeriesDescription = study.series_description
     ds.BodyPartExamined = "CHEST"
 
-    # 5. Equipment (General Equipment; SC Equipment for SC)
+
+def _general_equipment(ds: Dataset, info: SyntheticImageInfo) -> None:
     ds.Manufacturer = SOFTWARE_NAME
     ds.ManufacturerModelName = _lo(f"{SOFTWARE_NAME} {_string_value(info.model_id)}".strip())
     ds.SoftwareVersions = [_lo(f"{SOFTWARE_NAME} {info.software_version}")] + (
         [_lo(f"model {info.model_fingerprint[:16]}")] if info.model_fingerprint else []
     )
-    if iod == "sc":
-        ds.ConversionType = "SYN"
-        ds.SecondaryCaptureDeviceManufacturer = SOFTWARE_NAME
-        ds.SecondaryCaptureDeviceManufacturerModelName = ds.ManufacturerModelName
-        ds.SecondaryCaptureDeviceSoftwareVersions = ds.SoftwareVersions
-        ds.DateOfSecondaryCapture = ds.InstanceCreationDate
-        ds.TimeOfSecondaryCapture = ds.InstanceCreationTime
 
-    # 6. General Image: the synthetic marking that viewers show
+
+def _sc_equipment(ds: Dataset) -> None:
+    """SC Equipment (after General Equipment, whose model and versions it repeats): Conversion Type SYN."""
+    ds.ConversionType = "SYN"
+    ds.SecondaryCaptureDeviceManufacturer = SOFTWARE_NAME
+    ds.SecondaryCaptureDeviceManufacturerModelName = ds.ManufacturerModelName
+    ds.SecondaryCaptureDeviceSoftwareVersions = ds.SoftwareVersions
+
+
+def _general_image(ds: Dataset, info: SyntheticImageInfo, instance_number: int, burn_in: bool) -> None:
+    """General Image: the synthetic marking that viewers show."""
     ds.InstanceNumber = instance_number
     ds.PatientOrientation = ["L", "F"]  # a frontal film displayed as usual: patient's left on the right
     ds.ContentDate = ds.InstanceCreationDate
@@ -499,46 +547,50 @@ def build_dataset(
     ds.RecognizableVisualFeatures = "NO"
     ds.LossyImageCompression = "00"
 
-    # 7. Image Pixel
+
+def _image_pixel(ds: Dataset, stored: np.ndarray, bits_stored: int) -> None:
+    """Image Pixel: MONOCHROME2, ``bits_stored`` of 16 allocated, unsigned."""
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = rows, columns
+    ds.Rows, ds.Columns = stored.shape
     ds.BitsAllocated = 16
     ds.BitsStored = bits_stored
     ds.HighBit = bits_stored - 1
     ds.PixelRepresentation = 0
     ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
 
-    # 8. IOD-specific pixel and anatomy attributes
-    if iod == "sc":
-        ds.PixelSpacing = [_ds_number(spacing_mm)] * 2
-    else:
-        # DX Series / DX Image / DX Detector / DX Anatomy Imaged / Acquisition Context
-        ds.PresentationIntentType = "FOR PRESENTATION"
-        ds.PixelIntensityRelationship = "LIN"
-        ds.PixelIntensityRelationshipSign = 1
-        ds.RescaleIntercept = "0"
-        ds.RescaleSlope = "1"
-        ds.RescaleType = "US"
-        ds.PresentationLUTShape = "IDENTITY"
-        ds.DetectorType = ""
-        ds.ImagerPixelSpacing = [_ds_number(spacing_mm)] * 2
-        ds.ImageLaterality = "U"
-        ds.AnatomicRegionSequence = DicomSequence([_code("51185008", "SCT", "Chest")])
-        ds.AcquisitionContextSequence = DicomSequence([])
 
-    # 9. VOI LUT: labelled windows in stored-pixel units
+def _sc_image(ds: Dataset, spacing_mm: float) -> None:
+    """SC Image: when the capture was made (the instance's creation) and the nominal pixel spacing."""
+    ds.DateOfSecondaryCapture = ds.InstanceCreationDate
+    ds.TimeOfSecondaryCapture = ds.InstanceCreationTime
+    ds.PixelSpacing = [_ds_number(spacing_mm)] * 2
+
+
+def _dx_modules(ds: Dataset, spacing_mm: float) -> None:
+    """DX Series, DX Image, DX Detector, DX Anatomy Imaged and Acquisition Context, with honest
+    placeholders: the Type 2 detector facts stay empty, the spacing is the nominal field of view's."""
+    ds.PresentationIntentType = "FOR PRESENTATION"  # DX Series
+    ds.PixelIntensityRelationship = "LIN"  # DX Image
+    ds.PixelIntensityRelationshipSign = 1
+    ds.RescaleIntercept = "0"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "US"
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.DetectorType = ""  # DX Detector
+    ds.ImagerPixelSpacing = [_ds_number(spacing_mm)] * 2
+    ds.ImageLaterality = "U"  # DX Anatomy Imaged
+    ds.AnatomicRegionSequence = DicomSequence([_code("51185008", "SCT", "Chest")])
+    ds.AcquisitionContextSequence = DicomSequence([])  # Acquisition Context
+
+
+def _voi_lut(ds: Dataset, windows: Sequence[WindowPreset]) -> None:
+    """VOI LUT: labelled windows in stored-pixel units (none at all when ``windows`` is empty)."""
     if windows:
         ds.WindowCenter = [_ds_number(window.window_center) for window in windows]
         ds.WindowWidth = [_ds_number(window.window_width) for window in windows]
         ds.WindowCenterWidthExplanation = [window.name for window in windows]
         ds.VOILUTFunction = "LINEAR"
-
-    # 10. character set last: UTF-8 only when some text needs it
-    if _has_non_ascii(ds):
-        ds.SpecificCharacterSet = "ISO_IR 192"
-    _validate_values(ds)
-    return ds
 
 
 def _lo(text: str) -> str:
