@@ -15,8 +15,9 @@ from training.precision import PRECISIONS
 # Options a resumed run may change: they do not touch the training trajectory. (``data`` may move:
 # the manifest's SHA-256 must match; ``vae`` is read from the run's own state on resume.)
 # Options added after runs existed, with the value a run whose run.json lacks them was trained with
-# (runs before --precision trained in float32 on the CPU, and with plain MSE), so that such a run resumes as it ran.
-LEGACY_OPTIONS: dict[str, Any] = {"precision": "fp32", "min_snr_gamma": 0.0}
+# (runs before --precision trained in float32 on the CPU, with plain MSE and without record tokens), so that such a
+# run resumes as it ran.
+LEGACY_OPTIONS: dict[str, Any] = {"precision": "fp32", "min_snr_gamma": 0.0, "record_tokens": False}
 
 MUTABLE_OPTIONS = frozenset(
     {
@@ -96,7 +97,7 @@ class TrainOptions:
         for name in ("lr", "weight_decay", "grad_clip", "min_delta"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise TrainingError(f"--{_flag(name)} must be a number >= 0, got {value!r}")
+                raise TrainingError(f"--{option_flag(name)} must be a number >= 0, got {value!r}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise TrainingError(f"--min-lr-ratio must be from 0 to 1, got {self.min_lr_ratio!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -116,18 +117,19 @@ class TrainOptions:
         return asdict(self)
 
 
-def _flag(name: str) -> str:
+def option_flag(name: str) -> str:
+    """The command-line flag of an option field: ``min_lr_ratio`` -> ``min-lr-ratio``."""
     return name.replace("_", "-")
 
 
 def _check_int(options: Any, name: str, *, minimum: int) -> None:
     value = getattr(options, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise TrainingError(f"--{_flag(name)} must be a whole number >= {minimum}, got {value!r}")
+        raise TrainingError(f"--{option_flag(name)} must be a whole number >= {minimum}, got {value!r}")
 
 
 def option_names(cls: type[TrainOptions]) -> list[str]:
     return [f.name for f in fields(cls)]
 
 
-__all__ = ["LEGACY_OPTIONS", "MUTABLE_OPTIONS", "Log", "TrainOptions", "TrainingError", "option_names"]
+__all__ = ["LEGACY_OPTIONS", "MUTABLE_OPTIONS", "Log", "TrainOptions", "TrainingError", "option_flag", "option_names"]

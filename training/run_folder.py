@@ -39,7 +39,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors_bytes
 
 from engine.pack import atomic_write_bytes, atomic_write_text
-from training.options import LEGACY_OPTIONS, MUTABLE_OPTIONS, Log, TrainingError, _flag
+from training.options import LEGACY_OPTIONS, MUTABLE_OPTIONS, Log, TrainingError, option_flag
 
 RUN_FORMAT = "cxr-studio-run"
 STATE_FORMAT = "cxr-studio-training-state"
@@ -234,7 +234,8 @@ def open_run(
         old = record["options"].get(key, LEGACY_OPTIONS.get(key))
         if key not in MUTABLE_OPTIONS and old != value:
             raise TrainingError(
-                f"--{_flag(key)} is {value!r} but {run.root} was started with {old!r}; a resumed run keeps its settings"
+                f"--{option_flag(key)} is {value!r} but {run.root} was started with {old!r}; "
+                "a resumed run keeps its settings"
             )
     old_manifest, new_manifest = record.get("manifest", {}), info.get("manifest", {})
     if old_manifest.get("sha256") != new_manifest.get("sha256"):
