@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.fileio import atomic_write_bytes, atomic_write_text
+from engine.paths import MODEL_VARIABLE, default_model_dir, model_override
 
 FORMAT_NAME = "cxr-studio-pack"
 FORMAT_VERSION = 1
@@ -496,6 +497,29 @@ def load_pack(root: str | os.PathLike[str], *, verify: bool = True) -> ModelPack
                         f"'files' (every file a graph loads must be a plain name in the pack, with its sha256)"
                     )
     return ModelPack(root=root, manifest=manifest)
+
+
+def load_model_pack(model: str | os.PathLike[str] | None) -> ModelPack:
+    """The pack a user chose, verified: ``model`` (``--model PACK``), else ``$CXR_STUDIO_MODEL``'s, else
+    the embedded default. An error about the variable's pack names the variable (the user may not know
+    it is set). The command line and training's evaluation choose through here."""
+    if model is not None:
+        return load_pack(model)
+    override = model_override()
+    path = default_model_dir()
+    if override is not None:
+        if not path.exists():
+            raise PackError(
+                f"{MODEL_VARIABLE}={override}: no model pack there "
+                "(unset it for the embedded default model, or pass --model PACK)"
+            )
+        try:
+            return load_pack(path)
+        except PackError as exc:
+            raise PackError(f"{MODEL_VARIABLE}={override}: {exc}") from None
+    if not path.exists():
+        raise PackError(f"no default model is installed at {path}; pass --model PACK")
+    return load_pack(path)
 
 
 def write_manifest(root: str | os.PathLike[str], manifest: PackManifest) -> PackManifest:

@@ -1,5 +1,6 @@
-"""What every ``cxr-studio`` command shares: exit codes, :class:`UsageError`, the ``--model`` option,
-the request from ``--steps``/``--guidance-scale``/``--sampler``, and output paths.
+"""What every ``cxr-studio`` command shares: exit codes, :class:`UsageError`, the ``--model`` option
+(read by ``engine.pack.load_model_pack``), the request from ``--steps``/``--guidance-scale``/``--sampler``,
+and output paths.
 
 The command modules (generate, dicom, grid) import this module, and main imports them: nothing in
 ``engine.cli`` imports main, so there is no import circle.
@@ -10,8 +11,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.pack import PackError, load_pack
-from engine.paths import MODEL_VARIABLE, default_model_dir, model_override
 from engine.pipeline import GenerationRequest
 
 EXIT_OK = 0
@@ -40,28 +39,6 @@ def request_from_args(args: argparse.Namespace, pack, **fields) -> GenerationReq
         sampler=args.sampler if args.sampler is not None else d.sampler,
         **fields,
     )
-
-
-def load_model_arg(model: Path | None):
-    """``--model PACK``, else ``$CXR_STUDIO_MODEL``, else the embedded default pack, verified.
-    An error about the variable's pack names the variable (the user may not know it is set)."""
-    if model is not None:
-        return load_pack(model)
-    override = model_override()
-    path = default_model_dir()
-    if override is not None:
-        if not path.exists():
-            raise UsageError(
-                f"{MODEL_VARIABLE}={override}: no model pack there "
-                "(unset it for the embedded default model, or pass --model PACK)"
-            )
-        try:
-            return load_pack(path)
-        except PackError as exc:
-            raise PackError(f"{MODEL_VARIABLE}={override}: {exc}") from None
-    if not path.exists():
-        raise UsageError(f"no default model is installed at {path}; pass --model PACK")
-    return load_pack(path)
 
 
 def output_paths(out: Path, batch: int) -> list[Path]:

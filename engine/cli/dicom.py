@@ -273,10 +273,10 @@ def _run_outbox(args: argparse.Namespace) -> int:
 def _run_make_studies(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from engine.cli.common import load_model_arg
     from engine.dicom.nodes import get_node
     from engine.dicom.studies import MAX_STUDIES, SEED_STRIDE, make_studies, plan_studies, read_prompts, write_dicomdir
     from engine.fileio import folder_in_use, staged_folder
+    from engine.pack import load_model_pack
     from engine.pipeline import MAX_SEED, MAX_STEPS, Pipeline
 
     # 1. check before writing anything: a bad number is refused, never replaced by a default
@@ -296,7 +296,7 @@ def _run_make_studies(args: argparse.Namespace) -> int:
         raise CommandError(f"node {node.name!r} has no DICOMweb URL")
     prompts = read_prompts(args.prompts)
     plans = plan_studies(prompts, args.count, seed=args.seed)
-    pipeline = Pipeline(load_model_arg(args.model), provider=args.provider)
+    pipeline = Pipeline(load_model_pack(args.model), provider=args.provider)
 
     # 2. generate and write into a hidden folder beside --out, renamed to --out at the end: a run that
     # is killed leaves no half-filled --out (an interrupted or failed one removes its folder)

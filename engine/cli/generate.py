@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 
 from engine.cli import dicom as cli_dicom
-from engine.cli.common import EXIT_OK, UsageError, add_model_arg, load_model_arg, output_paths, request_from_args
-from engine.pack import atomic_write_bytes
+from engine.cli.common import EXIT_OK, UsageError, add_model_arg, output_paths, request_from_args
+from engine.pack import atomic_write_bytes, load_model_pack
 from engine.pipeline import StepEvent, to_uint8
 from engine.runtime import (
     DEFAULT_BACKEND,
@@ -98,7 +98,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         raise UsageError(f"--out: the folder {out.parent} does not exist")
     if args.save_steps is not None and args.save_steps.exists() and not args.save_steps.is_dir():
         raise UsageError(f"--save-steps: {args.save_steps} exists and is not a folder")
-    pack = load_model_arg(args.model)
+    pack = load_model_pack(args.model)
     request = request_from_args(
         args, pack, prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed,
         batch_size=args.batch, eta=args.eta,

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.pack import atomic_write_bytes
+from engine.pack import atomic_write_bytes, load_model_pack
 from engine.pipeline import Pipeline
 
 LABEL_WIDTH = 260
@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.cli.common import UsageError, load_model_arg, request_from_args
+    from engine.cli.common import UsageError, request_from_args
 
     # 1. check everything before generating
     if args.out.suffix.lower() != ".png":
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out: the folder {args.out.parent} does not exist")
     if not 1 <= args.seeds <= 16:
         raise UsageError(f"--seeds must be from 1 to 16, not {args.seeds}")
-    pack = load_model_arg(args.model)
+    pack = load_model_pack(args.model)
     prompts = list(args.prompts) or [str(p) for p in pack.card.get("example_prompts", [])]
     if not prompts:
         raise UsageError("no prompts given and the model card lists no example_prompts")

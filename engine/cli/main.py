@@ -18,8 +18,8 @@ from engine import __version__
 from engine.cli import dicom as cli_dicom
 from engine.cli import generate as cli_generate
 from engine.cli import grid as cli_grid
-from engine.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, add_model_arg, load_model_arg
-from engine.pack import PackError, card_text
+from engine.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, add_model_arg
+from engine.pack import PackError, card_text, load_model_pack
 from engine.pipeline import RequestError
 from engine.runtime import BackendError
 from engine.text import PromptError
@@ -32,7 +32,7 @@ def _add_info(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    pack = load_model_arg(args.model)
+    pack = load_model_pack(args.model)
     print(card_text(pack.manifest, pack.root, pack.fingerprint))
     return EXIT_OK
 

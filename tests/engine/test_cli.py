@@ -213,6 +213,19 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
+def test_only_the_command_line_imports_the_command_line() -> None:
+    """desktop, training and the rest of engine reach the card text and the model choice through
+    engine.pack; only packaging's entry point starts the CLI."""
+    offenders = sorted(
+        str(path.relative_to(REPO))
+        for package in ("engine", "desktop", "training")
+        for path in (REPO / package).rglob("*.py")
+        if path.parent != REPO / "engine" / "cli"
+        and any(name == "engine.cli" or name.startswith("engine.cli.") for name in _imported_modules(path))
+    )
+    assert offenders == []
+
+
 def test_no_cli_module_imports_main() -> None:
     """main imports the command modules, never the other way round (no import circle)."""
     offenders = sorted(

@@ -254,3 +254,19 @@ def test_card_text_from_model_json_alone_is_the_info_text_without_the_fingerprin
     assert f"Fingerprint: {pack.fingerprint}" in full.splitlines()
     assert listed.splitlines() == [line for line in full.splitlines() if not line.startswith("Fingerprint:")]
     assert f"Model: {pack.model_id}" in listed and f"Folder: {pack.root}" in listed
+
+
+def test_load_model_pack_names_where_the_model_came_from(tiny_pack_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """--model, else $CXR_STUDIO_MODEL (named in every error about it), else the embedded default."""
+    from engine.pack import load_model_pack
+
+    monkeypatch.setenv("CXR_STUDIO_MODEL", str(tmp_path / "missing"))
+    assert load_model_pack(tiny_pack_dir).root == tiny_pack_dir.resolve()  # --model wins over the variable
+    with pytest.raises(PackError, match=r"^CXR_STUDIO_MODEL=\S+missing: no model pack there"):
+        load_model_pack(None)
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("CXR_STUDIO_MODEL", str(tmp_path / "empty"))
+    with pytest.raises(PackError, match=r"^CXR_STUDIO_MODEL=\S+empty: .*model.json is missing"):
+        load_model_pack(None)
+    monkeypatch.setenv("CXR_STUDIO_MODEL", str(tiny_pack_dir))
+    assert load_model_pack(None).root == tiny_pack_dir.resolve()

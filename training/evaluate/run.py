@@ -168,12 +168,10 @@ def _pick_device(name: str) -> torch.device:
 
 def _load_pack(model: Path | None) -> ModelPack:
     """``--model``, else ``$CXR_STUDIO_MODEL`` (named in its errors), else the embedded default."""
-    from engine.cli.main import UsageError, load_model_arg
+    from engine.pack import load_model_pack
 
     try:
-        return load_model_arg(model)
-    except UsageError as exc:
-        raise EvaluationError(str(exc)) from None
+        return load_model_pack(model)
     except PackError as exc:
         raise EvaluationError(f"--model {exc}" if model is not None else str(exc)) from None
 
