@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from engine import imaging
-from engine.dicom.dataset import read_display_pixels
+from engine.dicom.reading import read_display_pixels
 from engine.findings.reader import ABSENT, FINDINGS, PRESENT, UNCERTAIN
 from engine.manifest import ManifestRecord, parse_record
 

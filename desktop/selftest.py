@@ -115,7 +115,8 @@ def _check_dicom(result, folder: Path) -> tuple[str, ...]:
     import pydicom
     from pydicom.uid import SecondaryCaptureImageStorage
 
-    from engine.dicom.dataset import StudyContext, codec_available, datasets_from_result, read_pixels, write_dicom
+    from engine.dicom.dataset import StudyContext, codec_available, datasets_from_result, write_dicom
+    from engine.dicom.reading import read_pixels
 
     (ds,) = datasets_from_result(result, StudyContext.synthetic())
     expected = np.frombuffer(ds.PixelData, dtype=np.uint16).reshape(ds.Rows, ds.Columns)

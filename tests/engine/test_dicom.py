@@ -26,10 +26,10 @@ from engine.dicom.dataset import (
     build_dataset,
     datasets_from_result,
     new_uid,
-    read_pixels,
     stored_pixels,
     write_dicom,
 )
+from engine.dicom.reading import read_pixels
 from engine.imaging import WindowPreset, window_presets
 from engine.pipeline import GenerationRequest, GenerationResult
 from tests.dicomtools import dcentvfy_errors, dciodvfy_errors, dcmdump_ok

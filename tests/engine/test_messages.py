@@ -16,10 +16,9 @@ from engine.dicom.dataset import (
     StudyContext,
     SyntheticImageInfo,
     build_dataset,
-    read_display_pixels,
-    read_pixels,
     write_dicom,
 )
+from engine.dicom.reading import read_display_pixels, read_pixels
 
 
 def _disk_full_for_temporary_files(monkeypatch: pytest.MonkeyPatch) -> None:
