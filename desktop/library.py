@@ -8,7 +8,7 @@ No Qt here (the window drives it; a script may too). Layout under ``engine.paths
 
 Crash safety
 - An image is written to a temporary file in ``images/``, fsynced and renamed into place
-  (``engine.pack.atomic_write_bytes``) *before* its row is inserted in a transaction, so a row
+  (``engine.fileio.atomic_write_bytes``) *before* its row is inserted in a transaction, so a row
   never points at a half-written file. A crash between the two leaves an orphan image, which
   :meth:`CaseLibrary.remove_orphans` deletes on a later open.
 - Several processes may share the library (two windows, a script). :meth:`CaseLibrary.add` holds
@@ -47,7 +47,7 @@ import numpy as np
 
 from engine import paths
 from engine.dicom.dataset import StudyContext, SyntheticImageInfo, build_dataset, write_dicom
-from engine.pack import atomic_write_bytes
+from engine.fileio import atomic_write_bytes
 from engine.pipeline import GenerationRequest, GenerationResult
 
 log = logging.getLogger(__name__)

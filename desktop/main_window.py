@@ -59,7 +59,7 @@ from engine.dicom.dataset import (
     stored_pixels,
     write_dicom,
 )
-from engine.pack import atomic_write_bytes
+from engine.fileio import atomic_write_bytes
 from engine.pipeline import MAX_BATCH, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, GenerationRequest, GenerationResult
 from engine.samplers import SAMPLERS
 from engine.text import PromptError

@@ -34,7 +34,6 @@ from engine.paths import MODEL_VARIABLE, default_model_dir, model_override
 FORMAT_NAME = "cxr-studio-pack"
 FORMAT_VERSION = 1
 MANIFEST = "model.json"
-__all__ = ["atomic_write_bytes", "atomic_write_text"]  # re-exported: many callers import them from here
 REQUIRED_FILES = ("text_encoder.onnx", "unet.onnx", "vae_decoder.onnx")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")

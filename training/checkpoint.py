@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors_bytes
 from torch import nn
 
-from engine.pack import atomic_write_bytes, atomic_write_text
+from engine.fileio import atomic_write_bytes, atomic_write_text
 from training.models.config import ConfigError, ModelConfig
 from training.models.text import TextConditioner, TextEncoderError
 from training.models.unet import build_unet

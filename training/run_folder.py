@@ -38,7 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors_bytes
 
-from engine.pack import atomic_write_bytes, atomic_write_text
+from engine.fileio import atomic_write_bytes, atomic_write_text
 from training.options import LEGACY_OPTIONS, MUTABLE_OPTIONS, Log, TrainingError, option_flag
 
 RUN_FORMAT = "cxr-studio-run"

@@ -37,9 +37,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from engine import samplers, schedules
-from engine.fileio import folder_in_use
+from engine.fileio import atomic_write_text, folder_in_use
 from engine.manifest import ManifestRecord
-from engine.pack import atomic_write_text
 from training.checkpoint import (
     CONFIG_FILE,
     TEXT_PROJECTION_FILE,

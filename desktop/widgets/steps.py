@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine import imaging
-from engine.pack import atomic_write_bytes
+from engine.fileio import atomic_write_bytes
 
 THUMB = 56
 

@@ -11,7 +11,8 @@ import numpy as np
 
 from engine.cli import dicom as cli_dicom
 from engine.cli.common import EXIT_OK, UsageError, add_model_arg, output_paths, request_from_args
-from engine.pack import atomic_write_bytes, load_model_pack
+from engine.fileio import atomic_write_bytes
+from engine.pack import load_model_pack
 from engine.pipeline import StepEvent, to_uint8
 from engine.runtime import (
     DEFAULT_BACKEND,

@@ -16,7 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.pack import atomic_write_bytes, load_model_pack
+from engine.fileio import atomic_write_bytes
+from engine.pack import load_model_pack
 from engine.pipeline import Pipeline
 
 LABEL_WIDTH = 260
