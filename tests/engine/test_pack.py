@@ -270,3 +270,23 @@ def test_load_model_pack_names_where_the_model_came_from(tiny_pack_dir: Path, tm
         load_model_pack(None)
     monkeypatch.setenv("CXR_STUDIO_MODEL", str(tiny_pack_dir))
     assert load_model_pack(None).root == tiny_pack_dir.resolve()
+
+
+def test_the_atomic_writers_are_imported_from_engine_fileio_only() -> None:
+    """engine.pack used to re-export fileio's atomic writers, and callers imported them from the wrong place."""
+    import ast
+
+    import engine.pack
+
+    repo = Path(__file__).resolve().parents[2]
+    offenders = sorted(
+        str(path.relative_to(repo))
+        for package in ("engine", "desktop", "training", "packaging", "tests")
+        for path in (repo / package).rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom)
+        and node.module == "engine.pack"
+        and any(alias.name.startswith("atomic_write") for alias in node.names)
+    )
+    assert offenders == []
+    assert "atomic_write_bytes" not in getattr(engine.pack, "__all__", ())
