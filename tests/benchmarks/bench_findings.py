@@ -5,7 +5,7 @@
 Each report's FINDINGS + IMPRESSION text ("XXXX" de-identification cleaned) goes through
 ``engine.findings.summarize``; a finding counts as predicted when its status is ``present`` (with
 ``--uncertain-positive`` also ``uncertain``). The reference is the set of findings that the report's
-MeSH "major" terms name (``training.data.importers.iu_mesh_findings``). Reports indexed "No Indexing"
+MeSH "major" terms name (``training.data.importers.iu_xray.iu_mesh_findings``). Reports indexed "No Indexing"
 (no human annotation) and reports with no findings or impression text are left out. Prints
 precision, recall and F1 per finding and the macro-F1 over findings with at least ``MIN_POSITIVES``
 reference positives.
@@ -25,7 +25,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from engine.findings.reader import FINDINGS, PRESENT, UNCERTAIN, summarize  # noqa: E402
-from training.data.importers import IU_MESH_NAMES, IUReport, iu_mesh_findings, read_iu_reports  # noqa: E402
+from training.data.importers.iu_xray import IU_MESH_NAMES, IUReport, iu_mesh_findings, read_iu_reports  # noqa: E402
 
 MIN_POSITIVES = 40
 

@@ -27,7 +27,7 @@ from desktop.widgets.viewer import ImageView
 from engine import imaging
 from engine.findings.reader import FINDINGS
 from engine.manifest import ManifestRecord
-from training.data.importers import run_import
+from training.data.importers.run import run_import
 
 RUN_MS = 60_000
 

@@ -173,7 +173,7 @@ def test_iu_xray_macro_f1_against_human_mesh_labels() -> None:
     tgz = shared_data_dir() / "iu-xray" / "NLMCXR_reports.tgz"
     if not tgz.is_file():
         pytest.skip("needs ../shared/data/iu-xray (not in a user's clone)")
-    from training.data.importers import read_iu_reports
+    from training.data.importers.iu_xray import read_iu_reports
 
     bench = _load_benchmark()
     evaluation = bench.evaluate(read_iu_reports(tgz))

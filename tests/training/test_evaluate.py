@@ -21,7 +21,7 @@ from engine.pack import load_pack
 from engine.pipeline import GenerationRequest, Pipeline
 from engine.runtime import OrtBackend
 from tests.conftest import REPO
-from training.data.importers import run_import
+from training.data.importers.run import run_import
 from training.evaluate import metrics as M
 from training.evaluate.data import (
     allocate,

@@ -29,16 +29,10 @@ from engine.manifest import (
     write_manifest,
 )
 from training.data.cli import register_import
-from training.data.importers import (
-    ImporterError,
-    ImportOptions,
-    iu_mesh_findings,
-    kermany_label,
-    kermany_patient_id,
-    read_iu_reports,
-    run_import,
-    symmetry_score,
-)
+from training.data.importers.common import ImporterError, ImportOptions
+from training.data.importers.iu_xray import iu_mesh_findings, read_iu_reports, symmetry_score
+from training.data.importers.pediatric import kermany_label, kermany_patient_id
+from training.data.importers.run import run_import
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("CXR_SHARED_DATA", REPO.parent / "shared" / "data"))

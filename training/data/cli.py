@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         return _error(f"{args.out} exists and is not a file")
 
     from engine.manifest import ManifestError
-    from training.data.importers import ImporterError, ImportOptions, run_import
+    from training.data.importers.common import ImporterError, ImportOptions
+    from training.data.importers.run import run_import
 
     # 2. import; a bad path or file kind is a usage error, skipped items are not
     options = ImportOptions(

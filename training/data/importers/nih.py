@@ -1,0 +1,102 @@
+"""``nih``: ``Data_Entry_2017*.csv(.gz)`` (or the subset's ``images.csv``) and image folders:
+captions from labels, age, sex and view, for the rows whose image is there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from training.data.captions import CaptionError, caption_rng, nih_caption
+from training.data.importers.common import (
+    ImporterError,
+    ImportOptions,
+    ImportResult,
+    _age_years,
+    _check_image,
+    _image_index,
+    _need_existing,
+    _read_table,
+    _record,
+)
+
+_NIH_REQUIRED = ("Image Index", "Finding Labels")
+
+
+def import_nih(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
+    _need_existing(paths, "nih")
+    tables = [p for p in paths if p.is_file()]
+    folders = [p for p in paths if p.is_dir()]
+    if not tables:
+        raise ImporterError("nih: give the label table (Data_Entry_2017*.csv or .csv.gz, or images.csv)")
+    if not folders:
+        raise ImporterError("nih: give the image folder(s)")
+    index = _image_index(folders)
+    result = ImportResult()
+    # 1. rows from every table; the first row for an image wins
+    rows: dict[str, dict[str, str]] = {}
+    for table in tables:
+        columns, numbered = _read_table(table, "nih")
+        missing = [name for name in _NIH_REQUIRED if name not in columns]
+        if missing:
+            raise ImporterError(f"nih: {table} has no column(s) {', '.join(missing)}")
+        for _, row in numbered:
+            name = (row.get("Image Index") or "").strip()
+            if not name or None in row or any(value is None for value in row.values()):
+                result.skipped["malformed row"] += 1
+            elif name in rows:
+                result.skipped["duplicate row"] += 1
+            else:
+                rows[name] = row
+    # 2. the rows whose image is there
+    without_image = 0
+    for name in sorted(rows):
+        if result.full(options):
+            break
+        row = rows[name]
+        path = index.get(name)
+        if path is None:
+            without_image += 1
+            continue
+        problem = _check_image(path, options)
+        if problem:
+            result.skipped[problem] += 1
+            continue
+        labels = [label.strip() for label in (row.get("Finding Labels") or "").split("|") if label.strip()]
+        age = _age_years(row.get("Patient Age"))
+        if row.get("Patient Age") and age is None:
+            result.notes["implausible age left out"] += 1
+        sex = (row.get("Patient Gender") or "").strip().upper() or None
+        sex = sex if sex in ("M", "F") else None
+        view = (row.get("View Position") or "").strip().upper()
+        view = view if view in ("PA", "AP") else "UNKNOWN"
+        try:
+            caption = nih_caption(
+                labels, caption_rng(options.seed, name), age=age, sex=sex, view=view if view != "UNKNOWN" else None
+            )
+        except CaptionError:
+            result.skipped["unknown finding label"] += 1
+            continue
+        patient = (row.get("Patient ID") or "").strip() or name.split("_", 1)[0]
+        result.records.append(
+            _record(
+                path,
+                manifest,
+                text=caption.text,
+                findings=caption.findings,
+                patient_id=f"NIH-{int(patient):08d}" if patient.isdigit() else f"NIH-{patient}",
+                view=view,
+                source="nih",
+                age=age,
+                sex=sex,
+                label="|".join(labels),
+            )
+        )
+    if without_image:
+        result.notes["table rows without an image in the folders"] += without_image
+    return result
+
+
+__all__ = [
+    "import_nih",
+]
