@@ -2,7 +2,8 @@
 records, read each image with its text and findings, and put it beside a generated image.
 
 - Reading and filtering are Qt-free (desktop.dataset); the table and its background thumbnails are
-  desktop.widgets.dataset_table; the REAL viewer and the window/level link are desktop.widgets.linked_views.
+  desktop.widgets.dataset_table; the two linked viewers desktop.widgets.linked_views; the record's facts,
+  text and findings desktop.widgets.record_detail. This module is the window that holds them together.
 - A manifest that cannot be read at all gives one error dialog and leaves the explorer as it was; bad lines
   are skipped, counted and listed under Problems….
 - The record's image is shown in an ImageView marked REAL (a dataset image must not carry the viewer's
@@ -17,7 +18,6 @@ records, read each image with its text and findings, and put it beside a generat
 
 from __future__ import annotations
 
-import html
 import logging
 import os
 from collections import Counter
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QModelIndex, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QColor, QKeySequence, QShortcut, QShowEvent
+from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -39,12 +39,9 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMainWindow,
     QMessageBox,
-    QPlainTextEdit,
     QPushButton,
     QSplitter,
     QTableView,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -62,18 +59,14 @@ from desktop.dataset import (
 from desktop.settings import Settings
 from desktop.widgets.dataset_table import RecordTableModel
 from desktop.widgets.dialogs import TextDialog, open_warning
-from desktop.widgets.linked_views import REAL_MARK_COLOR, MarkedImageView, _fitted, linked_window
-from desktop.widgets.viewer import ImageView
+from desktop.widgets.linked_views import LinkedViews
+from desktop.widgets.record_detail import RecordDetail
 from engine.findings.reader import ABSENT, FINDINGS, PRESENT, UNCERTAIN
 from engine.manifest import ManifestRecord
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FILTER = "Manifests (*.jsonl *.json);;All files (*)"
-STATUS_COLORS = {PRESENT: QColor(200, 40, 40), UNCERTAIN: QColor(190, 120, 0), ABSENT: QColor(120, 120, 120)}
-
-
-# 6. the window -------------------------------------------------------------------------------------------
 
 
 class DatasetExplorer(QMainWindow):
@@ -96,7 +89,6 @@ class DatasetExplorer(QMainWindow):
         self._current_image: Callable[[], tuple[np.ndarray, str] | None] | None = None
         self._generate_text: Callable[[str], bool] | None = None
         self._awaiting_generation = False
-        self._linking = False
         self.model = RecordTableModel(self)
         self.model.problems_changed.connect(self._update_counts)
         self._build()
@@ -196,9 +188,8 @@ class DatasetExplorer(QMainWindow):
         browse_layout.addLayout(bottom)
 
         # 2. the detail: viewer toolbar, the record's image (and the generated one), text, findings
-        self.real_view = MarkedImageView("REAL", REAL_MARK_COLOR)
-        self.generated_view = ImageView()
-        self.generated_view.hide()
+        self.views = LinkedViews()
+        self.real_view, self.generated_view = self.views.real_view, self.views.generated_view
         self.preset_box = _combo("Window presets: each image gets its own window of that name, from its pixels")
         self.preset_box.activated.connect(self._preset_chosen)
         self.reset_button = QPushButton("Reset W/L")
@@ -235,30 +226,7 @@ class DatasetExplorer(QMainWindow):
         self.image_message.setStyleSheet("color: #c33")
         self.image_message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.image_message.hide()
-        self.views = QSplitter(Qt.Orientation.Horizontal)
-        self.views.addWidget(self.real_view)
-        self.views.addWidget(self.generated_view)
-        self.views.setChildrenCollapsible(False)
-        self.text_view = QPlainTextEdit()
-        self.text_view.setReadOnly(True)
-        self.text_view.setPlaceholderText("The record's text")
-        self.info_label = QLabel()
-        self.info_label.setWordWrap(True)
-        self.info_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.findings_table = QTableWidget(0, 2)
-        self.findings_table.setHorizontalHeaderLabels(["Finding", "Status"])
-        self.findings_table.verticalHeader().hide()
-        self.findings_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.findings_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        self.findings_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        text_pane = QWidget()
-        text_layout = QHBoxLayout(text_pane)
-        text_layout.setContentsMargins(0, 0, 0, 0)
-        left = QVBoxLayout()
-        left.addWidget(self.info_label)
-        left.addWidget(self.text_view, 1)
-        text_layout.addLayout(left, 3)
-        text_layout.addWidget(self.findings_table, 2)
+        self.detail = RecordDetail()
         image_pane = QWidget()
         image_layout = QVBoxLayout(image_pane)
         image_layout.setContentsMargins(0, 0, 0, 0)
@@ -268,7 +236,7 @@ class DatasetExplorer(QMainWindow):
         image_layout.addWidget(self.views, 1)
         detail = QSplitter(Qt.Orientation.Vertical)
         detail.addWidget(image_pane)
-        detail.addWidget(text_pane)
+        detail.addWidget(self.detail)
         detail.setStretchFactor(0, 4)
         detail.setStretchFactor(1, 1)
 
@@ -279,16 +247,9 @@ class DatasetExplorer(QMainWindow):
         splitter.setStretchFactor(1, 3)
         self.setCentralWidget(splitter)
 
-        # 3. linking the two viewers: window/level in each image's own units, one zoom/pan
-        self.real_view.window_changed.connect(lambda _c, _w: self._link_window(self.real_view, self.generated_view))
-        self.generated_view.window_changed.connect(
-            lambda _c, _w: self._link_window(self.generated_view, self.real_view)
-        )
-        self.real_view.view_changed.connect(lambda _z: self._link_view(self.real_view, self.generated_view))
-        self.generated_view.view_changed.connect(lambda _z: self._link_view(self.generated_view, self.real_view))
         self._update_compare_buttons()
 
-        # 4. closing: Esc and the platform's Close shortcut (Ctrl+W), as the Close button
+        # 3. closing: Esc and the platform's Close shortcut (Ctrl+W), as the Close button
         for keys in (QKeySequence(Qt.Key.Key_Escape), QKeySequence(QKeySequence.StandardKey.Close)):
             shortcut = QShortcut(keys, self)
             shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
@@ -509,9 +470,7 @@ class DatasetExplorer(QMainWindow):
         if index is None:
             self.real_view.set_image(None, "Open a manifest and select a record" if not self.loaded else "")
             self.image_message.hide()
-            self.text_view.clear()
-            self.info_label.clear()
-            self.findings_table.setRowCount(0)
+            self.detail.clear()
             self._refresh_presets()
             return
         record = self.model.records[index]
@@ -529,37 +488,15 @@ class DatasetExplorer(QMainWindow):
         else:
             self.image_message.hide()
             self.real_view.set_image(pixels, path.name)  # view, label and the rest are in the facts below
-            self._link_window(self.real_view, self.generated_view)
+            self.views.link_window(self.real_view, self.generated_view)
         self._refresh_presets()
         # 2. text, facts and findings
-        self.text_view.setPlainText(record.text)
-        facts = (("Patient", record.patient_id), ("View", record.view), ("Split", record.split),
-                 ("Source", record.source), ("Label", record.label), ("Age", record.age),
-                 ("Sex", record.sex))  # fmt: skip
-        self.info_label.setText(
-            " · ".join(f"<b>{name}</b> {html.escape(str(value))}" for name, value in facts if value not in (None, ""))
-            + f"<br><small>{html.escape(str(path))}</small>"
-        )
-        names = [name for name in FINDINGS if name in record.findings]
-        self.findings_table.setRowCount(len(names))
-        for row, name in enumerate(names):
-            status = record.findings[name]
-            label_item = QTableWidgetItem(FINDINGS[name])
-            label_item.setToolTip(name)
-            status_item = QTableWidgetItem(status)
-            status_item.setForeground(STATUS_COLORS[status])
-            if status == PRESENT:
-                font = status_item.font()
-                font.setBold(True)
-                status_item.setFont(font)
-            self.findings_table.setItem(row, 0, label_item)
-            self.findings_table.setItem(row, 1, status_item)
+        self.detail.show_record(record, path)
         self.record_shown.emit(index)
 
     def findings_rows(self) -> list[tuple[str, str]]:
         """The findings table as (label, status) pairs."""
-        table = self.findings_table
-        return [(table.item(row, 0).text(), table.item(row, 1).text()) for row in range(table.rowCount())]
+        return self.detail.findings_rows()
 
     # display controls ---------------------------------------------------------------------------------
 
@@ -573,37 +510,21 @@ class DatasetExplorer(QMainWindow):
         """Each image to its own window of that name (a LUNG window is a range of its own pixels)."""
         name = self.preset_box.itemData(index)
         if name:
-            self.real_view.apply_preset(name)
-            self._each_own_window(name)
+            self.views.apply_preset(name)
 
     def reset_window(self) -> None:
         """Each image back to its own DEFAULT window."""
-        self.real_view.reset_window()
-        self._each_own_window("DEFAULT")
-
-    def _each_own_window(self, name: str) -> None:
-        """The generated side to its own preset ``name``, without moving the real side (already set)."""
-        if self._linking or not self.generated_view.has_image():
-            return
-        self._linking = True
-        try:
-            self.generated_view.apply_preset(name)
-        except KeyError:
-            pass
-        finally:
-            self._linking = False
+        self.views.reset_window()
 
     def _options_changed(self, *_args: object) -> None:
         options = replace(
             self.real_view.options(), invert=self.invert_box.isChecked(), clahe=self.clahe_box.isChecked()
         )
-        self.real_view.set_options(options)
-        self.generated_view.set_options(options)
+        self.views.set_options(options)
         self._refresh_presets()
 
     def fit(self) -> None:
-        self.real_view.fit()
-        self.generated_view.fit()
+        self.views.fit()
 
     # comparison ---------------------------------------------------------------------------------------
 
@@ -630,7 +551,7 @@ class DatasetExplorer(QMainWindow):
         self.close_compare_button.setEnabled(self.comparing())
 
     def comparing(self) -> bool:
-        return not self.generated_view.isHidden()
+        return self.views.comparing()
 
     def compare_with_current(self) -> bool:
         image = self._current_image() if self._current_image is not None else None
@@ -664,52 +585,12 @@ class DatasetExplorer(QMainWindow):
 
     def set_generated(self, pixels: np.ndarray, caption: str) -> None:
         """Show a generated image (stored pixels (H, W)) beside the record's, with the same window/level."""
-        self.generated_view.set_image(pixels, caption)
-        self.generated_view.set_options(self.real_view.options())
-        if not self.comparing():
-            self.generated_view.show()
-            half = max(1, self.views.width() // 2)
-            self.views.setSizes([half, half])  # side by side, the same size
-        self._link_window(self.real_view, self.generated_view)
-        QTimer.singleShot(0, self, self.fit)  # after the splitter has laid the two views out
-        self.fit()
+        self.views.show_generated(pixels, caption)
         self._update_compare_buttons()
 
     def close_compare(self) -> None:
-        self.generated_view.hide()
-        self.real_view.fit()
+        self.views.close_generated()
         self._update_compare_buttons()
-
-    def _link_window(self, source: ImageView, target: ImageView) -> None:
-        """The source's window onto the target, in units of each image's own default (:func:`linked_window`)."""
-        if self._linking or not source.has_image() or not target.has_image():
-            return
-        source_default, target_default = source.presets()[0], target.presets()[0]
-        window = linked_window(
-            (source_default.window_center, source_default.window_width),
-            (target_default.window_center, target_default.window_width),
-            *source.window(),
-        )
-        if target.window() != window:
-            self._linking = True
-            try:
-                target.set_window(*window, emit=False)
-            finally:
-                self._linking = False
-
-    def _link_view(self, source: ImageView, target: ImageView) -> None:
-        """Zoom/pan of one side onto the other, scaled by the image widths so the images stay aligned."""
-        if self._linking or not self.comparing() or source.source is None or target.source is None:
-            return
-        self._linking = True
-        try:
-            if _fitted(source):
-                target.fit()
-            else:
-                scale = source.source.shape[1] / target.source.shape[1]
-                target.set_view(source.zoom() * scale, source.offset())
-        finally:
-            self._linking = False
 
     # errors and closing -------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 THUMB_CACHE = 2000  # thumbnails kept (LRU); far more than a screen shows
 
 
-# 3. thumbnails off the GUI thread ----------------------------------------------------------------------
+# 1. thumbnails off the GUI thread ----------------------------------------------------------------------
 
 
 class _ThumbnailSignals(QObject):
@@ -83,7 +83,7 @@ def _placeholder(kind: str) -> QPixmap:
     return pixmap
 
 
-# 4. the table model ------------------------------------------------------------------------------------
+# 2. the table model ------------------------------------------------------------------------------------
 
 
 class RecordTableModel(QAbstractTableModel):

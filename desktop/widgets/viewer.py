@@ -14,7 +14,7 @@ window is in stored-pixel units (0..65535), as DICOM writes it. A "SYNTHETIC" ma
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
@@ -26,7 +26,6 @@ from PySide6.QtGui import (
     QMouseEvent,
     QPainter,
     QPaintEvent,
-    QPen,
     QPixmap,
     QResizeEvent,
     QWheelEvent,
@@ -332,7 +331,7 @@ class ImageView(QWidget):
         elif key in (Qt.Key.Key_0, Qt.Key.Key_R):
             self.reset_window()
         elif key == Qt.Key.Key_I:
-            self.set_options(_replace(self._options, invert=not self._options.invert))
+            self.set_options(replace(self._options, invert=not self._options.invert))
             self.invert_toggled.emit(self._options.invert)
         elif key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal):
             self.zoom_by(WHEEL_STEP)
@@ -388,16 +387,19 @@ class ImageView(QWidget):
             _shadow_text(painter, QPointF(8, 6 + metrics.ascent()), self.label, QColor(220, 220, 220))
 
     def _paint_synthetic_mark(self, painter: QPainter) -> None:
+        """The hook for the corner mark; a view of a real image paints another (dataset explorer)."""
+        self._paint_mark(painter, "SYNTHETIC", QColor(255, 90, 90))
+
+    def _paint_mark(self, painter: QPainter, text: str, color: QColor) -> None:
+        """``text`` in bold at the top right, with a shadow so that it reads on any image."""
         font = QFont(self.font())
         font.setBold(True)
         font.setPointSizeF(max(9.0, font.pointSizeF() + 1))
         painter.setFont(font)
         metrics = painter.fontMetrics()
-        text = "SYNTHETIC"
         x = self.width() - metrics.horizontalAdvance(text) - 10
         y = 6 + metrics.ascent()
-        painter.setPen(QPen(QColor(255, 80, 80)))
-        _shadow_text(painter, QPointF(x, y), text, QColor(255, 90, 90))
+        _shadow_text(painter, QPointF(x, y), text, color)
 
 
 def _shadow_text(painter: QPainter, point: QPointF, text: str, color: QColor) -> None:
@@ -405,12 +407,6 @@ def _shadow_text(painter: QPainter, point: QPointF, text: str, color: QColor) ->
     painter.drawText(point + QPointF(1, 1), text)
     painter.setPen(color)
     painter.drawText(point, text)
-
-
-def _replace(options: DisplayOptions, **changes: object) -> DisplayOptions:
-    from dataclasses import replace
-
-    return replace(options, **changes)
 
 
 def reserve_text_lines(label: QLabel, lines: int) -> QLabel:

@@ -271,12 +271,12 @@ def test_selected_record_shows_its_pixels_text_findings_and_thumbnail(
     path = dataset.parent / lines[index]["image"]  # relative to the manifest
     expected = imaging.rescale_bits(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), 8, 16)
     np.testing.assert_array_equal(explorer.real_view.source, expected)
-    assert explorer.text_view.toPlainText() == lines[index]["text"]
+    assert explorer.detail.text_view.toPlainText() == lines[index]["text"]
     findings = lines[index]["findings"]
     assert explorer.findings_rows() == [(FINDINGS[name], findings[name]) for name in FINDINGS if name in findings]
     assert "person1004_bacteria_2935.jpeg" in explorer.real_view.label
     assert explorer.real_view.mark == "REAL · pediatric"  # a dataset image never carries the SYNTHETIC mark
-    assert "P1004" in explorer.info_label.text() and not explorer.image_message.isVisible()
+    assert "P1004" in explorer.detail.info_label.text() and not explorer.image_message.isVisible()
 
     # 2. a 16-bit PNG: exactly its stored values
     sixteen = record_index(explorer, patient_id="X-1")
@@ -285,7 +285,7 @@ def test_selected_record_shows_its_pixels_text_findings_and_thumbnail(
     assert stored.dtype == np.uint16
     np.testing.assert_array_equal(explorer.real_view.source, stored)
     assert explorer.findings_rows() == [(FINDINGS["edema"], "uncertain")]
-    assert "Age</b> 7" in explorer.info_label.text()
+    assert "Age</b> 7" in explorer.detail.info_label.text()
 
     # 3. the arrow key moves to the next row and shows that record
     explorer.table.setFocus()

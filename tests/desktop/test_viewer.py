@@ -9,6 +9,7 @@ from PySide6.QtGui import QWheelEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
+from desktop.widgets.linked_views import REAL_MARK_COLOR, MarkedImageView
 from desktop.widgets.viewer import DisplayOptions, ImageView
 from desktop.widgets.viewer_panel import ViewerPanel
 from engine import imaging
@@ -31,6 +32,25 @@ def view(qtbot, image) -> ImageView:
     qtbot.waitExposed(view)
     view.set_image(image, "test")
     return view
+
+
+def shown_panel(qtbot, image: np.ndarray, label: str, size: tuple[int, int] = (700, 500)) -> ViewerPanel:
+    """A ViewerPanel on screen showing ``image``."""
+    panel = ViewerPanel()
+    qtbot.addWidget(panel)
+    panel.resize(*size)
+    panel.show()
+    panel.set_image(image, label)
+    return panel
+
+
+def mark_pixels(view: ImageView, red: bool = True) -> int:
+    """Pixels of the corner mark's colour in the top right: the red SYNTHETIC or (``red=False``) the blue REAL."""
+    screen = view.grab().toImage()
+    colors = (screen.pixelColor(x, y) for x in range(view.width() - 120, view.width()) for y in range(0, 30))
+    if red:
+        return sum(color.red() > 200 and color.green() < 130 for color in colors)
+    return sum(color.blue() > 200 and color.red() < 130 for color in colors)
 
 
 def wheel(widget, position: QPointF, notches: int) -> None:
@@ -124,22 +144,21 @@ def test_clahe_and_enhancement_change_the_display_not_the_data(view: ImageView, 
 
 
 def test_synthetic_mark_and_overlay_are_painted(view: ImageView) -> None:
-    screen = view.grab().toImage()
-    reds = 0
-    for x in range(view.width() - 120, view.width()):
-        for y in range(0, 30):
-            color = screen.pixelColor(x, y)
-            reds += color.red() > 200 and color.green() < 130
-    assert reds > 20  # the red "SYNTHETIC" letters, top right
+    assert mark_pixels(view) > 20  # the red "SYNTHETIC" letters, top right
     assert view.overlay_lines()[0].startswith("W ")
     view.set_image(None)
-    screen = view.grab().toImage()
-    reds = sum(
-        screen.pixelColor(x, y).red() > 200 and screen.pixelColor(x, y).green() < 130
-        for x in range(view.width() - 120, view.width())
-        for y in range(0, 30)
-    )
-    assert reds > 20  # even without an image
+    assert mark_pixels(view) > 20  # even without an image
+
+
+def test_a_real_image_is_marked_real_and_never_synthetic(qtbot, image) -> None:
+    """The dataset explorer's view of a real image paints its own mark in the SYNTHETIC mark's place."""
+    view = MarkedImageView("REAL", REAL_MARK_COLOR)
+    qtbot.addWidget(view)
+    view.resize(480, 320)
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_image(image, "real")
+    assert mark_pixels(view, red=False) > 20 and mark_pixels(view) == 0
 
 
 def test_other_inputs(view: ImageView) -> None:
@@ -151,11 +170,7 @@ def test_other_inputs(view: ImageView) -> None:
 
 
 def test_panel_histogram_presets_and_saved_windows(qtbot, image) -> None:
-    panel = ViewerPanel()
-    qtbot.addWidget(panel)
-    panel.resize(700, 500)
-    panel.show()
-    panel.set_image(image, "x")
+    panel = shown_panel(qtbot, image, "x")
     assert panel.histogram.counts().sum() == image.size
     assert [panel.preset_box.itemText(i) for i in range(panel.preset_box.count())] == [
         "Default", "Lung", "Mediastinum", "Bone",
@@ -180,11 +195,7 @@ def test_panel_histogram_presets_and_saved_windows(qtbot, image) -> None:
 
 
 def test_pin_and_compare_are_linked(qtbot, image) -> None:
-    panel = ViewerPanel()
-    qtbot.addWidget(panel)
-    panel.resize(800, 500)
-    panel.show()
-    panel.set_image(image, "first")
+    panel = shown_panel(qtbot, image, "first", (800, 500))
     assert not panel.compare_box.isEnabled()
     panel.pin_current()
     panel.set_image(65535 - image, "second")
@@ -201,11 +212,7 @@ def test_pin_and_compare_are_linked(qtbot, image) -> None:
 
 def test_the_i_key_and_the_invert_box_are_one_state(qtbot, image) -> None:
     """Issue 17, item 12: I inverted the image but left the box unticked, so clicking the box did nothing."""
-    panel = ViewerPanel()
-    qtbot.addWidget(panel)
-    panel.resize(700, 500)
-    panel.show()
-    panel.set_image(image, "x")
+    panel = shown_panel(qtbot, image, "x")
     panel.pin_current()
     plain = panel.view.displayed_pixels().copy()
     QTest.keyClick(panel.view, Qt.Key.Key_I)
