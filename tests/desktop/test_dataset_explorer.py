@@ -11,14 +11,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pydicom
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QKeySequence, QWheelEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
-from desktop.dataset import NO_LABEL, ImageReadError, RecordFilter, load_manifest, read_record_image
+from desktop.dataset import NO_LABEL, RecordFilter
 from desktop.main_window import MainWindow
 from desktop.settings import Settings
 from desktop.widgets.dataset_explorer import DatasetExplorer
@@ -27,16 +26,10 @@ from desktop.widgets.viewer import ImageView
 from engine import imaging
 from engine.findings.reader import FINDINGS
 from engine.manifest import ManifestRecord
+from tests.desktop.test_dataset import write_png16
 from training.data.importers.run import run_import
 
 RUN_MS = 60_000
-
-
-def write_png16(path: Path, pixels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, buffer = cv2.imencode(".png", pixels)
-    assert ok
-    path.write_bytes(buffer.tobytes())
 
 
 @pytest.fixture
@@ -110,71 +103,6 @@ def drag(widget, start: QPoint, end: QPoint) -> None:
     for k in range(1, 5):
         QTest.mouseMove(widget, start + (end - start) * (k / 4))
     QTest.mouseRelease(widget, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, end)
-
-
-# 1. reading ---------------------------------------------------------------------------------------------
-
-
-def test_load_manifest_keeps_good_records_and_names_each_bad_line(tmp_path: Path) -> None:
-    good = ManifestRecord(
-        image="a.png", text="Normal chest.", findings={"no_finding": "present"}, patient_id="P1", view="PA",
-        source="csv", split="train",
-    ).to_json()  # fmt: skip
-    path = tmp_path / "m.jsonl"
-    path.write_bytes(
-        "\n".join([
-            good,
-            '{"image": "b.png", "text": ',  # 2: cut off
-            good.replace('"present"', '"maybe"'),  # 3: a status that does not exist
-            "",  # blank lines are allowed
-            good.replace('"split"', '"splt"'),  # 5: a misspelt key
-            "[1, 2]",  # 6: not an object
-        ]).encode() + b"\n\xff\xfe not utf-8\n" + good.encode() + b"\n"
-    )  # fmt: skip
-    loaded = load_manifest(path)
-    assert len(loaded.records) == 2 and loaded.records[0].patient_id == "P1"
-    numbers = [line.split(":")[0] for line in loaded.bad_lines]
-    assert numbers == ["line 2", "line 3", "line 5", "line 6", "line 7"]
-    assert "not JSON" in loaded.bad_lines[0] and "'maybe'" in loaded.bad_lines[1]
-    assert "missing key(s) split" in loaded.bad_lines[2] and "not UTF-8" in loaded.bad_lines[4]
-    with pytest.raises(FileNotFoundError):
-        load_manifest(tmp_path / "nowhere.jsonl")
-
-
-def test_read_record_image_gives_grey_stored_pixels_or_says_why_not(tmp_path: Path) -> None:
-    colour = np.zeros((20, 30, 3), dtype=np.uint8)
-    colour[..., 1] = 200  # pure green: OpenCV's grey weight for G is 0.587
-    write_png16(tmp_path / "colour.png", colour)
-    grey = read_record_image(tmp_path / "colour.png")
-    assert grey.shape == (20, 30) and grey.dtype == np.uint8 and int(grey[0, 0]) == round(200 * 0.587)
-    # a signed DICOM (pydicom's own CT test file) is stretched to uint16 in the same order
-    from pydicom.data import get_testdata_file
-
-    ct = Path(get_testdata_file("CT_small.dcm", download=False))
-    stored = pydicom.dcmread(ct).pixel_array
-    shown = read_record_image(ct)
-    assert shown.dtype == np.uint16 and shown.min() == 0 and shown.max() == 65535
-    np.testing.assert_array_equal(
-        np.argsort(shown, axis=None, kind="stable"), np.argsort(stored, axis=None, kind="stable")
-    )
-    # a real MONOCHROME1 chest CR (0 = white): shown inverted, bone white, as a PACS viewer shows it
-    cr = Path(get_testdata_file("RG1_UNCI.dcm", download=False))
-    cr_stored = pydicom.dcmread(cr).pixel_array
-    cr_shown = read_record_image(cr)
-    assert cr_shown.dtype == np.uint16
-    np.testing.assert_array_equal(cr_shown, (1 << 15) - 1 - cr_stored)  # BitsStored 15
-    # pydicom's RGB test file: grey with the RGB weights (its pixels are RGB, not OpenCV's BGR)
-    rgb_file = Path(get_testdata_file("SC_rgb.dcm", download=False))
-    rgb = pydicom.dcmread(rgb_file).pixel_array
-    expected = np.round(rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114)
-    assert np.abs(read_record_image(rgb_file).astype(float) - expected).max() <= 1
-    (tmp_path / "junk.png").write_bytes(b"junk")
-    with pytest.raises(ImageReadError, match="decode") as unreadable:
-        read_record_image(tmp_path / "junk.png")
-    assert not unreadable.value.missing
-    with pytest.raises(ImageReadError, match="missing") as missing:
-        read_record_image(tmp_path / "nowhere.png")
-    assert missing.value.missing
 
 
 # 2. filters ---------------------------------------------------------------------------------------------
