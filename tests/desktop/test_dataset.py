@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,16 @@ import numpy as np
 import pydicom
 import pytest
 
-from desktop.dataset import ImageReadError, load_manifest, read_record_image
+import desktop.dataset
+from desktop.dataset import (
+    NO_LABEL,
+    NOT_MENTIONED,
+    ImageReadError,
+    RecordFilter,
+    findings_summary,
+    load_manifest,
+    read_record_image,
+)
 from engine.manifest import ManifestRecord
 
 
@@ -84,3 +94,41 @@ def test_read_record_image_gives_grey_stored_pixels_or_says_why_not(tmp_path: Pa
     with pytest.raises(ImageReadError, match="missing") as missing:
         read_record_image(tmp_path / "nowhere.png")
     assert missing.value.missing
+
+
+# 2. filtering -------------------------------------------------------------------------------------------
+
+
+def record(**fields: object) -> ManifestRecord:
+    values: dict[str, object] = dict(
+        image="images/IM_0001.png", text="Small left pleural effusion.", findings={"pleural_effusion": "present"},
+        patient_id="P7", view="PA", source="csv", split="train",
+    )  # fmt: skip
+    values.update(fields)
+    return ManifestRecord(**values)
+
+
+def test_record_filter_fields_statuses_and_word_start_search() -> None:
+    effusion = record()
+    lateral = record(text="Bilateral opacities.", findings={"opacity": "uncertain"}, view="LATERAL", label="viral")
+    assert RecordFilter().matches(effusion) and RecordFilter().matches(lateral)
+    assert RecordFilter(finding="pleural_effusion").matches(effusion)
+    assert not RecordFilter(finding="pleural_effusion", status="absent").matches(effusion)
+    assert RecordFilter(finding="pleural_effusion", status=NOT_MENTIONED).matches(lateral)
+    assert RecordFilter(label=NO_LABEL).matches(effusion) and not RecordFilter(label=NO_LABEL).matches(lateral)
+    assert RecordFilter(label="viral", view="LATERAL").matches(lateral)
+    assert not RecordFilter(view="LATERAL", split="test").matches(lateral)
+    assert RecordFilter(text="EFFUS left").matches(effusion)  # every word, any case, at a word's start
+    assert not RecordFilter(text="lateral").matches(lateral)  # "bilateral" does not start with it
+    assert RecordFilter(text="im 0001").matches(effusion)  # "_" in a file name reads as a space
+    assert findings_summary({"opacity": "uncertain", "pleural_effusion": "present", "edema": "absent"}) == (
+        "Pleural effusion, Lung opacity / airspace disease?"
+    )
+
+
+def test_the_dataset_module_imports_no_qt() -> None:
+    """The reading and filtering stay usable without a display: no PySide6, no Qt widget module."""
+    tree = ast.parse(Path(desktop.dataset.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert not {name for name in imported if name.split(".")[0] in ("PySide6", "desktop")}
