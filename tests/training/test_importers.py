@@ -479,3 +479,29 @@ def test_nothing_importable_exits_1_and_writes_nothing(tmp_path: Path, capsys: p
 def test_run_import_refuses_an_unknown_kind(tmp_path: Path) -> None:
     with pytest.raises(ImporterError, match="unknown kind"):
         run_import("mimic", [tmp_path], tmp_path / "m.jsonl")
+
+
+def test_importer_docstrings_name_modules_and_names_that_exist() -> None:
+    """Every dotted ``engine.…``/``training.…`` name the importers' docstrings and comments cite
+    resolves (the package's overview once pointed at a ``training.data.manifest`` that is not there)."""
+    import importlib
+    import re
+
+    cited = re.compile(r"(?<![\w.])((?:training|engine)(?:\.[A-Za-z_]\w*)+)")
+    absent, missing = object(), []
+    for path in sorted((REPO / "training" / "data" / "importers").glob("*.py")):
+        for dotted in sorted(set(cited.findall(path.read_text(encoding="utf-8")))):
+            parts = dotted.split(".")
+            for cut in range(len(parts), 0, -1):  # the longest importable module, then attributes
+                try:
+                    target: object = importlib.import_module(".".join(parts[:cut]))
+                except ImportError:
+                    continue
+                for name in parts[cut:]:
+                    target = getattr(target, name, absent)
+                break
+            else:
+                target = absent
+            if target is absent:
+                missing.append(f"{path.name}: {dotted}")
+    assert missing == []

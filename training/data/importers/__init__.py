@@ -1,13 +1,13 @@
-"""Importers: data sets in their own layouts -> manifest records (``training.data.manifest``).
+"""Importers: data sets in their own layouts -> manifest records (:mod:`engine.manifest`).
 
-Kinds (``IMPORTERS``), each a function ``(paths, manifest, options) -> ImportResult``:
+Kinds (``run.IMPORTERS``), each a function ``(paths, manifest, options) -> ImportResult``:
 - ``pediatric``: the Kermany paediatric set, as ``labels.csv`` (file, label, patient_id) beside an
   ``images/`` folder, or the original Kaggle ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}``
   layout (type and patient from names like ``person1_bacteria_1.jpeg``, ``IM-0115-0001.jpeg``);
 - ``iu-xray``: Open-i's ``NLMCXR_reports.tgz`` (or its extracted XML folder) and ``NLMCXR_png``:
   FINDINGS + IMPRESSION text with "XXXX" cleaned, MeSH kept as the label, frontal images only
   unless asked (view from a projections CSV such as Kaggle's ``indiana_projections.csv``, else
-  guessed from left-right symmetry, see :func:`symmetry_score`);
+  guessed from left-right symmetry, see :func:`iu_xray.symmetry_score`);
 - ``nih``: ``Data_Entry_2017*.csv(.gz)`` (or the subset's ``images.csv``) and image folders:
   captions from labels, age, sex and view, for the rows whose image is there;
 - ``csv``: ``path,text[,findings][,patient_id][,view][,age][,sex][,label]`` with paths relative to the CSV;

@@ -89,7 +89,7 @@ def read_image(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray | No
     return cv2.imdecode(data, flags)
 
 
-def _check_image(path: Path, options: ImportOptions) -> str | None:
+def check_image(path: Path, options: ImportOptions) -> str | None:
     """Why an image cannot be used, or None."""
     if not path.is_file():
         return "image file missing"
@@ -98,7 +98,7 @@ def _check_image(path: Path, options: ImportOptions) -> str | None:
     return None
 
 
-def _need_existing(paths: Sequence[Path], kind: str) -> None:
+def need_existing(paths: Sequence[Path], kind: str) -> None:
     if not paths:
         raise ImporterError(f"{kind}: give at least one path")
     for path in paths:
@@ -106,7 +106,7 @@ def _need_existing(paths: Sequence[Path], kind: str) -> None:
             raise ImporterError(f"{kind}: {path} does not exist")
 
 
-def _read_table(path: Path, kind: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def read_table(path: Path, kind: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """A CSV or CSV.GZ file (UTF-8, a byte-order mark dropped) -> its column names and its rows,
     each with the number of its (last) line. A file that cannot be read whole (a truncated gzip,
     bytes that are not UTF-8, a field over the csv module's limit) is an :class:`ImporterError`
@@ -135,7 +135,7 @@ def _read_table(path: Path, kind: str) -> tuple[list[str], list[tuple[int, dict[
 AGE_RANGE = (0, 120)  # whole years, as engine.manifest accepts them
 
 
-def _age_years(text: str | None) -> int | None:
+def age_years(text: str | None) -> int | None:
     """An age cell ("58", "058Y", "58.0") -> whole years, or None when it is no finite number of
     years in :data:`AGE_RANGE` (NIH's own table holds ages such as 412)."""
     try:
@@ -147,7 +147,7 @@ def _age_years(text: str | None) -> int | None:
     return int(value)
 
 
-def _image_index(folders: Sequence[Path], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> dict[str, Path]:
+def image_index(folders: Sequence[Path], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> dict[str, Path]:
     """File name -> path for every image under the folders (the first one wins)."""
     index: dict[str, Path] = {}
     for folder in folders:
@@ -159,7 +159,7 @@ def _image_index(folders: Sequence[Path], suffixes: Sequence[str] = IMAGE_SUFFIX
     return index
 
 
-def _record(image: Path, manifest: Path, **fields: object) -> ManifestRecord:
+def make_record(image: Path, manifest: Path, **fields: object) -> ManifestRecord:
     return ManifestRecord(image=relative_image_path(image, manifest), **fields).validated(need_split=False)
 
 
@@ -169,5 +169,11 @@ __all__ = [
     "ImportOptions",
     "ImportResult",
     "ImporterError",
+    "age_years",
+    "check_image",
+    "image_index",
+    "make_record",
+    "need_existing",
     "read_image",
+    "read_table",
 ]

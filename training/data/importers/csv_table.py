@@ -16,11 +16,11 @@ from training.data.importers.common import (
     ImporterError,
     ImportOptions,
     ImportResult,
-    _age_years,
-    _check_image,
-    _need_existing,
-    _read_table,
-    _record,
+    age_years,
+    check_image,
+    make_record,
+    need_existing,
+    read_table,
 )
 
 
@@ -49,12 +49,12 @@ def parse_findings(text: str) -> dict[str, str]:
 
 
 def import_csv(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
-    _need_existing(paths, "csv")
+    need_existing(paths, "csv")
     result = ImportResult()
     for table in paths:
         if not table.is_file():
             raise ImporterError(f"csv: {table} is not a file")
-        names, rows = _read_table(table, "csv")
+        names, rows = read_table(table, "csv")
         columns = {name.strip().lower(): name for name in names}
         if "path" not in columns or "text" not in columns:
             raise ImporterError(f"csv: {table} needs the columns path,text[,findings,patient_id,view,age,sex,label]")
@@ -71,7 +71,7 @@ def import_csv(paths: Sequence[Path], manifest: Path, options: ImportOptions) ->
                 continue
             image = Path(cell["path"])
             image = image if image.is_absolute() else table.parent / image
-            problem = _check_image(image, options)
+            problem = check_image(image, options)
             if problem:
                 result.skip(where, problem)
                 continue
@@ -84,7 +84,7 @@ def import_csv(paths: Sequence[Path], manifest: Path, options: ImportOptions) ->
             if view not in VIEWS:
                 result.skip(where, "unknown view")
                 continue
-            age = _age_years(cell["age"]) if cell.get("age") else None
+            age = age_years(cell["age"]) if cell.get("age") else None
             if cell.get("age") and age is None:
                 result.skip(where, f"age {cell['age']!r} is not whole years from {AGE_RANGE[0]} to {AGE_RANGE[1]}")
                 continue
@@ -97,7 +97,7 @@ def import_csv(paths: Sequence[Path], manifest: Path, options: ImportOptions) ->
                 patient = image.stem
                 result.notes["no patient_id: the image stands for its patient"] += 1
             result.records.append(
-                _record(
+                make_record(
                     image,
                     manifest,
                     text=cell["text"],

@@ -10,17 +10,16 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from engine.findings.reader import clean_report, summarize
-from engine.imaging import clahe, float_to_stored
+from engine.imaging import clahe, encode_png, float_to_stored
 from engine.manifest import ManifestRecord
 from training.data.captions import header
-from training.data.importers.common import ImporterError, ImportOptions, ImportResult, _need_existing, _record
+from training.data.importers.common import ImporterError, ImportOptions, ImportResult, make_record, need_existing
 
 _NOT_DICOM_SUFFIXES = (".txt", ".json", ".csv", ".md", ".xml", ".png", ".jpg", ".jpeg")
 
@@ -130,7 +129,7 @@ def _dicom_record(ds: pydicom.Dataset, path: Path, png: Path, manifest: Path, re
         findings = {}
         result.notes["no report beside the file: text from the header only"] += 1
     patient = str(ds.get("PatientID", "") or "").strip() or str(ds.get("StudyInstanceUID", "") or "") or path.stem
-    return _record(
+    return make_record(
         png,
         manifest,
         text=text or header() + ".",
@@ -153,7 +152,7 @@ def import_dicom(
     A file that cannot become an image is skipped by name; a PNG that cannot be written (a full
     disk) is an :class:`ImporterError` naming it.
     """
-    _need_existing(paths, "dicom")
+    need_existing(paths, "dicom")
     result = ImportResult()
     out_folder = dicom_image_folder(manifest)
     image_folder = out_folder if image_folder is None else image_folder
@@ -188,13 +187,14 @@ def import_dicom(
             continue
         seen.add(sop)
         # 2. write the PNG, then keep the record
-        ok, buffer = cv2.imencode(".png", float_to_stored(image, options.bits))
-        if not ok:
+        try:
+            data = encode_png(float_to_stored(image, options.bits))
+        except OSError:
             result.skip(str(path), "PNG encoding failed")
             continue
         png = image_folder / name
         try:
-            png.write_bytes(buffer.tobytes())
+            png.write_bytes(data)
         except OSError as exc:
             raise ImporterError(
                 f"dicom: cannot write {out_folder / name} (from {path}): {exc.strerror or exc}"

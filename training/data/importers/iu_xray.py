@@ -23,11 +23,11 @@ from training.data.importers.common import (
     ImporterError,
     ImportOptions,
     ImportResult,
-    _image_index,
-    _need_existing,
-    _read_table,
-    _record,
+    image_index,
+    make_record,
+    need_existing,
     read_image,
+    read_table,
 )
 
 
@@ -197,7 +197,7 @@ def symmetry_score(image: np.ndarray) -> float:
 
 def read_projections(path: Path) -> dict[tuple[str, str], str]:
     """A projections CSV (Kaggle's indiana_projections.csv: uid, filename, projection) -> key -> FRONTAL / LATERAL."""
-    names, rows = _read_table(path, "iu-xray")
+    names, rows = read_table(path, "iu-xray")
     columns = {name.lower(): name for name in names}
     if "filename" not in columns or "projection" not in columns:
         raise ImporterError(f"iu-xray: {path} needs the columns filename,projection[,uid]")
@@ -245,7 +245,7 @@ def _iu_views(
 
 
 def import_iu_xray(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
-    _need_existing(paths, "iu-xray")
+    need_existing(paths, "iu-xray")
     # 1. sort the paths: report archives or XML folders, and image folders
     result = ImportResult()
     report_sources = [p for p in paths if p.is_file() or (p.is_dir() and next(p.rglob("*.xml"), None) is not None)]
@@ -256,7 +256,7 @@ def import_iu_xray(paths: Sequence[Path], manifest: Path, options: ImportOptions
         raise ImporterError("iu-xray: give the image folder (NLMCXR_png)")
     projections = read_projections(Path(options.projections)) if options.projections else None
     index: dict[str, Path] = {}
-    for name, path in _image_index(image_folders).items():
+    for name, path in image_index(image_folders).items():
         stem = name.rsplit(".", 1)[0].removesuffix(".dcm")
         index.setdefault(stem.upper(), path)
 
@@ -291,7 +291,7 @@ def import_iu_xray(paths: Sequence[Path], manifest: Path, options: ImportOptions
                 if result.full(options):
                     return result
                 result.records.append(
-                    _record(
+                    make_record(
                         path,
                         manifest,
                         text=report.text,

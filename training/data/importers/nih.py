@@ -12,31 +12,31 @@ from training.data.importers.common import (
     ImporterError,
     ImportOptions,
     ImportResult,
-    _age_years,
-    _check_image,
-    _image_index,
-    _need_existing,
-    _read_table,
-    _record,
+    age_years,
+    check_image,
+    image_index,
+    make_record,
+    need_existing,
+    read_table,
 )
 
 _NIH_REQUIRED = ("Image Index", "Finding Labels")
 
 
 def import_nih(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
-    _need_existing(paths, "nih")
+    need_existing(paths, "nih")
     tables = [p for p in paths if p.is_file()]
     folders = [p for p in paths if p.is_dir()]
     if not tables:
         raise ImporterError("nih: give the label table (Data_Entry_2017*.csv or .csv.gz, or images.csv)")
     if not folders:
         raise ImporterError("nih: give the image folder(s)")
-    index = _image_index(folders)
+    index = image_index(folders)
     result = ImportResult()
     # 1. rows from every table; the first row for an image wins
     rows: dict[str, dict[str, str]] = {}
     for table in tables:
-        columns, numbered = _read_table(table, "nih")
+        columns, numbered = read_table(table, "nih")
         missing = [name for name in _NIH_REQUIRED if name not in columns]
         if missing:
             raise ImporterError(f"nih: {table} has no column(s) {', '.join(missing)}")
@@ -58,12 +58,12 @@ def import_nih(paths: Sequence[Path], manifest: Path, options: ImportOptions) ->
         if path is None:
             without_image += 1
             continue
-        problem = _check_image(path, options)
+        problem = check_image(path, options)
         if problem:
             result.skipped[problem] += 1
             continue
         labels = [label.strip() for label in (row.get("Finding Labels") or "").split("|") if label.strip()]
-        age = _age_years(row.get("Patient Age"))
+        age = age_years(row.get("Patient Age"))
         if row.get("Patient Age") and age is None:
             result.notes["implausible age left out"] += 1
         sex = (row.get("Patient Gender") or "").strip().upper() or None
@@ -79,7 +79,7 @@ def import_nih(paths: Sequence[Path], manifest: Path, options: ImportOptions) ->
             continue
         patient = (row.get("Patient ID") or "").strip() or name.split("_", 1)[0]
         result.records.append(
-            _record(
+            make_record(
                 path,
                 manifest,
                 text=caption.text,

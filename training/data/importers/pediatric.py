@@ -16,10 +16,10 @@ from training.data.importers.common import (
     ImporterError,
     ImportOptions,
     ImportResult,
-    _check_image,
-    _need_existing,
-    _read_table,
-    _record,
+    check_image,
+    make_record,
+    need_existing,
+    read_table,
 )
 
 _PERSON = re.compile(r"person(\d+)_", re.IGNORECASE)
@@ -53,7 +53,7 @@ def _pediatric_rows(root: Path, result: ImportResult) -> Iterator[tuple[Path, st
     labels = root / "labels.csv"
     if labels.is_file():
         folder = root / "images" if (root / "images").is_dir() else root
-        columns, numbered = _read_table(labels, "pediatric")
+        columns, numbered = read_table(labels, "pediatric")
         if not {"file", "label"} <= set(columns):
             raise ImporterError(f"pediatric: {labels} needs the columns file,label[,patient_id]")
         for row in sorted((row for _, row in numbered), key=lambda r: r.get("file") or ""):
@@ -85,7 +85,7 @@ def _pediatric_rows(root: Path, result: ImportResult) -> Iterator[tuple[Path, st
 
 
 def import_pediatric(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
-    _need_existing(paths, "pediatric")
+    need_existing(paths, "pediatric")
     result = ImportResult()
     for root in paths:
         if not root.is_dir():
@@ -96,13 +96,13 @@ def import_pediatric(paths: Sequence[Path], manifest: Path, options: ImportOptio
             if label not in PAEDIATRIC_LABELS:
                 result.skipped[f"unknown label {label!r}"] += 1
                 continue
-            problem = _check_image(image, options)
+            problem = check_image(image, options)
             if problem:
                 result.skipped[problem] += 1
                 continue
             caption = paediatric_caption(label, caption_rng(options.seed, image.name))
             result.records.append(
-                _record(
+                make_record(
                     image,
                     manifest,
                     text=caption.text,
