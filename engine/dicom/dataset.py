@@ -429,12 +429,10 @@ def build_dataset(
     _general_study(ds, study)
     _general_series(ds, study, iod)
     _general_equipment(ds, info)
-    if iod == "sc":
-        _sc_equipment(ds)
     _general_image(ds, info, instance_number, burn_in)
     _image_pixel(ds, stored, bits_stored)
     if iod == "sc":
-        _sc_image(ds, spacing_mm)
+        _sc_modules(ds, spacing_mm)
     else:
         _dx_modules(ds, spacing_mm)
     _voi_lut(ds, windows)
@@ -526,12 +524,16 @@ def _general_equipment(ds: Dataset, info: SyntheticImageInfo) -> None:
     )
 
 
-def _sc_equipment(ds: Dataset) -> None:
-    """SC Equipment (after General Equipment, whose model and versions it repeats): Conversion Type SYN."""
-    ds.ConversionType = "SYN"
+def _sc_modules(ds: Dataset, spacing_mm: float) -> None:
+    """SC Equipment (Conversion Type SYN; the model and versions of General Equipment, set before) and SC
+    Image (captured when the instance was created; the nominal pixel spacing)."""
+    ds.ConversionType = "SYN"  # SC Equipment
     ds.SecondaryCaptureDeviceManufacturer = SOFTWARE_NAME
     ds.SecondaryCaptureDeviceManufacturerModelName = ds.ManufacturerModelName
     ds.SecondaryCaptureDeviceSoftwareVersions = ds.SoftwareVersions
+    ds.DateOfSecondaryCapture = ds.InstanceCreationDate  # SC Image
+    ds.TimeOfSecondaryCapture = ds.InstanceCreationTime
+    ds.PixelSpacing = [_ds_number(spacing_mm)] * 2
 
 
 def _general_image(ds: Dataset, info: SyntheticImageInfo, instance_number: int, burn_in: bool) -> None:
@@ -558,13 +560,6 @@ def _image_pixel(ds: Dataset, stored: np.ndarray, bits_stored: int) -> None:
     ds.HighBit = bits_stored - 1
     ds.PixelRepresentation = 0
     ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
-
-
-def _sc_image(ds: Dataset, spacing_mm: float) -> None:
-    """SC Image: when the capture was made (the instance's creation) and the nominal pixel spacing."""
-    ds.DateOfSecondaryCapture = ds.InstanceCreationDate
-    ds.TimeOfSecondaryCapture = ds.InstanceCreationTime
-    ds.PixelSpacing = [_ds_number(spacing_mm)] * 2
 
 
 def _dx_modules(ds: Dataset, spacing_mm: float) -> None:
