@@ -48,6 +48,7 @@ import numpy as np
 from engine import paths
 from engine.dicom.dataset import StudyContext, SyntheticImageInfo, build_dataset, write_dicom
 from engine.fileio import atomic_write_bytes
+from engine.imaging import encode_png
 from engine.pipeline import GenerationRequest, GenerationResult
 
 log = logging.getLogger(__name__)
@@ -162,17 +163,6 @@ class Case:
         return text if len(text) <= 80 else text[:77] + "..."
 
 
-def encode_png16(image: np.ndarray) -> bytes:
-    """(H, W) uint16 -> PNG bytes (lossless, 16-bit greyscale)."""
-    image = np.asarray(image)
-    if image.dtype not in (np.uint8, np.uint16) or image.ndim != 2:
-        raise ValueError(f"a PNG needs one (H, W) uint8 or uint16 image, not {image.dtype} {image.shape}")
-    ok, buffer = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError("PNG encoding failed")
-    return buffer.tobytes()
-
-
 def read_png(path: Path) -> np.ndarray:
     image = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
     if image is None:
@@ -238,7 +228,7 @@ class CaseLibrary:
         if not 0 <= index < len(result.seeds):
             raise ValueError(f"image index {index} is outside the batch of {len(result.seeds)}")
         pixels = result.to_uint16()[index] if image is None else np.asarray(image)
-        png = encode_png16(pixels)  # before the lock: other processes wait only for the write itself
+        png = encode_png(pixels)  # before the lock: other processes wait only for the write itself
         request = result.request
         name = f"{uuid.uuid4().hex}.png"
         path = self.images_dir / name
@@ -424,7 +414,7 @@ class CaseLibrary:
             study = StudyContext.synthetic(study_description=f"Teaching case {number}")
             write_dicom(build_dataset(pixels, case.image_info(), study), folder / f"{stem}.dcm")
             preview = (pixels.astype(np.float64) / 257.0).round().astype(np.uint8)
-            atomic_write_bytes(folder / f"{stem}.png", encode_png16(preview))
+            atomic_write_bytes(folder / f"{stem}.png", encode_png(preview))
             rows.append((number, stem, case))
         atomic_write_bytes(folder / "index.html", _teaching_html(title, rows).encode("utf-8"))
         atomic_write_bytes(

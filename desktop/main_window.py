@@ -39,7 +39,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.library import Case, CaseLibrary, LibraryError, encode_png16
+from desktop.library import Case, CaseLibrary, LibraryError
 from desktop.logs import log_file, setup_logging
 from desktop.settings import Settings
 from desktop.widgets.dialogs import DicomExportDialog, DicomOptions, TeachingFileDialog, TextDialog, open_warning
@@ -879,7 +879,7 @@ class MainWindow(QMainWindow):
         else:
             image = current.pixels
         try:
-            atomic_write_bytes(path, encode_png16(image))
+            atomic_write_bytes(path, imaging.encode_png(image))
         except OSError as exc:
             self.show_error("PNG not saved", f"{path}: {exc.strerror or exc}. Choose another folder or free space.")
             return None

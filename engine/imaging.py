@@ -95,6 +95,21 @@ def rescale_bits(pixels: np.ndarray, bits_from: int, bits_to: int) -> np.ndarray
     return scaled.astype(np.uint8 if bits_to <= 8 else np.uint16)
 
 
+def encode_png(image: np.ndarray) -> bytes:
+    """One (H, W) uint8 or uint16 greyscale image -> PNG bytes: lossless, 8- or 16-bit as the dtype.
+
+    The one PNG encoder of the project (the CLI, the app's case library and exports, training's sample
+    grids, the importers). Anything else (a float image, a batch, colour) is a ValueError: convert first.
+    """
+    image = np.asarray(image)
+    if image.dtype not in (np.uint8, np.uint16) or image.ndim != 2:
+        raise ValueError(f"a PNG needs one (H, W) uint8 or uint16 image, not {image.dtype} {image.shape}")
+    ok, buffer = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"PNG encoding failed ({image.dtype} {image.shape})")
+    return buffer.tobytes()
+
+
 # 2. windowing (DICOM VOI LUT) -------------------------------------------------------------------
 
 

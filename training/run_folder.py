@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from safetensors import SafetensorError
@@ -39,6 +38,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors_bytes
 
 from engine.fileio import atomic_write_bytes, atomic_write_text
+from engine.imaging import encode_png
 from training.options import LEGACY_OPTIONS, MUTABLE_OPTIONS, Log, TrainingError, option_flag
 
 RUN_FORMAT = "cxr-studio-run"
@@ -300,10 +300,7 @@ def image_grid(images: np.ndarray, columns: int, gap: int = 2) -> np.ndarray:
 
 def write_png(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    ok, buffer = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    atomic_write_bytes(path, buffer.tobytes())
+    atomic_write_bytes(path, encode_png(image))
 
 
 __all__ = [

@@ -60,13 +60,11 @@ def export_frames(
         raise ValueError("there are no denoising steps to export: generate an image first")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    from desktop.library import encode_png16
-
     pngs = []
     for number, frame in enumerate(frames):
         name = "final.png" if frame.label == "final" else f"step_{number + 1:03d}.png"
         path = folder / name
-        atomic_write_bytes(path, encode_png16(frame.pixels))
+        atomic_write_bytes(path, imaging.encode_png(frame.pixels))
         pngs.append(path)
     message = f"{len(pngs)} PNG frames (16-bit) written to {folder}"
     gif_path = None

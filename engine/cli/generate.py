@@ -6,12 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from engine.cli import dicom as cli_dicom
 from engine.cli.common import EXIT_OK, UsageError, add_model_arg, output_paths, request_from_args
 from engine.fileio import atomic_write_bytes
+from engine.imaging import encode_png
 from engine.pack import load_model_pack
 from engine.pipeline import StepEvent, to_uint8
 from engine.runtime import (
@@ -52,13 +50,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar and no understood/ignored lines (warnings stay)")  # fmt: skip
     p.set_defaults(func=_run_generate)
-
-
-def _encode_png(image: np.ndarray) -> bytes:
-    ok, buffer = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError("PNG encoding failed")
-    return buffer.tobytes()
 
 
 def _print_understood(prompt: str, card: dict, *, quiet: bool) -> None:
@@ -134,7 +125,7 @@ def _run_generate(args: argparse.Namespace) -> int:
             if args.save_steps is not None:
                 for i, frame in enumerate(to_uint8(event.preview)):
                     suffix = f"_{i:02d}" if request.batch_size > 1 else ""
-                    atomic_write_bytes(args.save_steps / f"step_{event.index:03d}{suffix}.png", _encode_png(frame))
+                    atomic_write_bytes(args.save_steps / f"step_{event.index:03d}{suffix}.png", encode_png(frame))
         else:
             result = event
     bar.close()
@@ -153,7 +144,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         else:
             images = result.to_uint16() if args.bits == 16 else result.to_uint8()
             for path, image in zip(paths, images, strict=True):
-                atomic_write_bytes(path, _encode_png(image))
+                atomic_write_bytes(path, encode_png(image))
                 written.append(path)
     except BaseException:
         for path in written:

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from engine.fileio import atomic_write_bytes
+from engine.imaging import encode_png
 from engine.pack import load_model_pack
 from engine.pipeline import Pipeline
 
@@ -97,9 +98,6 @@ def run(args: argparse.Namespace) -> int:
         f"SYNTHETIC - {pack.manifest.model_id} - {r.sampler}, {r.num_steps} steps, guidance {r.guidance_scale:g} "
         f"- {pipeline.backend.provider}"
     )
-    ok, png = cv2.imencode(".png", contact_sheet(rows, seeds, footer))
-    if not ok:
-        raise OSError("PNG encoding failed")
-    atomic_write_bytes(args.out, png.tobytes())
+    atomic_write_bytes(args.out, encode_png(contact_sheet(rows, seeds, footer)))
     print(f"wrote {args.out}")
     return 0

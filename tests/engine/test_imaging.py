@@ -307,3 +307,26 @@ def test_histogram_bins() -> None:
 
 def test_module_is_pure_numpy_and_opencv() -> None:
     assert set(imaging.__all__) <= set(dir(imaging))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_encode_png_is_lossless_at_8_and_16_bits(dtype) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, np.iinfo(dtype).max + 1, size=(17, 23), dtype=dtype)
+    png = imaging.encode_png(image)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    back = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == dtype and np.array_equal(back, image)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.zeros((4, 4), np.float32), "float32"),  # a float image is not stored pixels: convert first
+        (np.zeros((2, 4, 4), np.uint8), r"\(2, 4, 4\)"),  # a batch, or colour, is not one greyscale image
+        (np.zeros((4, 4), np.int16), "int16"),
+    ],
+)
+def test_encode_png_refuses_what_is_not_one_greyscale_image(image: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=rf"PNG needs one \(H, W\) uint8 or uint16 image, not .*{message}"):
+        imaging.encode_png(image)

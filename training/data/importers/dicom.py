@@ -19,7 +19,7 @@ from engine.findings.reader import clean_report, summarize
 from engine.imaging import clahe, encode_png, float_to_stored
 from engine.manifest import ManifestRecord
 from training.data.captions import header
-from training.data.importers.common import ImporterError, ImportOptions, ImportResult, make_record, need_existing
+from training.data.importers.common import ImporterError, ImportOptions, ImportResult, _need_existing, _record
 
 _NOT_DICOM_SUFFIXES = (".txt", ".json", ".csv", ".md", ".xml", ".png", ".jpg", ".jpeg")
 
@@ -129,7 +129,7 @@ def _dicom_record(ds: pydicom.Dataset, path: Path, png: Path, manifest: Path, re
         findings = {}
         result.notes["no report beside the file: text from the header only"] += 1
     patient = str(ds.get("PatientID", "") or "").strip() or str(ds.get("StudyInstanceUID", "") or "") or path.stem
-    return make_record(
+    return _record(
         png,
         manifest,
         text=text or header() + ".",
@@ -152,7 +152,7 @@ def import_dicom(
     A file that cannot become an image is skipped by name; a PNG that cannot be written (a full
     disk) is an :class:`ImporterError` naming it.
     """
-    need_existing(paths, "dicom")
+    _need_existing(paths, "dicom")
     result = ImportResult()
     out_folder = dicom_image_folder(manifest)
     image_folder = out_folder if image_folder is None else image_folder
