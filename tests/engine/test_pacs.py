@@ -102,9 +102,7 @@ def write_files(folder: Path, count: int, *, seed: int = 0) -> list[Path]:
     return paths
 
 
-def fill_outbox(
-    folder: Path, count: int, *, seed: int = 0, node: str = "TEST"
-) -> tuple[Outbox, dict[str, np.ndarray]]:
+def fill_outbox(folder: Path, count: int, *, seed: int = 0, node: str = "TEST") -> tuple[Outbox, dict[str, np.ndarray]]:
     """An outbox holding ``count`` fresh datasets queued for ``node``; returns it and the pixels by SOP
     Instance UID."""
     outbox = Outbox(folder)
