@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +191,29 @@ def findings_summary(findings: dict[str, str]) -> str:
     return ", ".join(present + uncertain)
 
 
+def finding_choices(records: Sequence[ManifestRecord]) -> list[tuple[str, str]]:
+    """The finding filter's items: (name, "Label (3 present, 1 uncertain)") for each finding that a record
+    names, in vocabulary order."""
+    statuses: dict[str, Counter[str]] = {}
+    for record in records:
+        for name, status in record.findings.items():
+            statuses.setdefault(name, Counter())[status] += 1
+    choices = []
+    for name in FINDINGS:
+        if name in statuses:
+            counts = statuses[name]
+            parts = ", ".join(f"{counts[s]} {s}" for s in (PRESENT, UNCERTAIN, ABSENT) if counts[s])
+            choices.append((name, f"{FINDINGS[name]} ({parts})"))
+    return choices
+
+
+def value_choices(records: Sequence[ManifestRecord], field: str) -> list[tuple[str, str]]:
+    """A field filter's items: (value, "value (count)") for each value of ``field`` (split, view, label,
+    source), sorted; records without a label count under NO_LABEL, shown as "(no label)"."""
+    values = Counter((record.label or NO_LABEL) if field == "label" else getattr(record, field) for record in records)
+    return [(value, f"{'(no label)' if value == NO_LABEL else value} ({values[value]})") for value in sorted(values)]
+
+
 __all__ = [
     "FINDING_STATUSES",
     "NOT_MENTIONED",
@@ -198,10 +222,12 @@ __all__ = [
     "ImageReadError",
     "LoadedManifest",
     "RecordFilter",
+    "finding_choices",
     "findings_summary",
     "load_manifest",
     "missing_images",
     "read_record_image",
     "search_text",
     "thumbnail_pixels",
+    "value_choices",
 ]

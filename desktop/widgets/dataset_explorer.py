@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -48,20 +47,21 @@ from PySide6.QtWidgets import (
 
 from desktop.dataset import (
     FINDING_STATUSES,
-    NO_LABEL,
     THUMB,
     ImageReadError,
     LoadedManifest,
     RecordFilter,
+    finding_choices,
     load_manifest,
     read_record_image,
+    value_choices,
 )
 from desktop.settings import Settings
 from desktop.widgets.dataset_table import RecordTableModel
 from desktop.widgets.dialogs import TextDialog, open_warning
 from desktop.widgets.linked_views import LinkedViews
 from desktop.widgets.record_detail import RecordDetail
-from engine.findings.reader import ABSENT, FINDINGS, PRESENT, UNCERTAIN
+from engine.findings.reader import PRESENT
 from engine.manifest import ManifestRecord
 
 log = logging.getLogger(__name__)
@@ -315,28 +315,17 @@ class DatasetExplorer(QMainWindow):
         return True
 
     def _fill_filter_boxes(self, records: list[ManifestRecord]) -> None:
-        statuses: dict[str, Counter[str]] = {}
-        for record in records:
-            for name, status in record.findings.items():
-                statuses.setdefault(name, Counter())[status] += 1
         self.finding_box.clear()
         self.finding_box.addItem("Any finding", "")
-        for name in FINDINGS:
-            if name in statuses:
-                counts = statuses[name]
-                parts = ", ".join(f"{counts[s]} {s}" for s in (PRESENT, UNCERTAIN, ABSENT) if counts[s])
-                self.finding_box.addItem(f"{FINDINGS[name]} ({parts})", name)
+        for name, text in finding_choices(records):
+            self.finding_box.addItem(text, name)
         self.status_box.setCurrentIndex(0)
-        for box, values, what in (
-            (self.split_box, Counter(r.split for r in records), "splits"),
-            (self.view_box, Counter(r.view for r in records), "views"),
-            (self.label_box, Counter(r.label or NO_LABEL for r in records), "labels"),
-            (self.source_box, Counter(r.source for r in records), "sources"),
-        ):
+        for box, field in ((self.split_box, "split"), (self.view_box, "view"), (self.label_box, "label"),
+                           (self.source_box, "source")):  # fmt: skip
             box.clear()
-            box.addItem(f"All {what}", "")
-            for value in sorted(values):
-                box.addItem(f"{'(no label)' if value == NO_LABEL else value} ({values[value]})", value)
+            box.addItem(f"All {field}s", "")
+            for value, text in value_choices(records, field):
+                box.addItem(text, value)
         self._update_status_box()
 
     # filtering --------------------------------------------------------------------------------------

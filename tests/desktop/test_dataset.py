@@ -17,9 +17,11 @@ from desktop.dataset import (
     NOT_MENTIONED,
     ImageReadError,
     RecordFilter,
+    finding_choices,
     findings_summary,
     load_manifest,
     read_record_image,
+    value_choices,
 )
 from engine.manifest import ManifestRecord
 
@@ -124,6 +126,22 @@ def test_record_filter_fields_statuses_and_word_start_search() -> None:
     assert findings_summary({"opacity": "uncertain", "pleural_effusion": "present", "edema": "absent"}) == (
         "Pleural effusion, Lung opacity / airspace disease?"
     )
+
+
+def test_the_filter_choices_count_each_finding_status_and_each_value() -> None:
+    records = [
+        record(),
+        record(findings={"pleural_effusion": "uncertain", "edema": "present"}, label="viral", split="val"),
+        record(findings={"pleural_effusion": "present", "no_finding": "absent"}, label="viral"),
+    ]
+    assert finding_choices(records) == [
+        ("no_finding", "No finding (normal study) (1 absent)"),
+        ("pleural_effusion", "Pleural effusion (2 present, 1 uncertain)"),
+        ("edema", "Pulmonary edema / congestion (1 present)"),
+    ]  # vocabulary order, present before uncertain before absent
+    assert value_choices(records, "split") == [("train", "train (2)"), ("val", "val (1)")]
+    assert value_choices(records, "label") == [(NO_LABEL, "(no label) (1)"), ("viral", "viral (2)")]
+    assert value_choices([], "view") == []
 
 
 def test_the_dataset_module_imports_no_qt() -> None:
