@@ -9,81 +9,45 @@ as its own case that regenerates exactly.
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
     QDockWidget,
-    QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
     QFrame,
-    QHBoxLayout,
     QLabel,
-    QLineEdit,
     QMainWindow,
     QMessageBox,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QSplitter,
     QVBoxLayout,
     QWidget,
 )
 
+from desktop.exports import CurrentImage, Exports
 from desktop.library import Case, CaseLibrary, LibraryError
 from desktop.logs import log_file, setup_logging
 from desktop.settings import Settings
-from desktop.widgets.dialogs import DicomExportDialog, DicomOptions, TeachingFileDialog, TextDialog, open_warning
+from desktop.widgets.dialogs import TeachingFileDialog, TextDialog, open_warning
+from desktop.widgets.generate_panel import GeneratePanel
 from desktop.widgets.library_view import LibraryPanel
 from desktop.widgets.model_manager import ModelManager, list_packs, model_variable_problem
-from desktop.widgets.prompt import PromptBox
-from desktop.widgets.steps import StepsPanel, export_frames, pillow_available
-from desktop.widgets.viewer import CasePreview, reserve_text_lines
+from desktop.widgets.steps import StepsPanel
 from desktop.widgets.viewer_panel import ViewerPanel
 from desktop.worker import ModelInfo, WorkerHost
 from engine import imaging, paths
-from engine.dicom.dataset import (
-    CodecUnavailableError,
-    StudyContext,
-    SyntheticImageInfo,
-    build_dataset,
-    stored_pixels,
-    write_dicom,
-)
-from engine.fileio import atomic_write_bytes
-from engine.pipeline import MAX_BATCH, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, GenerationRequest, GenerationResult
-from engine.samplers import SAMPLERS
+from engine.dicom.dataset import SyntheticImageInfo
+from engine.pipeline import MAX_SEED, GenerationRequest, GenerationResult
 from engine.text import PromptError
 
 log = logging.getLogger(__name__)
-
-RANDOM_SEED_LIMIT = 2**32  # random seeds stay short enough to read aloud
-
-
-@dataclass
-class CurrentImage:
-    """The image the exports act on: a finished generation or a reopened case."""
-
-    pixels: np.ndarray  # (H, W) uint16
-    info: SyntheticImageInfo
-    label: str
-    case_id: int | None = None
-
-    def caption(self) -> str:
-        """What the export and send dialogs say they will write: case, seed and prompt."""
-        parts = [f"case {self.case_id}"] if self.case_id is not None else ["not in the library"]
-        parts.append(f"seed {self.info.seed}")
-        prompt = self.info.prompt if len(self.info.prompt) <= 80 else self.info.prompt[:79] + "…"
-        return " · ".join(parts) + f"\n{prompt}"
 
 
 class Task(QThread):
@@ -106,7 +70,7 @@ class Task(QThread):
         self.done.emit(result)
 
 
-class MainWindow(QMainWindow):
+class MainWindow(Exports, QMainWindow):
     model_ready = Signal(object)  # ModelInfo, after the window has taken it in
     generation_done = Signal(object)  # GenerationResult, after it is shown and kept in the library
     run_finished = Signal()  # the whole batch ended (finished, cancelled or failed)
@@ -193,74 +157,13 @@ class MainWindow(QMainWindow):
         banner_layout.addWidget(self.open_model_button)
         self.model_banner.hide()
         layout.addWidget(self.model_banner)
-
-        self.prompt_box = PromptBox()
-        self.prompt_box.submitted.connect(self.generate)
-        self.prompt_box.cancel_requested.connect(self.cancel)
+        self.generate_panel = GeneratePanel()
+        self.generate_panel.generate_requested.connect(self.generate)
+        self.generate_panel.cancel_requested.connect(self.cancel)
+        # the window feeds the prompt box the model card, the other packs and the history
+        self.prompt_box = self.generate_panel.prompt_box
         self.prompt_box.history_changed.connect(lambda: self.settings.set_history(self.prompt_box.history))
-        layout.addWidget(self.prompt_box)
-        self.negative_edit = QLineEdit()
-        self.negative_edit.setPlaceholderText("Negative prompt (what to steer away from), optional")
-        layout.addWidget(QLabel("Negative prompt"))
-        layout.addWidget(self.negative_edit)
-
-        form = QFormLayout()
-        seed_row = QHBoxLayout()
-        self.seed_edit = QLineEdit("0")
-        self.seed_edit.setToolTip(f"Seed, 0 to {MAX_SEED}; image i of a batch uses seed + i")
-        self.seed_lock = QCheckBox("Lock")
-        self.seed_lock.setToolTip("Locked: keep this seed. Unlocked: a new random seed for every Generate")
-        self.seed_dice = QPushButton("New")
-        self.seed_dice.setToolTip("Draw a new random seed now")
-        self.seed_dice.clicked.connect(lambda: self.seed_edit.setText(str(secrets.randbelow(RANDOM_SEED_LIMIT))))
-        seed_row.addWidget(self.seed_edit, 1)
-        seed_row.addWidget(self.seed_lock)
-        seed_row.addWidget(self.seed_dice)
-        form.addRow("Seed", seed_row)
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, MAX_STEPS)
-        self.steps_spin.setValue(20)
-        form.addRow("Steps", self.steps_spin)
-        self.guidance_spin = QDoubleSpinBox()
-        self.guidance_spin.setRange(0.0, MAX_GUIDANCE)
-        self.guidance_spin.setSingleStep(0.5)
-        self.guidance_spin.setDecimals(2)
-        self.guidance_spin.setValue(4.0)
-        self.guidance_spin.setToolTip("Classifier-free guidance scale (1 = no guidance)")
-        form.addRow("Guidance", self.guidance_spin)
-        self.sampler_box = QComboBox()
-        for name in SAMPLERS:
-            self.sampler_box.addItem(name, name)
-        form.addRow("Sampler", self.sampler_box)
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, MAX_BATCH)
-        self.batch_spin.setToolTip("Number of images, one after another (seeds seed, seed+1, ...)")
-        form.addRow("Batch count", self.batch_spin)
-        layout.addLayout(form)
-
-        buttons = QHBoxLayout()
-        self.generate_button = QPushButton("Generate")
-        self.generate_button.setToolTip("Generate (Ctrl+Enter)")
-        self.generate_button.setDefault(True)
-        self.generate_button.clicked.connect(self.generate)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop after the current step (Esc)")
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons.addWidget(self.generate_button, 2)
-        buttons.addWidget(self.cancel_button, 1)
-        layout.addLayout(buttons)
-        # the run and warning lines keep their room whether or not they say anything: a warning that
-        # appeared pushed the Generate buttons up when the panel had no spare height
-        self.run_label = reserve_text_lines(QLabel(), 2)
-        layout.addWidget(self.run_label)
-        self.warning_label = reserve_text_lines(QLabel(), 4)
-        self.warning_label.setStyleSheet("color: #b35900")
-        layout.addWidget(self.warning_label)
-        layout.addStretch(1)
-        disclaimer = QLabel("Synthetic images for education and testing. Not for diagnosis.")
-        disclaimer.setWordWrap(True)
-        disclaimer.setStyleSheet("color: #a33")
-        layout.addWidget(disclaimer)
+        layout.addWidget(self.generate_panel)
         dock = QDockWidget("Generate", self)
         dock.setObjectName("generate-dock")
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
@@ -373,7 +276,7 @@ class MainWindow(QMainWindow):
     def _restore_settings(self) -> None:
         self.prompt_box.set_history(self.settings.history())
         values = self.settings.generation()
-        self._apply_generation_values(values)
+        self.generate_panel.apply_values(values)
         self.viewer.load_presets_json(self.settings.window_presets_json())
         display = self.settings.viewer()
         self.viewer.clip_spin.setValue(float(display.get("clip_limit", 2.0)))
@@ -384,32 +287,16 @@ class MainWindow(QMainWindow):
         if state is not None:
             self.restoreState(state)
 
-    def _apply_generation_values(self, values: dict) -> None:
-        if "sampler" in values and values["sampler"] in SAMPLERS:
-            self.sampler_box.setCurrentIndex(self.sampler_box.findData(values["sampler"]))
-        if "num_steps" in values:
-            self.steps_spin.setValue(int(values["num_steps"]))
-        if "guidance_scale" in values:
-            self.guidance_spin.setValue(float(values["guidance_scale"]))
-        if "negative_prompt" in values:
-            self.negative_edit.setText(str(values["negative_prompt"]))
-        if "seed" in values:
-            self.seed_edit.setText(str(values["seed"]))
-        if "seed_locked" in values:
-            self.seed_lock.setChecked(bool(values["seed_locked"]))
-        if "batch_count" in values:
-            self.batch_spin.setValue(int(values["batch_count"]))
-
     def save_settings(self) -> None:
         self.settings.set_generation(
             {
-                "sampler": self.sampler_box.currentData(),
-                "num_steps": self.steps_spin.value(),
-                "guidance_scale": self.guidance_spin.value(),
-                "negative_prompt": self.negative_edit.text(),
-                "seed": self.seed_edit.text(),
-                "seed_locked": self.seed_lock.isChecked(),
-                "batch_count": self.batch_spin.value(),
+                "sampler": self.generate_panel.sampler_box.currentData(),
+                "num_steps": self.generate_panel.steps_spin.value(),
+                "guidance_scale": self.generate_panel.guidance_spin.value(),
+                "negative_prompt": self.generate_panel.negative_edit.text(),
+                "seed": self.generate_panel.seed_edit.text(),
+                "seed_locked": self.generate_panel.seed_lock.isChecked(),
+                "batch_count": self.generate_panel.batch_spin.value(),
             }
         )
         self.settings.set_history(self.prompt_box.history)
@@ -504,7 +391,7 @@ class MainWindow(QMainWindow):
         self.prompt_box.set_card(info.card)
         self.prompt_box.set_other_packs(self._other_packs(info.path))
         if first and not self.settings.generation():
-            self._apply_generation_values(info.defaults)
+            self.generate_panel.apply_values(info.defaults)
         self.settings.last_model = str(info.path)
         self._set_running(False)
         self.model_ready.emit(info)
@@ -537,35 +424,15 @@ class MainWindow(QMainWindow):
     def _set_running(self, running: bool) -> None:
         self._running = running
         ready = self.model_info is not None and not self._loading
-        self.generate_button.setEnabled(ready and not running)
+        self.generate_panel.generate_button.setEnabled(ready and not running)
         self.generate_action.setEnabled(ready and not running)
-        self.cancel_button.setEnabled(running)
+        self.generate_panel.cancel_button.setEnabled(running)
         self.cancel_action.setEnabled(running)
         self.open_model_action.setEnabled(not running)
         self.open_model_button.setEnabled(not running)
 
     def is_running(self) -> bool:
         return self._running
-
-    def _seed(self) -> int:
-        if not self.seed_lock.isChecked():
-            self.seed_edit.setText(str(secrets.randbelow(RANDOM_SEED_LIMIT)))
-        text = self.seed_edit.text().strip()
-        if not text.isdigit() or int(text) > MAX_SEED:
-            raise ValueError(f"the seed must be a whole number from 0 to {MAX_SEED}, not {text!r}")
-        return int(text)
-
-    def current_request(self, seed: int | None = None, prompt: str | None = None) -> GenerationRequest:
-        """The request the controls describe, with ``prompt`` instead of the prompt box's when given
-        (validated; raises ValueError with what to correct)."""
-        return GenerationRequest(
-            prompt=self.prompt_box.text() if prompt is None else prompt,
-            negative_prompt=self.negative_edit.text(),
-            num_steps=self.steps_spin.value(),
-            guidance_scale=round(self.guidance_spin.value(), 4),
-            sampler=self.sampler_box.currentData(),
-            seed=self._seed() if seed is None else seed,
-        ).validated()
 
     def generate(self) -> bool:
         """Queue the batch described by the controls; False (with a message) when it cannot start."""
@@ -575,11 +442,11 @@ class MainWindow(QMainWindow):
             self.show_error("No model", "No model is loaded: open a model pack folder first (File > Open model pack).")
             return False
         try:
-            request = self.current_request()
+            request = self.generate_panel.current_request()
         except (ValueError, PromptError) as exc:
             self.show_error("Cannot generate", f"{exc}")
             return False
-        count = self.batch_spin.value()
+        count = self.generate_panel.batch_spin.value()
         if request.seed + count - 1 > MAX_SEED:
             self.show_error("Cannot generate", f"seed + batch count must stay at most {MAX_SEED}")
             return False
@@ -627,7 +494,7 @@ class MainWindow(QMainWindow):
             return
         self._queue.clear()
         self.host.cancel()
-        self.run_label.setText("Cancelling after the current step…")
+        self.generate_panel.run_label.setText("Cancelling after the current step…")
 
     def _progress_text(self, done: int, total: int, left_s: float | None) -> str:
         image = f"Image {self._batch_done + 1}/{self._batch_total} · " if self._batch_total > 1 else ""
@@ -637,7 +504,9 @@ class MainWindow(QMainWindow):
     def _on_started(self, request: GenerationRequest) -> None:
         self.steps.clear()
         self._show_warning("")
-        self.run_label.setText(f"Generating seed {request.seed} ({request.num_steps} steps, {request.sampler})…")
+        self.generate_panel.run_label.setText(
+            f"Generating seed {request.seed} ({request.num_steps} steps, {request.sampler})…"
+        )
 
     def _on_step(self, event) -> None:
         frame = imaging.to_uint16(event.preview[0])
@@ -687,7 +556,7 @@ class MainWindow(QMainWindow):
             self.library_panel.select(case_id)
         t = result.timings
         same = f", identical to case {identical.id} (not added again)" if identical is not None else ""
-        self.run_label.setText(
+        self.generate_panel.run_label.setText(
             f"Seed {result.seeds[0]}{same}: {t.get('total_s', 0):.2f} s on "
             f"{result.provider.replace('ExecutionProvider', '')}"
         )
@@ -730,8 +599,8 @@ class MainWindow(QMainWindow):
 
     def _show_warning(self, text: str) -> None:
         """The warning line under the run line ("" clears it; its room stays)."""
-        self.warning_label.setText(text)
-        self.warning_label.setToolTip(text)
+        self.generate_panel.warning_label.setText(text)
+        self.generate_panel.warning_label.setToolTip(text)
 
     def _set_current(self, current: CurrentImage) -> None:
         self.current = current
@@ -756,7 +625,7 @@ class MainWindow(QMainWindow):
     def _end_run(self, text: str) -> None:
         self._set_running(False)
         self.progress.setFormat(text if len(text) < 60 else "Idle")
-        self.run_label.setText(text)
+        self.generate_panel.run_label.setText(text)
         self.statusBar().showMessage(text, 10_000)
         self.run_finished.emit()
 
@@ -774,14 +643,14 @@ class MainWindow(QMainWindow):
             self.show_error("Case not opened", f"{exc}")
             return None
         self.prompt_box.set_text(case.prompt)
-        self.negative_edit.setText(case.negative_prompt)
-        self.seed_edit.setText(str(case.seed))
+        self.generate_panel.negative_edit.setText(case.negative_prompt)
+        self.generate_panel.seed_edit.setText(str(case.seed))
         if lock_seed:
-            self.seed_lock.setChecked(True)
-        self.steps_spin.setValue(case.num_steps)
-        self.guidance_spin.setValue(case.guidance_scale)
-        self.sampler_box.setCurrentIndex(self.sampler_box.findData(case.sampler))
-        self.batch_spin.setValue(1)
+            self.generate_panel.seed_lock.setChecked(True)
+        self.generate_panel.steps_spin.setValue(case.num_steps)
+        self.generate_panel.guidance_spin.setValue(case.guidance_scale)
+        self.generate_panel.sampler_box.setCurrentIndex(self.generate_panel.sampler_box.findData(case.sampler))
+        self.generate_panel.batch_spin.setValue(1)
         label = f"case {case.id} · seed {case.seed}"
         self._set_current(CurrentImage(pixels, case.image_info(), label, case.id))
         self.steps.clear()
@@ -845,148 +714,6 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Teaching file written: {index}", 10_000)
         return index
 
-    # ------------------------------------------------------------------------------------------- exports
-
-    def _need_image(self) -> CurrentImage | None:
-        if self.current is None:
-            self.show_error("Nothing to export", "Generate an image or open a case from the library first.")
-        return self.current
-
-    def choose_png_export(self) -> None:
-        if self._need_image() is None:
-            return
-        path, chosen = QFileDialog.getSaveFileName(
-            self, "Export PNG", f"cxr-{self.current.info.seed}.png",
-            "16-bit PNG, stored pixels (*.png);;8-bit PNG, stored pixels (*.png);;8-bit PNG, as displayed (*.png)",
-        )  # fmt: skip
-        if path:
-            mode = {"16": (16, False), "8-bit PNG, s": (8, False), "8-bit PNG, a": (8, True)}
-            bits, displayed = next((v for k, v in mode.items() if chosen.startswith(k)), (16, False))
-            self.export_png(Path(path), bits=bits, displayed=displayed)
-
-    def export_png(self, path: Path, *, bits: int = 16, displayed: bool = False) -> Path | None:
-        """Stored pixels at 16 or 8 bits, or (``displayed``) the 8-bit image as the viewer shows it."""
-        current = self._need_image()
-        if current is None:
-            return None
-        if path.suffix.lower() != ".png":
-            path = path.with_suffix(".png")
-        if displayed:
-            self.viewer.set_image(current.pixels, current.label, keep_window=True)
-            image = self.viewer.view.displayed_pixels()
-        elif bits == 8:
-            image = imaging.rescale_bits(current.pixels, 16, 8)
-        else:
-            image = current.pixels
-        try:
-            atomic_write_bytes(path, imaging.encode_png(image))
-        except OSError as exc:
-            self.show_error("PNG not saved", f"{path}: {exc.strerror or exc}. Choose another folder or free space.")
-            return None
-        self.statusBar().showMessage(f"Saved {path}", 8000)
-        return path
-
-    def choose_dicom_export(self) -> None:
-        if self._need_image() is None:
-            return
-        current = self.current
-        dialog = self.dicom_export_dialog()
-        if dialog.exec() != DicomExportDialog.DialogCode.Accepted:
-            return
-        options = dialog.options()
-        self.settings.set_export(options.to_dict())
-        name = f"cxr-{current.info.seed}.dcm"
-        path, _ = QFileDialog.getSaveFileName(self, "Export DICOM", name, "DICOM (*.dcm)")
-        if not path:
-            return
-        if self.current is not current:  # a run ended while the dialogs were open: not the image they showed
-            self.show_error("DICOM not saved", "The image changed while the export dialogs were open. Export again.")
-            return
-        self.export_dicom(Path(path), dialog.study_context(), options)
-
-    def dicom_export_dialog(self) -> DicomExportDialog:
-        """The export dialog, with a thumbnail and the case and seed of the image it will write on top."""
-        dialog = DicomExportDialog(self, DicomOptions.from_dict(self.settings.export()))
-        preview = CasePreview(dialog)
-        if self.current is not None:
-            preview.set_image(self.current.pixels, self.current.caption())
-        dialog.layout().insertWidget(0, preview)
-        dialog.case_preview = preview
-        return dialog
-
-    def current_dataset(self, study: StudyContext | None = None, options: DicomOptions | None = None):
-        """The current image as a synthetic DICOM dataset (export options from the settings by default);
-        None, after an error dialog, when there is no image or a value is refused."""
-        current = self._need_image()
-        if current is None:
-            return None
-        study = study or StudyContext.synthetic()
-        options = options or DicomOptions.from_dict(self.settings.export())
-        try:
-            windows = self._dicom_windows(current.pixels, options.bits_stored) if options.viewer_window else None
-            return build_dataset(
-                current.pixels, current.info, study, iod=options.iod, bits_stored=options.bits_stored,
-                windows=windows, burn_in=options.burn_in,
-            )  # fmt: skip
-        except ValueError as exc:
-            self.show_error("DICOM not made", f"{exc}. Correct the value in the export dialog.")
-            return None
-
-    def export_dicom(
-        self, path: Path, study: StudyContext | None = None, options: DicomOptions | None = None
-    ) -> Path | None:
-        """Write the current image as a synthetic DICOM file; None (after an error dialog) on failure."""
-        options = options or DicomOptions()
-        dataset = self.current_dataset(study, options)
-        if dataset is None:
-            return None
-        try:
-            write_dicom(dataset, path, transfer_syntax=options.transfer_syntax)
-        except CodecUnavailableError as exc:
-            self.show_error("DICOM not saved", f"{exc}. Choose the uncompressed transfer syntax instead.")
-            return None
-        except ValueError as exc:
-            self.show_error("DICOM not saved", f"{exc}. Correct the value in the export dialog.")
-            return None
-        except OSError as exc:
-            self.show_error("DICOM not saved", f"{path}: {exc.strerror or exc}. Choose another folder or free space.")
-            return None
-        self.statusBar().showMessage(f"Saved {path}", 8000)
-        return path
-
-    def _dicom_windows(self, pixels: np.ndarray, bits_stored: int) -> list[imaging.WindowPreset]:
-        """The viewer's window (rescaled to the stored bits) first, then the image-derived presets."""
-        stored = stored_pixels(pixels, bits_stored)
-        presets = imaging.window_presets(stored)
-        if not self.viewer.view.has_image():
-            return presets
-        center, width = self.viewer.view.window()
-        scale = (2**bits_stored - 1) / imaging.MAX_16BIT
-        try:
-            viewer = imaging.WindowPreset("VIEWER", round(center * scale, 2), max(1.0, round(width * scale, 2)))
-        except ValueError:
-            return presets
-        return [viewer, *presets]
-
-    def choose_steps_export(self) -> None:
-        if not self.steps.frames():
-            self.show_error("Nothing to export", "Generate an image first: its denoising steps are exported.")
-            return
-        folder = QFileDialog.getExistingDirectory(self, "Export denoising steps into folder")
-        if folder:
-            self.export_steps(Path(folder))
-
-    def export_steps(self, folder: Path) -> str | None:
-        try:
-            _pngs, _gif, message = export_frames(self.steps.frames(), folder, gif=True)
-        except (OSError, ValueError) as exc:
-            self.show_error("Steps not exported", f"{exc}. Choose a writable folder with free space.")
-            return None
-        if not pillow_available():
-            log.warning("Pillow is not installed: denoising steps exported as PNG frames only")
-        self.statusBar().showMessage(message, 10_000)
-        return message
-
     # ------------------------------------------------------------------------------------------- dataset explorer
 
     def open_dataset_explorer(self, manifest: str | Path | None = None):
@@ -1023,7 +750,7 @@ class MainWindow(QMainWindow):
             self.show_error("No model", "No model is loaded: open a model pack folder first (File > Open model pack).")
             return False
         try:
-            request = self.current_request(prompt=text)
+            request = self.generate_panel.current_request(prompt=text)
         except (ValueError, PromptError) as exc:
             self.show_error("Cannot generate", f"{exc}")
             return False

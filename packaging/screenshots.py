@@ -105,9 +105,9 @@ def shoot(args: argparse.Namespace, scratch: Path) -> int:
         print(f"screenshots: the model did not load: {window.errors}", file=sys.stderr)
         return 1
     window.prompt_box.set_text(args.prompt)
-    window.steps_spin.setValue(args.steps)
-    window.seed_edit.setText(str(args.seed))
-    window.seed_lock.setChecked(True)
+    window.generate_panel.steps_spin.setValue(args.steps)
+    window.generate_panel.seed_edit.setText(str(args.seed))
+    window.generate_panel.seed_lock.setChecked(True)
     window.generate()
     wait_for(window.run_finished)
     if window.errors:
@@ -134,7 +134,7 @@ def shoot(args: argparse.Namespace, scratch: Path) -> int:
     window.viewer.clahe_box.setChecked(False)
     window.viewer.view.reset_window()
     window.viewer.pin_current()
-    window.seed_edit.setText(str(args.seed + 1))
+    window.generate_panel.seed_edit.setText(str(args.seed + 1))
     window.generate()
     wait_for(window.run_finished)
     # the viewer follows the new run to its final image by itself (the stale-viewer bug, 0a7de31, is fixed);

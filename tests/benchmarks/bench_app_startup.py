@@ -52,8 +52,8 @@ def child(pack: str, steps: int, launched: float) -> int:
         marks["model_loaded"] = time.time()
         marks["provider"] = info.provider  # type: ignore[assignment]
         window.prompt_box.set_text(PROMPT)
-        window.steps_spin.setValue(steps)
-        window.seed_lock.setChecked(True)
+        window.generate_panel.steps_spin.setValue(steps)
+        window.generate_panel.seed_lock.setChecked(True)
         window.generate()
 
     def on_image(result) -> None:

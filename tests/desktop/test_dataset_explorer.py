@@ -257,9 +257,9 @@ def test_compare_shows_real_and_generated_with_linked_window_level(
     assert explorer.errors[-1].startswith("No generated image")
 
     # 3. generate in the main window, then "Compare with current image"
-    window.steps_spin.setValue(2)
-    window.seed_edit.setText("3")
-    window.seed_lock.setChecked(True)
+    window.generate_panel.steps_spin.setValue(2)
+    window.generate_panel.seed_edit.setText("3")
+    window.generate_panel.seed_lock.setChecked(True)
     window.prompt_box.set_text("Normal chest radiograph")
     with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
         assert window.generate()
@@ -316,7 +316,7 @@ def test_compare_shows_real_and_generated_with_linked_window_level(
     assert generated.window() == pytest.approx(linked())
     # a generation the explorer did not ask for leaves its comparison alone
     shown = generated.source.copy()
-    window.seed_edit.setText("4")
+    window.generate_panel.seed_edit.setText("4")
     with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
         window.generate()
     np.testing.assert_array_equal(generated.source, shown)

@@ -18,7 +18,7 @@ def window(loaded_window: MainWindow):
 
 def test_an_empty_prompt_gets_a_plain_message_not_the_log_path(qtbot, window: MainWindow) -> None:
     window.prompt_box.set_text("   ")
-    QTest.mouseClick(window.generate_button, Qt.MouseButton.LeftButton)
+    QTest.mouseClick(window.generate_panel.generate_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: bool(window._boxes), timeout=5_000)
     box: QMessageBox = window._boxes[-1]
     assert box.isVisible() and not window.is_running()

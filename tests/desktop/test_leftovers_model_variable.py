@@ -28,7 +28,7 @@ def test_window_names_the_variable_when_its_folder_is_missing(qtbot, settings, t
     window = open_window(qtbot, settings)
     window.show()
     text = window.model_banner_label.text()
-    assert window.model_banner.isVisible() and not window.generate_button.isEnabled()
+    assert window.model_banner.isVisible() and not window.generate_panel.generate_button.isEnabled()
     assert f"CXR_STUDIO_MODEL={missing}: no model pack there" in text, text
     assert "unset it for the embedded default model" in text
     window.close()

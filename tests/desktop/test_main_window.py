@@ -49,10 +49,10 @@ def window(qtbot, settings, tiny_pack_dir: Path):
 
 
 def set_controls(window: MainWindow, *, steps: int = 8, seed: int = 5, sampler: str = "dpmpp-2m") -> None:
-    window.steps_spin.setValue(steps)
-    window.seed_edit.setText(str(seed))
-    window.seed_lock.setChecked(True)
-    window.sampler_box.setCurrentIndex(window.sampler_box.findData(sampler))
+    window.generate_panel.steps_spin.setValue(steps)
+    window.generate_panel.seed_edit.setText(str(seed))
+    window.generate_panel.seed_lock.setChecked(True)
+    window.generate_panel.sampler_box.setCurrentIndex(window.generate_panel.sampler_box.findData(sampler))
 
 
 def drag(widget, start: QPoint, end: QPoint, button=Qt.MouseButton.LeftButton) -> None:
@@ -73,7 +73,7 @@ def test_whole_flow_prompt_generate_steps_window_clahe_dicom_library_regenerate(
     result: GenerationResult = done.args[0]
     qtbot.waitUntil(lambda: not window.is_running(), timeout=RUN_MS)
     assert result.request.prompt == "Right lower lobe consolidation" and result.seeds == [5]
-    assert window.seed_edit.text() == "5" and "Done" in window.run_label.text()
+    assert window.generate_panel.seed_edit.text() == "5" and "Done" in window.generate_panel.run_label.text()
     frames = window.steps.frames()
     assert [f.label for f in frames] == [f"step {i} / 8" for i in range(1, 9)] + ["final"]
     np.testing.assert_array_equal(window.viewer.view.source, result.to_uint16()[0])
@@ -140,14 +140,15 @@ def test_whole_flow_prompt_generate_steps_window_clahe_dicom_library_regenerate(
     set_controls(window, steps=3, seed=99, sampler="euler")
     window.prompt_box.set_text("something else")
     case = window.open_case(case_id)
-    assert window.prompt_box.text() == case.prompt and window.seed_edit.text() == "5"
-    assert window.steps_spin.value() == 8 and window.sampler_box.currentData() == "dpmpp-2m"
+    assert window.prompt_box.text() == case.prompt and window.generate_panel.seed_edit.text() == "5"
+    panel = window.generate_panel
+    assert panel.steps_spin.value() == 8 and panel.sampler_box.currentData() == "dpmpp-2m"
     stored = window.library.image(case)
     np.testing.assert_array_equal(stored, result.to_uint16()[0])
     with qtbot.waitSignal(window.generation_done, timeout=RUN_MS) as again:
         assert window.regenerate_case(case_id)
     np.testing.assert_array_equal(again.args[0].to_uint16()[0], stored)
-    assert len(window.library) == 1 and f"identical to case {case_id}" in window.run_label.text()  # no duplicate
+    assert len(window.library) == 1 and f"identical to case {case_id}" in panel.run_label.text()  # no duplicate
 
 
 def test_window_keeps_processing_events_and_cancel_stops_within_one_step(qtbot, window: MainWindow) -> None:
@@ -184,14 +185,14 @@ def test_window_keeps_processing_events_and_cancel_stops_within_one_step(qtbot, 
     result = outcome[0]
     assert at_cancel[0] <= result.steps_done <= at_cancel[0] + 1 < 250
     qtbot.waitUntil(lambda: not window.is_running(), timeout=5_000)
-    assert "Cancelled after" in window.run_label.text()
+    assert "Cancelled after" in window.generate_panel.run_label.text()
     assert len(window.library) == 0  # a cancelled run is not kept
-    assert window.generate_button.isEnabled() and not window.cancel_button.isEnabled()
+    assert window.generate_panel.generate_button.isEnabled() and not window.generate_panel.cancel_button.isEnabled()
 
 
 def test_batch_count_runs_seed_after_seed(qtbot, window: MainWindow) -> None:
     set_controls(window, steps=3, seed=40)
-    window.batch_spin.setValue(3)
+    window.generate_panel.batch_spin.setValue(3)
     window.prompt_box.set_text("Normal chest radiograph")
     seeds = []
     window.generation_done.connect(lambda r: seeds.append(r.seeds[0]))
@@ -203,11 +204,11 @@ def test_batch_count_runs_seed_after_seed(qtbot, window: MainWindow) -> None:
 
 def test_unlocked_seed_is_random_and_shown(qtbot, window: MainWindow) -> None:
     set_controls(window, steps=2, seed=0)
-    window.seed_lock.setChecked(False)
+    window.generate_panel.seed_lock.setChecked(False)
     window.prompt_box.set_text("Cardiomegaly")
     with qtbot.waitSignal(window.generation_done, timeout=RUN_MS) as done:
         window.generate()
-    assert window.seed_edit.text() == str(done.args[0].seeds[0])
+    assert window.generate_panel.seed_edit.text() == str(done.args[0].seeds[0])
 
 
 def test_closing_during_a_run_leaves_no_thread_running(qtbot, settings, tiny_pack_dir: Path) -> None:
@@ -231,11 +232,11 @@ def test_no_default_model_opens_and_offers_a_pack_folder(qtbot, settings, tiny_p
     assert "No model is installed" in window.model_banner_label.text()
     assert str(tmp_path / "no-default-model") in window.model_banner_label.text()
     assert window.open_model_button.isVisible() and window.open_model_button.isEnabled()
-    assert not window.generate_button.isEnabled()
+    assert not window.generate_panel.generate_button.isEnabled()
     assert window.generate() is False and "No model" in window.errors[-1]
     with qtbot.waitSignal(window.model_ready, timeout=LOAD_MS):
         window.load_model(tiny_pack_dir)
-    assert not window.model_banner.isVisible() and window.generate_button.isEnabled()
+    assert not window.model_banner.isVisible() and window.generate_panel.generate_button.isEnabled()
     assert window.provider_label.text() == "CPU" and "cxr-tiny-seed0" in window.model_label.text()
     window.close()
 
@@ -248,7 +249,7 @@ def test_a_broken_pack_is_reported_with_what_to_do(qtbot, settings, tiny_pack_co
         window.show()
     assert shown.args[0] == "Model not loaded" and "unet.onnx" in shown.args[1]
     assert "Open a different model pack" in shown.args[1]
-    assert window.model_banner.isVisible() and not window.generate_button.isEnabled()
+    assert window.model_banner.isVisible() and not window.generate_panel.generate_button.isEnabled()
     window.close()
 
 
@@ -289,8 +290,8 @@ def test_png_exports_16_bit_8_bit_and_as_displayed(qtbot, window: MainWindow, tm
 def test_settings_persist_between_runs(qtbot, settings, tiny_pack_dir: Path) -> None:
     window = open_window(qtbot, settings, tiny_pack_dir)
     set_controls(window, steps=3, seed=12, sampler="euler")
-    window.guidance_spin.setValue(2.5)
-    window.negative_edit.setText("lateral view")
+    window.generate_panel.guidance_spin.setValue(2.5)
+    window.generate_panel.negative_edit.setText("lateral view")
     window.prompt_box.set_text("Left apical pneumothorax")
     with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
         window.generate()
@@ -301,9 +302,10 @@ def test_settings_persist_between_runs(qtbot, settings, tiny_pack_dir: Path) -> 
     again = open_window(qtbot, settings, None)  # no --model: the last model is reopened
     qtbot.waitUntil(lambda: again.model_info is not None, timeout=LOAD_MS)
     assert again.model_info.path == tiny_pack_dir.resolve()
-    assert again.sampler_box.currentData() == "euler" and again.steps_spin.value() == 3
-    assert again.guidance_spin.value() == 2.5 and again.negative_edit.text() == "lateral view"
-    assert again.seed_lock.isChecked() and again.seed_edit.text() == "12"
+    panel = again.generate_panel
+    assert panel.sampler_box.currentData() == "euler" and panel.steps_spin.value() == 3
+    assert panel.guidance_spin.value() == 2.5 and panel.negative_edit.text() == "lateral view"
+    assert panel.seed_lock.isChecked() and panel.seed_edit.text() == "12"
     assert again.prompt_box.history[0] == "Left apical pneumothorax"
     assert "my lung" in again.viewer.custom_presets and again.viewer.clip_spin.value() == 3.0
     again.close()
@@ -342,7 +344,7 @@ def test_play_steps_advances_the_slider(qtbot, window: MainWindow) -> None:
 
 def test_library_teaching_file_tags_notes(qtbot, window: MainWindow, tmp_path: Path) -> None:
     set_controls(window, steps=2, seed=7)
-    window.batch_spin.setValue(2)
+    window.generate_panel.batch_spin.setValue(2)
     window.prompt_box.set_text("Bilateral <hilar> adenopathy, no effusion")
     with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
         window.generate()
@@ -370,7 +372,7 @@ def test_library_teaching_file_tags_notes(qtbot, window: MainWindow, tmp_path: P
 
 def test_compare_a_case_side_by_side(qtbot, window: MainWindow) -> None:
     set_controls(window, steps=2, seed=1)
-    window.batch_spin.setValue(2)
+    window.generate_panel.batch_spin.setValue(2)
     window.prompt_box.set_text("Normal chest radiograph")
     with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
         window.generate()
@@ -469,7 +471,7 @@ def test_a_new_run_shows_its_image_after_the_user_scrubbed_the_steps(qtbot, wind
     window.steps.filmstrip.setCurrentRow(1)  # the user looks at step 2
     assert not window.steps.following()
     window.viewer.pin_current()
-    window.seed_edit.setText("2")
+    window.generate_panel.seed_edit.setText("2")
     with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
         window.generate()
     qtbot.wait(50)

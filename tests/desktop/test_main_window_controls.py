@@ -23,7 +23,7 @@ LONG_WARNING = (
 
 @pytest.fixture
 def window(loaded_window: MainWindow):
-    loaded_window.steps_spin.setValue(3)
+    loaded_window.generate_panel.steps_spin.setValue(3)
     return loaded_window
 
 
@@ -42,7 +42,7 @@ def place(widget) -> tuple[QPoint, tuple[int, int]]:
 
 
 def test_regenerate_keeps_lock_and_tags_and_reports_an_identical_case(qtbot, window: MainWindow) -> None:
-    window.seed_lock.setChecked(False)
+    window.generate_panel.seed_lock.setChecked(False)
     window.prompt_box.set_text("Right lower lobe consolidation")
     generate(qtbot, window)
     case = window.library.get(window.current.case_id)
@@ -50,10 +50,10 @@ def test_regenerate_keeps_lock_and_tags_and_reports_an_identical_case(qtbot, win
     window.library_panel.refresh()
     with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
         assert window.regenerate_case(case.id)
-    assert not window.seed_lock.isChecked()  # the user's Lock box is as they left it
+    assert not window.generate_panel.seed_lock.isChecked()  # the user's Lock box is as they left it
     assert len(window.library) == 1  # no duplicate row
     assert window.library.get(case.id).tags == ("pneumonia", "teaching")
-    assert f"identical to case {case.id}" in window.run_label.text()
+    assert f"identical to case {case.id}" in window.generate_panel.run_label.text()
     assert window.current.case_id == case.id and window.library_panel.selected_ids() == [case.id]
     np.testing.assert_array_equal(window.viewer.view.source, window.library.image(case))
     # an unlocked Generate after it draws a new seed, as Lock off promises
@@ -62,14 +62,14 @@ def test_regenerate_keeps_lock_and_tags_and_reports_an_identical_case(qtbot, win
 
 
 def test_the_same_locked_request_twice_is_one_case(qtbot, window: MainWindow) -> None:
-    window.seed_edit.setText("77")
-    window.seed_lock.setChecked(True)
+    window.generate_panel.seed_edit.setText("77")
+    window.generate_panel.seed_lock.setChecked(True)
     window.prompt_box.set_text("Normal chest radiograph")
     generate(qtbot, window)
     first = window.current.case_id
     generate(qtbot, window)
     assert len(window.library) == 1 and window.current.case_id == first
-    assert f"identical to case {first}" in window.run_label.text()
+    assert f"identical to case {first}" in window.generate_panel.run_label.text()
 
 
 # 2. Ctrl+M -------------------------------------------------------------------------------------------------
@@ -122,20 +122,21 @@ def test_ctrl_m_works_from_the_apps_other_windows(qtbot, window: MainWindow, tmp
 
 @pytest.mark.parametrize("height", [860, 600])
 def test_a_warning_does_not_move_the_generate_buttons(qtbot, window: MainWindow, height: int) -> None:
+    panel = window.generate_panel
     window.resize(1100, height)  # 600: a laptop screen, no spare room in the Generate panel
     qtbot.wait(50)
     QApplication.processEvents()
-    before = [place(b) for b in (window.generate_button, window.cancel_button)]
-    window.warning_label.setText(LONG_WARNING)  # what a finished run with a cut-off prompt shows
-    window.warning_label.show()
-    window.run_label.setText("Seed 123: 0.52 s on CPU, a longer line than usual to wrap it over two lines or more")
+    before = [place(b) for b in (panel.generate_button, panel.cancel_button)]
+    panel.warning_label.setText(LONG_WARNING)  # what a finished run with a cut-off prompt shows
+    panel.warning_label.show()
+    panel.run_label.setText("Seed 123: 0.52 s on CPU, a longer line than usual to wrap it over two lines or more")
     QApplication.processEvents()
-    assert window.warning_label.isVisible() and window.warning_label.text() == LONG_WARNING
-    assert [place(b) for b in (window.generate_button, window.cancel_button)] == before
-    window.run_label.setText("Generating seed 124 (3 steps, dpmpp-2m)…")
-    window.warning_label.setText("")  # what the next run's start does
+    assert panel.warning_label.isVisible() and panel.warning_label.text() == LONG_WARNING
+    assert [place(b) for b in (panel.generate_button, panel.cancel_button)] == before
+    panel.run_label.setText("Generating seed 124 (3 steps, dpmpp-2m)…")
+    panel.warning_label.setText("")  # what the next run's start does
     QApplication.processEvents()
-    assert [place(b) for b in (window.generate_button, window.cancel_button)] == before
+    assert [place(b) for b in (panel.generate_button, panel.cancel_button)] == before
 
 
 def test_a_pacs_error_does_not_move_the_pacs_buttons(qtbot, window: MainWindow) -> None:
@@ -162,7 +163,7 @@ def test_a_pacs_error_does_not_move_the_pacs_buttons(qtbot, window: MainWindow) 
 
 
 def test_generate_from_text_makes_one_image_and_leaves_the_prompt_alone(qtbot, window: MainWindow) -> None:
-    window.batch_spin.setValue(4)
+    window.generate_panel.batch_spin.setValue(4)
     window.prompt_box.set_text("My own prompt, being edited")
     done = []
     window.generation_done.connect(done.append)
@@ -170,14 +171,14 @@ def test_generate_from_text_makes_one_image_and_leaves_the_prompt_alone(qtbot, w
         assert window._generate_from_text("Left upper lobe collapse")
     assert [r.request.prompt for r in done] == ["Left upper lobe collapse"]  # one image, not the batch of 4
     assert window.prompt_box.text() == "My own prompt, being edited"
-    assert window.batch_spin.value() == 4
+    assert window.generate_panel.batch_spin.value() == 4
     assert window.library.get(window.current.case_id).prompt == "Left upper lobe collapse"
 
 
 def test_regenerate_on_another_model_adds_a_case_that_keeps_the_tags(qtbot, window: MainWindow, tmp_path: Path) -> None:
     from training.tiny import build_tiny_pack
 
-    window.seed_lock.setChecked(True)
+    window.generate_panel.seed_lock.setChecked(True)
     window.prompt_box.set_text("Right lower lobe consolidation")
     generate(qtbot, window)
     case = window.library.get(window.current.case_id)
@@ -185,14 +186,14 @@ def test_regenerate_on_another_model_adds_a_case_that_keeps_the_tags(qtbot, wind
     other = build_tiny_pack(tmp_path / "other-pack", seed=1)
     with qtbot.waitSignal(window.model_ready, timeout=RUN_MS):
         window.load_model(other)
-    window.seed_lock.setChecked(False)
+    window.generate_panel.seed_lock.setChecked(False)
     with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
         assert window.regenerate_case(case.id)
     assert "Different model" in window.errors[-1]  # said before it ran
-    assert not window.seed_lock.isChecked() and len(window.library) == 2
+    assert not window.generate_panel.seed_lock.isChecked() and len(window.library) == 2
     new = window.library.get(window.current.case_id)
     assert new.id != case.id and new.seed == case.seed and new.tags == ("teaching",)
-    assert "identical" not in window.run_label.text()
+    assert "identical" not in window.generate_panel.run_label.text()
 
 
 def test_the_prompt_analysers_warning_does_not_move_the_generate_button(qtbot, window: MainWindow) -> None:
@@ -207,10 +208,10 @@ def test_the_prompt_analysers_warning_does_not_move_the_generate_button(qtbot, w
     box.set_text("Cardiomegaly")
     box.update_analysis()
     QApplication.processEvents()
-    before = place(window.generate_button), place(box.edit)
+    before = place(window.generate_panel.generate_button), place(box.edit)
     box.set_text("Cardiomegaly with right lower lobe consolidation, a small left pleural effusion, no pneumothorax")
     box.update_analysis()
     QApplication.processEvents()
     assert "Not in this model" in box.analysis.text()
-    assert (place(window.generate_button), place(box.edit)) == before
+    assert (place(window.generate_panel.generate_button), place(box.edit)) == before
     assert "Not in this model" in box.analysis.toolTip()  # the whole text, should it not fit

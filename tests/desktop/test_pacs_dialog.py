@@ -26,7 +26,7 @@ def window(qtbot, settings, tiny_pack_dir: Path):
     qtbot.addWidget(window)
     window.show()
     qtbot.waitUntil(lambda: window.model_info is not None, timeout=RUN_MS)
-    window.steps_spin.setValue(2)
+    window.generate_panel.steps_spin.setValue(2)
     window.prompt_box.set_text("Normal chest radiograph")
     with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
         window.generate()

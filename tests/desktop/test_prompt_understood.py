@@ -64,7 +64,7 @@ def test_an_unrecognised_prompt_asks_cancel_generates_nothing_yes_generates(
     qtbot, settings, tiny_pack_dir: Path, prompt: str
 ) -> None:
     window = open_window(qtbot, settings, tiny_pack_dir)
-    window.steps_spin.setValue(2)
+    window.generate_panel.steps_spin.setValue(2)
     window.prompt_box.set_text(prompt)
     seen: list[str] = []
     answer_next_question(QMessageBox.StandardButton.Cancel, seen)
@@ -83,7 +83,7 @@ def test_a_recognised_prompt_does_not_ask(qtbot, settings, tiny_pack_copy: Path)
     manifest = json.loads((tiny_pack_copy / "model.json").read_text())
     window = open_window(qtbot, settings, tiny_pack_copy)
     assert manifest["card"] is not None
-    window.steps_spin.setValue(2)
+    window.generate_panel.steps_spin.setValue(2)
     window.prompt_box.set_text("Left pleural effusion")
     with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
         assert window.generate() is True  # no question box: it would block here

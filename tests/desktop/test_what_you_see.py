@@ -21,8 +21,8 @@ RUNS = 4  # the stale viewer showed on every second run
 
 @pytest.fixture
 def window(loaded_window: MainWindow):
-    loaded_window.steps_spin.setValue(4)
-    loaded_window.seed_lock.setChecked(False)  # a new random seed each time, as a user leaves it
+    loaded_window.generate_panel.steps_spin.setValue(4)
+    loaded_window.generate_panel.seed_lock.setChecked(False)  # a new random seed each time, as a user leaves it
     loaded_window.prompt_box.set_text("Right lower lobe consolidation")
     return loaded_window
 
@@ -38,7 +38,7 @@ def test_consecutive_generations_show_export_and_keep_the_same_image(qtbot, wind
     seen = []
     for run in range(RUNS):
         image = generate(qtbot, window)
-        seed = int(window.seed_edit.text())
+        seed = int(window.generate_panel.seed_edit.text())
         # 1. the viewer shows the new image, and the step strip is on its final frame
         assert window.steps.current_frame().label == "final", f"run {run + 1}: {window.steps.position_label.text()}"
         assert window.steps.following(), f"run {run + 1}"
@@ -72,7 +72,7 @@ def test_what_a_send_delivers_is_the_image_on_screen(qtbot, window: MainWindow, 
             dialog.port_spin.setValue(scp.port)
             dialog.called_edit.setText(scp.aet)
             # the dialog shows what it will send: a thumbnail of the image on screen and its seed
-            assert f"seed {window.seed_edit.text()}" in dialog.preview.text()
+            assert f"seed {window.generate_panel.seed_edit.text()}" in dialog.preview.text()
             np.testing.assert_array_equal(dialog.preview.thumbnail(), thumbnail_pixels(on_screen))
             with qtbot.waitSignal(dialog.send_done, timeout=RUN_MS) as sent:
                 dialog.send_button.click()
@@ -89,7 +89,7 @@ def test_the_dicom_export_dialog_shows_the_image_it_will_write(qtbot, window: Ma
     for _run in range(2):
         image = generate(qtbot, window)
         dialog = window.dicom_export_dialog()
-        assert f"seed {window.seed_edit.text()}" in dialog.case_preview.text()
+        assert f"seed {window.generate_panel.seed_edit.text()}" in dialog.case_preview.text()
         assert f"case {window.current.case_id}" in dialog.case_preview.text()
         np.testing.assert_array_equal(dialog.case_preview.thumbnail(), thumbnail_pixels(image))
         dialog.close()
@@ -99,7 +99,7 @@ def test_after_a_cancel_the_export_writes_the_image_on_screen(qtbot, window: Mai
     """A cancelled run leaves its partial image in the viewer: exports and sends write that one (not the
     previous run's, which the viewer no longer shows), and say it is not in the library."""
     generate(qtbot, window)
-    window.steps_spin.setValue(250)
+    window.generate_panel.steps_spin.setValue(250)
     with qtbot.waitSignal(window.host.step, timeout=RUN_MS):
         assert window.generate()
     with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
