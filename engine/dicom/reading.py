@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut, get_decoder
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
 from engine.dicom.dataset import CODEC_PACKAGES, CodecUnavailableError
 
@@ -73,15 +73,27 @@ def read_display_pixels(path: str | os.PathLike[str]) -> np.ndarray:
     to window. Colour files are returned as stored.
     """
     ds = _read_dataset(path)
-    pixels = _decoded(ds, path)
+    return display_values(ds, _decoded(ds, path))
+
+
+def display_values(ds: Dataset, pixels: np.ndarray, *, voi: bool = False) -> np.ndarray:
+    """:func:`read_display_pixels` for a dataset already read and its decoded ``pixels`` (H, W).
+
+    ``voi``: also apply the file's VOI LUT or window, when it has one, between the modality LUT and
+    the MONOCHROME1 inversion, where the standard's display pipeline puts it (the training importer
+    wants the file's own window; a viewer windows the values itself).
+    """
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         return pixels
     rescaled = any(key in ds for key in ("ModalityLUTSequence", "RescaleSlope", "RescaleIntercept"))
     values = apply_modality_lut(pixels, ds) if rescaled else pixels
+    windowed = voi and ("VOILUTSequence" in ds or "WindowCenter" in ds)
+    if windowed:
+        values = apply_voi_lut(values, ds)
     if photometric == "MONOCHROME2":
         return values
-    if not rescaled and pixels.dtype.kind == "u":
+    if not rescaled and not windowed and pixels.dtype.kind == "u":
         top = (1 << int(ds.get("BitsStored", pixels.dtype.itemsize * 8))) - 1
         return (top - np.minimum(pixels, top)).astype(pixels.dtype)
     values = np.asarray(values, dtype=np.float64)

@@ -427,6 +427,46 @@ def test_dicom_8_bit_with_clahe_and_skips(tmp_path: Path) -> None:
     assert pixels.dtype == np.uint8 and pixels.std() > 40
 
 
+def _decoded_before_the_engine(ds, clip_percentiles: tuple[float, float]) -> np.ndarray:
+    """What the importer computed with its own copy of the display decoder (modality LUT, VOI LUT
+    or window, MONOCHROME1 inverted), before it used the engine's: the outputs must not change."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    values = apply_modality_lut(ds.pixel_array, ds)
+    if "VOILUTSequence" in ds or "WindowCenter" in ds:
+        values = apply_voi_lut(values, ds)
+    values = np.asarray(values, dtype=np.float64)
+    if str(ds.PhotometricInterpretation) == "MONOCHROME1":
+        values = values.max() + values.min() - values
+    low, high = np.percentile(values, clip_percentiles)
+    return np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("variant", ["windowed MONOCHROME1", "MONOCHROME1", "MONOCHROME2", "rescaled MONOCHROME1"])
+def test_dicom_decodes_through_the_engine_with_the_same_pixels(variant: str) -> None:
+    """One DICOM-to-display decoder: the importer's pixels are the engine's display values
+    (engine.dicom.reading.display_values with the file's window), percentile-clipped, and equal to
+    what the importer's own copy of the decoder made, bit for bit, on each path through it."""
+    import pydicom
+
+    from engine.dicom.reading import display_values
+    from training.data.importers.dicom import dicom_to_float
+
+    ds = pydicom.dcmread(pydicom_data_file("RG1_UNCI.dcm"))
+    if variant != "windowed MONOCHROME1":
+        del ds.WindowCenter, ds.WindowWidth  # the unsigned, unrescaled path inverts in integers
+    if variant == "MONOCHROME2":
+        ds.PhotometricInterpretation = "MONOCHROME2"
+    if variant == "rescaled MONOCHROME1":
+        ds.RescaleSlope, ds.RescaleIntercept = 2, -100
+    clip = (1.0, 99.5)
+    image = dicom_to_float(ds, clip)
+    assert np.array_equal(image, _decoded_before_the_engine(ds, clip))
+    values = np.asarray(display_values(ds, ds.pixel_array, voi=True), dtype=np.float64)
+    low, high = np.percentile(values, clip)
+    assert np.array_equal(image, np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32))
+
+
 # 7. arguments and the command -----------------------------------------------------------------------
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+from engine.dicom.reading import display_values
 from engine.findings.reader import clean_report, summarize
 from engine.imaging import clahe, encode_png, float_to_stored
 from engine.manifest import ManifestRecord
 from training.data.captions import header
-from training.data.importers.common import ImporterError, ImportOptions, ImportResult, _need_existing, _record
+from training.data.importers.common import ImporterError, ImportOptions, ImportResult, make_record, need_existing
 
 _NOT_DICOM_SUFFIXES = (".txt", ".json", ".csv", ".md", ".xml", ".png", ".jpg", ".jpeg")
 
@@ -31,10 +31,10 @@ class DicomSkip(Exception):
 def dicom_to_float(ds: pydicom.Dataset, clip_percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
     """A single-frame greyscale dataset -> float32 (H, W) in [0, 1], 0 = black.
 
-    1. stored values -> modality LUT / rescale (``apply_modality_lut``);
-    2. VOI LUT or window, when the file has one (``apply_voi_lut``);
-    3. MONOCHROME1 (0 = white) inverted to MONOCHROME2;
-    4. the ``clip_percentiles`` of the pixels mapped to 0 and 1, clipping the tails (collimator
+    1. stored values -> modality LUT / rescale, VOI LUT or window when the file has one,
+       MONOCHROME1 (0 = white) inverted to MONOCHROME2: the engine's display decoder
+       (:func:`engine.dicom.reading.display_values`), which the dataset explorer shows files with;
+    2. the ``clip_percentiles`` of the pixels mapped to 0 and 1, clipping the tails (collimator
        edges, burnt-in markers).
     """
     photometric = str(getattr(ds, "PhotometricInterpretation", "")).upper()
@@ -53,16 +53,11 @@ def dicom_to_float(ds: pydicom.Dataset, clip_percentiles: tuple[float, float] = 
     if pixels.ndim != 2:
         raise DicomSkip("not a single-frame greyscale image")
     try:
-        values = apply_modality_lut(pixels, ds)
-        if "VOILUTSequence" in ds or "WindowCenter" in ds:
-            values = apply_voi_lut(values, ds)
+        values = np.asarray(display_values(ds, pixels, voi=True), dtype=np.float64)
     except Exception as exc:  # a malformed rescale, LUT or window value raises one of many types
         raise DicomSkip(f"modality or VOI LUT / window unusable ({type(exc).__name__}: {exc})") from None
-    values = np.asarray(values, dtype=np.float64)
     if not np.isfinite(values).all():
         raise DicomSkip("pixel values not finite after the modality or VOI LUT")
-    if photometric == "MONOCHROME1":
-        values = values.max() + values.min() - values
     low, high = np.percentile(values, clip_percentiles)
     if not high > low:
         raise DicomSkip("blank image (no contrast)")
@@ -129,7 +124,7 @@ def _dicom_record(ds: pydicom.Dataset, path: Path, png: Path, manifest: Path, re
         findings = {}
         result.notes["no report beside the file: text from the header only"] += 1
     patient = str(ds.get("PatientID", "") or "").strip() or str(ds.get("StudyInstanceUID", "") or "") or path.stem
-    return _record(
+    return make_record(
         png,
         manifest,
         text=text or header() + ".",
@@ -152,7 +147,7 @@ def import_dicom(
     A file that cannot become an image is skipped by name; a PNG that cannot be written (a full
     disk) is an :class:`ImporterError` naming it.
     """
-    _need_existing(paths, "dicom")
+    need_existing(paths, "dicom")
     result = ImportResult()
     out_folder = dicom_image_folder(manifest)
     image_folder = out_folder if image_folder is None else image_folder
