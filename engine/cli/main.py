@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from engine import __version__
+from engine.cli import dataset as cli_dataset
 from engine.cli import dicom as cli_dicom
 from engine.cli import generate as cli_generate
 from engine.cli import grid as cli_grid
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(subparsers)
     cli_dicom.register(subparsers)
     cli_grid.register(subparsers)
+    cli_dataset.register(subparsers)
     for entry in sorted(entry_points(group="cxr_studio.commands"), key=lambda e: e.name):
         try:
             register = entry.load()
