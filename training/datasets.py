@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -33,6 +34,9 @@ import torch.nn.functional as F
 
 from engine import manifest as manifest_format
 from engine.manifest import SPLITS, ManifestError, ManifestRecord, resolve_image
+
+if TYPE_CHECKING:
+    from training.models.text import TextConditioner
 
 
 class DatasetError(ValueError):
@@ -243,10 +247,84 @@ def random_crop(images: torch.Tensor, size: int, generator: torch.Generator) -> 
     return torch.stack([img[..., y : y + size, x : x + size] for img, y, x in zip(images, top, left, strict=True)])
 
 
+# --------------------------------------------------------------------------- caption augmentation
+
+
+class AugmentedCaptions:
+    """Fresh captions for training samples (issue 16 item 3): with ``probability`` a sample's caption
+    is :func:`training.data.captions.augmented_caption` of its record, drawn anew each time the
+    sample is drawn (so once per epoch), else its own (always for a record that cannot be phrased).
+
+    The text cache keeps the frozen encoder's states of the manifest captions; :meth:`grow` adds
+    ``batch_size`` scratch rows to it, and :meth:`draw` encodes a micro-batch's augmented captions
+    into them and points those samples' text indices there. Each sample's rng is
+    ``augment_rng(seed, draw, index)``, ``draw`` one number taken per micro-batch from the run's
+    seeded step generator: the same seed gives the same captions, and a resumed run (which restores
+    that generator) draws what the uninterrupted run drew.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ManifestRecord],
+        probability: float,
+        seed: int,
+        text: TextConditioner,
+        device: torch.device,
+    ):
+        from training.data.captions import can_augment
+
+        self.records, self.probability, self.seed = list(records), float(probability), seed
+        self.phrased = [can_augment(r) for r in self.records]
+        self.tokenizer, self.encoder = text.tokenizer, text.encoder.to(device).eval()
+        self.first_row = 0
+
+    def grow(self, hidden: torch.Tensor, mask: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cache (U, T, E), (U, T) with ``batch_size`` scratch rows after its own."""
+        self.first_row = hidden.shape[0]
+        return torch.cat([hidden, hidden.new_zeros((batch_size, *hidden.shape[1:]))]), torch.cat(
+            [mask, mask.new_zeros((batch_size, mask.shape[1]))]
+        )
+
+    @torch.no_grad()
+    def draw(
+        self, indices: torch.Tensor, text: torch.Tensor, drop: torch.Tensor, generator: torch.Generator,
+        hidden: torch.Tensor, mask: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        """``text`` (B,) cache rows with the augmented samples' rows replaced (the dropped ones keep "")."""
+        from training.data.captions import augment_rng, augmented_caption
+
+        draw = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+        positions, captions = [], []
+        for position, (index, dropped) in enumerate(zip(indices.tolist(), drop.tolist(), strict=True)):
+            if dropped or not self.phrased[index]:
+                continue
+            rng = augment_rng(self.seed, draw, index)
+            if rng.random() < self.probability:
+                positions.append(position)
+                captions.append(augmented_caption(self.records[index], rng))
+        if not captions:
+            return text
+        # the encoder in float32 (as the cache was made), on the longest caption's tokens only
+        batch = self.tokenizer.encode_batch(captions)
+        length = max(1, int(batch.attention_mask.sum(axis=1).max()))
+        ids = torch.from_numpy(batch.input_ids[:, :length]).to(hidden.device)
+        attention = torch.from_numpy(batch.attention_mask).to(hidden.device)
+        with torch.autocast(hidden.device.type, enabled=False):
+            states = self.encoder(input_ids=ids, attention_mask=attention[:, :length]).last_hidden_state
+        rows = torch.arange(self.first_row, self.first_row + len(captions), device=hidden.device)
+        hidden[rows] = 0
+        hidden[rows, :length] = states.to(hidden.dtype)
+        mask[rows] = attention.bool()
+        text = text.clone()
+        text[torch.tensor(positions, device=text.device)] = rows.to(text.device)
+        return text
+
+
 __all__ = [
     "NO_AUGMENTATION",
     "SPLITS",
     "Augmentation",
+    "AugmentedCaptions",
     "DatasetError",
     "Manifest",
     "augment",

@@ -17,7 +17,9 @@ from training.precision import PRECISIONS
 # Options added after runs existed, with the value a run whose run.json lacks them was trained with
 # (runs before --precision trained in float32 on the CPU, with plain MSE and without record tokens), so that such a
 # run resumes as it ran.
-LEGACY_OPTIONS: dict[str, Any] = {"precision": "fp32", "min_snr_gamma": 0.0, "record_tokens": False}
+LEGACY_OPTIONS: dict[str, Any] = {
+    "precision": "fp32", "min_snr_gamma": 0.0, "record_tokens": False, "caption_augment": 0.0,
+}  # fmt: skip
 
 MUTABLE_OPTIONS = frozenset(
     {

@@ -127,6 +127,15 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         help="weight each timestep's loss by min(SNR, GAMMA)/SNR (epsilon) or /(SNR+1) (v prediction), "
         "Hang et al. 2023, who use 5; default 0: plain MSE",
     )
+    add(
+        "--caption-augment",
+        type=float,
+        default=None,
+        metavar="P",
+        help="chance that a training sample gets a fresh augmented caption each time it is drawn (other "
+        "phrasings, shorthand, no header, typos; training.data.captions.augmented_caption); 0 off "
+        "(default 0.8; runs started before it resume with 0)",
+    )
     add("--ema-decay", type=float, default=None, help="EMA decay of the UNet weights (default 0.999)")
     add("--uncond-prob", type=float, default=None, help="empty-caption probability for guidance (default 0.1)")
     add("--sample-steps", type=int, default=None, help="sampler steps of the sample grids (default 20)")

@@ -54,6 +54,7 @@ from training.checkpoint import (
 from training.datasets import (
     VAL_LIMIT,
     Augmentation,
+    AugmentedCaptions,
     DatasetError,
     Manifest,
     augment,
@@ -118,6 +119,7 @@ class DiffusionOptions(TrainOptions):
     export_text_int8: bool = False
     augment_copies: int = 0
     augment_sources: str | None = None  # comma-separated manifest sources; None: every source
+    caption_augment: float = 0.8  # chance of a fresh augmented caption per sample and draw (runs before: 0)
     min_snr_gamma: float = 0.0  # 0: plain MSE (v1's recipe); > 0: min-SNR-gamma weighting (Hang et al. 2023; 5 there)
 
     def __post_init__(self) -> None:
@@ -139,6 +141,9 @@ class DiffusionOptions(TrainOptions):
             raise TrainingError(f"--sample-steps must be a whole number >= 1, got {self.sample_steps!r}")
         if not 0 <= self.guidance_scale <= 30:
             raise TrainingError(f"--guidance-scale must be from 0 to 30, got {self.guidance_scale!r}")
+        chance = self.caption_augment
+        if isinstance(chance, bool) or not isinstance(chance, int | float) or not 0 <= chance <= 1:
+            raise TrainingError(f"--caption-augment must be a probability from 0 (off) to 1, got {chance!r}")
         gamma = self.min_snr_gamma
         if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not 0 <= gamma <= 1000:
             raise TrainingError(f"--min-snr-gamma must be a number from 0 (off) to 1000, got {gamma!r}")
@@ -368,6 +373,11 @@ class DiffusionTask:
             dtype=torch.long,
             device=device,
         )
+        self.captions = None  # --caption-augment: fresh phrasings, encoded per micro-batch into scratch rows
+        if options.caption_augment > 0:
+            records = [*train_records, *(r for copy in copies for r in copy)]
+            self.captions = AugmentedCaptions(records, options.caption_augment, options.seed, model.text, device)
+            self.hidden, self.mask = self.captions.grow(self.hidden, self.mask, options.batch_size)
         self.val_text = torch.tensor([position[r.text] for r in val_records], dtype=torch.long, device=device)
 
         # 3. latent cache
@@ -432,6 +442,8 @@ class DiffusionTask:
         noisy, t, target = self._noisy(self.train_mean[indices], self.train_std[indices], generator)
         drop = torch.rand(indices.shape[0], generator=generator, device=self.device) < self.options.uncond_prob
         text = torch.where(drop, self.empty_index, self.train_text[indices])
+        if self.captions is not None:
+            text = self.captions.draw(indices, text, drop, generator, self.hidden, self.mask)
         prediction = self.train_denoiser(noisy, t, self.hidden[text], self.mask[text])
         return diffusion_loss(
             prediction, target, self.alphas_cumprod[t],

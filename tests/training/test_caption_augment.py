@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 import random
 import re
+from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+import torch
 
 from engine.findings.reader import ABSENT, NO_FINDING, PRESENT, UNCERTAIN
 from engine.findings.record import TYPO_TARGETS, correct_typo, parse_prompt
@@ -211,3 +215,117 @@ def test_records_that_cannot_be_phrased_keep_their_own_caption() -> None:
     own = drawn.count(record.text)
     assert 10 < own < 80  # about a fifth (and an augmented draw may happen to be the same text)
     assert all(not round_trip_problems(record, text) for text in drawn)
+
+
+# --------------------------------------------------------------------------- in training
+
+
+def _labelled_manifest(folder: Path, count: int = 12) -> Path:
+    """``count`` small noisy images with NIH-style captions and findings (3 in 4 train, 1 in 4 val)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    labels = (["Cardiomegaly"], ["Effusion", "Atelectasis"], ["No Finding"], ["Pneumothorax"])
+    lines = []
+    for i in range(count):
+        name = f"chest{i:02d}.png"
+        assert cv2.imwrite(str(folder / name), rng.integers(0, 255, (36, 36), dtype=np.uint8))
+        age, sex = 20 + 7 * i, "MF"[i % 2]
+        caption = nih_caption(labels[i % 4], caption_rng(0, name), age=age, sex=sex, view="PA")
+        split = "val" if i % 4 == 0 else "train"
+        record = {"image": name, "text": caption.text, "findings": caption.findings, "patient_id": f"P{i}",
+                  "view": "PA", "source": "nih", "age": age, "sex": sex, "split": split}  # fmt: skip
+        lines.append(json.dumps(record))
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return manifest
+
+
+def test_augmented_captions_are_encoded_into_scratch_rows(tiny_model) -> None:
+    from training.datasets import AugmentedCaptions
+    from training.train_diffusion import encode_texts
+
+    records = [
+        _record({"cardiomegaly": PRESENT, "pneumothorax": ABSENT}, view="PA", age=61, sex="F", text="own 0"),
+        _record({"granuloma": PRESENT}, text="own 1"),  # cannot be phrased: keeps its caption
+        _record({NO_FINDING: PRESENT, "pleural_effusion": ABSENT}, source="pediatric", view="AP", text="own 2"),
+    ]
+    texts = ["", *(r.text for r in records)]
+    hidden, mask = encode_texts(tiny_model.text, texts, torch.device("cpu"))
+    captions = AugmentedCaptions(records, 1.0, 0, tiny_model.text, torch.device("cpu"))
+    hidden, mask = captions.grow(hidden, mask, batch_size=4)
+    assert hidden.shape[0] == len(texts) + 4 and not mask[len(texts) :].any()
+    indices = torch.tensor([0, 1, 2, 0])
+    own = torch.tensor([1, 2, 3, 1])
+    drop = torch.tensor([False, False, False, True])
+
+    def draw(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        text = captions.draw(indices, own, drop, torch.Generator().manual_seed(seed), hidden, mask)
+        return text, hidden[text].clone()
+
+    text, states = draw(5)
+    assert text.tolist() == [4, 2, 5, 1]  # two augmented (scratch rows), the unphrased and the dropped keep theirs
+    again, states_again = draw(5)
+    assert again.tolist() == text.tolist() and torch.equal(states, states_again)
+    # the rows hold the encoder's states of the drawn captions (the cache's own way of encoding them)
+    seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(5)).item())
+    drawn = [
+        augmented_caption(records[i], rng) for i in (0, 2) for rng in [augment_rng(0, seed, i)] if rng.random() < 1
+    ]
+    reference, reference_mask = encode_texts(tiny_model.text, drawn, torch.device("cpu"))
+    assert torch.equal(mask[[4, 5]], reference_mask)
+    valid = reference_mask.unsqueeze(-1)
+    torch.testing.assert_close(hidden[[4, 5]] * valid, reference * valid, atol=1e-5, rtol=1e-4)
+    other, _ = draw(6)
+    assert other.tolist() == [4, 2, 5, 1] and not torch.equal(hidden[[4, 5]] * valid, reference * valid)
+
+
+@pytest.mark.parametrize("chance", [-0.1, 1.5, True, "0.5"])
+def test_bad_caption_augment_is_refused(chance: object) -> None:
+    from training.options import TrainingError
+    from training.train_diffusion import DiffusionOptions
+
+    with pytest.raises(TrainingError, match="--caption-augment must be a probability from 0"):
+        DiffusionOptions(data="m.jsonl", out="run", vae="vae", caption_augment=chance)
+
+
+def test_new_runs_augment_and_runs_from_before_resume_without(tmp_path: Path) -> None:
+    import argparse
+
+    from training import train_cli
+    from training.run_folder import FORMAT_VERSION, RUN_FORMAT
+    from training.train_diffusion import DiffusionOptions
+
+    assert DiffusionOptions(data="m.jsonl", out="run", vae="vae").caption_augment == 0.8
+    parser = argparse.ArgumentParser()
+    train_cli.register_train(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "diffusion", "--out", str(tmp_path / "new"), "--data", "m", "--vae", "v",
+                              "--caption-augment", "0.5"])  # fmt: skip
+    assert train_cli.options_from_args(args, DiffusionOptions).caption_augment == 0.5
+    old = DiffusionOptions(data="m.jsonl", out=str(tmp_path / "old"), vae="vae").to_json()
+    del old["caption_augment"]
+    (tmp_path / "old").mkdir()
+    run = {"format": RUN_FORMAT, "format_version": FORMAT_VERSION, "kind": "diffusion", "options": old}
+    (tmp_path / "old" / "run.json").write_text(json.dumps(run), encoding="utf-8")
+    args = parser.parse_args(["train", "diffusion", "--out", str(tmp_path / "old"), "--resume"])
+    assert train_cli.options_from_args(args, DiffusionOptions).caption_augment == 0.0
+
+
+def test_a_run_with_caption_augment_is_seeded(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Same seed, same losses; augmented captions change what the model sees (other losses than without)."""
+    from training.train_diffusion import DiffusionOptions, train_diffusion
+
+    manifest = _labelled_manifest(tmp_path / "data")
+
+    def losses(name: str, chance: float) -> list[float]:
+        out = tmp_path / name
+        options = DiffusionOptions(
+            data=str(manifest), out=str(out), vae=str(tiny_checkpoint), steps=3, batch_size=4, checkpoint_every=3,
+            log_every=1, quiet=True, workers=1, caption_augment=chance, uncond_prob=0.0,
+        )  # fmt: skip
+        train_diffusion(options, log=lambda _: None)
+        lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+        return [line["loss"] for line in lines if "loss" in line]
+
+    first, second, plain = losses("a", 1.0), losses("b", 1.0), losses("c", 0.0)
+    assert len(first) == 3 and first == second
+    assert first != plain
