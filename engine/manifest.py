@@ -26,6 +26,7 @@ from pathlib import Path
 
 from engine.fileio import atomic_write_text
 from engine.findings.reader import FINDINGS, PRESENT, STATUSES
+from engine.jsonfields import refuse_unknown_keys
 
 SPLITS = ("train", "val", "test")
 VIEWS = ("PA", "AP", "FRONTAL", "LATERAL", "UNKNOWN")
@@ -91,11 +92,7 @@ class ManifestRecord:
         missing = [key for key in REQUIRED_KEYS if key not in data]
         if missing:
             raise ManifestError(f"missing key(s) {', '.join(missing)}")
-        unknown = sorted(set(data) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
-        if unknown:
-            raise ManifestError(
-                f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)}"
-            )
+        refuse_unknown_keys(data, REQUIRED_KEYS + OPTIONAL_KEYS, ManifestError, list_allowed=True)
         return cls(**data).validated()
 
 

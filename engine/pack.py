@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from engine.fileio import atomic_write_bytes, atomic_write_text
+from engine.fileio import atomic_write_text
+from engine.jsonfields import refuse_unknown_keys
 from engine.paths import MODEL_VARIABLE, default_model_dir, model_override
 
 FORMAT_NAME = "cxr-studio-pack"
@@ -185,10 +186,7 @@ def _check_card(card: Any) -> None:
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise PackError(f"{MANIFEST}: '{where}' must be an object")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise PackError(f"{MANIFEST}: unknown key(s) in '{where}': {', '.join(unknown)}")
+    refuse_unknown_keys(data, {f.name for f in fields(cls)}, PackError, f"{MANIFEST}: {where}")
     types = {f.name: f.type for f in fields(cls)}
     data = {key: _checked(value, str(types[key]), f"{where}.{key}") for key, value in data.items()}
     try:
@@ -209,10 +207,7 @@ def manifest_from_json(data: Any) -> PackManifest:
         raise PackError(
             f"{MANIFEST}: format_version {version!r} is not supported (this CXR Studio reads version {FORMAT_VERSION})"
         )
-    known = {f.name for f in fields(PackManifest)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise PackError(f"{MANIFEST}: unknown key(s): {', '.join(unknown)}")
+    refuse_unknown_keys(data, {f.name for f in fields(PackManifest)}, PackError, MANIFEST)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key in _SECTIONS:

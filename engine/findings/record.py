@@ -70,6 +70,7 @@ from engine.findings.reader import (
     extract_findings,
     summarize,
 )
+from engine.jsonfields import refuse_unknown_keys
 
 RECORD_VERSION = 1
 
@@ -237,10 +238,8 @@ class PromptRecord:
         if not isinstance(data, Mapping):
             raise RecordError(f"a prompt record must be a JSON object, not {type(data).__name__}")
         expected = set(cls(text="").to_dict())
-        unknown = sorted(set(data) - expected)
         missing = sorted(expected - set(data))
-        if unknown:
-            raise RecordError(f"prompt record: unknown key(s) {', '.join(unknown)}")
+        refuse_unknown_keys(data, expected, RecordError, "prompt record")
         if missing:
             raise RecordError(f"prompt record: missing key(s) {', '.join(missing)}")
         if data["version"] != RECORD_VERSION:

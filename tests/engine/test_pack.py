@@ -64,7 +64,7 @@ def _edit_manifest(root: Path, edit) -> None:
         (lambda d: d.update(format_version=FORMAT_VERSION + 1), "format_version"),
         (lambda d: d.update(format="something-else"), "format is"),
         (lambda d: d.update(surprise=1), r"unknown key\(s\): surprise"),
-        (lambda d: d["latent"].update(extra=2), r"unknown key\(s\) in 'latent': extra"),
+        (lambda d: d["latent"].update(extra=2), r"latent: unknown key\(s\): extra"),
         (lambda d: d["schedule"].update(prediction_type="sample"), "prediction_type"),
         (lambda d: d["files"].pop("unet.onnx"), "unet.onnx is not listed"),
         (lambda d: d["files"].update({"../evil.onnx": d["files"]["unet.onnx"]}), "plain name"),

@@ -19,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from engine.jsonfields import refuse_unknown_keys
 from engine.pack import BETA_SCHEDULES, PREDICTION_TYPES, ScheduleConfig
 
 CONFIG_FORMAT = "cxr-studio-model"
@@ -144,10 +145,7 @@ def _check_keys(cls: type, data: Any, where: str) -> dict[str, Any]:
     """Refuse unknown keys; lists become tuples (JSON has no tuples)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: must be an object")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s): {', '.join(unknown)}")
+    refuse_unknown_keys(data, {f.name for f in fields(cls)}, ConfigError, where)
     return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
 
 
