@@ -102,6 +102,17 @@ class DefaultsConfig:
 
 
 @dataclass(frozen=True)
+class ConditioningConfig:
+    """Extra context tokens beside the text's (``engine.conditioning``): ``kind`` "record_tokens",
+    the token ``tokens`` (id = index), ``max_tokens`` K per prompt, ``embeddings`` the (V, D) .npy file."""
+
+    kind: str
+    tokens: tuple[str, ...]
+    max_tokens: int
+    embeddings: str
+
+
+@dataclass(frozen=True)
 class FileEntry:
     sha256: str
     size: int
@@ -121,10 +132,15 @@ class PackManifest:
     files: dict[str, FileEntry] = field(default_factory=dict)
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
+    conditioning: ConditioningConfig | None = None  # None: the text context only
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["preview"]["weight"] = list(self.preview.weight)
+        if self.conditioning is None:
+            del data["conditioning"]  # packs without it keep the model.json they always had
+        else:
+            data["conditioning"]["tokens"] = list(self.conditioning.tokens)
         return data
 
 
@@ -135,6 +151,7 @@ _SECTIONS = {
     "text": TextConfig,
     "preview": PreviewConfig,
     "defaults": DefaultsConfig,
+    "conditioning": ConditioningConfig,
 }
 
 
@@ -157,6 +174,10 @@ def _checked(value: Any, annotation: str, where: str) -> Any:
         if not isinstance(value, list | tuple) or not all(_is_number(v) for v in value):
             raise PackError(f"{MANIFEST}: {where} must be a list of numbers, not {value!r}")
         return tuple(float(v) for v in value)
+    if annotation == "tuple[str, ...]":
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise PackError(f"{MANIFEST}: {where} must be a list of text, not {value!r}"[:300])
+        return tuple(value)
     return value
 
 
@@ -248,7 +269,8 @@ def _check_values(m: PackManifest) -> None:
         raise PackError(f"{MANIFEST}: latent size x downsample_factor does not match the image size")
     if m.text.max_tokens < 3:
         raise PackError(f"{MANIFEST}: text.max_tokens must be at least 3")
-    for name in (*REQUIRED_FILES, m.text.vocab_file):
+    extra = () if m.conditioning is None else (m.conditioning.embeddings,)
+    for name in (*REQUIRED_FILES, m.text.vocab_file, *extra):
         if name not in m.files:
             raise PackError(f"{MANIFEST}: required file {name} is not listed in 'files'")
     for name in m.files:

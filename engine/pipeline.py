@@ -10,6 +10,10 @@ One call shape serves the CLI and the desktop worker::
 Classifier-free guidance runs the unconditional and conditional halves in one UNet call of
 batch 2B and *uses* the guided prediction ``uncond + g * (cond - uncond)``; g = 1 skips the
 unconditional half. The empty-text embedding is computed once per pipeline.
+
+A pack with record conditioning (``engine.conditioning``) gets, after the T text tokens, K record
+tokens from the parsed prompt: the context is (B, T + K, D) for both halves, the unconditional
+half's record being the negative prompt's ("" gives K null tokens). Other packs run as before.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import cv2
 import numpy as np
 
 from engine import samplers
+from engine.conditioning import load_record_conditioning
+from engine.findings.record import parse_prompt
 from engine.imaging import to_uint8, to_uint16
 from engine.pack import ModelPack
 from engine.runtime import Backend, OrtBackend
@@ -129,6 +135,7 @@ class Pipeline:
         self.tokenizer = WordPieceTokenizer(
             pack.path(text.vocab_file), lowercase=text.lowercase, max_tokens=text.max_tokens
         )
+        self.conditioning = load_record_conditioning(pack)  # None: the text context only
         self._context_cache: dict[str, np.ndarray] = {}
         self._preview_weight = np.asarray(self.manifest.preview.weight, dtype=np.float32)
         self._preview_bias = np.float32(self.manifest.preview.bias)
@@ -139,12 +146,17 @@ class Pipeline:
 
     # 1. text
     def encode(self, texts: list[str]) -> tuple[np.ndarray, tuple[tuple[str, ...], ...]]:
-        """Texts -> context (B, T, D) and the words each lost to the token limit."""
+        """Texts -> context (B, T, D), or (B, T + K, D) with the record tokens of a pack that has
+        them, and the words each lost to the token limit."""
         tokens = self.tokenizer.encode_batch(texts)
-        return self.backend.encode_text(tokens.input_ids, tokens.attention_mask), tokens.dropped
+        context = self.backend.encode_text(tokens.input_ids, tokens.attention_mask)
+        if self.conditioning is not None:
+            records = self.conditioning.context([parse_prompt(text) for text in texts])
+            context = np.concatenate([context, records.astype(context.dtype)], axis=1)
+        return context, tokens.dropped
 
     def negative_context(self, negative_prompt: str) -> np.ndarray:
-        """(1, T, D) context of the negative prompt ("" = unconditional), cached per text."""
+        """(1, T (+ K), D) context of the negative prompt ("" = unconditional), cached per text."""
         if negative_prompt not in self._context_cache:
             if len(self._context_cache) > 32:
                 self._context_cache.pop(next(k for k in self._context_cache if k != ""))
@@ -158,7 +170,8 @@ class Pipeline:
     def guided_model_fn(self, cond: np.ndarray, uncond: np.ndarray, guidance_scale: float) -> samplers.ModelFn:
         """model_fn(sample (B,C,h,w), timestep (B,)) -> guided model output (B,C,h,w).
 
-        ``cond`` (B, T, D) and ``uncond`` (1 or B, T, D). Both halves go through one UNet call.
+        ``cond`` (B, T', D) and ``uncond`` (1 or B, T', D), T' = T (+ K record tokens). Both halves go
+        through one UNet call.
         """
         batch = cond.shape[0]
         if guidance_scale == 1.0:

@@ -36,7 +36,8 @@ class Backend(Protocol):
         ...
 
     def unet(self, sample: np.ndarray, timestep: np.ndarray, context: np.ndarray) -> np.ndarray:
-        """(B, C, h, w), (B,), (B, T, D) -> model output (B, C, h, w): epsilon or v."""
+        """(B, C, h, w), (B,), (B, T, D) -> model output (B, C, h, w): epsilon or v. T is the text's
+        tokens, plus K record tokens for a pack with record conditioning (``engine.conditioning``)."""
         ...
 
     def decode(self, latent: np.ndarray) -> np.ndarray:

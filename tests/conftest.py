@@ -34,6 +34,14 @@ def tiny_pack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_pack(tmp_path_factory.mktemp("tiny") / "pack", seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_record_pack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A verified tiny pack conditioned on record tokens as well as text (random weights): read-only."""
+    from training.tiny import build_tiny_pack
+
+    return build_tiny_pack(tmp_path_factory.mktemp("tiny-record") / "pack", seed=0, record_tokens=True)
+
+
 @pytest.fixture
 def tiny_pack_copy(tiny_pack_dir: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny pack that a test may damage."""

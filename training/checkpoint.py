@@ -7,6 +7,7 @@ Layout::
       vae.safetensors               AutoencoderKL state dict
       unet.safetensors              UNet2DConditionModel state dict (the EMA weights when given)
       text_projection.safetensors   TextProjection state dict (Linear + LayerNorm)
+      record_embeddings.safetensors RecordEmbedding state dict, only when config.json has ``record``
 
 The frozen text encoder is not copied: ``config.text.encoder`` names it ("all-MiniLM-L6-v2")
 or gives its folder (a relative path is relative to the checkpoint folder). Every file is
@@ -30,6 +31,7 @@ from torch import nn
 
 from engine.fileio import atomic_write_bytes, atomic_write_text
 from training.models.config import ConfigError, ModelConfig
+from training.models.record import RecordEmbedding, build_record
 from training.models.text import TextConditioner, TextEncoderError
 from training.models.unet import build_unet
 from training.models.vae import build_vae
@@ -39,6 +41,7 @@ VAE_FILE = "vae.safetensors"
 UNET_FILE = "unet.safetensors"
 TEXT_PROJECTION_FILE = "text_projection.safetensors"
 CHECKPOINT_FILES = (CONFIG_FILE, VAE_FILE, UNET_FILE, TEXT_PROJECTION_FILE)
+RECORD_FILE = "record_embeddings.safetensors"  # models with record tokens (config.record) only
 
 
 class CheckpointError(ValueError):
@@ -53,6 +56,7 @@ class LatentDiffusionModel:
     vae: AutoencoderKL
     unet: UNet2DConditionModel
     text: TextConditioner
+    record: RecordEmbedding | None = None  # config.record's table; None for a text-only model
 
 
 def build_model(config: ModelConfig, *, base_dir: str | os.PathLike[str] | None = None) -> LatentDiffusionModel:
@@ -64,7 +68,8 @@ def build_model(config: ModelConfig, *, base_dir: str | os.PathLike[str] | None 
     vae = build_vae(config)
     unet = build_unet(config)
     text = TextConditioner(config.text, base_dir=base_dir)
-    return LatentDiffusionModel(config=config, vae=vae, unet=unet, text=text)
+    record = build_record(config)  # last: text-only models keep the weights a seed always gave them
+    return LatentDiffusionModel(config=config, vae=vae, unet=unet, text=text, record=record)
 
 
 def _state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -83,12 +88,16 @@ def save_checkpoint(
     text: TextConditioner | nn.Module,
     *,
     unet_ema: nn.Module | None = None,
+    record: nn.Module | None = None,
 ) -> Path:
     """Write a checkpoint folder (created if needed) and return its path.
 
     ``text`` is the TextConditioner or its ``projection``; only the projection is saved.
     ``unet_ema``, when given, is what goes into unet.safetensors (inference uses EMA weights).
+    ``record``: the RecordEmbedding of a model with record tokens (``config.record``), required then.
     """
+    if (record is None) != (config.record is None):
+        raise CheckpointError(f"{out_dir}: config.record and the record table must be given together")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     projection = text.projection if isinstance(text, TextConditioner) else text
@@ -97,6 +106,8 @@ def save_checkpoint(
     _atomic_save_tensors(out / VAE_FILE, _state(vae), metadata)
     _atomic_save_tensors(out / UNET_FILE, _state(unet_ema if unet_ema is not None else unet), metadata)
     _atomic_save_tensors(out / TEXT_PROJECTION_FILE, _state(projection), metadata)
+    if record is not None:
+        _atomic_save_tensors(out / RECORD_FILE, _state(record), metadata)
     # 2. config
     atomic_write_text(out / CONFIG_FILE, config.dumps())
     return out
@@ -146,7 +157,7 @@ def load_checkpoint(checkpoint_dir: str | os.PathLike[str]) -> LatentDiffusionMo
     root = Path(checkpoint_dir)
     # 1. config, and every file present before building anything (building loads the encoder)
     config = load_config(root)
-    for name in CHECKPOINT_FILES:
+    for name in (*CHECKPOINT_FILES, *((RECORD_FILE,) if config.record is not None else ())):
         if not (root / name).is_file():
             raise CheckpointError(f"{root / name}: missing")
     # 2. networks, then weights
@@ -158,6 +169,9 @@ def load_checkpoint(checkpoint_dir: str | os.PathLike[str]) -> LatentDiffusionMo
     load_weights(model.vae, root / VAE_FILE)
     load_weights(model.unet, root / UNET_FILE)
     load_weights(model.text.projection, root / TEXT_PROJECTION_FILE)
+    if model.record is not None:
+        load_weights(model.record, root / RECORD_FILE)
+        model.record.eval()
     model.vae.eval()
     model.unet.eval()
     model.text.eval()

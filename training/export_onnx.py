@@ -5,7 +5,10 @@ Graphs (names and shapes as in ``engine.pack``; every input and output has a dyn
 - ``text_encoder.onnx``: input_ids, attention_mask (B, T) int64 -> context (B, T, D) float32;
   encoder + projection, padded positions exactly zero.
 - ``unet.onnx``: sample (B, C, h, w) float32, timestep (B,) float32, context (B, T, D) float32
-  -> model_output (B, C, h, w): epsilon or v as the schedule's prediction_type.
+  -> model_output (B, C, h, w): epsilon or v as the schedule's prediction_type. The token axis T
+  of ``context`` is dynamic too: a model with record tokens takes the text's T plus K of them.
+- ``record_embeddings.npy`` (models with record tokens only): the (V, D) float32 table of
+  ``engine.conditioning``, with the ``conditioning`` section of model.json naming its tokens.
 - ``vae_decoder.onnx``: latent (B, C, h, w) in diffusion space (already x scaling_factor) ->
   image (B, 1, H, W), about [-1, 1], not clamped (the graph divides by scaling_factor).
 - ``vae_encoder.onnx``: image (B, 1, H, W) in [-1, 1] -> latent (B, C, h, w), posterior mean
@@ -36,8 +39,10 @@ import torch.nn.functional as F
 from onnx import TensorProto
 from torch import nn
 
+from engine.conditioning import EMBEDDINGS_FILE, RECORD_TOKENS
 from engine.fileio import folder_in_use, staged_folder
 from engine.pack import (
+    ConditioningConfig,
     DefaultsConfig,
     ImageConfig,
     LatentConfig,
@@ -126,6 +131,9 @@ def graph_modules(model: LatentDiffusionModel) -> dict[str, tuple[nn.Module, tup
     input_ids, attention_mask = model.text.tokenize(["normal chest radiograph", ""])
     with torch.no_grad():
         context = model.text(input_ids, attention_mask)
+        if model.record is not None:  # the UNet sees T text + K record tokens
+            context = torch.cat([context, model.record(torch.zeros(2, model.record.vocabulary.max_tokens,
+                                                                   dtype=torch.long))], dim=1)  # fmt: skip
     latent = torch.randn(2, c.latent_channels, c.latent_size, c.latent_size, generator=generator)
     image = torch.rand(2, 1, c.image_size, c.image_size, generator=generator) * 2 - 1
     timestep = torch.tensor([999.0, 500.5])
@@ -151,10 +159,15 @@ def graph_modules(model: LatentDiffusionModel) -> dict[str, tuple[nn.Module, tup
 # --------------------------------------------------------------------------- export steps
 
 
+# Axes besides the batch that may vary: the UNet's context tokens (text T, or T + K record tokens).
+DYNAMIC_AXES = {"context": {1: "tokens"}}
+
+
 def export_graph(
     module: nn.Module, args: tuple[torch.Tensor, ...], input_names: list[str], output_name: str
 ) -> onnx.ModelProto:
-    """Trace ``module`` on ``args`` to an ONNX model (opset 17, dynamic batch axis, IR <= 10)."""
+    """Trace ``module`` on ``args`` to an ONNX model (opset 17, dynamic batch axis and
+    :data:`DYNAMIC_AXES`, IR <= 10)."""
     module.eval()
     buffer = io.BytesIO()
     names = [*input_names, output_name]
@@ -171,7 +184,7 @@ def export_graph(
             input_names=input_names,
             output_names=[output_name],
             opset_version=OPSET,
-            dynamic_axes={name: {0: "batch"} for name in names},
+            dynamic_axes={name: {0: "batch", **DYNAMIC_AXES.get(name, {})} for name in names},
             do_constant_folding=True,
             dynamo=False,
         )
@@ -358,7 +371,8 @@ def _feeds(name: str, model: LatentDiffusionModel) -> tuple[dict[str, np.ndarray
         ids, mask = model.text.tokenize(["normal chest radiograph"])
         return {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}, (1, t, c.text.context_dim)
     if name == "unet.onnx":
-        context = np.zeros((1, t, c.text.context_dim), np.float32)
+        k = model.record.vocabulary.max_tokens if model.record is not None else 0
+        context = np.zeros((1, t + k, c.text.context_dim), np.float32)
         return {"sample": latent, "timestep": np.array([500.0], np.float32), "context": context}, latent.shape
     if name == "vae_decoder.onnx":
         return {"latent": latent}, (1, 1, img, img)
@@ -380,6 +394,12 @@ def build_card(model: LatentDiffusionModel, card: Mapping[str, Any] | None) -> d
         "text_encoder": f"{_encoder_name(model)} (frozen, {model.text.encoder_dim}-d)"
         f" + projection to {c.text.context_dim}-d",
     }
+    if model.record is not None:
+        vocabulary = model.record.vocabulary
+        architecture["record_tokens"] = (
+            f"{vocabulary.max_tokens} tokens of the parsed prompt record (findings x status, age band, sex, "
+            f"view, side) beside the text tokens; a learned table of {len(vocabulary)} x {c.text.context_dim}"
+        )
     return {**DEFAULT_CARD, "architecture": architecture, **dict(card or {})}
 
 
@@ -427,6 +447,11 @@ def export_pack(
             check_graph(tmp / name, *_feeds(name, model))
         # 3. vocabulary, preview map, manifest
         shutil.copyfile(model.text.folder / "vocab.txt", tmp / "vocab.txt")
+        conditioning = None
+        if model.record is not None:
+            np.save(tmp / EMBEDDINGS_FILE, model.record.numpy_table(), allow_pickle=False)
+            vocabulary = model.record.vocabulary
+            conditioning = ConditioningConfig(RECORD_TOKENS, vocabulary.tokens, vocabulary.max_tokens, EMBEDDINGS_FILE)
         manifest = PackManifest(
             model_id=model_id or Path(checkpoint_dir).resolve().name,
             precision="fp16" if fp16 else "fp32",
@@ -449,6 +474,7 @@ def export_pack(
             preview=fit_preview(model),
             defaults=DefaultsConfig(),
             card=build_card(model, card),
+            conditioning=conditioning,
         )
         write_manifest(tmp, manifest)
     return out

@@ -6,7 +6,8 @@ parameter names (``unet.conv_in.weight``), except where the exporter folded a Li
 weight into a transposed ``MatMul`` constant (``onnx::MatMul_843``) or int8 quantisation replaced
 it (``..._quantized`` with ``_scale``/``_zero_point``); those are found through the node that uses
 them, transposed back and dequantised. Geometry, scaling factor, schedule and text settings come
-from ``model.json``; the network sizes (which a pack does not record) from ``--config``, and every
+from ``model.json``, and so do the record tokens (``conditioning``: the vocabulary, K, and the
+table in ``record_embeddings.npy``); the network sizes (which a pack does not record) from ``--config``, and every
 tensor's shape must then match, else CheckpointError names the first that does not.
 """
 
@@ -22,10 +23,11 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from engine.conditioning import load_record_conditioning
 from engine.fileio import folder_in_use, staged_folder
 from engine.pack import PackError, PackManifest, load_pack
 from training.checkpoint import CheckpointError, build_model, save_checkpoint
-from training.models.config import ConfigError, ModelConfig
+from training.models.config import ConfigError, ModelConfig, RecordConfig
 from training.models.text import ENCODER_ALIASES
 
 # model part -> the pack files whose initializers hold its weights, and the name prefix in them
@@ -132,6 +134,9 @@ def pack_config(manifest: PackManifest, base: ModelConfig) -> ModelConfig:
         scaling_factor=float(manifest.latent.scaling_factor),
         schedule=manifest.schedule,
         text=replace(base.text, context_dim=text.context_dim, max_tokens=text.max_tokens, lowercase=text.lowercase),
+        record=None
+        if manifest.conditioning is None
+        else RecordConfig(tokens=manifest.conditioning.tokens, max_tokens=manifest.conditioning.max_tokens),
     )
 
 
@@ -152,8 +157,12 @@ def checkpoint_from_pack(pack_dir: str | os.PathLike[str], out_dir: str | os.Pat
     for part, (files, prefix) in PARTS.items():
         module = model.text.projection if part == "projection" else getattr(model, part)
         _fill(module, _Weights([pack.path(name) for name in files]), prefix, f"{pack.root} ({part})")
+    conditioning = load_record_conditioning(pack)  # checks the table's shape against the vocabulary
+    if model.record is not None and conditioning is not None:
+        with torch.no_grad():
+            model.record.table.weight.copy_(torch.from_numpy(conditioning.table))
     with staged_folder(out) as tmp:
-        save_checkpoint(tmp, config, model.vae, model.unet, model.text)
+        save_checkpoint(tmp, config, model.vae, model.unet, model.text, record=model.record)
     return out
 
 

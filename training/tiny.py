@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -46,31 +47,40 @@ def save_random_bert(folder: Path, shape: dict[str, int], vocab: Path | None = N
     return folder
 
 
-def build_tiny_checkpoint(out_dir: str | os.PathLike[str], seed: int = 0, prediction_type: str = "epsilon") -> Path:
+def build_tiny_checkpoint(
+    out_dir: str | os.PathLike[str], seed: int = 0, prediction_type: str = "epsilon", *, record_tokens: bool = False
+) -> Path:
     """Build a tiny random model from ``seed`` and save it as a checkpoint folder; returns it.
 
     Weights are drawn in a fixed order after ``torch.manual_seed(seed)``; the global RNG state is
-    restored afterwards.
+    restored afterwards. ``record_tokens``: conditioned on the prompt record too (the full
+    ``engine.conditioning`` vocabulary, K = 24), its table drawn last.
     """
+    from engine.conditioning import DEFAULT_MAX_TOKENS, full_vocabulary
     from training.checkpoint import build_model, save_checkpoint
+    from training.models.config import RecordConfig
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = tiny_config(prediction_type=prediction_type, encoder=TINY_ENCODER_DIR)
+    if record_tokens:
+        config = replace(config, record=RecordConfig(tokens=full_vocabulary(), max_tokens=DEFAULT_MAX_TOKENS))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         # 1. the tiny encoder folder, then 2. VAE, UNet, projection (build_model's order)
         save_random_bert(out / TINY_ENCODER_DIR, TINY_SHAPE)
         model = build_model(config, base_dir=out)
-    return save_checkpoint(out, config, model.vae, model.unet, model.text)
+    return save_checkpoint(out, config, model.vae, model.unet, model.text, record=model.record)
 
 
-def build_tiny_pack(out_dir: str | os.PathLike[str], seed: int = 0, prediction_type: str = "epsilon") -> Path:
+def build_tiny_pack(
+    out_dir: str | os.PathLike[str], seed: int = 0, prediction_type: str = "epsilon", *, record_tokens: bool = False
+) -> Path:
     """A tiny checkpoint (built beside ``out_dir``) exported to a verified fp32 pack at ``out_dir``."""
     from training.export_onnx import export_pack
 
     out = Path(out_dir)
     checkpoint = build_tiny_checkpoint(
-        out.parent / f"{out.name}.checkpoint", seed=seed, prediction_type=prediction_type
+        out.parent / f"{out.name}.checkpoint", seed=seed, prediction_type=prediction_type, record_tokens=record_tokens
     )
     return export_pack(checkpoint, out, model_id=f"cxr-tiny-seed{seed}")

@@ -205,3 +205,83 @@ def test_truncation_drops_whole_words_only(pipeline: Pipeline) -> None:
     assert batch.dropped[0] == ("pneumothorax", "effusion")
     kept = batch.input_ids[0][batch.attention_mask[0] == 1]
     assert len(kept) <= tokenizer.max_tokens and kept[-1] == tokenizer.encode_batch([""]).input_ids[0][1]
+
+
+# --------------------------------------------------------------------------- record tokens
+
+
+@dataclass
+class ContextBackend(CountingBackend):
+    """Records the context of every UNet call too."""
+
+    contexts: list[np.ndarray] = field(default_factory=list)
+
+    def unet(self, sample, timestep, context):
+        self.contexts.append(np.array(context))
+        return super().unet(sample, timestep, context)
+
+
+def test_a_pack_without_record_tokens_runs_the_text_context_alone(tiny_pack_dir: Path) -> None:
+    """The text-only path, written out: the same pixels, bit for bit, and a (2B, T, D) context."""
+    from engine import samplers
+
+    pack = load_pack(tiny_pack_dir)
+    backend = ContextBackend(OrtBackend(pack, requested="cpu"))
+    pipe = Pipeline(pack, backend=backend)
+    assert pipe.conditioning is None
+    request = _request(batch_size=2, negative_prompt="pleural effusion").validated()
+    images = pipe.generate(request).images
+    # the reference: text contexts, guidance in one UNet call, the sampler, the decoder
+    tokens = pipe.tokenizer.encode_batch([request.prompt] * 2)
+    cond = backend.inner.encode_text(tokens.input_ids, tokens.attention_mask)
+    negative = pipe.tokenizer.encode_batch([request.negative_prompt])
+    uncond = np.broadcast_to(backend.inner.encode_text(negative.input_ids, negative.attention_mask), cond.shape)
+    context = np.concatenate([uncond, cond])
+
+    def model_fn(sample, timestep):
+        both = backend.inner.unet(np.concatenate([sample, sample]), np.concatenate([timestep, timestep]), context)
+        return both[:2] + np.float32(request.guidance_scale) * (both[2:] - both[:2])
+
+    noise, rngs = pipe.initial_noise(request.seeds())
+    schedule = pack.manifest.schedule
+    steps = list(samplers.sample(request.sampler, model_fn, noise, schedule, request.num_steps, rngs=rngs))
+    reference = np.clip((backend.inner.decode(steps[-1].latent)[:, 0] + 1.0) * 0.5, 0.0, 1.0)
+    np.testing.assert_array_equal(images, reference)
+    assert {c.shape for c in backend.contexts} == {(4, pack.manifest.text.max_tokens, pack.manifest.text.context_dim)}
+
+
+def test_record_tokens_follow_the_prompt_record(tiny_record_pack_dir: Path) -> None:
+    """A pack with record tokens: context (2B, T + K, D), the last K the table rows of the parsed
+    prompt's record (the negative prompt's for the unconditional half); the record alone moves the image."""
+    from dataclasses import replace
+
+    from engine.findings.record import parse_prompt
+
+    pack = load_pack(tiny_record_pack_dir)
+    backend = ContextBackend(OrtBackend(pack, requested="cpu"))
+    pipe = Pipeline(pack, backend=backend)
+    conditioning = pipe.conditioning
+    assert conditioning is not None
+    t, k, d = pack.manifest.text.max_tokens, conditioning.vocabulary.max_tokens, pack.manifest.text.context_dim
+    prompt = "child with left pneumothorax"
+    request = _request(prompt=prompt, num_steps=3)
+    first = pipe.generate(request).images
+    context = backend.contexts[0]
+    assert context.shape == (2, t + k, d)
+    np.testing.assert_array_equal(context[1, t:], conditioning.context([parse_prompt(prompt)])[0])
+    assert not context[0, t:].any()  # "" as the negative prompt: K null tokens
+    tokens = pipe.tokenizer.encode_batch([prompt])
+    np.testing.assert_array_equal(context[1, :t], backend.inner.encode_text(tokens.input_ids, tokens.attention_mask)[0])
+    # the same text with another record: the child's token given the adult's embedding
+    vocabulary = conditioning.vocabulary
+    table = conditioning.table.copy()
+    table[vocabulary.tokens.index("age_band:child")] = table[vocabulary.tokens.index("age_band:adult")]
+    pipe.conditioning = replace(conditioning, table=table)
+    backend.contexts.clear()
+    second = pipe.generate(request).images
+    assert not np.array_equal(backend.contexts[0][1, t:], context[1, t:])
+    np.testing.assert_array_equal(backend.contexts[0][:, :t], context[:, :t])
+    assert np.abs(first - second).max() > 1e-6
+    # and "no pneumothorax" vs "pneumothorax": other record tokens
+    ids = [vocabulary.record_token_ids(parse_prompt(p)) for p in ("pneumothorax", "no pneumothorax")]
+    assert not np.array_equal(*ids)

@@ -102,6 +102,9 @@ def test_graph_checks_ir_opset_and_dynamic_batch(tiny_pack: Path, name: str) -> 
         assert first.dim_param and not first.HasField("dim_value"), f"{value.name}: batch axis is not dynamic"
         expected = onnx.TensorProto.INT64 if value.name in ("input_ids", "attention_mask") else onnx.TensorProto.FLOAT
         assert value.type.tensor_type.elem_type == expected, value.name
+        if value.name == "context":  # the text's T tokens, or T + K record tokens
+            tokens = value.type.tensor_type.shape.dim[1]
+            assert tokens.dim_param and not tokens.HasField("dim_value"), "context: token axis is not dynamic"
 
 
 @pytest.mark.parametrize("batch", [1, 3])

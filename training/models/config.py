@@ -85,6 +85,15 @@ class TextConditionerConfig:
 
 
 @dataclass(frozen=True)
+class RecordConfig:
+    """Record tokens beside the text tokens (``engine.conditioning``): ``tokens`` names the rows of a
+    learned (V, context_dim) table (``<null>`` first), ``max_tokens`` is K, the tokens per prompt."""
+
+    tokens: tuple[str, ...]
+    max_tokens: int
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A whole latent diffusion model: (1, H, W) image <-> (C, H/f, W/f) latent, text -> context."""
 
@@ -96,6 +105,7 @@ class ModelConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
     text: TextConditionerConfig = field(default_factory=TextConditionerConfig)
+    record: RecordConfig | None = None  # None: conditioned on the text only (every model before v2)
 
     def __post_init__(self) -> None:
         check_config(self)
@@ -106,7 +116,10 @@ class ModelConfig:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples as lists) with a format marker."""
-        return {"format": CONFIG_FORMAT, "format_version": CONFIG_VERSION, **asdict(self)}
+        data = {"format": CONFIG_FORMAT, "format_version": CONFIG_VERSION, **asdict(self)}
+        if self.record is None:
+            del data["record"]  # configs without it stay as they were
+        return data
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2) + "\n"
@@ -122,10 +135,11 @@ class ModelConfig:
         version = data.pop("format_version", CONFIG_VERSION)
         if version != CONFIG_VERSION:
             raise ConfigError(f"model config: format_version {version!r} is not supported (expected {CONFIG_VERSION})")
-        sections = {"schedule": ScheduleConfig, "vae": VAEConfig, "unet": UNetConfig, "text": TextConditionerConfig}
+        sections = {"schedule": ScheduleConfig, "vae": VAEConfig, "unet": UNetConfig, "text": TextConditionerConfig,
+                    "record": RecordConfig}  # fmt: skip
         kwargs = _check_keys(cls, data, "model config")
         for key, section_cls in sections.items():
-            if key in kwargs:
+            if key in kwargs and not (key == "record" and kwargs[key] is None):
                 kwargs[key] = section_cls(**_check_keys(section_cls, kwargs[key], key))
         try:
             return cls(**kwargs)
@@ -214,6 +228,14 @@ def check_config(c: ModelConfig) -> None:
         raise ConfigError("text.max_tokens must be an integer >= 3 ([CLS], one token, [SEP])")
     if t.lowercase is not None and not isinstance(t.lowercase, bool):
         raise ConfigError("text.lowercase must be true, false or null")
+    # 6. record tokens
+    if c.record is not None:
+        from engine.conditioning import RecordVocabulary
+
+        try:
+            RecordVocabulary(c.record.tokens, c.record.max_tokens)
+        except ValueError as exc:
+            raise ConfigError(f"record: {exc}") from None
 
 
 def default_config(prediction_type: str = "epsilon") -> ModelConfig:
@@ -271,6 +293,7 @@ def tiny_config(prediction_type: str = "epsilon", encoder: str = DEFAULT_ENCODER
 __all__ = [
     "ConfigError",
     "ModelConfig",
+    "RecordConfig",
     "TextConditionerConfig",
     "UNetConfig",
     "VAEConfig",
