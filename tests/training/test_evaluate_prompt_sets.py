@@ -16,7 +16,7 @@ from engine.runtime import OrtBackend
 from tests.training.test_evaluate import TINY_ARGS, _manifest, _run
 from training.evaluate import metrics as M
 from training.evaluate.options import EvaluationError
-from training.evaluate.prompt_sets import denied_classes, load_prompt_sets, prompts_dir, read_prompt_set
+from training.evaluate.sections.prompt_sets import denied_classes, load_prompt_sets, prompts_dir, read_prompt_set
 
 PAEDIATRIC = ("bacterial_pneumonia", "normal", "viral_pneumonia")
 ADULT = ("pleural_effusion", "cardiomegaly", "atelectasis", "infiltration", "edema", "consolidation", "pneumothorax")

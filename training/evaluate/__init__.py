@@ -7,7 +7,10 @@ Modules
 - ``classifier`` the evaluation CNN trained on the train split (feature space, alignment, utility)
 - ``metrics``    contrast, sharpness, entropy, Fréchet distance, patch distance, AUROC, bootstrap
 - ``inception``  optional standard FID features from Inception weights on disk
-- ``run``        the orchestration, one function per report section
-- ``report``     report.json, figures/*.png, report.html
+- ``context``    the state a run carries from section to section (checked inputs, image sets, progress)
+- ``shared``     real images, the evaluation classifier, generation: what the sections build on
+- ``sections``   one module per report section: its computation, figures and HTML
+- ``report``     the report shell: report.json, the page frame of report.html, figure and HTML helpers
+- ``run``        the orchestrator: check the inputs, run the chosen sections, write the report
 - ``cli``        ``register_evaluate(subparsers)``
 """

@@ -20,6 +20,7 @@ class is ``normal``.
 
 from __future__ import annotations
 
+import html
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -33,9 +34,11 @@ from engine.paths import resources_dir
 from training.evaluate import metrics as M
 from training.evaluate.data import NORMAL, PromptPlan, class_findings
 from training.evaluate.options import EvaluationError
+from training.evaluate.report import _ci, _figure, _fmt, _img, _save, _skipped, _table
+from training.evaluate.shared import classification_figures, generate
 
 if TYPE_CHECKING:
-    from training.evaluate.run import Context
+    from training.evaluate.context import Context
 
 SECTION = "prompt_sets"
 AGE_BANDS = ("child", "adult")
@@ -185,8 +188,6 @@ def _band_ok(prompt: SetPrompt, band: str) -> bool:
 
 def section_prompt_sets(ctx: Context) -> dict:
     """Generate and judge the paraphrase, reference and negation images; see the module docstring."""
-    from training.evaluate.run import classification_figures, generate
-
     options, classes = ctx.options, ctx.classes
     k, band = options.prompt_set_images, options.prompt_age_band
     everything = [p for prompts in ctx.prompt_sets.values() for p in prompts]
@@ -384,10 +385,8 @@ def _negation_figures(ctx: Context, chosen: list[SetPrompt], neg, para, shown: d
 # --------------------------------------------------------------------------- figure and HTML
 
 
-def make_figure(report: dict, folder: Path) -> dict[str, str]:
+def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
     """Paraphrase vs reference accuracy per class, and the negation check, with their intervals."""
-    from training.evaluate.report import _figure, _save
-
     section = report.get(SECTION) or {}
     if "paraphrases" not in section:
         return {}
@@ -431,18 +430,12 @@ def _error_bars(ax, x: np.ndarray, entries: list[dict], width: float, label: str
 
 
 def _fraction(entry: dict) -> str:
-    from training.evaluate.report import _ci, _fmt
-
     counts = f" <span class=ci>({_fmt(entry['k'])} / {_fmt(entry['n'])})</span>" if "k" in entry else ""
     return _ci(entry) + counts
 
 
 def render_html(report: dict) -> str:
     """Section 8 of report.html."""
-    import html
-
-    from training.evaluate.report import _ci, _fmt, _img, _skipped, _table
-
     parts = ["<h2>8. Paraphrases and negations (committed prompt sets)</h2>"]
     section = report.get(SECTION)
     if section is None:
@@ -579,7 +572,7 @@ __all__ = [
     "SetPrompt",
     "denied_classes",
     "load_prompt_sets",
-    "make_figure",
+    "make_figures",
     "prompts_dir",
     "read_prompt_set",
     "render_html",

@@ -1,0 +1,179 @@
+"""Section ``memorisation``: per generated image the nearest training image by cosine similarity of
+classifier features, then the 4 x 4 patch distance; real test images against train as the reference."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from training.evaluate import metrics as M
+from training.evaluate.report import _figure, _fmt, _image_grid, _img, _save, _skipped, _table
+
+if TYPE_CHECKING:
+    from training.evaluate.context import Context
+
+from training.evaluate.options import MIN_MEMORISATION_IMAGES
+
+HISTOGRAM_BINS = 50  # memorisation distances over [0, 1]
+
+
+def section_memorisation(ctx: Context) -> dict:
+    gen, train, test = ctx.generated, ctx.real["train"], ctx.real["test"]
+    threshold = ctx.options.memorisation_threshold
+    with ctx.progress.phase("memorisation search", len(gen.images) + len(test.images), "img") as bar:
+        nearest, cosine = M.nearest_by_cosine(gen.features, train.features)
+        distance = M.patch_distance(gen.images, train.images[nearest].astype(np.float32))
+        bar.update(len(gen.images))
+        ref_nearest, ref_cosine = M.nearest_by_cosine(test.features, train.features)
+        ref_distance = M.patch_distance(test.images.astype(np.float32), train.images[ref_nearest].astype(np.float32))
+        bar.update(len(test.images))
+    edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
+    order = np.argsort(distance, kind="stable")[: ctx.options.closest_pairs]
+    train_records = ctx.data.splits["train"]
+    root = ctx.data.manifest.parent
+    pairs = [
+        {
+            "generated_index": int(i),
+            "prompt": gen.plan.prompts[i],
+            "seed": int(gen.plan.seeds[i]),
+            "training_image": _relative(train_records[nearest[i]].path, root),
+            "cosine_similarity": float(cosine[i]),
+            "patch_distance": float(distance[i]),
+        }
+        for i in order
+    ]
+    ctx.artifacts["memorisation"] = {
+        "distance": distance,
+        "reference": ref_distance,
+        "pairs": (gen.images[order], train.images[nearest[order]].astype(np.float32), distance[order]),
+    }
+
+    def summary(values: np.ndarray, sims: np.ndarray) -> dict:
+        return {
+            "n": len(values),
+            "count_at_or_below_threshold": int((values <= threshold).sum()),
+            "fraction_at_or_below_threshold": float((values <= threshold).mean()) if len(values) else None,
+            "distance": M.describe(values, ctx.resamples, ctx.rng(60)),
+            "quantiles": {f"p{q:g}": float(np.percentile(values, q)) for q in (0, 1, 5, 25, 50)},
+            "histogram": np.histogram(np.clip(values, 0, 1), bins=edges)[0].tolist(),
+            "cosine_similarity_mean": float(sims.mean()),
+        }
+
+    return {
+        "definition": (
+            "nearest training image by cosine similarity of the classifier's features; then the normalised "
+            "patch distance: a 4 x 4 grid of tiles, per tile the RMS pixel difference (pixels in [0, 1]), the "
+            "maximum over tiles (0 = identical)"
+        ),
+        "threshold": threshold,
+        "training_images": len(train.images),
+        "meets_protocol": len(gen.images) >= MIN_MEMORISATION_IMAGES,
+        "protocol_note": f"the protocol asks for at least {MIN_MEMORISATION_IMAGES} generated images",
+        "generated": summary(distance, cosine),
+        "real_test_reference": summary(ref_distance, ref_cosine),
+        "histogram_edges": edges.tolist(),
+        "closest_pairs": pairs,
+    }
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
+    """The distance histograms and the closest pairs."""
+    figures: dict[str, str] = {}
+    if "memorisation" in ctx.artifacts:
+        art = ctx.artifacts["memorisation"]
+        memo = report["memorisation"]
+        figure = _figure(7, 3.2)
+        ax = figure.subplots()
+        edges = np.asarray(memo["histogram_edges"])
+        ax.hist(art["reference"], bins=edges, alpha=0.6, density=True, label="real test -> nearest train")
+        ax.hist(art["distance"], bins=edges, alpha=0.6, density=True, label="generated -> nearest train")
+        ax.axvline(
+            memo["threshold"], color="red", linestyle="--", linewidth=1, label=f"threshold {memo['threshold']:g}"
+        )
+        ax.set_xlabel("normalised 4x4 patch distance (0 = identical)", fontsize=8)
+        ax.legend(fontsize=7)
+        figures["memorisation"] = _save(figure, folder, "memorisation.png")
+        generated, nearest, distance = art["pairs"]
+        figures["memorisation_pairs"] = _image_grid(
+            folder,
+            "memorisation_pairs.png",
+            [("generated", list(generated)), ("nearest training", list(nearest))],
+            titles=[[f"d = {d:.3f}" for d in distance], ["" for _ in distance]],
+        )
+    return figures
+
+
+def render_html(report: dict) -> str:
+    """Section 4 of report.html."""
+    parts: list[str] = []
+    add = parts.append
+    # 4. memorisation
+    add("<h2>4. Memorisation</h2>")
+    me = report["memorisation"]
+    skipped = _skipped(me)
+    if skipped:
+        add(skipped)
+    else:
+        add(
+            f"<p class=note>{html.escape(me['definition'])}. "
+            f"Searched {_fmt(me['training_images'])} training images.</p>"
+        )
+        if not me["meets_protocol"]:
+            add(
+                "<p class=note><b>Fewer generated images than the protocol asks</b>: "
+                f"{html.escape(me['protocol_note'])}.</p>"
+            )
+        add(
+            _table(
+                ["images", "n", f"at or below {_fmt(me['threshold'])}", "min", "p1", "p5", "median", "mean cosine"],
+                [
+                    [
+                        label,
+                        _fmt(me[key]["n"]),
+                        f"{_fmt(me[key]['count_at_or_below_threshold'])} "
+                        f"({_fmt(100 * (me[key]['fraction_at_or_below_threshold'] or 0), 3)}%)",
+                        _fmt(me[key]["quantiles"]["p0"]),
+                        _fmt(me[key]["quantiles"]["p1"]),
+                        _fmt(me[key]["quantiles"]["p5"]),
+                        _fmt(me[key]["quantiles"]["p50"]),
+                        _fmt(me[key]["cosine_similarity_mean"]),
+                    ]
+                    for key, label in (
+                        ("generated", "generated -> nearest train"),
+                        ("real_test_reference", "real test -> nearest train"),
+                    )
+                ],
+            )
+        )
+        add(_img(report, "memorisation", "patch distance histogram"))
+        add("<p>The closest generated-training pairs:</p>")
+        add(_img(report, "memorisation_pairs", "closest pairs"))
+        add(
+            _table(
+                ["prompt", "seed", "training image", "cosine", "patch distance"],
+                [
+                    [
+                        html.escape(p["prompt"]),
+                        _fmt(p["seed"]),
+                        html.escape(p["training_image"]),
+                        _fmt(p["cosine_similarity"]),
+                        _fmt(p["patch_distance"]),
+                    ]
+                    for p in me["closest_pairs"]
+                ],
+            )
+        )
+    return "\n".join(p for p in parts if p)
+
+
+__all__ = ["HISTOGRAM_BINS", "make_figures", "render_html", "section_memorisation"]
