@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.datasets import DatasetError, Manifest, read_manifest
+from training.device import configure_torch, pick_device
 from training.models.config import ConfigError, ModelConfig, cpu_config, default_config, tiny_config
 from training.models.text import ENCODER_ALIASES
 from training.options import Log, TrainingError, TrainOptions
@@ -94,6 +96,20 @@ def pick_precision(name: str, device: torch.device) -> str:
 
 def use_compile(options: TrainOptions, device: torch.device) -> bool:
     return options.compile if options.compile is not None else device.type == "cuda"
+
+
+def manifest_and_device(options: TrainOptions, log: Log) -> tuple[Manifest, torch.device]:
+    """What every ``train`` command checks first, before its run folder is touched: the manifest
+    (``--data``, with a ``train`` split) and the device (``--device``, set up by
+    :func:`training.device.configure_torch`); the device and the precision it trains in are logged.
+    """
+    manifest = read_manifest(options.data)
+    if not manifest.split("train"):
+        raise DatasetError(f"{manifest.path}: no records with split 'train'")
+    device = pick_device(options.device)
+    configure_torch(device)
+    log(f"device {device}, precision {pick_precision(options.precision, device)}")
+    return manifest, device
 
 
 def seed_everything(seed: int) -> None:
@@ -547,6 +563,7 @@ __all__ = [
     "fit",
     "lr_at",
     "make_log",
+    "manifest_and_device",
     "manifest_info",
     "pick_precision",
     "resolve_config",

@@ -55,14 +55,11 @@ from training.datasets import (
     VAL_LIMIT,
     Augmentation,
     AugmentedCaptions,
-    DatasetError,
     Manifest,
     augment,
     evenly_spaced,
     load_images,
-    read_manifest,
 )
-from training.device import configure_torch, pick_device
 from training.loop import (
     EMA,
     FitResult,
@@ -70,6 +67,7 @@ from training.loop import (
     fit,
     iter_chunks,
     make_log,
+    manifest_and_device,
     manifest_info,
     pick_precision,
     resolve_config,
@@ -563,13 +561,8 @@ def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log
     """
     log = log or make_log(options.quiet)
     # 1. data, device, export target, VAE checkpoint and config: checked before the run folder
-    manifest = read_manifest(options.data)
+    manifest, device = manifest_and_device(options, log)
     train_records, val_records = manifest.split("train"), manifest.split("val")
-    if not train_records:
-        raise DatasetError(f"{manifest.path}: no records with split 'train'")
-    device = pick_device(options.device)
-    configure_torch(device)
-    log(f"device {device}, precision {pick_precision(options.precision, device)}")
     _check_export_target(options.export)
     resume = resumes(options.out, "diffusion", resume, log)
     vae_dir, init_dir, config = None, None, None

@@ -32,19 +32,17 @@ from training.datasets import (
     NO_AUGMENTATION,
     VAL_LIMIT,
     Augmentation,
-    DatasetError,
     augment,
     evenly_spaced,
     load_images,
     random_crop,
-    read_manifest,
 )
-from training.device import configure_torch, pick_device
 from training.loop import (
     FitResult,
     fit,
     iter_chunks,
     make_log,
+    manifest_and_device,
     manifest_info,
     pick_precision,
     resolve_config,
@@ -313,13 +311,8 @@ def train_vae(options: VAEOptions, *, resume: bool = False, log: Log | None = No
     """
     log = log or make_log(options.quiet)
     # 1. data, device, config: all checked before the run folder is touched
-    manifest = read_manifest(options.data)
+    manifest, device = manifest_and_device(options, log)
     train_records, val_records = manifest.split("train"), manifest.split("val")
-    if not train_records:
-        raise DatasetError(f"{manifest.path}: no records with split 'train'")
-    device = pick_device(options.device)
-    configure_torch(device)
-    log(f"device {device}, precision {pick_precision(options.precision, device)}")
     resume = resumes(options.out, "vae", resume, log)
     config = None if resume else resolve_config(options.config or "")
     if config is not None:
