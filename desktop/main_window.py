@@ -2,8 +2,9 @@
 
 The engine runs on the worker's thread (desktop.worker); this window only queues requests and shows
 what comes back, so it keeps answering while a generation runs. Batch count n runs n one-image
-requests with seeds seed, seed + 1, ... (the engine's rule for batches), each kept in the library
-as its own case that regenerates exactly.
+requests with the batch's seeds (GenerationRequest.seeds: seed, seed + 1, ..., the engine's rule),
+each kept in the library as its own case that regenerates exactly. The controls are the generate panel
+(desktop.widgets.generate_panel); the exports are desktop.exports.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from desktop.widgets.viewer_panel import ViewerPanel
 from desktop.worker import ModelInfo, WorkerHost
 from engine import imaging, paths
 from engine.dicom.dataset import SyntheticImageInfo
-from engine.pipeline import MAX_SEED, GenerationRequest, GenerationResult
+from engine.pipeline import GenerationRequest, GenerationResult
 from engine.text import PromptError
 
 log = logging.getLogger(__name__)
@@ -288,17 +289,7 @@ class MainWindow(Exports, QMainWindow):
             self.restoreState(state)
 
     def save_settings(self) -> None:
-        self.settings.set_generation(
-            {
-                "sampler": self.generate_panel.sampler_box.currentData(),
-                "num_steps": self.generate_panel.steps_spin.value(),
-                "guidance_scale": self.generate_panel.guidance_spin.value(),
-                "negative_prompt": self.generate_panel.negative_edit.text(),
-                "seed": self.generate_panel.seed_edit.text(),
-                "seed_locked": self.generate_panel.seed_lock.isChecked(),
-                "batch_count": self.generate_panel.batch_spin.value(),
-            }
-        )
+        self.settings.set_generation(self.generate_panel.values())
         self.settings.set_history(self.prompt_box.history)
         self.settings.set_window_presets_json(self.viewer.presets_json())
         self.settings.set_viewer({"clip_limit": self.viewer.clip_spin.value(), "tiles": self.viewer.tiles_spin.value()})
@@ -442,19 +433,16 @@ class MainWindow(Exports, QMainWindow):
             self.show_error("No model", "No model is loaded: open a model pack folder first (File > Open model pack).")
             return False
         try:
-            request = self.generate_panel.current_request()
+            batch = self.generate_panel.request()
         except (ValueError, PromptError) as exc:
             self.show_error("Cannot generate", f"{exc}")
             return False
-        count = self.generate_panel.batch_spin.value()
-        if request.seed + count - 1 > MAX_SEED:
-            self.show_error("Cannot generate", f"seed + batch count must stay at most {MAX_SEED}")
+        if self.prompt_box.understanding().nothing_recognised and not self.confirm_unrecognised(batch.prompt):
             return False
-        if self.prompt_box.understanding().nothing_recognised and not self.confirm_unrecognised(request.prompt):
-            return False
-        self.prompt_box.remember(request.prompt)
+        self.prompt_box.remember(batch.prompt)
         self.save_settings()
-        self.run_requests([replace(request, seed=request.seed + i) for i in range(count)])
+        # one one-image request per seed of the batch (the engine's rule), each its own library case
+        self.run_requests([replace(batch, seed=seed, batch_size=1) for seed in batch.seeds()])
         return True
 
     def confirm_unrecognised(self, prompt: str) -> bool:
@@ -642,15 +630,7 @@ class MainWindow(Exports, QMainWindow):
         except (KeyError, LibraryError) as exc:
             self.show_error("Case not opened", f"{exc}")
             return None
-        self.prompt_box.set_text(case.prompt)
-        self.generate_panel.negative_edit.setText(case.negative_prompt)
-        self.generate_panel.seed_edit.setText(str(case.seed))
-        if lock_seed:
-            self.generate_panel.seed_lock.setChecked(True)
-        self.generate_panel.steps_spin.setValue(case.num_steps)
-        self.generate_panel.guidance_spin.setValue(case.guidance_scale)
-        self.generate_panel.sampler_box.setCurrentIndex(self.generate_panel.sampler_box.findData(case.sampler))
-        self.generate_panel.batch_spin.setValue(1)
+        self.generate_panel.load(case, lock_seed=lock_seed)
         label = f"case {case.id} · seed {case.seed}"
         self._set_current(CurrentImage(pixels, case.image_info(), label, case.id))
         self.steps.clear()
@@ -750,7 +730,7 @@ class MainWindow(Exports, QMainWindow):
             self.show_error("No model", "No model is loaded: open a model pack folder first (File > Open model pack).")
             return False
         try:
-            request = self.generate_panel.current_request(prompt=text)
+            request = self.generate_panel.request(prompt=text, count=1)
         except (ValueError, PromptError) as exc:
             self.show_error("Cannot generate", f"{exc}")
             return False

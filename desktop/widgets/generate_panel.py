@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.library import Case
 from desktop.widgets.prompt import PromptBox
 from desktop.widgets.viewer import reserve_text_lines
 from engine.pipeline import MAX_BATCH, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, GenerationRequest
@@ -108,7 +109,22 @@ class GeneratePanel(QWidget):
         disclaimer.setStyleSheet("color: #a33")
         layout.addWidget(disclaimer)
 
+    # the settings ------------------------------------------------------------------------------
+
+    def values(self) -> dict:
+        """The controls as the settings keep them (the prompt is kept as history, not here)."""
+        return {
+            "sampler": self.sampler_box.currentData(),
+            "num_steps": self.steps_spin.value(),
+            "guidance_scale": self.guidance_spin.value(),
+            "negative_prompt": self.negative_edit.text(),
+            "seed": self.seed_edit.text(),
+            "seed_locked": self.seed_lock.isChecked(),
+            "batch_count": self.batch_spin.value(),
+        }
+
     def apply_values(self, values: dict) -> None:
+        """Set the controls that ``values`` (what :meth:`values` gave, or a model card's defaults) names."""
         if "sampler" in values and values["sampler"] in SAMPLERS:
             self.sampler_box.setCurrentIndex(self.sampler_box.findData(values["sampler"]))
         if "num_steps" in values:
@@ -124,6 +140,22 @@ class GeneratePanel(QWidget):
         if "batch_count" in values:
             self.batch_spin.setValue(int(values["batch_count"]))
 
+    # what to generate --------------------------------------------------------------------------
+
+    def load(self, case: Case, *, lock_seed: bool = True) -> None:
+        """Fill the controls from a library case: its prompt, settings and seed, batch count 1, so that
+        :meth:`request` is the case's own request. The seed is locked unless not ``lock_seed`` (Regenerate
+        leaves the user's Lock box as it is)."""
+        self.prompt_box.set_text(case.prompt)
+        self.negative_edit.setText(case.negative_prompt)
+        self.seed_edit.setText(str(case.seed))
+        if lock_seed:
+            self.seed_lock.setChecked(True)
+        self.steps_spin.setValue(case.num_steps)
+        self.guidance_spin.setValue(case.guidance_scale)
+        self.sampler_box.setCurrentIndex(self.sampler_box.findData(case.sampler))
+        self.batch_spin.setValue(1)
+
     def _seed(self) -> int:
         if not self.seed_lock.isChecked():
             self.seed_edit.setText(str(secrets.randbelow(RANDOM_SEED_LIMIT)))
@@ -132,14 +164,23 @@ class GeneratePanel(QWidget):
             raise ValueError(f"the seed must be a whole number from 0 to {MAX_SEED}, not {text!r}")
         return int(text)
 
-    def current_request(self, seed: int | None = None, prompt: str | None = None) -> GenerationRequest:
-        """The request the controls describe, with ``prompt`` instead of the prompt box's when given
-        (validated; raises ValueError with what to correct)."""
-        return GenerationRequest(
+    def request(self, *, prompt: str | None = None, count: int | None = None) -> GenerationRequest:
+        """What the controls describe: one request for the whole batch, its ``batch_size`` the batch count
+        (``count`` instead when given), its prompt the prompt box's (``prompt`` instead when given).
+        Its :meth:`~engine.pipeline.GenerationRequest.seeds` are the seeds of the batch's images.
+
+        An unlocked seed is drawn anew first. Validated: raises ValueError (PromptError for the prompt)
+        saying what to correct, also when the batch's last seed would pass the largest one.
+        """
+        request = GenerationRequest(
             prompt=self.prompt_box.text() if prompt is None else prompt,
             negative_prompt=self.negative_edit.text(),
             num_steps=self.steps_spin.value(),
             guidance_scale=round(self.guidance_spin.value(), 4),
             sampler=self.sampler_box.currentData(),
-            seed=self._seed() if seed is None else seed,
+            seed=self._seed(),
+            batch_size=self.batch_spin.value() if count is None else count,
         ).validated()
+        if request.seeds()[-1] > MAX_SEED:
+            raise ValueError(f"seed + batch count must stay at most {MAX_SEED}")
+        return request
