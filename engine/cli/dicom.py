@@ -274,7 +274,8 @@ def _run_make_studies(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from engine.dicom.nodes import get_node
-    from engine.dicom.studies import MAX_STUDIES, SEED_STRIDE, make_studies, plan_studies, read_prompts, write_dicomdir
+    from engine.dicom.studies import MAX_STUDIES, SEED_STRIDE, make_studies, plan_studies, write_dicomdir
+    from engine.synthetic import read_prompts
     from engine.fileio import folder_in_use, staged_folder
     from engine.pack import load_model_pack
     from engine.pipeline import MAX_SEED, MAX_STEPS, Pipeline

@@ -36,18 +36,6 @@ class StudyPlan:
     study: StudyContext
 
 
-def read_prompts(path: str | os.PathLike[str]) -> list[str]:
-    """One prompt per line; blank lines and lines starting with '#' are skipped."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read prompts from {path}: {exc}") from None
-    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if not prompts:
-        raise ValueError(f"{path} holds no prompts (one per line)")
-    return prompts
-
-
 def plan_studies(
     prompts: Sequence[str], count: int, *, seed: int = 0, uid_root: str | None = None, now: datetime | None = None
 ) -> list[StudyPlan]:
