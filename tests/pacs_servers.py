@@ -288,6 +288,7 @@ class StoreScp(_ServerProcess):
     aet: str = "TESTSCP"
     port: int = field(default_factory=free_port)
     unique_filenames: bool = False  # +uf: a file received twice is kept twice (duplicates show)
+    fork: bool = False  # --fork: one child per association, so several associations run at once
     tls_key: Path | None = None
     tls_cert: Path | None = None
     process: subprocess.Popen[bytes] | None = None
@@ -303,6 +304,8 @@ class StoreScp(_ServerProcess):
         command = [executable, "-aet", self.aet, "-od", str(self.directory)]
         if self.unique_filenames:
             command.append("+uf")
+        if self.fork:  # without it storescp serves one association at a time and the others wait
+            command.append("--fork")
         if self.tls_key is not None and self.tls_cert is not None:
             command += ["+tls", str(self.tls_key), str(self.tls_cert), "-pw", "-ic"]
 

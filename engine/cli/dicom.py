@@ -9,22 +9,35 @@ import shlex
 import sys
 from pathlib import Path
 
+from engine.cli.common import UsageError, add_model_arg
 from engine.dicom.dimse import echo
 from engine.dicom.outbox import Outbox
-from engine.dicom.pacs import MAX_TIMEOUT_S, TIMEOUT_RULE, PacsNode, SendEvent, SendReport, valid_timeout
+from engine.dicom.pacs import (
+    MAX_ASSOCIATIONS,
+    MAX_TIMEOUT_S,
+    TIMEOUT_RULE,
+    PacsNode,
+    SendEvent,
+    SendReport,
+    valid_timeout,
+)
 
 DICOM_IODS = ("sc", "dx")
 TRANSFER_SYNTAXES = ("explicit", "rle", "jpeg-ls", "jpeg2000")
-
-
-class CommandError(ValueError):
-    """A bad argument: one line, exit code 2."""
 
 
 def add_dicom_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iod", choices=DICOM_IODS, default="sc", help="DICOM: Secondary Capture (SYN) or DX")
     parser.add_argument("--transfer-syntax", choices=TRANSFER_SYNTAXES, default="explicit", help="DICOM encoding")
     parser.add_argument("--burn-in", action="store_true", help='DICOM: draw "SYNTHETIC" into the pixels')
+
+
+def add_associations_option(parser: argparse.ArgumentParser) -> None:
+    # a string, checked by _associations_arg: argparse's own type errors print the usage too (not one line)
+    parser.add_argument(
+        "--associations", default="1", metavar="N",
+        help=f"send over N associations (STOW-RS: N requests) at once, 1 to {MAX_ASSOCIATIONS} (default 1)",
+    )  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--node", required=True, help="a node from `cxr-studio pacs list`")
     p.add_argument("--stow", action="store_true", help="DICOMweb STOW-RS instead of C-STORE")
     p.add_argument("--retries", type=int, default=3)
+    add_associations_option(p)
     p.add_argument("--outbox", type=Path, default=None, help="outbox folder (default: in the user data dir)")
     p.add_argument(
         "--include-unassigned", action="store_true",
@@ -87,8 +101,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="makes demographics and images reproducible (UIDs stay fresh)")
     p.add_argument("--send", metavar="NODE", default=None, help="send everything to this node afterwards")
     p.add_argument("--stow", action="store_true", help="with --send: STOW-RS instead of C-STORE")
+    add_associations_option(p)
     p.add_argument("--dicomdir", action="store_true", help="also write a DICOMDIR file-set under OUT/fileset")
-    p.add_argument("--model", type=Path, default=None, metavar="PACK")
+    add_model_arg(p)
     p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
     add_dicom_options(p)
     p.set_defaults(func=_run_make_studies)
@@ -114,7 +129,7 @@ def _dicom_files(items: list[Path]) -> tuple[list[Path], int]:
         elif item.is_file():
             files.append(item)
         else:
-            raise CommandError(f"{item}: no such file or folder")
+            raise UsageError(f"{item}: no such file or folder")
     return files, skipped
 
 
@@ -124,7 +139,15 @@ def _timeout_arg(text: str) -> float:
     except ValueError:
         value = float("nan")
     if not valid_timeout(value):
-        raise CommandError(f"--timeout {TIMEOUT_RULE}, got {text}")
+        raise UsageError(f"--timeout {TIMEOUT_RULE}, got {text}")
+    return value
+
+
+def _associations_arg(text: str) -> int:
+    """--associations as a number of parallel associations, or one line saying what is allowed."""
+    value = int(text) if text.strip().isdigit() else 0
+    if not 1 <= value <= MAX_ASSOCIATIONS:
+        raise UsageError(f"--associations must be a whole number from 1 to {MAX_ASSOCIATIONS}, got {text!r}")
     return value
 
 
@@ -134,12 +157,12 @@ def _password_arg(args: argparse.Namespace) -> str:
         return args.password
     if args.password_env is not None:
         if args.password_env not in os.environ:
-            raise CommandError(f"--password-env: the environment variable {args.password_env} is not set")
+            raise UsageError(f"--password-env: the environment variable {args.password_env} is not set")
         return os.environ[args.password_env]
     if args.password_stdin:
         line = sys.stdin.readline()
         if not line:
-            raise CommandError("--password-stdin: nothing to read on standard input")
+            raise UsageError("--password-stdin: nothing to read on standard input")
         return line.rstrip("\r\n")
     if args.user and sys.stdin is not None and sys.stdin.isatty():
         return getpass.getpass(f"DICOMweb password for {args.user} at {args.dicomweb_url or args.host}: ")
@@ -176,7 +199,7 @@ def _run_pacs(args: argparse.Namespace) -> int:
     elif args.pacs_command == "remove":
         nodes = load_nodes()
         if nodes.pop(args.name, None) is None:
-            raise CommandError(f"no PACS node named {args.name!r}")
+            raise UsageError(f"no PACS node named {args.name!r}")
         save_nodes(nodes)
     elif args.pacs_command == "echo":
         result = echo(get_node(args.name))
@@ -196,10 +219,11 @@ def _outbox_option(outbox_arg: Path | None) -> str:
 
 
 def _send_outbox(
-    outbox: Outbox, node: PacsNode, stow: bool, retries: int, outbox_arg: Path | None = None
+    outbox: Outbox, node: PacsNode, stow: bool, retries: int, outbox_arg: Path | None = None, associations: int = 1
 ) -> SendReport:
     """Send ``node``'s queue; print the summary, each failure, and how to resend what is left."""
-    report = outbox.send(node, "stow" if stow else "c-store", retries=retries, progress=_print_progress)
+    method = "stow" if stow else "c-store"
+    report = outbox.send(node, method, retries=retries, associations=associations, progress=_print_progress)
     print(report.summary())
     for failure in report.failed:
         aside = " (moved to the outbox's failed/ folder)" if failure.bad_file else ""
@@ -216,11 +240,12 @@ def _run_send(args: argparse.Namespace) -> int:
 
     node = get_node(args.node)
     if args.stow and not node.dicomweb_url:
-        raise CommandError(
+        raise UsageError(
             f"node {node.name!r} has no DICOMweb URL; add one with `cxr-studio pacs add ... --dicomweb-url`"
         )
     if args.retries < 0:  # checked before anything is queued
-        raise CommandError(f"--retries must be 0 or more, got {args.retries}")
+        raise UsageError(f"--retries must be 0 or more, got {args.retries}")
+    associations = _associations_arg(args.associations)
     files, skipped = _dicom_files(args.files)
     if skipped:
         print(f"skipped {skipped} hidden or temporary (*.tmp) file(s) in the folder(s)", file=sys.stderr)
@@ -236,7 +261,7 @@ def _run_send(args: argparse.Namespace) -> int:
     if args.include_unassigned:
         outbox.assign(node.name)
     # 2. send this node's queue (and nothing queued for another node)
-    report = _send_outbox(outbox, node, args.stow, args.retries, args.outbox)
+    report = _send_outbox(outbox, node, args.stow, args.retries, args.outbox, associations)
     others = len(outbox.pending()) - len(outbox.pending(node.name))
     if others:
         listing = f"cxr-studio outbox{_outbox_option(args.outbox)}"
@@ -275,26 +300,27 @@ def _run_make_studies(args: argparse.Namespace) -> int:
 
     from engine.dicom.nodes import get_node
     from engine.dicom.studies import MAX_STUDIES, SEED_STRIDE, make_studies, plan_studies, write_dicomdir
-    from engine.synthetic import read_prompts
     from engine.fileio import folder_in_use, staged_folder
     from engine.pack import load_model_pack
     from engine.pipeline import MAX_SEED, MAX_STEPS, Pipeline
+    from engine.synthetic import read_prompts
 
     # 1. check before writing anything: a bad number is refused, never replaced by a default
     if folder_in_use(args.out):
-        raise CommandError(f"--out {args.out} must be a new or empty folder")
+        raise UsageError(f"--out {args.out} must be a new or empty folder")
+    associations = _associations_arg(args.associations)
     if not 1 <= args.count <= MAX_STUDIES:
-        raise CommandError(f"--count must be from 1 to {MAX_STUDIES}, not {args.count}")
+        raise UsageError(f"--count must be from 1 to {MAX_STUDIES}, not {args.count}")
     if not 1 <= args.images_per_study <= 16:
-        raise CommandError(f"--images-per-study must be from 1 to 16, not {args.images_per_study}")
+        raise UsageError(f"--images-per-study must be from 1 to 16, not {args.images_per_study}")
     if args.steps is not None and not 1 <= args.steps <= MAX_STEPS:
-        raise CommandError(f"--steps must be from 1 to {MAX_STEPS}, not {args.steps}")
+        raise UsageError(f"--steps must be from 1 to {MAX_STEPS}, not {args.steps}")
     max_seed = MAX_SEED - (args.count - 1) * SEED_STRIDE  # study i uses seed + i * SEED_STRIDE
     if not 0 <= args.seed <= max_seed:
-        raise CommandError(f"--seed must be from 0 to {max_seed} for {args.count} studies, not {args.seed}")
+        raise UsageError(f"--seed must be from 0 to {max_seed} for {args.count} studies, not {args.seed}")
     node = get_node(args.send) if args.send else None
     if node is not None and args.stow and not node.dicomweb_url:
-        raise CommandError(f"node {node.name!r} has no DICOMweb URL")
+        raise UsageError(f"node {node.name!r} has no DICOMweb URL")
     prompts = read_prompts(args.prompts)
     plans = plan_studies(prompts, args.count, seed=args.seed)
     pipeline = Pipeline(load_model_pack(args.model), provider=args.provider)
@@ -324,6 +350,6 @@ def _run_make_studies(args: argparse.Namespace) -> int:
         outbox = Outbox()
         for path in files:
             outbox.put(path, node.name)
-        report = _send_outbox(outbox, node, args.stow, retries=3)
+        report = _send_outbox(outbox, node, args.stow, retries=3, associations=associations)
         return 0 if report.ok else 1
     return 0

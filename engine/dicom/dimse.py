@@ -2,7 +2,8 @@
 
 An association is requested with every timeout of the node set; a refusal is read back as the PS3.8
 A-ASSOCIATE-RJ reason in words, and a failed connect is tried once more with a plain socket to say why.
-C-STORE sends over one association and re-associates after a drop (see ``pacs`` for the retry policy).
+C-STORE sends over one association, or several at once (``associations``), each re-associating after a
+drop (see ``pacs`` for the retry policy and how parallel workers share the files).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import logging
 import socket
 import ssl
 import time
-from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -34,8 +34,11 @@ from engine.dicom.pacs import (
     Problem,
     ProgressCallback,
     ResultCallback,
+    RetryState,
     SendReport,
     SendRun,
+    WorkQueue,
+    check_associations,
     describe_status,
     readable_files,
     seconds_text,
@@ -270,53 +273,71 @@ def _store_one(assoc: Association, node: PacsNode, item: CheckedFile, message_id
     return FileResult(item.path, item.sop_instance_uid, outcome, message, code)
 
 
+def _store_worker(
+    run: SendRun, node: PacsNode, contexts: list[PresentationContext], work: WorkQueue[CheckedFile], retry: RetryState
+) -> None:
+    """One association's share of a send: take a file, store it, take the next, until none is left.
+
+    The file in hand is kept until the peer answers for it (tried again after a re-association), and
+    put back into ``work`` if this worker stops first, so it is never lost nor sent by two workers."""
+    held = work.take()
+    message_id = 0
+    try:
+        while held and not run.stopping():
+            run.attempt()
+            assoc, problem = _associate(node, contexts)
+            if assoc is not None:
+                try:
+                    while held:
+                        message_id = message_id % 65535 + 1
+                        answer = _store_one(assoc, node, held[0], message_id)
+                        if isinstance(answer, Problem):
+                            problem = answer
+                            break
+                        run.record(answer, retry)
+                        held = [] if run.stopping() else work.take()
+                finally:
+                    _close(assoc)
+            if held and problem is not None and not run.give_up_or_wait(problem, retry):
+                break
+    finally:
+        work.put_back(held)
+
+
 def send_files(
     node: PacsNode,
     paths: Iterable[str | Path],
     *,
     retries: int = 3,
     backoff_s: float = 1.0,
+    associations: int = 1,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
     on_result: ResultCallback | None = None,
 ) -> SendReport:
-    """C-STORE DICOM Part 10 files over one association (re-associating if the peer drops it).
+    """C-STORE DICOM Part 10 files over ``associations`` associations at once (each re-associating if the
+    peer drops it), the files shared out one at a time as each association is free.
 
     ``progress`` gets a :class:`SendEvent` after each file's answer and before each retry; ``cancel``
     (e.g. ``threading.Event().is_set``) is checked between files and during the back-off; ``on_result``
-    gets each file's answer as it arrives (the outbox removes a stored file there).
+    gets each file's answer as it arrives (the outbox removes a stored file there). With more than one
+    association the callbacks run in the senders' threads, one call at a time.
     """
+    check_associations(associations)
     files = [Path(p) for p in paths]
     run = SendRun(node, "C-STORE", files, retries, backoff_s, progress, cancel, on_result)
     # 1. read the headers; unreadable files fail now
-    queue = deque(readable_files(run, files))
-    if not queue:
-        return run.finish(queue)
+    work = WorkQueue(readable_files(run, files))
+    if not len(work):
+        return run.finish(work)
     # 2. presentation contexts for every SOP class / transfer syntax in the batch
-    contexts = _store_contexts(queue)
+    contexts = _store_contexts(work.items())
     if len(contexts) > MAX_PRESENTATION_CONTEXTS:
         run.report.error = (
             f"too many SOP class / transfer syntax combinations for one association ({len(contexts)} > "
             f"{MAX_PRESENTATION_CONTEXTS}): send the files in smaller groups"
         )
-        return run.finish(queue)
-    # 3. associate, store until done or dropped, re-associate after a drop
-    message_id = 0
-    while queue and not run.cancelled():
-        run.report.attempts += 1
-        assoc, problem = _associate(node, contexts)
-        if assoc is not None:
-            try:
-                while queue and not run.cancelled():
-                    message_id = message_id % 65535 + 1
-                    answer = _store_one(assoc, node, queue[0], message_id)
-                    if isinstance(answer, Problem):
-                        problem = answer
-                        break
-                    queue.popleft()
-                    run.record(answer)
-            finally:
-                _close(assoc)
-        if problem is not None and not run.give_up_or_wait(problem):
-            break
-    return run.finish(queue)
+        return run.finish(work)
+    # 3. each association: associate, store until done or dropped, re-associate after a drop
+    run.run_workers(min(associations, len(work)), lambda retry: _store_worker(run, node, contexts, work, retry))
+    return run.finish(work)

@@ -28,7 +28,15 @@ from pydicom.dataset import Dataset
 
 from engine import paths
 from engine.dicom.dimse import send_files
-from engine.dicom.pacs import CancelCallback, FileResult, PacsNode, ProgressCallback, SendReport, check_file
+from engine.dicom.pacs import (
+    CancelCallback,
+    FileResult,
+    PacsNode,
+    ProgressCallback,
+    SendReport,
+    check_associations,
+    check_file,
+)
 from engine.dicom.stow import check_stow_settings, stow_rs
 from engine.fileio import atomic_write_bytes
 
@@ -193,12 +201,15 @@ class Outbox:
         retries: int = 3,
         backoff_s: float = 1.0,
         batch_size: int = 20,
+        associations: int = 1,
         progress: ProgressCallback | None = None,
         cancel: CancelCallback | None = None,
     ) -> SendReport:
         """Send every file queued for ``node``; each is removed as soon as its success arrives.
 
-        A file found unreadable or incomplete is failed with its reason and moved to ``failed/``.
+        ``associations``: C-STORE associations (or STOW-RS requests) at once, 1 to MAX_ASSOCIATIONS; with
+        more than one, ``progress`` is called from the senders' threads (one call at a time). A file found
+        unreadable or incomplete is failed with its reason and moved to ``failed/``.
         """
         if method not in ("c-store", "stow"):
             raise ValueError(f"method must be 'c-store' or 'stow', got {method!r}")
@@ -206,12 +217,13 @@ class Outbox:
             check_stow_settings(node, batch_size)
         if retries < 0 or backoff_s < 0:
             raise ValueError("retries and backoff_s must not be negative")
+        check_associations(associations)
         with self._lock:
             files = self.pending(node.name)
             log = {name: entry for name, entry in self._read_log().items() if (self.folder / name).exists()}
             errors: dict[str, str] = {}
 
-            def on_result(result: FileResult) -> None:
+            def on_result(result: FileResult) -> None:  # called one at a time, also with parallel senders
                 if result.outcome == "failed":
                     errors[result.path.name] = result.message
                     if result.bad_file:  # no retry can mend it: out of the queue, kept for a look
@@ -228,8 +240,8 @@ class Outbox:
             send = send_files if method == "c-store" else functools.partial(stow_rs, batch_size=batch_size)
             try:
                 report = send(
-                    node, files, retries=retries, backoff_s=backoff_s, progress=progress, cancel=cancel,
-                    on_result=on_result,
+                    node, files, retries=retries, backoff_s=backoff_s, associations=associations,
+                    progress=progress, cancel=cancel, on_result=on_result,
                 )  # fmt: skip
             finally:
                 now = datetime.now(UTC).isoformat(timespec="seconds")

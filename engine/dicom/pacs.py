@@ -13,6 +13,13 @@ whenever a file gets an answer, so a peer that drops now and then still receives
 
 Every file is read whole and checked complete before it is sent or queued (:func:`check_file`): a file
 cut short or not DICOM at all fails with its reason and never blocks the files behind it.
+
+Parallel sends (``associations`` > 1): that many worker threads take files from one shared
+:class:`WorkQueue`, each over its own association (or its own HTTP requests). A file is taken by one
+worker only and held by it until the peer answers, so nothing goes twice within a run; each worker keeps
+its own retry count; the first worker that gives up stops the others after their file in flight, and
+every file not answered goes back into the report's ``remaining``. :class:`SendRun` records results
+under one lock, so progress events, ``on_result`` and the report count every file once, in order.
 """
 
 from __future__ import annotations
@@ -20,13 +27,16 @@ from __future__ import annotations
 import io
 import math
 import ssl
+import threading
 import time
 import urllib.parse
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import pydicom
 import pydicom.encaps
@@ -39,8 +49,10 @@ Outcome = Literal["stored", "warning", "failed"]
 ProgressCallback = Callable[["SendEvent"], None]
 CancelCallback = Callable[[], bool]
 ResultCallback = Callable[["FileResult"], None]
+T = TypeVar("T")
 
 MAX_BACKOFF_S = 60.0
+MAX_ASSOCIATIONS = 32  # parallel associations / requests per send; more only queue up at the PACS
 MAX_TIMEOUT_S = 3600.0  # an hour for one step of an exchange is already absurd; inf overflows pynetdicom
 _AE_TITLE_MAX = 16
 
@@ -293,6 +305,13 @@ def seconds_text(value: float) -> str:
     return f"{value:g} s"
 
 
+def check_associations(value: object) -> int:
+    """``value`` as a count of parallel associations; ValueError unless it is an int from 1 to MAX_ASSOCIATIONS."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ASSOCIATIONS:
+        raise ValueError(f"associations must be a whole number from 1 to {MAX_ASSOCIATIONS}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class CheckedFile:
     path: Path
@@ -380,8 +399,46 @@ def _read_file(path: Path) -> CheckedFile:
     return check_file(path, path)
 
 
+@dataclass
+class RetryState:
+    """One worker's run of failed attempts: restarts at each answer the peer gives that worker."""
+
+    failures_in_a_row: int = 0
+    first_problem: Problem | None = None  # of the current run of failures
+
+
+class WorkQueue(Generic[T]):
+    """The files (or anything) still to send, shared by the workers of one send: each item is taken once."""
+
+    def __init__(self, items: Iterable[T]) -> None:
+        self._items = deque(items)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def take(self, count: int = 1) -> list[T]:
+        """Up to ``count`` items from the front, oldest first (empty when none are left)."""
+        with self._lock:
+            return [self._items.popleft() for _ in range(min(count, len(self._items)))]
+
+    def put_back(self, items: Sequence[T]) -> None:
+        """Items taken but not answered: back to the front, in their order, for the report's ``remaining``."""
+        with self._lock:
+            self._items.extendleft(reversed(items))
+
+    def items(self) -> list[T]:
+        with self._lock:
+            return list(self._items)
+
+
 class SendRun:
-    """Book-keeping shared by C-STORE and STOW-RS: results, events, back-off, cancel."""
+    """Book-keeping shared by C-STORE and STOW-RS: results, events, back-off, cancel.
+
+    Thread-safe: parallel workers record results, notes and attempts under one lock (callbacks run
+    under it too, so they are never called twice at once), each with its own :class:`RetryState`.
+    """
 
     def __init__(
         self,
@@ -404,52 +461,99 @@ class SendRun:
         self.on_result = on_result
         self.started = time.monotonic()
         self.report = SendReport(destination=node.label, method=method, total=len(paths))
-        self.failures_in_a_row = 0
-        self.first_problem: Problem | None = None  # of the current run of failures
+        self.retry = RetryState()  # the calling thread's, when it sends by itself
+        self.lock = threading.RLock()
+        self.halted = threading.Event()  # a worker gave up or failed: the others stop too
 
     def cancelled(self) -> bool:
         if self.cancel is not None and self.cancel():
             self.report.cancelled = True
         return self.report.cancelled
 
-    def note(self, message: str) -> None:
-        if self.progress is not None:
-            self.progress(SendEvent(self._done(), self.report.total, message=message))
+    def stopping(self) -> bool:
+        """Cancelled, or another worker gave up: take no further file."""
+        return self.halted.is_set() or self.cancelled()
 
-    def record(self, result: FileResult) -> None:
-        (self.report.failed if result.outcome == "failed" else self.report.stored).append(result)
-        self.failures_in_a_row = 0  # the peer answers: a later drop gets a full set of retries
-        self.first_problem = None
-        if self.on_result is not None:
-            self.on_result(result)
-        if self.progress is not None:
-            self.progress(SendEvent(self._done(), self.report.total, result=result))
+    def attempt(self) -> None:
+        """Count an association or HTTP request tried."""
+        with self.lock:
+            self.report.attempts += 1
+
+    def note(self, message: str) -> None:
+        with self.lock:
+            if self.progress is not None:
+                self.progress(SendEvent(self._done(), self.report.total, message=message))
+
+    def record(self, result: FileResult, retry: RetryState | None = None) -> None:
+        retry = retry or self.retry
+        retry.failures_in_a_row = 0  # the peer answers: a later drop gets a full set of retries
+        retry.first_problem = None
+        with self.lock:
+            (self.report.failed if result.outcome == "failed" else self.report.stored).append(result)
+            if self.on_result is not None:
+                self.on_result(result)
+            if self.progress is not None:
+                self.progress(SendEvent(self._done(), self.report.total, result=result))
 
     def _done(self) -> int:
         return len(self.report.stored) + len(self.report.failed)
 
-    def give_up_or_wait(self, problem: Problem) -> bool:
-        """After a failed attempt: True to try again (after the back-off), False to stop."""
-        self.failures_in_a_row += 1
-        attempts = self.failures_in_a_row
-        first = self.first_problem = self.first_problem or problem
+    def give_up_or_wait(self, problem: Problem, retry: RetryState | None = None) -> bool:
+        """After a failed attempt: True to try again (after the back-off), False to stop.
+
+        Giving up halts the other workers; the first worker to give up says why the run stopped."""
+        retry = retry or self.retry
+        retry.failures_in_a_row += 1
+        attempts = retry.failures_in_a_row
+        first = retry.first_problem = retry.first_problem or problem
+        if self.halted.is_set():
+            return False
         if not problem.retryable or attempts > self.retries:
             notes = [f"gave up after {attempts} attempts"] if attempts > 1 else []
             if first.text != problem.text:
                 notes.append(f"first: {first.text}")
-            self.report.error = problem.text + (f" ({'; '.join(notes)})" if notes else "")
+            with self.lock:
+                if not self.halted.is_set():
+                    self.report.error = problem.text + (f" ({'; '.join(notes)})" if notes else "")
+                self.halted.set()
             return False
         delay = min(self.backoff_s * 2 ** (attempts - 1), MAX_BACKOFF_S)
         self.note(f"{problem.text}; trying again in {delay:.3g} s (attempt {attempts + 1} of {self.retries + 1})")
         deadline = time.monotonic() + delay
         while (left := deadline - time.monotonic()) > 0:
-            if self.cancelled():
+            if self.stopping():
                 return False
             time.sleep(min(left, 0.1))
-        return not self.cancelled()
+        return not self.stopping()
 
-    def finish(self, remaining: Iterable[CheckedFile]) -> SendReport:
-        self.report.remaining = [item.path for item in remaining]
+    def run_workers(self, count: int, work: Callable[[RetryState], None]) -> None:
+        """Run ``work`` in ``count`` threads at once, each with its own RetryState, and wait for all.
+
+        One worker runs in the calling thread itself (the app's worker thread, as before). An exception
+        in a worker (or Ctrl-C here) halts the others after their file in flight and is raised here."""
+        if count <= 1:
+            work(self.retry)
+            return
+
+        def guarded(retry: RetryState) -> None:
+            try:
+                work(retry)
+            except BaseException:
+                self.halted.set()
+                raise
+
+        with ThreadPoolExecutor(max_workers=count, thread_name_prefix="pacs-send") as pool:
+            futures = [pool.submit(guarded, RetryState()) for _ in range(count)]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                self.halted.set()  # the pool's exit then waits for the others to put their files back
+                raise
+
+    def finish(self, remaining: Iterable[CheckedFile] | WorkQueue[CheckedFile]) -> SendReport:
+        left = remaining.items() if isinstance(remaining, WorkQueue) else remaining
+        self.report.remaining = [item.path for item in left]
         self.report.elapsed_s = time.monotonic() - self.started
         return self.report
 

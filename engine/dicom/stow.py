@@ -1,5 +1,8 @@
 """DICOMweb STOW-RS: ``POST {dicomweb_url}/studies`` over HTTP(S), several files per multipart request.
 
+With ``associations`` > 1, that many requests are in flight at once, each worker taking the next batch
+from the shared queue (see ``pacs``).
+
 Credentials: STOW-RS never follows a redirect (a 302 would carry the Authorization header to another
 address), and basic auth over plain http is reported as a warning before each send.
 """
@@ -15,7 +18,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,11 @@ from engine.dicom.pacs import (
     Problem,
     ProgressCallback,
     ResultCallback,
+    RetryState,
     SendReport,
     SendRun,
+    WorkQueue,
+    check_associations,
     describe_status,
     readable_files,
     seconds_text,
@@ -200,6 +205,31 @@ def check_stow_settings(node: PacsNode, batch_size: int) -> None:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
 
 
+def _stow_worker(
+    run: SendRun, node: PacsNode, url: str, batch_size: int, work: WorkQueue[CheckedFile], retry: RetryState
+) -> None:
+    """One request at a time: take a batch, post it (again after a failure) until answered, take the next.
+
+    A batch not answered when this worker stops goes back into ``work``. Each worker has its own opener:
+    urllib's handlers are not meant to be shared between threads."""
+    opener = _http_opener(node, url)
+    held = [] if run.stopping() else work.take(batch_size)
+    try:
+        while held and not run.stopping():
+            run.attempt()
+            answer = _stow_batch(node, opener, url, held)
+            if isinstance(answer, Problem):
+                if not run.give_up_or_wait(answer, retry):
+                    break
+                continue
+            held = []
+            for result in answer:
+                run.record(result, retry)
+            held = [] if run.stopping() else work.take(batch_size)
+    finally:
+        work.put_back(held)
+
+
 def stow_rs(
     node: PacsNode,
     paths: Iterable[str | Path],
@@ -207,38 +237,31 @@ def stow_rs(
     batch_size: int = 20,
     retries: int = 3,
     backoff_s: float = 1.0,
+    associations: int = 1,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
     on_result: ResultCallback | None = None,
 ) -> SendReport:
-    """DICOMweb STOW-RS: ``POST {dicomweb_url}/studies``, ``batch_size`` files per multipart request.
+    """DICOMweb STOW-RS: ``POST {dicomweb_url}/studies``, ``batch_size`` files per multipart request, up to
+    ``associations`` requests at once.
 
     ``progress``, ``cancel`` and ``on_result`` as for :func:`engine.dicom.dimse.send_files`.
     """
     files = [Path(p) for p in paths]
     check_stow_settings(node, batch_size)
+    check_associations(associations)
     run = SendRun(node, "STOW-RS", files, retries, backoff_s, progress, cancel, on_result)
     run.report.destination = f"DICOMweb {node.dicomweb_url} ({node.name})"
     url = node.dicomweb_url.rstrip("/") + "/studies"
-    queue = deque(readable_files(run, files))
+    work = WorkQueue(readable_files(run, files))
     try:
-        opener = _http_opener(node, url)
-    except ValueError as exc:  # TLS files that cannot be loaded
+        _http_opener(node, url)  # TLS files that cannot be loaded: said once, before any worker starts
+    except ValueError as exc:
         run.report.error = f"DICOMweb server {url}: {exc}"
-        return run.finish(queue)
+        return run.finish(work)
     if node.dicomweb_user and urllib.parse.urlsplit(url).scheme == "http":
         warning = f"warning: the password for user '{node.dicomweb_user}' goes to {url} unencrypted (plain http)"
         run.note(warning)  # the CLI prints notes, the app shows them
-    while queue and not run.cancelled():
-        batch = [queue[i] for i in range(min(batch_size, len(queue)))]
-        run.report.attempts += 1
-        answer = _stow_batch(node, opener, url, batch)
-        if isinstance(answer, Problem):
-            if not run.give_up_or_wait(answer):
-                break
-            continue
-        for _ in batch:
-            queue.popleft()
-        for result in answer:
-            run.record(result)
-    return run.finish(queue)
+    requests = -(-len(work) // batch_size)  # no more workers than batches
+    run.run_workers(min(associations, requests), lambda retry: _stow_worker(run, node, url, batch_size, work, retry))
+    return run.finish(work)
