@@ -282,6 +282,7 @@ def test_other_data_gives_other_figures_and_a_saved_classifier_is_reused(
         ("both_classifiers", "--classifier reuses a trained classifier; --classifier-init trains one: not both"),
         ("bad_classes", "--classes needs two or more of: normal, "),
         ("model_variable", "CXR_STUDIO_MODEL="),
+        ("no_cuda", "--device cuda: no CUDA GPU is available to torch"),
     ],
 )
 def test_bad_input_gives_one_line_and_writes_nothing(
@@ -314,6 +315,9 @@ def test_bad_input_gives_one_line_and_writes_nothing(
     elif change == "model_variable":  # no --model: the variable's pack, which is not there
         args = [a for a in args if a not in ("--model", str(tiny_pack_dir))]
         monkeypatch.setenv("CXR_STUDIO_MODEL", str(tmp_path / "missing-pack"))
+    elif change == "no_cuda":  # the same answer on a machine with a GPU
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        args += ["--device", "cuda"]
     else:
         (tmp_path / "classifier").mkdir()
         args += ["--classifier", str(tmp_path / "classifier")]
@@ -459,3 +463,17 @@ def test_without_model_the_embedded_default_is_evaluated(tmp_path: Path) -> None
 def test_threads_option_does_not_outlive_the_run(evaluation: dict) -> None:
     assert evaluation["report"]["options"]["threads"] == 1  # the run used one thread ...
     assert torch.get_num_threads() == THREADS_AT_IMPORT  # ... and gave the process its own count back
+
+
+def test_a_device_torch_cannot_use_is_an_evaluation_error(
+    tiny_pack_dir: Path, pediatric_fixture_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Called from Python (not the command line), evaluate's bad inputs are all EvaluationError."""
+    from training.evaluate.run import prepare_context
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    options = EvaluationOptions(
+        model=tiny_pack_dir, data=_manifest(tmp_path, pediatric_fixture_dir), out=tmp_path / "out", device="cuda"
+    )
+    with pytest.raises(EvaluationError, match=r"^--device cuda: no CUDA GPU is available to torch$"):
+        prepare_context(options)

@@ -36,6 +36,7 @@ import torch
 
 from engine.pack import ModelPack, PackError
 from engine.pipeline import GenerationRequest, RequestError
+from training.device import DeviceError, pick_device
 from training.evaluate.classifier import load_classifier
 from training.evaluate.context import Context, Progress
 from training.evaluate.data import choose_prompts, plan_images, read_real_data
@@ -61,14 +62,6 @@ REPORT_VERSION = 1
 
 
 # --------------------------------------------------------------------------- 1. checks
-
-
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EvaluationError("--device cuda: no CUDA GPU is available to torch")
-    return torch.device(name)
 
 
 def _load_pack(model: Path | None) -> ModelPack:
@@ -119,7 +112,10 @@ def prepare_context(options: EvaluationOptions) -> Context:
         raise EvaluationError(f"--model {pack.root}: the evaluation needs square images, not {pack.manifest.image}")
     if options.threads:
         torch.set_num_threads(options.threads)
-    device = _pick_device(options.device)
+    try:
+        device = pick_device(options.device)
+    except DeviceError as exc:
+        raise EvaluationError(str(exc)) from None
     loaded, init_body = None, None
     if options.classifier_init is not None:
         init_body = load_classifier(options.classifier_init, torch.device("cpu"))[0].body.state_dict()
