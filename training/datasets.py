@@ -250,17 +250,28 @@ def random_crop(images: torch.Tensor, size: int, generator: torch.Generator) -> 
 # --------------------------------------------------------------------------- caption augmentation
 
 
+CAPTION_POOL = 8
+"""Augmented captions per training image in one run (see :class:`AugmentedCaptions`)."""
+
+
 class AugmentedCaptions:
     """Fresh captions for training samples (issue 16 item 3): with ``probability`` a sample's caption
-    is :func:`training.data.captions.augmented_caption` of its record, drawn anew each time the
-    sample is drawn (so once per epoch), else its own (always for a record that cannot be phrased).
+    is one of its record's ``pool`` augmented captions (:func:`training.data.captions.augmented_caption`),
+    drawn anew each time the sample is drawn (so once per epoch), else its own (always for a record
+    that cannot be phrased).
 
     The text cache keeps the frozen encoder's states of the manifest captions; :meth:`grow` adds
-    ``batch_size`` scratch rows to it, and :meth:`draw` encodes a micro-batch's augmented captions
-    into them and points those samples' text indices there. Each sample's rng is
-    ``augment_rng(seed, draw, index)``, ``draw`` one number taken per micro-batch from the run's
-    seeded step generator: the same seed gives the same captions, and a resumed run (which restores
-    that generator) draws what the uninterrupted run drew.
+    ``batch_size`` scratch rows to it, and :meth:`draw` writes a micro-batch's augmented captions
+    into them and points those samples' text indices there. Which samples and which of the pool is
+    drawn from ``augment_rng(seed, draw, index)``, ``draw`` one number taken per micro-batch from
+    the run's seeded step generator; the pool's captions from (seed, index, slot) alone. So the same
+    seed gives the same captions, and a resumed run (which restores that generator) draws what the
+    uninterrupted run drew.
+
+    Why a pool: the encoder costs about what the UNet step costs on a CPU (MiniLM, ~100 captions:
+    several seconds on two cores). Each pool caption is encoded the first time it is drawn and kept
+    (its own tokens only, float32 on the CPU), so the encoding cost stops after the first epochs;
+    the memo holds at most ``pool`` captions per training image.
     """
 
     def __init__(
@@ -270,13 +281,21 @@ class AugmentedCaptions:
         seed: int,
         text: TextConditioner,
         device: torch.device,
+        pool: int = CAPTION_POOL,
     ):
         from training.data.captions import can_augment
 
-        self.records, self.probability, self.seed = list(records), float(probability), seed
+        self.records, self.probability, self.seed, self.pool = list(records), float(probability), seed, pool
         self.phrased = [can_augment(r) for r in self.records]
         self.tokenizer, self.encoder = text.tokenizer, text.encoder.to(device).eval()
+        self.memo: dict[tuple[int, int], torch.Tensor] = {}  # (index, slot) -> states (L, E), L its own tokens
         self.first_row = 0
+
+    def caption(self, index: int, slot: int) -> str:
+        """Augmented caption ``slot`` of record ``index``: a function of the seed, index and slot."""
+        from training.data.captions import augmented_caption, caption_rng
+
+        return augmented_caption(self.records[index], caption_rng(self.seed, f"pool\x00{index}\x00{slot}"))
 
     def grow(self, hidden: torch.Tensor, mask: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The cache (U, T, E), (U, T) with ``batch_size`` scratch rows after its own."""
@@ -286,41 +305,52 @@ class AugmentedCaptions:
         )
 
     @torch.no_grad()
+    def _encode(self, keys: list[tuple[int, int]], dtype: torch.dtype, device: torch.device) -> None:
+        """Encode the pool captions ``keys`` into the memo (float32 encoder, as the cache was made)."""
+        batch = self.tokenizer.encode_batch([self.caption(index, slot) for index, slot in keys])
+        lengths = batch.attention_mask.sum(axis=1)
+        longest = max(1, int(lengths.max()))
+        ids = torch.from_numpy(batch.input_ids[:, :longest]).to(device)
+        attention = torch.from_numpy(batch.attention_mask[:, :longest]).to(device)
+        with torch.autocast(device.type, enabled=False):
+            states = self.encoder(input_ids=ids, attention_mask=attention).last_hidden_state.to(dtype)
+        for row, key in enumerate(keys):
+            self.memo[key] = states[row, : int(lengths[row])].clone()
+
     def draw(
         self, indices: torch.Tensor, text: torch.Tensor, drop: torch.Tensor, generator: torch.Generator,
         hidden: torch.Tensor, mask: torch.Tensor,
     ) -> torch.Tensor:  # fmt: skip
         """``text`` (B,) cache rows with the augmented samples' rows replaced (the dropped ones keep "")."""
-        from training.data.captions import augment_rng, augmented_caption
+        from training.data.captions import augment_rng
 
         draw = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
-        positions, captions = [], []
+        chosen: list[tuple[int, tuple[int, int]]] = []  # (position in the batch, (index, slot))
         for position, (index, dropped) in enumerate(zip(indices.tolist(), drop.tolist(), strict=True)):
             if dropped or not self.phrased[index]:
                 continue
             rng = augment_rng(self.seed, draw, index)
             if rng.random() < self.probability:
-                positions.append(position)
-                captions.append(augmented_caption(self.records[index], rng))
-        if not captions:
+                chosen.append((position, (index, rng.randrange(self.pool))))
+        if not chosen:
             return text
-        # the encoder in float32 (as the cache was made), on the longest caption's tokens only
-        batch = self.tokenizer.encode_batch(captions)
-        length = max(1, int(batch.attention_mask.sum(axis=1).max()))
-        ids = torch.from_numpy(batch.input_ids[:, :length]).to(hidden.device)
-        attention = torch.from_numpy(batch.attention_mask).to(hidden.device)
-        with torch.autocast(hidden.device.type, enabled=False):
-            states = self.encoder(input_ids=ids, attention_mask=attention[:, :length]).last_hidden_state
-        rows = torch.arange(self.first_row, self.first_row + len(captions), device=hidden.device)
-        hidden[rows] = 0
-        hidden[rows, :length] = states.to(hidden.dtype)
-        mask[rows] = attention.bool()
+        new = sorted({key for _, key in chosen if key not in self.memo})
+        if new:
+            self._encode(new, hidden.dtype, hidden.device)
+        rows = torch.arange(self.first_row, self.first_row + len(chosen), device=hidden.device)
+        for row, (_, key) in zip(rows.tolist(), chosen, strict=True):
+            states = self.memo[key]
+            hidden[row] = 0
+            hidden[row, : states.shape[0]] = states
+            mask[row] = False
+            mask[row, : states.shape[0]] = True
         text = text.clone()
-        text[torch.tensor(positions, device=text.device)] = rows.to(text.device)
+        text[torch.tensor([position for position, _ in chosen], device=text.device)] = rows.to(text.device)
         return text
 
 
 __all__ = [
+    "CAPTION_POOL",
     "NO_AUGMENTATION",
     "SPLITS",
     "Augmentation",

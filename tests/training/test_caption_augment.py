@@ -244,14 +244,15 @@ def test_augmented_captions_are_encoded_into_scratch_rows(tiny_model) -> None:
     from training.datasets import AugmentedCaptions
     from training.train_diffusion import encode_texts
 
+    cpu = torch.device("cpu")
     records = [
         _record({"cardiomegaly": PRESENT, "pneumothorax": ABSENT}, view="PA", age=61, sex="F", text="own 0"),
         _record({"granuloma": PRESENT}, text="own 1"),  # cannot be phrased: keeps its caption
         _record({NO_FINDING: PRESENT, "pleural_effusion": ABSENT}, source="pediatric", view="AP", text="own 2"),
     ]
     texts = ["", *(r.text for r in records)]
-    hidden, mask = encode_texts(tiny_model.text, texts, torch.device("cpu"))
-    captions = AugmentedCaptions(records, 1.0, 0, tiny_model.text, torch.device("cpu"))
+    hidden, mask = encode_texts(tiny_model.text, texts, cpu)
+    captions = AugmentedCaptions(records, 1.0, 0, tiny_model.text, cpu, pool=3)
     hidden, mask = captions.grow(hidden, mask, batch_size=4)
     assert hidden.shape[0] == len(texts) + 4 and not mask[len(texts) :].any()
     indices = torch.tensor([0, 1, 2, 0])
@@ -264,19 +265,24 @@ def test_augmented_captions_are_encoded_into_scratch_rows(tiny_model) -> None:
 
     text, states = draw(5)
     assert text.tolist() == [4, 2, 5, 1]  # two augmented (scratch rows), the unphrased and the dropped keep theirs
-    again, states_again = draw(5)
-    assert again.tolist() == text.tolist() and torch.equal(states, states_again)
-    # the rows hold the encoder's states of the drawn captions (the cache's own way of encoding them)
-    seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(5)).item())
-    drawn = [
-        augmented_caption(records[i], rng) for i in (0, 2) for rng in [augment_rng(0, seed, i)] if rng.random() < 1
-    ]
-    reference, reference_mask = encode_texts(tiny_model.text, drawn, torch.device("cpu"))
+    keys = sorted(captions.memo)
+    assert [index for index, _ in keys] == [0, 2]
+    # the rows hold the encoder's states of the drawn pool captions, as the cache encodes captions
+    drawn = [captions.caption(*key) for key in keys]
+    assert all(
+        not round_trip_problems(records[index], caption) for (index, _), caption in zip(keys, drawn, strict=True)
+    )
+    reference, reference_mask = encode_texts(tiny_model.text, drawn, cpu)
     assert torch.equal(mask[[4, 5]], reference_mask)
     valid = reference_mask.unsqueeze(-1)
     torch.testing.assert_close(hidden[[4, 5]] * valid, reference * valid, atol=1e-5, rtol=1e-4)
-    other, _ = draw(6)
-    assert other.tolist() == [4, 2, 5, 1] and not torch.equal(hidden[[4, 5]] * valid, reference * valid)
+    again, states_again = draw(5)
+    assert again.tolist() == text.tolist() and torch.equal(states, states_again) and sorted(captions.memo) == keys
+    # each record's captions come from its pool: every slot gets drawn, and no more are made
+    for seed in range(40):
+        draw(seed)
+    assert sorted(captions.memo) == [(index, slot) for index in (0, 2) for slot in range(3)]
+    assert len({captions.caption(0, slot) for slot in range(3)}) == 3
 
 
 @pytest.mark.parametrize("chance", [-0.1, 1.5, True, "0.5"])
