@@ -8,6 +8,7 @@ import pytest
 
 from engine.findings.reader import ABSENT, NO_FINDING, PRESENT, summarize
 from training.data.captions import (
+    AUGMENT_PRESENT,
     NEGATIVE_PHRASES,
     NIH_LABELS,
     NORMAL_STATEMENTS,
@@ -126,6 +127,7 @@ def test_grammar_and_example_prompts_for_model_cards() -> None:
     grammar = caption_grammar()
     assert json.loads(json.dumps(grammar)) == grammar
     assert set(grammar["positive_phrases"]) == set(POSITIVE_PHRASES)
+    assert set(grammar["augmentation"]["present_phrases"]) == set(AUGMENT_PRESENT) and grammar["augmentation"]["rules"]
     assert grammar["rules"]
     prompts = example_prompts()
     assert len(prompts) >= 8 and len(set(prompts)) == len(prompts)

@@ -19,6 +19,11 @@ Rules (also in :func:`caption_grammar`, for model cards)
 
 The RNG is ``random.Random`` seeded from (seed, key), so a record's caption depends only on the
 seed and the record's key (its file name), never on the order of the import.
+
+Augmented captions (:func:`augmented_caption`, section 4) are for training, not for the manifest:
+the same labels phrased the way clinicians type prompts (shorthand, no header, other orders,
+typos), each read back by ``engine.findings.record.parse_prompt`` as the labels or less
+(:func:`round_trip_problems`); ``train diffusion --caption-augment`` draws them.
 """
 
 from __future__ import annotations
@@ -284,6 +289,23 @@ def caption_grammar() -> dict:
             "under 18 years, or a paediatric source, the header says 'Paediatric' and boy/girl",
             "the phrasing is drawn by random.Random seeded from sha256(seed, image key)",
         ],
+        "augmentation": {
+            "version": AUGMENT_VERSION,
+            "present_phrases": {name: list(phrases) for name, phrases in AUGMENT_PRESENT.items()},
+            "negated_nouns": {name: list(nouns) for name, nouns in AUGMENT_NOUNS.items()},
+            "negation_styles": list(NEGATION_STYLES),
+            "uncertain_styles": list(UNCERTAIN_STYLES),
+            "normal_statements": list(AUGMENT_NORMAL),
+            "rules": [
+                "train diffusion --caption-augment P: with chance P a sample's caption is one of its image's 8 "
+                "augmented captions (augmented_caption), drawn each time the sample is drawn",
+                "a header or none, the person in several forms or left out, shuffled statements, lower case now "
+                "and then, one-edit typos that engine.findings.record corrects",
+                "engine.findings.record.parse_prompt reads each back as the labels (or less): no side, lobe, "
+                "severity, age band or sex the labels lack",
+                "captions equal to an evaluation prompt set's prompt are drawn again",
+            ],
+        },
     }
 
 
