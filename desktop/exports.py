@@ -7,7 +7,6 @@ dialog sends too) and the denoising steps, all of the window's current image.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 from PySide6.QtWidgets import QFileDialog
 
 from desktop.widgets.dialogs import DicomExportDialog, DicomOptions
-from desktop.widgets.steps import export_frames, pillow_available
+from desktop.widgets.steps import export_frames
 from desktop.widgets.viewer import CasePreview
 from engine import imaging
 from engine.dicom.dataset import (
@@ -27,8 +26,6 @@ from engine.dicom.dataset import (
     write_dicom,
 )
 from engine.fileio import atomic_write_bytes
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -186,7 +183,5 @@ class Exports:
         except (OSError, ValueError) as exc:
             self.show_error("Steps not exported", f"{exc}. Choose a writable folder with free space.")
             return None
-        if not pillow_available():
-            log.warning("Pillow is not installed: denoising steps exported as PNG frames only")
         self.statusBar().showMessage(message, 10_000)
         return message

@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, QUrl, Signal
@@ -47,6 +48,9 @@ from engine import imaging, paths
 from engine.dicom.dataset import SyntheticImageInfo
 from engine.pipeline import GenerationRequest, GenerationResult
 from engine.text import PromptError
+
+if TYPE_CHECKING:
+    from desktop.widgets.pacs_dialog import PacsDialog
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +99,7 @@ class MainWindow(Exports, QMainWindow):
         self._boxes: list[QMessageBox] = []
         self._tasks: list[Task] = []
         self.closing = threading.Event()  # set when the window closes: background tasks stop early
-        self.pacs_dialog = None
+        self.pacs_dialog: PacsDialog | None = None  # made on first use
         self.dataset_explorer = None  # made on first use (desktop.widgets.dataset_explorer)
         self.model_info: ModelInfo | None = None
         self.current: CurrentImage | None = None
@@ -256,7 +260,6 @@ class MainWindow(Exports, QMainWindow):
         help_menu = self.menuBar().addMenu("&Help")
         for action in (self.card_action, self.log_action, self.about_action):
             help_menu.addAction(action)
-        self.send_pacs_action.setVisible(_pacs_module() is not None)
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -740,13 +743,16 @@ class MainWindow(Exports, QMainWindow):
     # ------------------------------------------------------------------------------------------- PACS
 
     def open_pacs_dialog(self) -> None:
-        if _pacs_module() is None:
-            self.show_error("PACS unavailable", "This build has no PACS support (engine.dicom.pacs is missing).")
-            return
+        """The Send to PACS dialog (made on first use), given the window's settings, image and tasks."""
+        # imported here, not at the top: pynetdicom adds about half a second to the application's start
         from desktop.widgets.pacs_dialog import PacsDialog
 
         if self.pacs_dialog is None:
-            self.pacs_dialog = PacsDialog(self)
+            self.pacs_dialog = PacsDialog(
+                self, settings=self.settings, current=lambda: self.current, dataset=self.current_dataset,
+                run_task=self.run_task, closing=self.closing,
+            )  # fmt: skip
+            self.current_changed.connect(self.pacs_dialog.refresh_preview)
         self.pacs_dialog.open()
 
     def run_task(self, function, on_done, on_error=None) -> Task:
@@ -814,15 +820,3 @@ def _duration(seconds: float) -> str:
     seconds = max(0, round(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
 
-
-def _pacs_module():
-    """engine.dicom.pacs and the dialog that uses it, or None when this checkout lacks either."""
-    import importlib.util
-
-    if importlib.util.find_spec("desktop.widgets.pacs_dialog") is None:
-        return None
-    try:
-        from engine.dicom import pacs
-    except ImportError:
-        return None
-    return pacs

@@ -1,19 +1,22 @@
 """Send to PACS: saved nodes, a C-ECHO test button, and C-STORE of the current image through an outbox.
 
-The network work (engine.dicom.pacs) runs off the GUI thread (MainWindow.run_task); progress comes back as
-queued signals. Images go through an :class:`engine.dicom.outbox.Outbox` in the user data folder, so a failed
-or cancelled send keeps them and "Send pending" tries again later. The outbox keeps one queue per
-node: "Send pending (N)" counts and sends only the queue of the node the fields name, and says how
-many images wait for other nodes.
+The network work (engine.dicom.pacs) runs off the GUI thread (the ``run_task`` the opener gives: the main
+window's); progress comes back as queued signals. The dialog gets what it needs from its opener explicitly
+(the settings, the current image, its dataset, run_task and the closing flag), so it never imports the window.
+Images go through an :class:`engine.dicom.outbox.Outbox` in the user data folder, so a failed or cancelled
+send keeps them and "Send pending" tries again later. The outbox keeps one queue per node: "Send pending (N)"
+counts and sends only the queue of the node the fields name, and says how many images wait for other nodes.
 """
 
 from __future__ import annotations
 
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
+from pydicom.dataset import Dataset
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -27,17 +30,21 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QVBoxLayout,
+    QWidget,
 )
 
+from desktop.exports import CurrentImage
+from desktop.settings import Settings
 from desktop.widgets.viewer import CasePreview, reserve_text_lines
 from engine.dicom import dimse, pacs
 from engine.dicom.dataset import write_dicom
 from engine.dicom.outbox import Outbox
 
-if TYPE_CHECKING:
-    from desktop.main_window import MainWindow
-
 NEW_NODE = "New PACS…"
+
+RunTask = Callable[[Callable[[], Any], Callable[[Any], None], Callable[[str], None]], object]
+"""``run_task(function, on_done, on_error)``: call ``function`` off the GUI thread, then ``on_done(result)`` or
+``on_error(message)`` on it (the main window's run_task, which waits for the call when the window closes)."""
 
 
 class PacsDialog(QDialog):
@@ -45,9 +52,25 @@ class PacsDialog(QDialog):
     send_done = Signal(object)  # engine.dicom.pacs.SendReport
     _progress = Signal(object)  # SendEvent, emitted from the sending thread
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.window_ = window
+    def __init__(
+        self,
+        parent: QWidget | None,
+        *,
+        settings: Settings,
+        current: Callable[[], CurrentImage | None],
+        dataset: Callable[[], Dataset | None],
+        run_task: RunTask,
+        closing: threading.Event,
+    ) -> None:
+        """``current``: the image "Send current image" sends (call :meth:`refresh_preview` when it changes);
+        ``dataset``: that image as a DICOM dataset, or None after telling the user why; ``closing``: set when
+        the application closes, so that a send stops early."""
+        super().__init__(parent)
+        self.settings = settings
+        self._current = current
+        self._dataset = dataset
+        self._run_task = run_task
+        self._closing = closing
         self.setWindowTitle("Send to PACS")
         self.setMinimumWidth(520)
         self._cancel = threading.Event()
@@ -55,10 +78,9 @@ class PacsDialog(QDialog):
         self.retries = 3  # transient failures (refused, dropped, timed out) are retried with back-off
         self.backoff_s = 1.0
         self.outbox = Outbox()
-        self.nodes: dict[str, dict] = {n["name"]: n for n in window.settings.pacs_nodes() if n.get("name")}
+        self.nodes: dict[str, dict] = {n["name"]: n for n in settings.pacs_nodes() if n.get("name")}
 
         self.preview = CasePreview(self)  # what "Send current image" sends
-        window.current_changed.connect(self.refresh_preview)
         self.refresh_preview()
 
         self.node_box = QComboBox()
@@ -121,7 +143,8 @@ class PacsDialog(QDialog):
         self._set_busy(False)
 
     def refresh_preview(self) -> None:
-        current = self.window_.current
+        """Show the image "Send current image" would send now."""
+        current = self._current()
         if current is None:
             self.preview.set_image(None, "")
         else:
@@ -170,7 +193,7 @@ class PacsDialog(QDialog):
         if node is None:
             return
         self.nodes[node.name] = node.to_dict()
-        self.window_.settings.set_pacs_nodes(list(self.nodes.values()))
+        self.settings.set_pacs_nodes(list(self.nodes.values()))
         self._fill_nodes(node.name)
         self._say(f"Saved {node.label}.", ok=True)
 
@@ -178,7 +201,7 @@ class PacsDialog(QDialog):
         name = self.node_box.currentText()
         if name in self.nodes:
             del self.nodes[name]
-            self.window_.settings.set_pacs_nodes(list(self.nodes.values()))
+            self.settings.set_pacs_nodes(list(self.nodes.values()))
             self._fill_nodes()
 
     # echo --------------------------------------------------------------------------------------
@@ -189,7 +212,7 @@ class PacsDialog(QDialog):
             return
         self._set_busy(True)
         self._say(f"Testing {node.label}…", ok=None)
-        self.window_.run_task(lambda: dimse.echo(node), self._on_echo, self._on_task_error)
+        self._run_task(lambda: dimse.echo(node), self._on_echo, self._on_task_error)
 
     def _on_echo(self, result: pacs.EchoResult) -> None:
         self._set_busy(False)
@@ -202,9 +225,9 @@ class PacsDialog(QDialog):
         node = self._valid_node()
         if node is None or self._busy:
             return
-        dataset = self.window_.current_dataset()
+        dataset = self._dataset()
         if dataset is None:
-            return  # the window said why
+            return  # the opener said why
         try:
             with tempfile.TemporaryDirectory(prefix="cxr-send-") as folder:
                 # write_dicom adds the file meta (transfer syntax) that a Part 10 file in the outbox needs
@@ -233,7 +256,7 @@ class PacsDialog(QDialog):
         self.progress.setRange(0, count)
         self.progress.setValue(0)
         self._say(f"Sending {count} image(s) to {node.label}…", ok=None)
-        closing = self.window_.closing
+        closing = self._closing
 
         def work() -> pacs.SendReport:
             return self.outbox.send(
@@ -241,7 +264,7 @@ class PacsDialog(QDialog):
                 cancel=lambda: self._cancel.is_set() or closing.is_set(),
             )  # fmt: skip
 
-        self.window_.run_task(work, self._on_sent, self._on_task_error)
+        self._run_task(work, self._on_sent, self._on_task_error)
 
     def _on_progress(self, event: pacs.SendEvent) -> None:
         self.progress.setRange(0, max(event.total, 1))

@@ -40,11 +40,6 @@ MIN_PREFIX = 2
 ANALYSIS_LINES = 4  # the analyser's room: findings and the "not in this model" warning; more scrolls
 
 
-def findings_available() -> bool:
-    """Always true now that the analyser is engine.findings.understood (kept for callers and tests that ask)."""
-    return True
-
-
 def _normal(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", name.strip().lower())
 
@@ -197,7 +192,6 @@ class PromptBox(QWidget):
         self.analysis_area.setFrameShape(QFrame.Shape.NoFrame)
         self.analysis_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.analysis_area.setFixedHeight(self.analysis.fontMetrics().lineSpacing() * ANALYSIS_LINES + 4)
-        self.analysis_area.setVisible(findings_available())
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(250)

@@ -2,13 +2,12 @@
 
 Frames are stored pixels (uint16). During a run the slider follows the newest step unless the
 user has moved it; the last frame is the final decoded image. Export writes PNG frames (16-bit,
-as stored) and, when Pillow is installed, an animated GIF windowed with the final image's DEFAULT
-window so that every frame has the same brightness scale.
+as stored) and an animated GIF (Pillow, a dependency) windowed with the final image's DEFAULT window
+so that every frame has the same brightness scale.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,10 +39,6 @@ class Frame:
     pixels: np.ndarray  # (H, W) uint16
 
 
-def pillow_available() -> bool:
-    return importlib.util.find_spec("PIL") is not None
-
-
 def sequence_window(frames: list[Frame]) -> imaging.WindowPreset:
     """One window for a whole sequence: the last frame's DEFAULT preset."""
     return imaging.window_presets(frames[-1].pixels, ["DEFAULT"])[0]
@@ -52,7 +47,7 @@ def sequence_window(frames: list[Frame]) -> imaging.WindowPreset:
 def export_frames(
     frames: list[Frame], folder: Path, *, gif: bool = True, frame_ms: int = 120
 ) -> tuple[list[Path], Path | None, str]:
-    """PNG frames (16-bit) into ``folder`` and an animated GIF if asked and Pillow is installed.
+    """PNG frames (16-bit) into ``folder`` and, if asked, an animated GIF.
 
     Returns (png paths, gif path or None, a message for the user).
     """
@@ -69,16 +64,11 @@ def export_frames(
     message = f"{len(pngs)} PNG frames (16-bit) written to {folder}"
     gif_path = None
     if gif:
-        if pillow_available():
-            gif_path = folder / "denoising.gif"
-            window = sequence_window(frames)
-            display = [
-                imaging.apply_window(frame.pixels, window.window_center, window.window_width) for frame in frames
-            ]
-            _write_gif(gif_path, display, frame_ms)
-            message += f" and an animated GIF ({gif_path.name})"
-        else:
-            message += "; no animated GIF: Pillow is not installed (pip install pillow), PNG frames only"
+        gif_path = folder / "denoising.gif"
+        window = sequence_window(frames)
+        display = [imaging.apply_window(frame.pixels, window.window_center, window.window_width) for frame in frames]
+        _write_gif(gif_path, display, frame_ms)
+        message += f" and an animated GIF ({gif_path.name})"
     return pngs, gif_path, message
 
 

@@ -198,10 +198,6 @@ def test_regenerate_on_another_model_adds_a_case_that_keeps_the_tags(qtbot, wind
 
 def test_the_prompt_analysers_warning_does_not_move_the_generate_button(qtbot, window: MainWindow) -> None:
     """The "Not in this model's supported findings" warning sits above the buttons: it pushed them down."""
-    from desktop.widgets.prompt import findings_available
-
-    if not findings_available():
-        pytest.skip("engine.findings is not installed: no analyser line")
     box = window.prompt_box
     box.supported_findings = ("cardiomegaly",)
     box.other_packs = {"other-model": ("consolidation", "pleural_effusion")}

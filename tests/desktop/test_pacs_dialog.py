@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import ast
+import threading
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 
+from desktop.exports import CurrentImage
 from desktop.main_window import MainWindow
 from desktop.settings import Settings
-from engine.dicom.dataset import write_dicom
+from desktop.widgets import pacs_dialog
+from engine.dicom.dataset import SyntheticImageInfo, write_dicom
 from engine.dicom.outbox import Outbox
 from engine.dicom.pacs import PacsNode
 
@@ -113,3 +118,39 @@ def test_send_pending_counts_and_sends_only_the_chosen_nodes_queue(qtbot, window
     dialog.pending_button.click()  # nothing for it: said at once, nothing sent anywhere
     assert "Nothing waits to be sent to" in dialog.status.text() and "2 image(s)" in dialog.status.text()
     assert len(outbox.pending("other pacs")) == 2
+
+
+def test_the_dialog_takes_what_it_needs_from_its_opener_and_never_imports_the_main_window(
+    qtbot, settings, tmp_path: Path
+) -> None:
+    """It reached into the window's settings, tasks and dataset (and imported main_window for that)."""
+    tree = ast.parse(Path(pacs_dialog.__file__).read_text(encoding="utf-8"))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "desktop.main_window" not in imported
+    store = Settings(settings)
+    shown: list[CurrentImage | None] = [None]
+    tasks: list[str] = []
+
+    def run_task(function, on_done, on_error) -> None:  # in turn, on this thread
+        tasks.append(function.__name__)
+        on_done(function())
+
+    dialog = pacs_dialog.PacsDialog(
+        None, settings=store, current=lambda: shown[0], dataset=lambda: None, run_task=run_task,
+        closing=threading.Event(),
+    )  # fmt: skip
+    qtbot.addWidget(dialog)
+    assert "No image" in dialog.preview.caption.text()
+    info = SyntheticImageInfo(prompt="Normal chest radiograph", seed=77)
+    shown[0] = CurrentImage(np.zeros((32, 32), np.uint16), info, "seed 77", case_id=3)
+    dialog.refresh_preview()
+    assert "case 3 · seed 77" in dialog.preview.caption.text()
+    fill(dialog, free_port())  # nothing listens there
+    dialog.save_node()
+    assert [n["name"] for n in store.pacs_nodes()] == ["test scp"]
+    with qtbot.waitSignal(dialog.echo_done, timeout=RUN_MS) as echoed:
+        dialog.echo_button.click()
+    assert not echoed.args[0].ok and tasks == ["<lambda>"]
+    dialog.send_button.click()  # the opener has no dataset for it (and said why): nothing is queued
+    assert dialog.outbox.pending() == [] and tasks == ["<lambda>"]

@@ -89,3 +89,17 @@ def test_a_recognised_prompt_does_not_ask(qtbot, settings, tiny_pack_copy: Path)
         assert window.generate() is True  # no question box: it would block here
     assert len(window.library) == 1
     window.close()
+
+
+def test_the_analyser_line_is_always_there_with_no_availability_guard(qtbot) -> None:
+    """findings_available() was always true ("now that the analyser is engine.findings.understood"), a dead
+    guard that talked about other parts of the project; the analyser line shows with no question asked."""
+    from desktop.widgets import prompt
+
+    assert not hasattr(prompt, "findings_available")
+    box = prompt.PromptBox()
+    qtbot.addWidget(box)
+    box.show()
+    box.set_text("Cardiomegaly, no pleural effusion")
+    box.update_analysis()
+    assert box.analysis_area.isVisible() and "cardiomegaly present" in box.analysis.text()

@@ -43,3 +43,20 @@ def test_a_click_on_the_strip_still_stops_following(qtbot) -> None:
     assert not panel.following() and panel.current_index() == 0
     panel.add_frame("final", frames(1, 9)[0])
     assert panel.current_index() == 0  # the user's choice is kept until the next run
+
+
+def test_export_writes_the_png_frames_and_the_gif_with_no_pillow_guard(tmp_path) -> None:
+    """Pillow is a dependency: the 'Pillow is not installed, PNG frames only' branch and its
+    pillow_available() guard were dead code."""
+    from PIL import Image
+
+    from desktop.widgets import steps
+
+    assert not hasattr(steps, "pillow_available")
+    shots = [steps.Frame(f"step {i + 1} / 3", pixels) for i, pixels in enumerate(frames(3))]
+    shots.append(steps.Frame("final", frames(1, 9)[0]))
+    pngs, gif, message = steps.export_frames(shots, tmp_path / "out")
+    assert [p.name for p in pngs] == ["step_001.png", "step_002.png", "step_003.png", "final.png"]
+    assert gif == tmp_path / "out" / "denoising.gif" and "animated GIF" in message
+    with Image.open(gif) as animation:
+        assert animation.n_frames == 4
