@@ -41,7 +41,14 @@ def request_from_args(args: argparse.Namespace, pack, **fields) -> GenerationReq
     )
 
 
+def check_out_folder(out: Path) -> None:
+    """``--out FILE`` goes into a folder that exists: the commands never make one (a typo would)."""
+    if not out.parent.resolve().is_dir():
+        raise UsageError(f"--out: the folder {out.parent} does not exist")
+
+
 def output_paths(out: Path, batch: int) -> list[Path]:
+    """``--out`` for one image, else ``STEM_00.SUFFIX``, ``STEM_01.SUFFIX``, ... for a batch."""
     if batch == 1:
         return [out]
     return [out.with_name(f"{out.stem}_{i:02d}{out.suffix}") for i in range(batch)]

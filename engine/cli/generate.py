@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from engine.cli import dicom as cli_dicom
-from engine.cli.common import EXIT_OK, UsageError, add_model_arg, output_paths, request_from_args
+from engine.cli.common import EXIT_OK, UsageError, add_model_arg, check_out_folder, output_paths, request_from_args
 from engine.fileio import atomic_write_bytes
 from engine.imaging import encode_png
 from engine.pack import load_model_pack
@@ -86,8 +86,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
         if not codec_available(args.transfer_syntax):
             raise UsageError(f"--transfer-syntax {args.transfer_syntax}: its encoder plugin is not installed")
-    if not out.parent.resolve().is_dir():
-        raise UsageError(f"--out: the folder {out.parent} does not exist")
+    check_out_folder(out)
     if args.save_steps is not None and args.save_steps.exists() and not args.save_steps.is_dir():
         raise UsageError(f"--save-steps: {args.save_steps} exists and is not a folder")
     pack = load_model_pack(args.model)

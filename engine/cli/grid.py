@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.cli.common import add_model_arg
 from engine.fileio import atomic_write_bytes
 from engine.imaging import encode_png
 from engine.pack import load_model_pack
@@ -65,18 +66,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance-scale", type=float, default=None, help="guidance (default: the model's)")
     p.add_argument("--sampler", default=None, help="sampler (default: the model's)")
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    p.add_argument("--model", type=Path, default=None, metavar="PACK", help="model pack (default: the embedded one)")
+    add_model_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.cli.common import UsageError, request_from_args
+    from engine.cli.common import UsageError, check_out_folder, request_from_args
 
     # 1. check everything before generating
     if args.out.suffix.lower() != ".png":
         raise UsageError("--out must name a .png file")
-    if not args.out.parent.resolve().is_dir():
-        raise UsageError(f"--out: the folder {args.out.parent} does not exist")
+    check_out_folder(args.out)
     if not 1 <= args.seeds <= 16:
         raise UsageError(f"--seeds must be from 1 to 16, not {args.seeds}")
     pack = load_model_pack(args.model)

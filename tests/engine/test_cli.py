@@ -234,3 +234,12 @@ def test_no_cli_module_imports_main() -> None:
         if path.stem not in ("main", "__main__") and "engine.cli.main" in _imported_modules(path)
     )
     assert offenders == []
+
+
+@pytest.mark.parametrize("command", ["generate", "info", "grid", "make-studies"])
+def test_every_command_takes_the_one_model_option(command: str, capsys) -> None:
+    """--model is defined once (engine.cli.common.add_model_arg), with one help text."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--model PACK model pack folder (default: the embedded default model)" in help_text
