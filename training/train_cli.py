@@ -128,6 +128,13 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         "Hang et al. 2023, who use 5; default 0: plain MSE",
     )
     add(
+        "--record-tokens",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="condition on each image's labels (findings, age band, sex, view) as record tokens beside the text "
+        "tokens (default on; runs started before them resume without)",
+    )
+    add(
         "--caption-augment",
         type=float,
         default=None,

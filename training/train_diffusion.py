@@ -18,8 +18,18 @@ x_t = sqrt(ᾱ_t) z + sqrt(1 - ᾱ_t) ε, loss = |f(x_t, t, c) - target|² with 
 "" with probability ``uncond_prob`` (classifier-free guidance). An EMA of the UNet and the
 projection is what validation, the sample grids, the checkpoints and ``--export`` use.
 
+With ``--record-tokens`` (the default for new runs) the UNet's context is the text's T tokens and
+then K record tokens (``engine.conditioning``, ``training.models.record``): the structured record of
+each training image built from its manifest labels (findings and status, age band from the age, sex,
+view), not by re-reading its caption, through a learned table that trains with the UNet (and has
+its EMA). The record is replaced by K null tokens with probability ``uncond_prob`` too, drawn apart
+from the caption's, so that text and record can each be guided. The sample grids read their prompts'
+records with ``engine.findings.record.parse_prompt``, as the engine does.
+
 ``--init-from`` starts the UNet and projection from an earlier diffusion checkpoint (fine-tuning,
-e.g. the paediatric default model on adult radiographs) instead of from the seed.
+e.g. the paediatric default model on adult radiographs) instead of from the seed; a checkpoint
+without a record table (every model before v2) gets a new one, drawn from the seed
+(``training.models.record``: small, so the model starts out nearly where the checkpoint was).
 """
 
 from __future__ import annotations
@@ -37,10 +47,13 @@ from safetensors.torch import load_file
 from torch import nn
 
 from engine import samplers, schedules
+from engine.conditioning import DEFAULT_MAX_TOKENS, full_vocabulary, record_of_labels
 from engine.fileio import atomic_write_text, folder_in_use
+from engine.findings.record import parse_prompt
 from engine.manifest import ManifestRecord
 from training.checkpoint import (
     CONFIG_FILE,
+    RECORD_FILE,
     TEXT_PROJECTION_FILE,
     UNET_FILE,
     VAE_FILE,
@@ -74,7 +87,7 @@ from training.loop import (
     seed_everything,
     use_compile,
 )
-from training.models.config import ConfigError, ModelConfig
+from training.models.config import ConfigError, ModelConfig, RecordConfig
 from training.models.text import TextConditioner
 from training.options import Log, TrainingError, TrainOptions
 from training.precision import autocast
@@ -119,6 +132,7 @@ class DiffusionOptions(TrainOptions):
     augment_sources: str | None = None  # comma-separated manifest sources; None: every source
     caption_augment: float = 0.8  # chance of a fresh augmented caption per sample and draw (runs before: 0)
     min_snr_gamma: float = 0.0  # 0: plain MSE (v1's recipe); > 0: min-SNR-gamma weighting (Hang et al. 2023; 5 there)
+    record_tokens: bool = True  # condition on the labels' record as K tokens beside the text (runs before v2: off)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -145,6 +159,8 @@ class DiffusionOptions(TrainOptions):
         gamma = self.min_snr_gamma
         if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not 0 <= gamma <= 1000:
             raise TrainingError(f"--min-snr-gamma must be a number from 0 (off) to 1000, got {gamma!r}")
+        if not isinstance(self.record_tokens, bool):
+            raise TrainingError(f"--record-tokens must be true or false, got {self.record_tokens!r}")
 
     def source_names(self) -> frozenset[str] | None:
         """The sources whose images get augmented copies (None: all)."""
@@ -185,6 +201,22 @@ def diffusion_config(vae_config: ModelConfig, spec: str | None, init_config: Mod
             if getattr(config, key) != getattr(init_config, key):
                 raise ConfigError(f"--config {spec}: its {key} section differs from the --init-from checkpoint's")
     return replace(config, scaling_factor=vae_config.scaling_factor)
+
+
+def with_record_tokens(config: ModelConfig, record_tokens: bool) -> ModelConfig:
+    """``config`` with record tokens (the whole ``engine.conditioning`` vocabulary, K = 24, unless it
+    has its own already), or without: a config that has them and ``--no-record-tokens`` is an error
+    rather than a model that silently loses its table."""
+    if not record_tokens:
+        if config.record is not None:
+            raise TrainingError(
+                "--no-record-tokens: the --init-from checkpoint (or --config) is conditioned on record tokens; "
+                "leave the flag out to keep them"
+            )
+        return config
+    if config.record is not None:
+        return config
+    return replace(config, record=RecordConfig(tokens=full_vocabulary(), max_tokens=DEFAULT_MAX_TOKENS))
 
 
 def load_vae_weights(vae: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
@@ -262,16 +294,25 @@ def encode_latents(
 
 
 class Denoiser(nn.Module):
-    """(x_t (B, C, h, w), t (B,), hidden (B, T, E), mask (B, T) bool) -> model output (B, C, h, w)."""
+    """(x_t (B, C, h, w), t (B,), hidden (B, T, E), mask (B, T) bool[, record ids (B, K) int64])
+    -> model output (B, C, h, w). With a ``record`` table the context is the projected text (B, T, D)
+    followed by the record tokens (B, K, D)."""
 
-    def __init__(self, unet: nn.Module, projection: nn.Module):
+    def __init__(self, unet: nn.Module, projection: nn.Module, record: nn.Module | None = None):
         super().__init__()
-        self.unet, self.projection = unet, projection
+        self.unet, self.projection, self.record = unet, projection, record
 
     def forward(
-        self, sample: torch.Tensor, timestep: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        hidden: torch.Tensor,
+        mask: torch.Tensor,
+        record_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         context = self.projection(hidden).masked_fill(~mask.unsqueeze(-1), 0.0)
+        if self.record is not None:
+            context = torch.cat([context, self.record(record_ids).to(context.dtype)], dim=1)
         return self.unet(sample, timestep, encoder_hidden_states=context, return_dict=False)[0]
 
 
@@ -346,13 +387,15 @@ class DiffusionTask:
         self.vae = model.vae.to(device).eval().requires_grad_(False)
         self.unet = model.unet.to(device).train()
         self.projection = model.text.projection.to(device).train()
+        self.record = model.record.to(device).train() if model.record is not None else None
         if device.type == "cuda":
             self.unet.to(memory_format=torch.channels_last)
-        self.trained = nn.ModuleDict({"unet": self.unet, "text_projection": self.projection})
+        self.trained = nn.ModuleDict(self.trainable())
         self.ema = EMA(self.trained, options.ema_decay)
-        denoiser = Denoiser(self.unet, self.projection)
+        denoiser = Denoiser(self.unet, self.projection, self.record)
         self.train_denoiser = torch.compile(denoiser) if use_compile(options, device) else denoiser
-        self.ema_denoiser = Denoiser(self.ema.module["unet"], self.ema.module["text_projection"])
+        ema = self.ema.module
+        self.ema_denoiser = Denoiser(ema["unet"], ema["text_projection"], dict(ema.items()).get("record"))
         self.alphas_cumprod = torch.tensor(schedules.alphas_cumprod(c.schedule), dtype=torch.float32, device=device)
 
         # 2. text cache: distinct captions + "" + the sample prompts
@@ -377,6 +420,18 @@ class DiffusionTask:
             self.captions = AugmentedCaptions(records, options.caption_augment, options.seed, model.text, device)
             self.hidden, self.mask = self.captions.grow(self.hidden, self.mask, options.batch_size)
         self.val_text = torch.tensor([position[r.text] for r in val_records], dtype=torch.long, device=device)
+        # record ids (N, K): the labels' record of each image (augmented copies share their image's)
+        self.train_record = self.val_record = self.prompt_record = None
+        if self.record is not None:
+            vocabulary = self.record.vocabulary
+
+            def ids(records: list[ManifestRecord]) -> torch.Tensor:
+                labels = [record_of_labels(r.findings, age=r.age, sex=r.sex, view=r.view) for r in records]
+                return torch.from_numpy(vocabulary.batch_ids(labels)).to(device)
+
+            self.train_record = ids([*train_records, *(r for copy in copies for r in copy)])
+            self.val_record = ids(val_records)
+            self.prompt_record = torch.from_numpy(vocabulary.batch_ids([parse_prompt(p) for p in self.prompts]))
 
         # 3. latent cache
         size, workers = c.image_size, options.workers
@@ -418,7 +473,8 @@ class DiffusionTask:
         )
 
     def trainable(self) -> dict[str, nn.Module]:
-        return {"unet": self.unet, "text_projection": self.projection}
+        modules = {"unet": self.unet, "text_projection": self.projection}
+        return modules if self.record is None else {**modules, "record": self.record}
 
     def _noisy(
         self, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator
@@ -442,7 +498,11 @@ class DiffusionTask:
         text = torch.where(drop, self.empty_index, self.train_text[indices])
         if self.captions is not None:
             text = self.captions.draw(indices, text, drop, generator, self.hidden, self.mask)
-        prediction = self.train_denoiser(noisy, t, self.hidden[text], self.mask[text])
+        record = None
+        if self.train_record is not None:  # dropped apart from the text, so each can be guided
+            drop = torch.rand(indices.shape[0], generator=generator, device=self.device) < self.options.uncond_prob
+            record = self.train_record[indices].masked_fill(drop.unsqueeze(1), 0)
+        prediction = self.train_denoiser(noisy, t, self.hidden[text], self.mask[text], record)
         return diffusion_loss(
             prediction, target, self.alphas_cumprod[t],
             prediction_type=self.prediction_type, min_snr_gamma=self.options.min_snr_gamma,
@@ -462,8 +522,9 @@ class DiffusionTask:
         for chunk in iter_chunks(count, self.options.batch_size):
             noisy, t, target = self._noisy(self.val_mean[chunk], self.val_std[chunk], generator)
             text = self.val_text[chunk]
+            record = self.val_record[chunk] if self.val_record is not None else None
             with autocast(self.device, self.precision):
-                prediction = self.ema_denoiser(noisy, t, self.hidden[text], self.mask[text])
+                prediction = self.ema_denoiser(noisy, t, self.hidden[text], self.mask[text], record)
             total += F.mse_loss(prediction.float(), target, reduction="sum").double() / target[0].numel()
         return {"val_loss": (total / count).item()}
 
@@ -478,6 +539,10 @@ class DiffusionTask:
         uncond = torch.full_like(cond, self.empty_index)
         text = torch.cat([uncond, cond])
         hidden, mask = self.hidden[text], self.mask[text]
+        record = None
+        if self.prompt_record is not None:  # unconditional: K null tokens
+            cond_record = self.prompt_record.repeat(len(SAMPLE_SEEDS), 1).to(device)
+            record = torch.cat([torch.zeros_like(cond_record), cond_record])
         scale = float(self.options.guidance_scale)
         batch = cond.shape[0]
 
@@ -485,7 +550,7 @@ class DiffusionTask:
             x = torch.from_numpy(sample).to(device)
             t = torch.from_numpy(timestep).to(device)
             with autocast(device, self.precision):
-                out = self.ema_denoiser(torch.cat([x, x]), torch.cat([t, t]), hidden, mask).float()
+                out = self.ema_denoiser(torch.cat([x, x]), torch.cat([t, t]), hidden, mask, record).float()
             uncond_out, cond_out = out[:batch], out[batch:]
             return (uncond_out + scale * (cond_out - uncond_out)).cpu().numpy()
 
@@ -503,7 +568,10 @@ class DiffusionTask:
 
     def write_checkpoint(self, folder: Path, step: int) -> None:
         ema = self.ema.module
-        save_checkpoint(folder, self.config, self.vae, self.unet, ema["text_projection"], unet_ema=ema["unet"])
+        record = ema["record"] if self.record is not None else None
+        save_checkpoint(
+            folder, self.config, self.vae, self.unet, ema["text_projection"], unet_ema=ema["unet"], record=record
+        )
 
     def extra_state(self) -> dict[str, dict[str, torch.Tensor]]:
         return {"ema": self.ema.module.state_dict(), "vae": self.vae.state_dict()}
@@ -576,6 +644,7 @@ def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log
                 if not (init_dir / name).is_file():
                     raise CheckpointError(f"--init-from {options.init_from}: {init_dir / name} is missing")
         config = diffusion_config(absolute_encoder(load_config(vae_dir), vae_dir), options.config, init_config)
+        config = with_record_tokens(config, options.record_tokens)
     info = {
         "config": config.to_json() if config else None,
         "vae_checkpoint": str(vae_dir.resolve()) if vae_dir else None,
@@ -600,6 +669,12 @@ def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log
                 load_weights(model.unet, init / UNET_FILE)
                 load_weights(model.text.projection, init / TEXT_PROJECTION_FILE)
                 log(f"UNet and text projection from {init}")
+                if model.record is not None:
+                    if config.record == load_config(init).record:
+                        load_weights(model.record, init / RECORD_FILE)
+                        log(f"record-token table from {init}")
+                    else:
+                        log(f"record-token table new (N(0, 0.02²), from the seed): {init} has none like it")
 
         # 3. caches, then train
         val_records = evenly_spaced(val_records, VAL_LIMIT)
@@ -642,4 +717,5 @@ __all__ = [
     "resolve_vae_checkpoint",
     "sample_prompts",
     "train_diffusion",
+    "with_record_tokens",
 ]
