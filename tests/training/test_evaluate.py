@@ -261,6 +261,10 @@ def test_other_data_gives_other_figures_and_a_saved_classifier_is_reused(
     first, second = evaluation["report"], json.loads((out / "report.json").read_text(encoding="utf-8"))
     for section in ("utility", "steps", "diversity"):
         assert second[section] == {"skipped": "left out with --skip"}
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for heading in ("5. Utility of generated images for training", "6. Diversity", "7. Steps and samplers"):
+        assert f"<h2>{heading}</h2>\n<p class=note>Skipped: left out with --skip.</p>\n<h2>" in page
+    assert not {"utility", "steps", "diversity", "diversity_samples"} & set(second["figures"])
     assert second["classifier"]["loaded_from"] == str(evaluation["out"] / "classifier")
     assert "different manifest" in second["classifier"]["note"]
     assert second["statistics"]["real_test"]["entropy"]["mean"] != first["statistics"]["real_test"]["entropy"]["mean"]
@@ -477,3 +481,12 @@ def test_a_device_torch_cannot_use_is_an_evaluation_error(
     )
     with pytest.raises(EvaluationError, match=r"^--device cuda: no CUDA GPU is available to torch$"):
         prepare_context(options)
+
+
+def test_the_section_modules_are_the_sections_skip_names() -> None:
+    """--skip checks names without importing torch (options.SECTIONS); the run uses the modules."""
+    from training.evaluate.run import SECTIONS as MODULES
+
+    assert sorted(section.NAME for section in MODULES) == sorted(SECTIONS)
+    for section in MODULES:
+        assert callable(section.compute) and callable(section.make_figures) and callable(section.render_html)

@@ -1,5 +1,7 @@
-"""The evaluation report: ``report.json`` (every figure), PNG plots in ``figures/`` (matplotlib,
-no display needed) and ``report.html`` that shows both, beside each other in the output folder.
+"""The report shell: ``report.json`` (every figure), PNG plots in ``figures/`` (matplotlib, no
+display needed) and ``report.html`` that shows both, beside each other in the output folder. The
+page frame (key figures, data, classifier, environment) is drawn here; each section of
+:mod:`training.evaluate.sections` adds its own figures and HTML with the helpers below.
 
 The HTML is made only from the report dictionary and the plots, so it never shows a number that
 the JSON does not hold. Plots use matplotlib's object-oriented API (``Figure``), never pyplot's
@@ -11,7 +13,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -62,23 +64,23 @@ def write_report(report: dict, ctx: Context, out: Path, sections: Sequence[Modul
 # --------------------------------------------------------------------------- figures
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _save(figure, folder: Path, name: str) -> str:
+def save_figure(figure, folder: Path, name: str) -> str:
     figure.savefig(folder / name)
     return f"{FIGURES}/{name}"
 
 
-def _image_grid(
+def image_grid(
     folder: Path, name: str, rows: list[tuple[str, list[np.ndarray]]], titles: list[list[str]] | None = None
 ) -> str:
     """Rows of gray images (each (H, W) in [0, 1]) with a label on the left."""
     columns = max(len(images) for _, images in rows)
-    figure = _figure(1.3 * columns + 1.2, 1.4 * len(rows) + 0.3)
+    figure = new_figure(1.3 * columns + 1.2, 1.4 * len(rows) + 0.3)
     axes = np.atleast_2d(figure.subplots(len(rows), columns, squeeze=False))
     for r, (label, images) in enumerate(rows):
         for c in range(columns):
@@ -92,22 +94,24 @@ def _image_grid(
                 if titles is not None:
                     ax.set_title(titles[r][c], fontsize=7)
         axes[r, 0].set_ylabel(label, fontsize=8)
-    return _save(figure, folder, name)
+    return save_figure(figure, folder, name)
 
 
-def _bars(ax, labels: list[str], values: list[float | None], intervals: list[list[float | None] | None], color=None):
-    x = np.arange(len(labels))
-    heights = [v if v is not None else 0.0 for v in values]
+def error_bars(
+    ax, x: np.ndarray, entries: list[dict], width: float = 0.8, *, label: str | None = None, color=None, capsize=3
+) -> None:
+    """Bars of the entries' ``value`` at ``x`` with their ``ci95`` as whiskers (a report's ``{"value", "ci95"}``
+    dicts); a missing value draws an empty bar without whiskers, a missing bound no whisker on its side."""
+    values = [e["value"] for e in entries]
+    intervals = [e.get("ci95") or [None, None] for e in entries]
     lower = [
-        max(v - ci[0], 0) if ci and ci[0] is not None and v is not None else 0
-        for v, ci in zip(values, intervals, strict=True)
+        max(v - ci[0], 0) if v is not None and ci[0] is not None else 0 for v, ci in zip(values, intervals, strict=True)
     ]
     upper = [
-        max(ci[1] - v, 0) if ci and ci[1] is not None and v is not None else 0
-        for v, ci in zip(values, intervals, strict=True)
+        max(ci[1] - v, 0) if v is not None and ci[1] is not None else 0 for v, ci in zip(values, intervals, strict=True)
     ]
-    ax.bar(x, heights, yerr=[lower, upper], capsize=4, color=color)
-    ax.set_xticks(x, labels, fontsize=8)
+    heights = [v if v is not None else 0.0 for v in values]
+    ax.bar(x, heights, width, yerr=[lower, upper], capsize=capsize, label=label, color=color)
 
 
 def make_figures(report: dict, ctx: Context, folder: Path, sections: Sequence[ModuleType]) -> dict[str, str]:
@@ -123,7 +127,7 @@ def make_figures(report: dict, ctx: Context, folder: Path, sections: Sequence[Mo
             g = [gen.images[j] for j in np.flatnonzero(gen.labels == i)[:6]]
             r = [test.images[j].astype(np.float32) for j in np.flatnonzero(test.labels == i)[:6]]
             rows.append((f"{name}\ngenerated | real", g + [np.ones_like(gen.images[0])] * (6 - len(g)) + r))
-        figures["samples"] = _image_grid(folder, "samples.png", rows)
+        figures["samples"] = image_grid(folder, "samples.png", rows)
 
     for section in sections:
         figures |= section.make_figures(report, ctx, folder)
@@ -133,7 +137,7 @@ def make_figures(report: dict, ctx: Context, folder: Path, sections: Sequence[Mo
 # --------------------------------------------------------------------------- HTML
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "–"
     if isinstance(value, bool):
@@ -149,29 +153,37 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return html.escape(str(value))
 
 
-def _ci(entry: dict | None) -> str:
+def with_ci(entry: dict | None) -> str:
     if not entry:
         return "–"
-    text = _fmt(entry.get("value", entry.get("mean")))
+    text = fmt(entry.get("value", entry.get("mean")))
     ci = entry.get("ci95")
     if ci and ci[0] is not None and ci[1] is not None:
-        text += f" <span class=ci>[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>"
+        text += f" <span class=ci>[{fmt(ci[0])}, {fmt(ci[1])}]</span>"
     return text
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
+def table(headers: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _img(report: dict, name: str, alt: str) -> str:
+def img(report: dict, name: str, alt: str) -> str:
     path = report.get("figures", {}).get(name)
     return f'<p><img src="{html.escape(path)}" alt="{html.escape(alt)}"></p>' if path else ""
 
 
-def _skipped(section: dict) -> str | None:
+def skipped_note(section: dict) -> str | None:
     return f"<p class=note>Skipped: {html.escape(section['skipped'])}.</p>" if "skipped" in section else None
+
+
+def section_html(heading: str | None, section: dict, body: Iterable[str]) -> str:
+    """One section of report.html: its heading, then either the note that it was skipped or the
+    paragraphs of ``body``, a generator, so that a skipped section's missing keys are never read."""
+    note = skipped_note(section)
+    parts = [heading, *([note] if note else body)]
+    return "\n".join(p for p in parts if p)
 
 
 STYLE = """
@@ -205,35 +217,35 @@ def render_html(report: dict, sections: Sequence[ModuleType]) -> str:
     steps_best = s.get("steps_lowest_frechet_distance")
     add("<h2>Key figures</h2>")
     add(
-        _table(
+        table(
             ["figure", "value"],
             [
                 [
                     "Fréchet distance, generated vs real test (floor: real train vs real test)",
-                    f"{_fmt(s['frechet_distance_generated_vs_real_test'])} "
-                    f"(floor {_fmt(s['frechet_distance_floor_real_train_vs_real_test'])})",
+                    f"{fmt(s['frechet_distance_generated_vs_real_test'])} "
+                    f"(floor {fmt(s['frechet_distance_floor_real_train_vs_real_test'])})",
                 ],
                 [
                     "Alignment accuracy, generated (real test)",
-                    f"{_fmt(s['alignment_accuracy_generated'])} ({_fmt(s['alignment_accuracy_real_test'])})",
+                    f"{fmt(s['alignment_accuracy_generated'])} ({fmt(s['alignment_accuracy_real_test'])})",
                 ],
                 [
                     "Alignment macro AUROC, generated (real test)",
-                    f"{_fmt(s['alignment_macro_auroc_generated'])} ({_fmt(s['alignment_macro_auroc_real_test'])})",
+                    f"{fmt(s['alignment_macro_auroc_generated'])} ({fmt(s['alignment_macro_auroc_real_test'])})",
                 ],
                 [
                     "Memorisation: generated images at or below the threshold",
-                    f"{_fmt(s['memorisation_count_at_or_below_threshold'])} "
-                    f"of {_fmt(s['memorisation_generated_images'])}",
+                    f"{fmt(s['memorisation_count_at_or_below_threshold'])} "
+                    f"of {fmt(s['memorisation_generated_images'])}",
                 ],
-                ["Utility: macro AUROC, N/2 real + N/2 generated minus N real", _ci(utility_diff)],
+                ["Utility: macro AUROC, N/2 real + N/2 generated minus N real", with_ci(utility_diff)],
                 [
                     "Diversity: 1 - SSIM within a prompt, generated / real",
-                    _fmt(s["diversity_ssim_distance_ratio_generated_to_real"]),
+                    fmt(s["diversity_ssim_distance_ratio_generated_to_real"]),
                 ],
                 [
                     "VAE reconstruction SSIM / PSNR (dB)",
-                    f"{_fmt(s['vae_ssim_mean'])} / {_fmt(s['vae_psnr_db_mean'], 4)}",
+                    f"{fmt(s['vae_ssim_mean'])} / {fmt(s['vae_psnr_db_mean'], 4)}",
                 ],
                 [
                     "Lowest Fréchet distance in the steps sweep",
@@ -241,13 +253,13 @@ def render_html(report: dict, sections: Sequence[ModuleType]) -> str:
                 ],
                 [
                     "Paraphrase prompts: judged the prompt's class (reference prompts)",
-                    f"{_fmt(s.get('paraphrase_accuracy'))} ({_fmt(s.get('paraphrase_reference_accuracy'))})",
+                    f"{fmt(s.get('paraphrase_accuracy'))} ({fmt(s.get('paraphrase_reference_accuracy'))})",
                 ],
                 [
                     '"No X" prompts judged not-X (normal prompts)',
-                    f"{_fmt(s.get('negation_judged_not_x'))} ({_fmt(s.get('negation_normal_reference_judged_not_x'))})",
+                    f"{fmt(s.get('negation_judged_not_x'))} ({fmt(s.get('negation_normal_reference_judged_not_x'))})",
                 ],
-                ["Generation time per 1,000 images (s)", _fmt(s["seconds_per_1000_generated_images"], 4)],
+                ["Generation time per 1,000 images (s)", fmt(s["seconds_per_1000_generated_images"], 4)],
             ],
         )
     )
@@ -257,9 +269,9 @@ def render_html(report: dict, sections: Sequence[ModuleType]) -> str:
     add("<h2>Data and prompts</h2>")
     counts = data["images_per_split_and_class"]
     add(
-        _table(
+        table(
             ["split", *data["classes"]],
-            [[split, *[_fmt(counts[split][c]) for c in data["classes"]]] for split in counts],
+            [[split, *[fmt(counts[split][c]) for c in data["classes"]]] for split in counts],
         )
     )
     if data.get("left_out"):
@@ -269,7 +281,7 @@ def render_html(report: dict, sections: Sequence[ModuleType]) -> str:
             + "</p>"
         )
     add(
-        _table(
+        table(
             ["class", "source", "prompts"],
             [
                 [html.escape(c), html.escape(p["source"]), "<br>".join(html.escape(t) for t in p["prompts"])]
@@ -280,14 +292,14 @@ def render_html(report: dict, sections: Sequence[ModuleType]) -> str:
     gen = report.get("generation")
     if gen:
         add(
-            f"<p>Generated {_fmt(gen['images'])} images ({html.escape(gen['sampler'])}, {gen['num_steps']} steps, "
-            f"guidance {_fmt(gen['guidance_scale'])}, seeds {gen['seeds'][0]}–{gen['seeds'][1]}, "
+            f"<p>Generated {fmt(gen['images'])} images ({html.escape(gen['sampler'])}, {gen['num_steps']} steps, "
+            f"guidance {fmt(gen['guidance_scale'])}, seeds {gen['seeds'][0]}–{gen['seeds'][1]}, "
             f"on {html.escape(str(gen['provider']))}) "
-            f"in {_fmt(gen['seconds'], 4)} s: {_fmt(gen['seconds_per_1000_images'], 4)} s per 1,000 images. Class mix "
+            f"in {fmt(gen['seconds'], 4)} s: {fmt(gen['seconds_per_1000_images'], 4)} s per 1,000 images. Class mix "
             f"{html.escape(', '.join(f'{k} {v}' for k, v in gen['per_class'].items()))}, "
             f"{html.escape(gen['class_mix'])}.</p>"
         )
-    add(_img(report, "samples", "generated and real samples per class"))
+    add(img(report, "samples", "generated and real samples per class"))
 
     clf = report["classifier"]
     add("<h2>The evaluation classifier (feature network)</h2>")
@@ -297,8 +309,9 @@ def render_html(report: dict, sections: Sequence[ModuleType]) -> str:
     rows = []
     for split in ("val", "test"):
         if split in clf:
-            rows.append([split, _fmt(clf[split]["n"]), _ci(clf[split]["accuracy"]), _ci(clf[split]["macro_auroc"])])
-    add(_table(["real split", "images", "accuracy", "macro AUROC"], rows))
+            entry = clf[split]
+            rows.append([split, fmt(entry["n"]), with_ci(entry["accuracy"]), with_ci(entry["macro_auroc"])])
+    add(table(["real split", "images", "accuracy", "macro AUROC"], rows))
 
     # 1-8. the sections
     for section in sections:
@@ -307,11 +320,11 @@ def render_html(report: dict, sections: Sequence[ModuleType]) -> str:
     # environment and timings
     add("<h2>Environment and timings</h2>")
     env = report["environment"]
-    add(_table(["", ""], [[html.escape(k), _fmt(v)] for k, v in env.items()]))
-    add(_table(["phase", "seconds"], [[html.escape(k), _fmt(v, 4)] for k, v in report["timings_s"].items()]))
+    add(table(["", ""], [[html.escape(k), fmt(v)] for k, v in env.items()]))
+    add(table(["phase", "seconds"], [[html.escape(k), fmt(v, 4)] for k, v in report["timings_s"].items()]))
     add(
         "<details><summary>Options</summary>"
-        + _table(["option", "value"], [[html.escape(k), html.escape(json.dumps(v))] for k, v in options.items()])
+        + table(["option", "value"], [[html.escape(k), html.escape(json.dumps(v))] for k, v in options.items()])
         + "</details>"
     )
     body = "\n".join(p for p in parts if p)
@@ -320,4 +333,20 @@ def render_html(report: dict, sections: Sequence[ModuleType]) -> str:
     return f"<!doctype html>\n<html lang=en><head>{head}</head>\n<body>\n{body}\n</body></html>\n"
 
 
-__all__ = ["clean", "make_figures", "render_html", "write_report"]
+__all__ = [
+    "FIGURES",
+    "clean",
+    "error_bars",
+    "fmt",
+    "image_grid",
+    "img",
+    "make_figures",
+    "new_figure",
+    "render_html",
+    "save_figure",
+    "section_html",
+    "skipped_note",
+    "table",
+    "with_ci",
+    "write_report",
+]

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from engine.pack import ModelPack, PackError
+from engine.pack import ModelPack, PackError, sha256_file
 from engine.pipeline import GenerationRequest, RequestError
 from training.device import DeviceError, pick_device
 from training.evaluate.classifier import load_classifier
@@ -53,8 +53,9 @@ from training.evaluate.sections import (
     utility,
     vae,
 )
-from training.evaluate.shared import _sha256, class_mix_of_test, fit_classifier, generate, load_real
+from training.evaluate.shared import class_mix_of_test, fit_classifier, generate, load_real
 
+# report order: report.json's keys, the figures and report.html's sections follow it
 SECTIONS = (statistics, vae, frechet, alignment, memorisation, utility, diversity, steps, prompt_sets)
 
 REPORT_FORMAT = "cxr-studio-evaluation"
@@ -236,7 +237,7 @@ def _evaluate(options: EvaluationOptions, command: str | None) -> dict:
         },
         "data": {
             "manifest": str(ctx.data.manifest),
-            "manifest_sha256": _sha256(ctx.data.manifest),
+            "manifest_sha256": sha256_file(ctx.data.manifest),
             "classes": list(ctx.classes),
             "images_per_split_and_class": ctx.data.counts(),
             "left_out": dict(ctx.data.left_out),
@@ -272,19 +273,11 @@ def _evaluate(options: EvaluationOptions, command: str | None) -> dict:
         }
 
     # 4. the sections
-    sections = {
-        "statistics": statistics.section_statistics,
-        "vae": vae.section_vae,
-        "frechet": frechet.section_frechet,
-        "alignment": alignment.section_alignment,
-        "memorisation": memorisation.section_memorisation,
-        "utility": utility.section_utility,
-        "diversity": diversity.section_diversity,
-        "steps": steps.section_steps,
-        "prompt_sets": prompt_sets.section_prompt_sets,
-    }
-    for name, function in sections.items():
-        report[name] = function(ctx) if options.runs(name) else {"skipped": "left out with --skip"}
+    for section in SECTIONS:
+        if options.runs(section.NAME):
+            report[section.NAME] = section.compute(ctx)
+        else:
+            report[section.NAME] = {"skipped": "left out with --skip"}
     report["summary"] = _summary(report)
     report["environment"] = _environment(ctx)
     report["timings_s"] = {**ctx.progress.timings, "total": time.perf_counter() - started}

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.pack import sha256_file
 from engine.pipeline import GenerationRequest, Pipeline
 from engine.runtime import BackendError, OrtBackend
 from training.evaluate import metrics as M
@@ -45,7 +46,7 @@ def fit_classifier(ctx: Context) -> dict:
     if ctx.loaded_classifier is not None:
         model, saved = ctx.loaded_classifier
         info = {"loaded_from": str(options.classifier), "trained": saved.get("trained", {})}
-        if saved.get("trained", {}).get("manifest_sha256") != _sha256(ctx.data.manifest):
+        if saved.get("trained", {}).get("manifest_sha256") != sha256_file(ctx.data.manifest):
             info["note"] = "trained on a different manifest file than the one evaluated"
     else:
         config = ClassifierConfig(classes=ctx.classes, input_size=options.classifier_size)
@@ -66,7 +67,7 @@ def fit_classifier(ctx: Context) -> dict:
         info = {
             "trained": {
                 "manifest": str(ctx.data.manifest),
-                "manifest_sha256": _sha256(ctx.data.manifest),
+                "manifest_sha256": sha256_file(ctx.data.manifest),
                 "split": "train",
                 "images": len(ctx.real["train"].images),
                 "epochs": options.classifier_epochs,
@@ -117,12 +118,6 @@ def _predict(ctx: Context, images: np.ndarray, chunk: int = 1024) -> tuple[np.nd
     if not parts:
         return predict(ctx.classifier, prepare(images[:0], size), ctx.device)
     return np.concatenate([p for p, _ in parts]), np.concatenate([f for _, f in parts])
-
-
-def _sha256(path: Path) -> str:
-    from engine.pack import sha256_file
-
-    return sha256_file(path)
 
 
 def make_pipeline(ctx: Context) -> Pipeline:
@@ -193,14 +188,14 @@ def classification_figures(
         "accuracy": {"value": M.accuracy(probabilities, labels), "ci95": intervals[0].to_json()},
         "macro_auroc": {"value": M.macro_auroc(probabilities, labels, c), "ci95": intervals[1].to_json()},
         "auroc": {
-            name: {"value": _json_float(per_class[i]), "ci95": intervals[2 + i].to_json()}
+            name: {"value": json_float(per_class[i]), "ci95": intervals[2 + i].to_json()}
             for i, name in enumerate(classes)
         },
         "confusion": M.confusion_matrix(probabilities.argmax(axis=1), labels, c).tolist(),
     }
 
 
-def _json_float(value: float) -> float | None:
+def json_float(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 

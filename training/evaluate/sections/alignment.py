@@ -4,20 +4,23 @@ same classifier on real test images: accuracy, per-class and macro AUROC."""
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from training.evaluate.report import _ci, _figure, _fmt, _img, _save, _skipped, _table
+from training.evaluate.report import error_bars, fmt, img, new_figure, save_figure, section_html, table, with_ci
+from training.evaluate.shared import classification_figures
 
 if TYPE_CHECKING:
     from training.evaluate.context import Context
 
-from training.evaluate.shared import classification_figures
+NAME = "alignment"
 
 
-def section_alignment(ctx: Context) -> dict:
+def compute(ctx: Context) -> dict:
+    """The ``alignment`` entry of report.json."""
     gen, test = ctx.generated, ctx.real["test"]
     out = {
         "generated": classification_figures(gen.probabilities, gen.labels, ctx.classes, ctx.resamples, ctx.rng(50)),
@@ -44,7 +47,7 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
     classes = list(ctx.classes)
     alignment = report.get("alignment", {})
     if "generated" in alignment:
-        figure = _figure(12, 3.6)
+        figure = new_figure(12, 3.6)
         axes = figure.subplots(1, 3)
         for ax, key, title in (
             (axes[0], "generated", "generated (true = prompt's class)"),
@@ -70,59 +73,44 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
         width = 0.38
         x = np.arange(len(classes))
         for offset, key, label in ((-width / 2, "generated", "generated"), (width / 2, "real_test", "real test")):
-            values = [alignment[key]["auroc"][c]["value"] or 0.0 for c in classes]
-            cis = [alignment[key]["auroc"][c]["ci95"] for c in classes]
-            lower = [max(v - (ci[0] if ci[0] is not None else v), 0) for v, ci in zip(values, cis, strict=True)]
-            upper = [max((ci[1] if ci[1] is not None else v) - v, 0) for v, ci in zip(values, cis, strict=True)]
-            axes[2].bar(x + offset, values, width, yerr=[lower, upper], capsize=3, label=label)
+            error_bars(axes[2], x + offset, [alignment[key]["auroc"][c] for c in classes], width, label=label)
         axes[2].set_xticks(x, classes, fontsize=7, rotation=20)
         axes[2].set_ylim(0, 1.05)
         axes[2].axhline(0.5, color="gray", linewidth=0.8, linestyle=":")
         axes[2].set_title("one-vs-rest AUROC", fontsize=9)
         axes[2].legend(fontsize=7)
-        figures["alignment"] = _save(figure, folder, "alignment.png")
+        figures["alignment"] = save_figure(figure, folder, "alignment.png")
     return figures
 
 
 def render_html(report: dict) -> str:
     """Section 3 of report.html."""
-    parts: list[str] = []
-    add = parts.append
-    data = report["data"]
-    # 3. alignment
-    add("<h2>3. Prompt alignment</h2>")
-    al = report["alignment"]
-    skipped = _skipped(al)
-    if skipped:
-        add(skipped)
-    else:
-        classes = data["classes"]
-        add(
-            _table(
-                ["images", "n", "accuracy", "macro AUROC", *[f"AUROC {c}" for c in classes]],
-                [
-                    [
-                        label,
-                        _fmt(al[key]["n"]),
-                        _ci(al[key]["accuracy"]),
-                        _ci(al[key]["macro_auroc"]),
-                        *[_ci(al[key]["auroc"][c]) for c in classes],
-                    ]
-                    for key, label in (("generated", "generated (label = prompt's class)"), ("real_test", "real test"))
-                ],
-            )
-        )
-        add(_img(report, "alignment", "confusion matrices and AUROC"))
-        add(
-            _table(
-                ["prompt", "class", "images", "accuracy"],
-                [
-                    [html.escape(r["prompt"]), html.escape(r["class"]), _fmt(r["n"]), _fmt(r["accuracy"])]
-                    for r in al["per_prompt"]
-                ],
-            )
-        )
-    return "\n".join(p for p in parts if p)
+    return section_html("<h2>3. Prompt alignment</h2>", report[NAME], _paragraphs(report, report[NAME]))
 
 
-__all__ = ["make_figures", "render_html", "section_alignment"]
+def _paragraphs(report: dict, al: dict) -> Iterator[str]:
+    classes = report["data"]["classes"]
+    yield table(
+        ["images", "n", "accuracy", "macro AUROC", *[f"AUROC {c}" for c in classes]],
+        [
+            [
+                label,
+                fmt(al[key]["n"]),
+                with_ci(al[key]["accuracy"]),
+                with_ci(al[key]["macro_auroc"]),
+                *[with_ci(al[key]["auroc"][c]) for c in classes],
+            ]
+            for key, label in (("generated", "generated (label = prompt's class)"), ("real_test", "real test"))
+        ],
+    )
+    yield img(report, "alignment", "confusion matrices and AUROC")
+    yield table(
+        ["prompt", "class", "images", "accuracy"],
+        [
+            [html.escape(r["prompt"]), html.escape(r["class"]), fmt(r["n"]), fmt(r["accuracy"])]
+            for r in al["per_prompt"]
+        ],
+    )
+
+
+__all__ = ["NAME", "compute", "make_figures", "render_html"]

@@ -4,22 +4,24 @@ to random same-class groups of real test images."""
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from training.evaluate import metrics as M
-from training.evaluate.report import _figure, _fmt, _image_grid, _img, _save, _skipped, _table
+from training.evaluate.report import fmt, image_grid, img, new_figure, save_figure, section_html, table
 
 if TYPE_CHECKING:
     from training.evaluate.context import Context
 
-
+NAME = "diversity"
 DIVERSITY_GROUPS_PER_PROMPT = 4  # groups of --diversity-images images (different seeds) per prompt
 
 
-def section_diversity(ctx: Context) -> dict:
+def compute(ctx: Context) -> dict:
+    """The ``diversity`` entry of report.json."""
     gen, test = ctx.generated, ctx.real["test"]
     k = ctx.options.diversity_images
     groups = []
@@ -99,7 +101,7 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
     classes = list(ctx.classes)
     diversity = report.get("diversity", {})
     if "per_class" in diversity:
-        figure = _figure(10, 3.2)
+        figure = new_figure(10, 3.2)
         axes = figure.subplots(1, 2)
         width = 0.38
         x = np.arange(len(classes))
@@ -117,52 +119,44 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
             ax.set_xticks(x, classes, fontsize=7, rotation=20)
             ax.set_title(title, fontsize=9)
         axes[0].legend(fontsize=7)
-        figures["diversity"] = _save(figure, folder, "diversity.png")
+        figures["diversity"] = save_figure(figure, folder, "diversity.png")
     if ctx.artifacts.get("diversity"):
         seen, rows = set(), []
         for name, images in ctx.artifacts["diversity"]:
             if name not in seen:
                 seen.add(name)
                 rows.append((name, list(images[:8])))
-        figures["diversity_samples"] = _image_grid(folder, "diversity_samples.png", rows)
+        figures["diversity_samples"] = image_grid(folder, "diversity_samples.png", rows)
     return figures
 
 
 def render_html(report: dict) -> str:
     """Section 6 of report.html."""
-    parts: list[str] = []
-    add = parts.append
-    # 6. diversity
-    add("<h2>6. Diversity</h2>")
-    dv = report["diversity"]
-    skipped = _skipped(dv)
-    if skipped:
-        add(skipped)
-    else:
-        add(f"<p class=note>{html.escape(dv['definition'])}.</p>")
-        add(
-            _table(
-                ["class", "1 − SSIM generated", "1 − SSIM real", "feature distance generated", "feature distance real"],
-                [
-                    [
-                        html.escape(c),
-                        _fmt(v["generated"].get("ssim_distance")),
-                        _fmt(v["real_test"].get("ssim_distance")),
-                        _fmt(v["generated"].get("feature_distance")),
-                        _fmt(v["real_test"].get("feature_distance")),
-                    ]
-                    for c, v in dv["per_class"].items()
-                ],
-            )
-        )
-        ov = dv["overall"]
-        add(
-            f"<p>Overall ratio generated / real: 1 − SSIM {_fmt(ov.get('ssim_distance_ratio'))}, feature distance "
-            f"{_fmt(ov.get('feature_distance_ratio'))}.</p>"
-        )
-        add(_img(report, "diversity", "diversity"))
-        add(_img(report, "diversity_samples", "images of one prompt per class"))
-    return "\n".join(p for p in parts if p)
+    return section_html("<h2>6. Diversity</h2>", report[NAME], _paragraphs(report, report[NAME]))
 
 
-__all__ = ["DIVERSITY_GROUPS_PER_PROMPT", "make_figures", "render_html", "section_diversity"]
+def _paragraphs(report: dict, dv: dict) -> Iterator[str]:
+    yield f"<p class=note>{html.escape(dv['definition'])}.</p>"
+    yield table(
+        ["class", "1 − SSIM generated", "1 − SSIM real", "feature distance generated", "feature distance real"],
+        [
+            [
+                html.escape(c),
+                fmt(v["generated"].get("ssim_distance")),
+                fmt(v["real_test"].get("ssim_distance")),
+                fmt(v["generated"].get("feature_distance")),
+                fmt(v["real_test"].get("feature_distance")),
+            ]
+            for c, v in dv["per_class"].items()
+        ],
+    )
+    ov = dv["overall"]
+    yield (
+        f"<p>Overall ratio generated / real: 1 − SSIM {fmt(ov.get('ssim_distance_ratio'))}, feature distance "
+        f"{fmt(ov.get('feature_distance_ratio'))}.</p>"
+    )
+    yield img(report, "diversity", "diversity")
+    yield img(report, "diversity_samples", "images of one prompt per class")
+
+
+__all__ = ["DIVERSITY_GROUPS_PER_PROMPT", "NAME", "compute", "make_figures", "render_html"]

@@ -4,21 +4,24 @@ test is the floor), and standard FID with Inception when ``--inception-weights``
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from training.evaluate import metrics as M
-from training.evaluate.report import _bars, _ci, _figure, _fmt, _img, _save, _skipped, _table
+from training.evaluate.report import error_bars, fmt, img, new_figure, save_figure, section_html, table, with_ci
+from training.evaluate.shared import fd_with_interval
 
 if TYPE_CHECKING:
     from training.evaluate.context import Context
 
-from training.evaluate.shared import fd_with_interval
+NAME = "frechet"
 
 
-def section_frechet(ctx: Context) -> dict:
+def compute(ctx: Context) -> dict:
+    """The ``frechet`` entry of report.json."""
     gen, test, train = ctx.generated, ctx.real["test"], ctx.real["train"]
     rng = ctx.rng(40)
     floor_index = np.sort(rng.choice(len(train.images), size=min(len(train.images), len(gen.images)), replace=False))
@@ -84,51 +87,42 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
     frechet = report.get("frechet", {})
     if "generated_vs_real_test" in frechet:
         keys = ("generated_vs_real_test", "generated_vs_real_train", "real_train_vs_real_test")
-        figure = _figure(6, 3.2)
+        figure = new_figure(6, 3.2)
         ax = figure.subplots()
-        _bars(
-            ax,
+        error_bars(ax, np.arange(3), [frechet[k] for k in keys], capsize=4, color=["C1", "C1", "C0"])
+        ax.set_xticks(
+            np.arange(3),
             ["generated\nvs real test", "generated\nvs real train", "real train vs\nreal test (floor)"],
-            [frechet[k]["value"] for k in keys],
-            [frechet[k]["ci95"] for k in keys],
-            color=["C1", "C1", "C0"],
+            fontsize=8,
         )
         ax.set_ylabel(f"Fréchet distance ({frechet['feature_network']})", fontsize=8)
-        figures["frechet"] = _save(figure, folder, "frechet.png")
+        figures["frechet"] = save_figure(figure, folder, "frechet.png")
     return figures
 
 
 def render_html(report: dict) -> str:
     """Section 2 of report.html."""
-    parts: list[str] = []
-    add = parts.append
-    # 2. Fréchet distance
-    add("<h2>2. Distribution distance</h2>")
-    fr = report["frechet"]
-    skipped = _skipped(fr)
-    if skipped:
-        add(skipped)
+    return section_html("<h2>2. Distribution distance</h2>", report[NAME], _paragraphs(report, report[NAME]))
+
+
+def _paragraphs(report: dict, fr: dict) -> Iterator[str]:
+    keys = {
+        "generated_vs_real_test": "generated vs real test",
+        "generated_vs_real_train": "generated vs real train",
+        "real_train_vs_real_test": "real train vs real test (floor)",
+    }
+    yield table(
+        ["pair", "images", f"Fréchet distance ({fr['feature_network']}, {fr['feature_dim']}-d)"],
+        [[label, " / ".join(fmt(n) for n in fr[key]["n"]), with_ci(fr[key])] for key, label in keys.items()],
+    )
+    yield f"<p class=note>{html.escape(fr['floor_note'])}. Ratio to the floor: {fmt(fr['ratio_to_floor'])}.</p>"
+    if fr.get("inception"):
+        inc = fr["inception"]
+        yield table(["pair", f"FID ({inc['network']})"], [[label, fmt(inc[key])] for key, label in keys.items()])
+        yield f"<p class=note>{html.escape(inc['note'])}.</p>"
     else:
-        keys = {
-            "generated_vs_real_test": "generated vs real test",
-            "generated_vs_real_train": "generated vs real train",
-            "real_train_vs_real_test": "real train vs real test (floor)",
-        }
-        add(
-            _table(
-                ["pair", "images", f"Fréchet distance ({fr['feature_network']}, {fr['feature_dim']}-d)"],
-                [[label, " / ".join(_fmt(n) for n in fr[key]["n"]), _ci(fr[key])] for key, label in keys.items()],
-            )
-        )
-        add(f"<p class=note>{html.escape(fr['floor_note'])}. Ratio to the floor: {_fmt(fr['ratio_to_floor'])}.</p>")
-        if fr.get("inception"):
-            inc = fr["inception"]
-            add(_table(["pair", f"FID ({inc['network']})"], [[label, _fmt(inc[key])] for key, label in keys.items()]))
-            add(f"<p class=note>{html.escape(inc['note'])}.</p>")
-        else:
-            add("<p class=note>Standard FID (Inception) not computed: pass <code>--inception-weights PATH</code>.</p>")
-        add(_img(report, "frechet", "Fréchet distances"))
-    return "\n".join(p for p in parts if p)
+        yield "<p class=note>Standard FID (Inception) not computed: pass <code>--inception-weights PATH</code>.</p>"
+    yield img(report, "frechet", "Fréchet distances")
 
 
-__all__ = ["inception_fid", "make_figures", "render_html", "section_frechet"]
+__all__ = ["NAME", "compute", "inception_fid", "make_figures", "render_html"]

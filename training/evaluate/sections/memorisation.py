@@ -4,23 +4,25 @@ classifier features, then the 4 x 4 patch distance; real test images against tra
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from training.evaluate import metrics as M
-from training.evaluate.report import _figure, _fmt, _image_grid, _img, _save, _skipped, _table
+from training.evaluate.options import MIN_MEMORISATION_IMAGES
+from training.evaluate.report import fmt, image_grid, img, new_figure, save_figure, section_html, table
 
 if TYPE_CHECKING:
     from training.evaluate.context import Context
 
-from training.evaluate.options import MIN_MEMORISATION_IMAGES
-
+NAME = "memorisation"
 HISTOGRAM_BINS = 50  # memorisation distances over [0, 1]
 
 
-def section_memorisation(ctx: Context) -> dict:
+def compute(ctx: Context) -> dict:
+    """The ``memorisation`` entry of report.json."""
     gen, train, test = ctx.generated, ctx.real["train"], ctx.real["test"]
     threshold = ctx.options.memorisation_threshold
     with ctx.progress.phase("memorisation search", len(gen.images) + len(test.images), "img") as bar:
@@ -92,7 +94,7 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
     if "memorisation" in ctx.artifacts:
         art = ctx.artifacts["memorisation"]
         memo = report["memorisation"]
-        figure = _figure(7, 3.2)
+        figure = new_figure(7, 3.2)
         ax = figure.subplots()
         edges = np.asarray(memo["histogram_edges"])
         ax.hist(art["reference"], bins=edges, alpha=0.6, density=True, label="real test -> nearest train")
@@ -102,9 +104,9 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
         )
         ax.set_xlabel("normalised 4x4 patch distance (0 = identical)", fontsize=8)
         ax.legend(fontsize=7)
-        figures["memorisation"] = _save(figure, folder, "memorisation.png")
+        figures["memorisation"] = save_figure(figure, folder, "memorisation.png")
         generated, nearest, distance = art["pairs"]
-        figures["memorisation_pairs"] = _image_grid(
+        figures["memorisation_pairs"] = image_grid(
             folder,
             "memorisation_pairs.png",
             [("generated", list(generated)), ("nearest training", list(nearest))],
@@ -115,65 +117,52 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
 
 def render_html(report: dict) -> str:
     """Section 4 of report.html."""
-    parts: list[str] = []
-    add = parts.append
-    # 4. memorisation
-    add("<h2>4. Memorisation</h2>")
-    me = report["memorisation"]
-    skipped = _skipped(me)
-    if skipped:
-        add(skipped)
-    else:
-        add(
-            f"<p class=note>{html.escape(me['definition'])}. "
-            f"Searched {_fmt(me['training_images'])} training images.</p>"
-        )
-        if not me["meets_protocol"]:
-            add(
-                "<p class=note><b>Fewer generated images than the protocol asks</b>: "
-                f"{html.escape(me['protocol_note'])}.</p>"
-            )
-        add(
-            _table(
-                ["images", "n", f"at or below {_fmt(me['threshold'])}", "min", "p1", "p5", "median", "mean cosine"],
-                [
-                    [
-                        label,
-                        _fmt(me[key]["n"]),
-                        f"{_fmt(me[key]['count_at_or_below_threshold'])} "
-                        f"({_fmt(100 * (me[key]['fraction_at_or_below_threshold'] or 0), 3)}%)",
-                        _fmt(me[key]["quantiles"]["p0"]),
-                        _fmt(me[key]["quantiles"]["p1"]),
-                        _fmt(me[key]["quantiles"]["p5"]),
-                        _fmt(me[key]["quantiles"]["p50"]),
-                        _fmt(me[key]["cosine_similarity_mean"]),
-                    ]
-                    for key, label in (
-                        ("generated", "generated -> nearest train"),
-                        ("real_test_reference", "real test -> nearest train"),
-                    )
-                ],
-            )
-        )
-        add(_img(report, "memorisation", "patch distance histogram"))
-        add("<p>The closest generated-training pairs:</p>")
-        add(_img(report, "memorisation_pairs", "closest pairs"))
-        add(
-            _table(
-                ["prompt", "seed", "training image", "cosine", "patch distance"],
-                [
-                    [
-                        html.escape(p["prompt"]),
-                        _fmt(p["seed"]),
-                        html.escape(p["training_image"]),
-                        _fmt(p["cosine_similarity"]),
-                        _fmt(p["patch_distance"]),
-                    ]
-                    for p in me["closest_pairs"]
-                ],
-            )
-        )
-    return "\n".join(p for p in parts if p)
+    return section_html("<h2>4. Memorisation</h2>", report[NAME], _paragraphs(report, report[NAME]))
 
 
-__all__ = ["HISTOGRAM_BINS", "make_figures", "render_html", "section_memorisation"]
+def _paragraphs(report: dict, me: dict) -> Iterator[str]:
+    yield f"<p class=note>{html.escape(me['definition'])}. Searched {fmt(me['training_images'])} training images.</p>"
+    if not me["meets_protocol"]:
+        yield (
+            "<p class=note><b>Fewer generated images than the protocol asks</b>: "
+            f"{html.escape(me['protocol_note'])}.</p>"
+        )
+    yield table(
+        ["images", "n", f"at or below {fmt(me['threshold'])}", "min", "p1", "p5", "median", "mean cosine"],
+        [
+            [
+                label,
+                fmt(me[key]["n"]),
+                f"{fmt(me[key]['count_at_or_below_threshold'])} "
+                f"({fmt(100 * (me[key]['fraction_at_or_below_threshold'] or 0), 3)}%)",
+                fmt(me[key]["quantiles"]["p0"]),
+                fmt(me[key]["quantiles"]["p1"]),
+                fmt(me[key]["quantiles"]["p5"]),
+                fmt(me[key]["quantiles"]["p50"]),
+                fmt(me[key]["cosine_similarity_mean"]),
+            ]
+            for key, label in (
+                ("generated", "generated -> nearest train"),
+                ("real_test_reference", "real test -> nearest train"),
+            )
+        ],
+    )
+    yield img(report, "memorisation", "patch distance histogram")
+    yield "<p>The closest generated-training pairs:</p>"
+    yield img(report, "memorisation_pairs", "closest pairs")
+    yield table(
+        ["prompt", "seed", "training image", "cosine", "patch distance"],
+        [
+            [
+                html.escape(p["prompt"]),
+                fmt(p["seed"]),
+                html.escape(p["training_image"]),
+                fmt(p["cosine_similarity"]),
+                fmt(p["patch_distance"]),
+            ]
+            for p in me["closest_pairs"]
+        ],
+    )
+
+
+__all__ = ["HISTOGRAM_BINS", "NAME", "compute", "make_figures", "render_html"]

@@ -34,13 +34,13 @@ from engine.paths import resources_dir
 from training.evaluate import metrics as M
 from training.evaluate.data import NORMAL, PromptPlan, class_findings
 from training.evaluate.options import EvaluationError
-from training.evaluate.report import _ci, _figure, _fmt, _img, _save, _skipped, _table
+from training.evaluate.report import error_bars, fmt, img, new_figure, save_figure, skipped_note, table, with_ci
 from training.evaluate.shared import classification_figures, generate
 
 if TYPE_CHECKING:
     from training.evaluate.context import Context
 
-SECTION = "prompt_sets"
+NAME = "prompt_sets"
 AGE_BANDS = ("child", "adult")
 KEYS = frozenset({"prompt", "class", "age_band", "denies"})
 
@@ -186,7 +186,7 @@ def _band_ok(prompt: SetPrompt, band: str) -> bool:
 # --------------------------------------------------------------------------- the section
 
 
-def section_prompt_sets(ctx: Context) -> dict:
+def compute(ctx: Context) -> dict:
     """Generate and judge the paraphrase, reference and negation images; see the module docstring."""
     options, classes = ctx.options, ctx.classes
     k, band = options.prompt_set_images, options.prompt_age_band
@@ -225,7 +225,7 @@ def section_prompt_sets(ctx: Context) -> dict:
         para = generate(ctx, para_plan, ctx.sampler, ctx.num_steps, bar)
         ref = generate(ctx, ref_plan, ctx.sampler, ctx.num_steps, bar)
         neg = generate(ctx, neg_plan, ctx.sampler, ctx.num_steps, bar) if negations else None
-    ctx.artifacts[SECTION] = {"paraphrases": para, "reference": ref, "negations": neg}
+    ctx.artifacts[NAME] = {"paraphrases": para, "reference": ref, "negations": neg}
 
     # 2. paraphrases against the reference prompts
     para_pred, ref_pred = para.probabilities.argmax(axis=1), ref.probabilities.argmax(axis=1)
@@ -387,12 +387,12 @@ def _negation_figures(ctx: Context, chosen: list[SetPrompt], neg, para, shown: d
 
 def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
     """Paraphrase vs reference accuracy per class, and the negation check, with their intervals."""
-    section = report.get(SECTION) or {}
+    section = report.get(NAME) or {}
     if "paraphrases" not in section:
         return {}
     per_class = section["paraphrases"]["per_class"]
     negations = section.get("negations")
-    figure = _figure(11 if negations else 7, 3.4)
+    figure = new_figure(11 if negations else 7, 3.4)
     axes = figure.subplots(1, 2 if negations else 1, squeeze=False)[0]
     names = list(per_class)
     x = np.arange(len(names) + 1)
@@ -402,7 +402,7 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
         (width / 2, "reference", "reference"),
     ):
         entries = [per_class[n][key] for n in names] + [section["paraphrases"]["overall"][key]]
-        _error_bars(axes[0], x + offset, entries, width, label)
+        error_bars(axes[0], x + offset, entries, width, label=label)
     axes[0].set_xticks(x, [*names, "all"], fontsize=7, rotation=20)
     axes[0].set_ylim(0, 1.05)
     axes[0].set_ylabel("judged the prompt's class", fontsize=8)
@@ -410,45 +410,34 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
     if negations:
         pooled = negations["pooled"]
         entries = [pooled["negations_judged_not_x"], pooled["normal_prompts_judged_not_x"]]
-        _error_bars(axes[1], np.arange(2), entries, 0.6, None, color=["C3", "C0"])
+        error_bars(axes[1], np.arange(2), entries, 0.6, color=["C3", "C0"])
         axes[1].set_xticks(np.arange(2), ['"no X" prompts', "normal prompts"], fontsize=8)
         axes[1].set_ylim(0, 1.05)
         axes[1].set_ylabel("judged not-X", fontsize=8)
         axes[1].set_title("negation check", fontsize=9)
-    return {"prompt_sets": _save(figure, folder, "prompt_sets.png")}
-
-
-def _error_bars(ax, x: np.ndarray, entries: list[dict], width: float, label: str | None, color=None) -> None:
-    values = [e["value"] if e["value"] is not None else 0.0 for e in entries]
-    lower = [
-        max(v - (e["ci95"][0] if e["ci95"][0] is not None else v), 0) for v, e in zip(values, entries, strict=True)
-    ]
-    upper = [
-        max((e["ci95"][1] if e["ci95"][1] is not None else v) - v, 0) for v, e in zip(values, entries, strict=True)
-    ]
-    ax.bar(x, values, width, yerr=[lower, upper], capsize=3, label=label, color=color)
+    return {"prompt_sets": save_figure(figure, folder, "prompt_sets.png")}
 
 
 def _fraction(entry: dict) -> str:
-    counts = f" <span class=ci>({_fmt(entry['k'])} / {_fmt(entry['n'])})</span>" if "k" in entry else ""
-    return _ci(entry) + counts
+    counts = f" <span class=ci>({fmt(entry['k'])} / {fmt(entry['n'])})</span>" if "k" in entry else ""
+    return with_ci(entry) + counts
 
 
 def render_html(report: dict) -> str:
     """Section 8 of report.html."""
     parts = ["<h2>8. Paraphrases and negations (committed prompt sets)</h2>"]
-    section = report.get(SECTION)
+    section = report.get(NAME)
     if section is None:
         return parts[0] + "<p class=note>Not in this report.</p>"
-    skipped = _skipped(section)
+    skipped = skipped_note(section)
     if skipped:
         return parts[0] + skipped
-    sets = ", ".join(f"{html.escape(name)} ({_fmt(s['prompts'])} prompts)" for name, s in section["sets"].items())
+    sets = ", ".join(f"{html.escape(name)} ({fmt(s['prompts'])} prompts)" for name, s in section["sets"].items())
     parts.append(
         f"<p>Sets: {sets}, written apart from the caption grammar and never used in training. "
-        f"{_fmt(section['images_per_prompt'])} images per prompt ({html.escape(section['sampler'])}, "
-        f"{section['num_steps']} steps, guidance {_fmt(section['guidance_scale'])}); age band "
-        f"{html.escape(section['age_band'])}; {_fmt(section['seconds'], 4)} s.</p>"
+        f"{fmt(section['images_per_prompt'])} images per prompt ({html.escape(section['sampler'])}, "
+        f"{section['num_steps']} steps, guidance {fmt(section['guidance_scale'])}); age band "
+        f"{html.escape(section['age_band'])}; {fmt(section['seconds'], 4)} s.</p>"
     )
     if section["not_scored"]:
         parts.append(
@@ -463,10 +452,10 @@ def render_html(report: dict) -> str:
     rows = [
         [
             html.escape(name),
-            _fmt(entry["prompts"]),
+            fmt(entry["prompts"]),
             _fraction(entry["paraphrases"]),
             _fraction(entry["reference"]),
-            _ci(entry["difference"]),
+            with_ci(entry["difference"]),
         ]
         for name, entry in para["per_class"].items()
     ]
@@ -474,18 +463,18 @@ def render_html(report: dict) -> str:
     rows.append(
         [
             "<b>all</b>",
-            _fmt(para["prompts"]),
+            fmt(para["prompts"]),
             _fraction(overall["paraphrases"]),
             _fraction(overall["reference"]),
-            _ci(overall["difference"]),
+            with_ci(overall["difference"]),
         ]
     )
-    parts.append(_table(["class", "prompts", "paraphrase accuracy", "reference accuracy", "difference"], rows))
+    parts.append(table(["class", "prompts", "paraphrase accuracy", "reference accuracy", "difference"], rows))
     parts.append(
-        f"<p>Macro AUROC: paraphrases {_ci(para['alignment']['macro_auroc'])}, reference "
-        f"{_ci(para['reference_alignment']['macro_auroc'])} (bootstrap).</p>"
+        f"<p>Macro AUROC: paraphrases {with_ci(para['alignment']['macro_auroc'])}, reference "
+        f"{with_ci(para['reference_alignment']['macro_auroc'])} (bootstrap).</p>"
     )
-    parts.append(_img(report, "prompt_sets", "paraphrase and negation figures"))
+    parts.append(img(report, "prompt_sets", "paraphrase and negation figures"))
     neg = section.get("negations")
     if neg:
         pooled = neg["pooled"]
@@ -495,35 +484,35 @@ def render_html(report: dict) -> str:
             f"Rule: {html.escape(neg['passes_rule'])}.</p>"
         )
         parts.append(
-            _table(
+            table(
                 ["images", "n", "judged not-X", "judged normal"],
                 [
                     [
                         '"no X" prompts',
-                        _fmt(neg["images"]),
-                        _ci(pooled["negations_judged_not_x"]),
+                        fmt(neg["images"]),
+                        with_ci(pooled["negations_judged_not_x"]),
                         _fraction(neg["judged_normal"]["negations"]),
                     ],
                     [
                         "normal prompts (reference)",
-                        _fmt(neg["judged_normal"]["normal_prompts"]["n"]),
-                        _ci(pooled["normal_prompts_judged_not_x"]),
+                        fmt(neg["judged_normal"]["normal_prompts"]["n"]),
+                        with_ci(pooled["normal_prompts_judged_not_x"]),
                         _fraction(neg["judged_normal"]["normal_prompts"]),
                     ],
-                    ["difference", "", _ci(pooled["difference"]), ""],
+                    ["difference", "", with_ci(pooled["difference"]), ""],
                 ],
             )
         )
         parts.append(
-            _table(
+            table(
                 ["denied classes", "prompts", '"no X" judged not-X', "normal judged not-X", "difference"],
                 [
                     [
                         html.escape(", ".join(g["denied_classes"])),
-                        _fmt(g["prompts"]),
+                        fmt(g["prompts"]),
                         _fraction(g["negations_judged_not_x"]),
                         _fraction(g["normal_prompts_judged_not_x"]),
-                        _ci(g["difference"]),
+                        with_ci(g["difference"]),
                     ]
                     for g in neg["groups"]
                 ],
@@ -531,14 +520,14 @@ def render_html(report: dict) -> str:
         )
         parts.append(
             "<details><summary>Per negation prompt</summary>"
-            + _table(
+            + table(
                 ["prompt", "denies", "images", "judged not-X", "judged"],
                 [
                     [
                         html.escape(r["prompt"]),
                         html.escape(", ".join(r["denies"])),
-                        _fmt(r["n"]),
-                        _fmt(r["judged_not_x"]),
+                        fmt(r["n"]),
+                        fmt(r["judged_not_x"]),
                         html.escape(", ".join(f"{k} {v}" for k, v in r["judged"].items())),
                     ]
                     for r in neg["per_prompt"]
@@ -548,14 +537,14 @@ def render_html(report: dict) -> str:
         )
     parts.append(
         "<details><summary>Per paraphrase prompt</summary>"
-        + _table(
+        + table(
             ["prompt", "class", "images", "accuracy", "judged"],
             [
                 [
                     html.escape(r["prompt"]),
                     html.escape(r["class"]),
-                    _fmt(r["n"]),
-                    _fmt(r["accuracy"]),
+                    fmt(r["n"]),
+                    fmt(r["accuracy"]),
                     html.escape(", ".join(f"{k} {v}" for k, v in r["judged"].items())),
                 ]
                 for r in para["per_prompt"]
@@ -568,14 +557,14 @@ def render_html(report: dict) -> str:
 
 __all__ = [
     "AGE_BANDS",
-    "SECTION",
+    "NAME",
     "SetPrompt",
+    "compute",
     "denied_classes",
     "load_prompt_sets",
     "make_figures",
     "prompts_dir",
     "read_prompt_set",
     "render_html",
-    "section_prompt_sets",
     "set_path",
 ]

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from training.evaluate import metrics as M
-from training.evaluate.report import _ci, _figure, _fmt, _img, _save, _skipped, _table
+from training.evaluate.report import fmt, img, new_figure, save_figure, section_html, table, with_ci
 
 if TYPE_CHECKING:
     from training.evaluate.context import Context
 
+NAME = "statistics"
 
-def section_statistics(ctx: Context) -> dict:
+
+def compute(ctx: Context) -> dict:
+    """The ``statistics`` entry of report.json."""
     measures = {"contrast_ratio": M.contrast_ratio, "sharpness": M.laplacian_variance, "entropy": M.entropy}
     sets = {"real_test": ctx.real["test"].images, "generated": ctx.generated.images}
     out: dict[str, Any] = {
@@ -44,7 +48,7 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
     figures: dict[str, str] = {}
     if "statistics" in ctx.artifacts:
         values = ctx.artifacts["statistics"]
-        figure = _figure(12, 3.2)
+        figure = new_figure(12, 3.2)
         axes = figure.subplots(1, 3)
         for ax, measure in zip(axes, ("contrast_ratio", "sharpness", "entropy"), strict=True):
             both = np.concatenate([values["real_test"][measure], values["generated"][measure]])
@@ -53,41 +57,35 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
             ax.hist(values["generated"][measure], bins=bins, alpha=0.6, density=True, label="generated")
             ax.set_title(measure.replace("_", " "))
         axes[0].legend(fontsize=8)
-        figures["statistics"] = _save(figure, folder, "statistics.png")
+        figures["statistics"] = save_figure(figure, folder, "statistics.png")
     return figures
 
 
 def render_html(report: dict) -> str:
     """Section 1 of report.html (the VAE's part follows it)."""
-    parts: list[str] = []
-    add = parts.append
-    # 1. statistics and VAE
-    add("<h2>1. Image statistics and VAE reconstructions</h2>")
-    st = report["statistics"]
-    skipped = _skipped(st)
-    if skipped:
-        add(skipped)
-    else:
-        measures = ("contrast_ratio", "sharpness", "entropy")
-        add(
-            _table(
-                ["set", *[m.replace("_", " ") for m in measures]],
-                [
-                    [
-                        name.replace("_", " "),
-                        *[_ci(st[name][m]) + f" <span class=ci>sd {_fmt(st[name][m]['std'])}</span>" for m in measures],
-                    ]
-                    for name in ("real_test", "generated")
-                ],
-            )
-        )
-        add(
-            "<p class=note>"
-            + html.escape("; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in st["definitions"].items()))
-            + ".</p>"
-        )
-        add(_img(report, "statistics", "image statistics histograms"))
-    return "\n".join(p for p in parts if p)
+    return section_html(
+        "<h2>1. Image statistics and VAE reconstructions</h2>", report[NAME], _paragraphs(report, report[NAME])
+    )
 
 
-__all__ = ["make_figures", "render_html", "section_statistics"]
+def _paragraphs(report: dict, st: dict) -> Iterator[str]:
+    measures = ("contrast_ratio", "sharpness", "entropy")
+    yield table(
+        ["set", *[m.replace("_", " ") for m in measures]],
+        [
+            [
+                name.replace("_", " "),
+                *[with_ci(st[name][m]) + f" <span class=ci>sd {fmt(st[name][m]['std'])}</span>" for m in measures],
+            ]
+            for name in ("real_test", "generated")
+        ],
+    )
+    yield (
+        "<p class=note>"
+        + html.escape("; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in st["definitions"].items()))
+        + ".</p>"
+    )
+    yield img(report, "statistics", "image statistics histograms")
+
+
+__all__ = ["NAME", "compute", "make_figures", "render_html"]

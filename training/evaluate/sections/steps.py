@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from training.evaluate import metrics as M
-from training.evaluate.report import _ci, _figure, _fmt, _img, _save, _skipped, _table
+from training.evaluate.data import plan_images
+from training.evaluate.report import fmt, img, new_figure, save_figure, section_html, table, with_ci
+from training.evaluate.shared import class_mix_of_test, fd_with_interval, generate, json_float
 
 if TYPE_CHECKING:
     from training.evaluate.context import Context
 
-from training.evaluate.data import plan_images
-from training.evaluate.shared import _json_float, class_mix_of_test, fd_with_interval, generate
+NAME = "steps"
 
 
-def section_steps(ctx: Context) -> dict:
+def compute(ctx: Context) -> dict:
+    """The ``steps`` entry of report.json."""
     options = ctx.options
     plan = plan_images(options.sweep_images, ctx.prompts, ctx.classes, class_mix_of_test(ctx), options.seed)
     test = ctx.real["test"]
@@ -32,7 +35,7 @@ def section_steps(ctx: Context) -> dict:
                         "steps": steps,
                         "frechet_distance": fd_with_interval(gen.features, test.features, ctx.resamples, ctx.rng(90)),
                         "accuracy": M.accuracy(gen.probabilities, gen.labels),
-                        "macro_auroc": _json_float(M.macro_auroc(gen.probabilities, gen.labels, len(ctx.classes))),
+                        "macro_auroc": json_float(M.macro_auroc(gen.probabilities, gen.labels, len(ctx.classes))),
                         "seconds_per_image": gen.seconds / len(plan.prompts),
                         "is_pack_default": sampler == ctx.pack.manifest.defaults.sampler
                         and steps == ctx.pack.manifest.defaults.num_steps,
@@ -53,7 +56,7 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
     figures: dict[str, str] = {}
     steps = report.get("steps", {})
     if "rows" in steps:
-        figure = _figure(10, 3.2)
+        figure = new_figure(10, 3.2)
         axes = figure.subplots(1, 2)
         for sampler in dict.fromkeys(r["sampler"] for r in steps["rows"]):
             rows_ = [r for r in steps["rows"] if r["sampler"] == sampler]
@@ -78,52 +81,44 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
         axes[1].set_ylabel("alignment accuracy", fontsize=8)
         axes[1].set_ylim(0, 1.05)
         axes[0].legend(fontsize=7)
-        figures["steps"] = _save(figure, folder, "steps.png")
+        figures["steps"] = save_figure(figure, folder, "steps.png")
     return figures
 
 
 def render_html(report: dict) -> str:
     """Section 7 of report.html."""
-    parts: list[str] = []
-    add = parts.append
-    # 7. steps
-    add("<h2>7. Steps and samplers</h2>")
-    sp = report["steps"]
-    skipped = _skipped(sp)
-    if skipped:
-        add(skipped)
-    else:
-        add(
-            f"<p>{_fmt(sp['images_per_setting'])} images per setting, guidance {_fmt(sp['guidance_scale'])}; "
-            f"{html.escape(sp['same_seeds'])}.</p>"
-        )
-        add(
-            _table(
-                [
-                    "sampler",
-                    "steps",
-                    "Fréchet distance to real test",
-                    "accuracy",
-                    "macro AUROC",
-                    "s / image",
-                    "pack default",
-                ],
-                [
-                    [
-                        html.escape(r["sampler"]),
-                        _fmt(r["steps"]),
-                        _ci(r["frechet_distance"]),
-                        _fmt(r["accuracy"]),
-                        _fmt(r["macro_auroc"]),
-                        _fmt(r["seconds_per_image"], 3),
-                        "yes" if r["is_pack_default"] else "",
-                    ]
-                    for r in sp["rows"]
-                ],
-            )
-        )
-        add(_img(report, "steps", "steps vs quality"))
-    return "\n".join(p for p in parts if p)
+    return section_html("<h2>7. Steps and samplers</h2>", report[NAME], _paragraphs(report, report[NAME]))
 
 
-__all__ = ["make_figures", "render_html", "section_steps"]
+def _paragraphs(report: dict, sp: dict) -> Iterator[str]:
+    yield (
+        f"<p>{fmt(sp['images_per_setting'])} images per setting, guidance {fmt(sp['guidance_scale'])}; "
+        f"{html.escape(sp['same_seeds'])}.</p>"
+    )
+    yield table(
+        [
+            "sampler",
+            "steps",
+            "Fréchet distance to real test",
+            "accuracy",
+            "macro AUROC",
+            "s / image",
+            "pack default",
+        ],
+        [
+            [
+                html.escape(r["sampler"]),
+                fmt(r["steps"]),
+                with_ci(r["frechet_distance"]),
+                fmt(r["accuracy"]),
+                fmt(r["macro_auroc"]),
+                fmt(r["seconds_per_image"], 3),
+                "yes" if r["is_pack_default"] else "",
+            ]
+            for r in sp["rows"]
+        ],
+    )
+    yield img(report, "steps", "steps vs quality")
+
+
+__all__ = ["NAME", "compute", "make_figures", "render_html"]

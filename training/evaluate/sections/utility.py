@@ -4,20 +4,22 @@ on real test and paired bootstrap intervals of the differences."""
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from training.evaluate import metrics as M
-from training.evaluate.report import _bars, _ci, _figure, _fmt, _img, _save, _skipped, _table
+from training.evaluate.classifier import ClassifierConfig, TrainSettings, predict, prepare, steps_for, train_classifier
+from training.evaluate.data import allocate
+from training.evaluate.report import error_bars, fmt, img, new_figure, save_figure, section_html, table, with_ci
+from training.evaluate.shared import json_float
 
 if TYPE_CHECKING:
     from training.evaluate.context import Context
 
-from training.evaluate.classifier import ClassifierConfig, TrainSettings, predict, prepare, steps_for, train_classifier
-from training.evaluate.data import allocate
-from training.evaluate.shared import _json_float
+NAME = "utility"
 
 
 def _stratified(
@@ -33,7 +35,8 @@ def _stratified(
     return np.sort(np.concatenate(chosen))
 
 
-def section_utility(ctx: Context) -> dict:
+def compute(ctx: Context) -> dict:
+    """The ``utility`` entry of report.json."""
     options, train, test, gen = ctx.options, ctx.real["train"], ctx.real["test"], ctx.generated
     n_train = len(train.images)
     n = options.utility_n or min(n_train, 2 * len(gen.images))
@@ -107,12 +110,12 @@ def section_utility(ctx: Context) -> dict:
                 "real": len(real_n) if name == "real_n" else len(real_half),
                 "synthetic": len(synthetic_index) if name == "real_half_plus_synthetic_half" else 0,
                 "per_class": {cls: int((arms[name][1] == i).sum()) for i, cls in enumerate(ctx.classes)},
-                "macro_auroc": {"value": _json_float(values[k]), "ci95": intervals[k].to_json()},
+                "macro_auroc": {"value": json_float(values[k]), "ci95": intervals[k].to_json()},
             }
             for k, name in enumerate(names)
         },
         "differences": {
-            key: {"value": _json_float(values[3 + k]), "ci95": intervals[3 + k].to_json()}
+            key: {"value": json_float(values[3 + k]), "ci95": intervals[3 + k].to_json()}
             for k, key in enumerate(
                 (
                     "real_half_minus_real_n",
@@ -132,66 +135,51 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
     utility = report.get("utility", {})
     if "arms" in utility:
         names = list(utility["arms"])
-        figure = _figure(6, 3.2)
+        figure = new_figure(6, 3.2)
         ax = figure.subplots()
-        _bars(
-            ax,
-            ["N real", "N/2 real", "N/2 real +\nN/2 generated"],
-            [utility["arms"][n]["macro_auroc"]["value"] for n in names],
-            [utility["arms"][n]["macro_auroc"]["ci95"] for n in names],
-            color=["C0", "C0", "C1"],
-        )
+        entries = [utility["arms"][n]["macro_auroc"] for n in names]
+        error_bars(ax, np.arange(3), entries, capsize=4, color=["C0", "C0", "C1"])
+        ax.set_xticks(np.arange(3), ["N real", "N/2 real", "N/2 real +\nN/2 generated"], fontsize=8)
         ax.set_ylabel("macro AUROC on real test", fontsize=8)
         ax.set_ylim(0, 1.05)
-        figures["utility"] = _save(figure, folder, "utility.png")
+        figures["utility"] = save_figure(figure, folder, "utility.png")
     return figures
 
 
 def render_html(report: dict) -> str:
     """Section 5 of report.html."""
-    parts: list[str] = []
-    add = parts.append
-    # 5. utility
-    add("<h2>5. Utility of generated images for training</h2>")
-    ut = report["utility"]
-    skipped = _skipped(ut)
-    if skipped:
-        add(skipped)
-    else:
-        add(
-            f"<p>N = {_fmt(ut['n'])}; {html.escape(ut['classifier'])}; "
-            f"tested on {_fmt(ut['test_images'])} real test images; "
-            f"{html.escape(ut['bootstrap'])}.</p>"
-        )
-        labels = {
-            "real_n": "N real",
-            "real_half": "N/2 real",
-            "real_half_plus_synthetic_half": "N/2 real + N/2 generated",
-        }
-        add(
-            _table(
-                ["training set", "real", "generated", "macro AUROC on real test"],
-                [
-                    [labels[k], _fmt(a["real"]), _fmt(a["synthetic"]), _ci(a["macro_auroc"])]
-                    for k, a in ut["arms"].items()
-                ],
-            )
-        )
-        diff_labels = {
-            "real_half_minus_real_n": "N/2 real − N real",
-            "real_half_plus_synthetic_minus_real_half": "(N/2 real + N/2 generated) − N/2 real",
-            "real_half_plus_synthetic_minus_real_n": "(N/2 real + N/2 generated) − N real",
-        }
-        add(
-            _table(
-                ["difference in macro AUROC", "value [95% CI]"],
-                [[diff_labels[k], _ci(v)] for k, v in ut["differences"].items()],
-            )
-        )
-        for note in ut.get("notes", []):
-            add(f"<p class=note>{html.escape(note)}</p>")
-        add(_img(report, "utility", "utility"))
-    return "\n".join(p for p in parts if p)
+    return section_html(
+        "<h2>5. Utility of generated images for training</h2>", report[NAME], _paragraphs(report, report[NAME])
+    )
 
 
-__all__ = ["make_figures", "render_html", "section_utility"]
+def _paragraphs(report: dict, ut: dict) -> Iterator[str]:
+    yield (
+        f"<p>N = {fmt(ut['n'])}; {html.escape(ut['classifier'])}; "
+        f"tested on {fmt(ut['test_images'])} real test images; "
+        f"{html.escape(ut['bootstrap'])}.</p>"
+    )
+    labels = {
+        "real_n": "N real",
+        "real_half": "N/2 real",
+        "real_half_plus_synthetic_half": "N/2 real + N/2 generated",
+    }
+    yield table(
+        ["training set", "real", "generated", "macro AUROC on real test"],
+        [[labels[k], fmt(a["real"]), fmt(a["synthetic"]), with_ci(a["macro_auroc"])] for k, a in ut["arms"].items()],
+    )
+    diff_labels = {
+        "real_half_minus_real_n": "N/2 real − N real",
+        "real_half_plus_synthetic_minus_real_half": "(N/2 real + N/2 generated) − N/2 real",
+        "real_half_plus_synthetic_minus_real_n": "(N/2 real + N/2 generated) − N real",
+    }
+    yield table(
+        ["difference in macro AUROC", "value [95% CI]"],
+        [[diff_labels[k], with_ci(v)] for k, v in ut["differences"].items()],
+    )
+    for note in ut.get("notes", []):
+        yield f"<p class=note>{html.escape(note)}</p>"
+    yield img(report, "utility", "utility")
+
+
+__all__ = ["NAME", "compute", "make_figures", "render_html"]

@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
+from engine.runtime import BackendError
 from training.evaluate import metrics as M
-from training.evaluate.report import _ci, _fmt, _image_grid, _img, _skipped
+from training.evaluate.options import EvaluationError
+from training.evaluate.report import fmt, image_grid, img, section_html, with_ci
+from training.evaluate.shared import make_pipeline
 
 if TYPE_CHECKING:
     from training.evaluate.context import Context
 
-import torch
-
-from engine.runtime import BackendError
-from training.evaluate.options import EvaluationError
-from training.evaluate.shared import make_pipeline
+NAME = "vae"
 
 
-def section_vae(ctx: Context) -> dict:
+def compute(ctx: Context) -> dict:
+    """The ``vae`` entry of report.json."""
     from training.train_vae import psnr, ssim
 
     if "vae_encoder.onnx" not in ctx.pack.manifest.files:
@@ -61,7 +63,7 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
     figures: dict[str, str] = {}
     if "vae" in ctx.artifacts:
         originals, reconstructions = ctx.artifacts["vae"]
-        figures["vae"] = _image_grid(
+        figures["vae"] = image_grid(
             folder, "vae.png", [("original", list(originals)), ("VAE reconstruction", list(reconstructions))]
         )
     return figures
@@ -69,19 +71,16 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
 
 def render_html(report: dict) -> str:
     """The VAE's part of section 1 of report.html."""
-    parts: list[str] = []
-    add = parts.append
-    vae = report["vae"]
-    skipped = _skipped(vae)
-    if skipped:
-        add(skipped)
-    else:
-        add(
-            f"<p>VAE reconstructions of {_fmt(vae['n'])} {html.escape(vae['split'])} images: SSIM {_ci(vae['ssim'])}, "
-            f"PSNR {_ci(vae['psnr_db'])} dB. <span class=note>{html.escape(vae['definition'])}.</span></p>"
-        )
-        add(_img(report, "vae", "VAE reconstructions"))
-    return "\n".join(p for p in parts if p)
+    return section_html(None, report[NAME], _paragraphs(report, report[NAME]))
 
 
-__all__ = ["make_figures", "render_html", "section_vae"]
+def _paragraphs(report: dict, vae: dict) -> Iterator[str]:
+    yield (
+        f"<p>VAE reconstructions of {fmt(vae['n'])} {html.escape(vae['split'])} images: "
+        f"SSIM {with_ci(vae['ssim'])}, "
+        f"PSNR {with_ci(vae['psnr_db'])} dB. <span class=note>{html.escape(vae['definition'])}.</span></p>"
+    )
+    yield img(report, "vae", "VAE reconstructions")
+
+
+__all__ = ["NAME", "compute", "make_figures", "render_html"]
