@@ -2,7 +2,7 @@
 (read by ``engine.pack.load_model_pack``), the request from ``--steps``/``--guidance-scale``/``--sampler``,
 and output paths.
 
-The command modules (generate, dicom, grid) import this module, and main imports them: nothing in
+The command modules (generate, dicom, grid, dataset) import this module, and main imports them: nothing in
 ``engine.cli`` imports main, so there is no import circle.
 """
 
