@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from engine import imaging
-from engine.dicom.reading import read_display_pixels
+from engine.dicom.reading import read_display_pixels, read_pixels
 from engine.findings.reader import ABSENT, FINDINGS, PRESENT, UNCERTAIN
 from engine.manifest import ManifestRecord, parse_record
 
@@ -122,6 +122,33 @@ def read_record_image(path: Path, *, reduced: bool = False) -> np.ndarray:
     low, high = float(np.nanmin(values)), float(np.nanmax(values))
     scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
     return imaging.to_uint16(np.nan_to_num(scaled).astype(np.float32))
+
+
+@dataclass(frozen=True)
+class OpenedImage:
+    """An image file opened into the viewer (File > Open image)."""
+
+    path: Path
+    pixels: np.ndarray  # (H, W) uint8 / uint16 as read_record_image gives them: what the viewer shows
+    dataset: object | None = None  # a DICOM file's own pydicom Dataset (its tags, spacing, rescale)
+    stored: np.ndarray | None = None  # a DICOM file's stored values, as the file holds them (the probe's)
+
+
+def open_image(path: str | os.PathLike[str]) -> OpenedImage:
+    """A PNG / JPEG or DICOM file for the viewer, with a DICOM file's dataset and stored values.
+    Raises ImageReadError (its message names the file)."""
+    path = Path(path)
+    pixels = read_record_image(path)
+    if path.suffix.lower() not in DICOM_SUFFIXES:
+        return OpenedImage(path, pixels)
+    import pydicom  # only here: the explorer's table never needs it
+
+    try:
+        dataset = pydicom.dcmread(path)
+        stored = np.asarray(read_pixels(path))
+    except Exception as exc:  # read_record_image has just read it: only a file changed meanwhile gets here
+        raise ImageReadError(path, f"not a readable DICOM image ({exc})") from None
+    return OpenedImage(path, pixels, dataset, stored)
 
 
 def thumbnail_pixels(pixels: np.ndarray, size: int = THUMB) -> np.ndarray:

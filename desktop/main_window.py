@@ -37,6 +37,7 @@ from desktop.exports import CurrentImage, Exports
 from desktop.library import Case, CaseLibrary, LibraryError
 from desktop.logs import log_file, setup_logging
 from desktop.settings import Settings
+from desktop.shortcuts import show_shortcuts
 from desktop.widgets.dialogs import TeachingFileDialog, TextDialog, open_warning
 from desktop.widgets.generate_panel import GeneratePanel
 from desktop.widgets.library_view import LibraryPanel
@@ -178,6 +179,8 @@ class MainWindow(Exports, QMainWindow):
     def _build_central(self) -> None:
         self.viewer = ViewerPanel()
         self.viewer.view.window_changed.connect(self._on_user_window)
+        self.viewer.open_failed.connect(lambda message: self.show_error("Image not opened", message))
+        self.viewer.image_opened.connect(lambda _path: self._set_current(None))  # exports write generated images only
         self.viewer.custom_presets_changed.connect(
             lambda: self.settings.set_window_presets_json(self.viewer.presets_json())
         )
@@ -242,10 +245,20 @@ class MainWindow(Exports, QMainWindow):
         self.card_action = self._action("Model card…", self.show_model_card)
         self.log_action = self._action("Open log folder", self.open_log_folder)
         self.about_action = self._action("About CXR Studio", self.show_about)
+        self.open_image_action = self._action(
+            "Open image…", self.viewer.choose_file, "Ctrl+Shift+O",
+            "A PNG or DICOM file (real or synthetic) into the viewer",
+        )  # fmt: skip
+        self.compare_image_action = self._action(
+            "Open image to compare…", lambda: self.viewer.choose_file(compare=True), "Ctrl+Alt+O",
+            "A PNG or DICOM file beside the shown image, linked (window/level, zoom and pan)",
+        )  # fmt: skip
+        self.shortcuts_action = self._action("Keyboard shortcuts", lambda: show_shortcuts(self), "F1")
 
         menu = self.menuBar().addMenu("&File")
-        for action in (self.open_model_action, self.models_action, self.dataset_action, None, self.export_png_action,
-                       self.export_dicom_action, self.export_steps_action, self.send_pacs_action, None,
+        for action in (self.open_model_action, self.models_action, self.dataset_action, None, self.open_image_action,
+                       self.compare_image_action, None, self.export_png_action, self.export_dicom_action,
+                       self.export_steps_action, self.send_pacs_action, None,
                        self.quit_action):  # fmt: skip
             menu.addSeparator() if action is None else menu.addAction(action)
         run = self.menuBar().addMenu("&Generate")
@@ -258,7 +271,7 @@ class MainWindow(Exports, QMainWindow):
                            ("Pin for comparison", self.viewer.pin_current)):  # fmt: skip
             view.addAction(self._action(text, slot))
         help_menu = self.menuBar().addMenu("&Help")
-        for action in (self.card_action, self.log_action, self.about_action):
+        for action in (self.shortcuts_action, self.card_action, self.log_action, self.about_action):
             help_menu.addAction(action)
 
     def _build_status_bar(self) -> None:

@@ -14,6 +14,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import QSplitter, QWidget
 
+from desktop.widgets.measure import file_calibration
 from desktop.widgets.viewer import DisplayOptions, ImageView
 
 REAL_MARK_COLOR = QColor(90, 200, 255)
@@ -47,6 +48,15 @@ class MarkedImageView(ImageView):
     def _paint_synthetic_mark(self, painter: QPainter) -> None:  # ImageView's hook for the corner mark
         self._paint_mark(painter, self.mark, self.mark_color)
 
+    def set_image(
+        self, pixels: np.ndarray | None, label: str = "", *, keep_window: bool = False, calibration=None
+    ) -> None:
+        """As ImageView's, but a dataset image is not a generated one: without a calibration its values are its
+        own (8 or 16 bits), its spacing and orientation unknown, never the DICOM export's."""
+        if calibration is None and pixels is not None:
+            calibration = file_calibration(np.asarray(pixels))
+        super().set_image(pixels, label, keep_window=keep_window, calibration=calibration)
+
 
 def _fitted(view: ImageView) -> bool:
     """Whether the view shows its image fitted (so a linked view should fit too)."""
@@ -60,6 +70,18 @@ def _fitted(view: ImageView) -> bool:
         and abs(offset.x() - (view.width() - width * zoom) / 2) < 0.5
         and abs(offset.y() - (view.height() - height * zoom) / 2) < 0.5
     )
+
+
+def follow_view(source: ImageView, target: ImageView) -> None:
+    """The source's zoom/pan onto the target, scaled by the image widths so that the two images stay aligned
+    (a fitted source fits the target). Used by both comparisons: the explorer's and the viewer panel's."""
+    if source.source is None or target.source is None:
+        return
+    if _fitted(source):
+        target.fit()
+    else:
+        scale = source.source.shape[1] / target.source.shape[1]
+        target.set_view(source.zoom() * scale, source.offset())
 
 
 class LinkedViews(QSplitter):
@@ -153,13 +175,9 @@ class LinkedViews(QSplitter):
             return
         self._linking = True
         try:
-            if _fitted(source):
-                target.fit()
-            else:
-                scale = source.source.shape[1] / target.source.shape[1]
-                target.set_view(source.zoom() * scale, source.offset())
+            follow_view(source, target)
         finally:
             self._linking = False
 
 
-__all__ = ["REAL_MARK_COLOR", "LinkedViews", "MarkedImageView", "linked_window"]
+__all__ = ["REAL_MARK_COLOR", "LinkedViews", "MarkedImageView", "follow_view", "linked_window"]

@@ -1,14 +1,17 @@
 """A radiology-style viewer for 16-bit greyscale images (display only; the pixel maths is engine.imaging).
 
 Mouse (as OHIF / Cornerstone and Weasis): left-drag = window/level, *horizontal = width* (right:
-wider, less contrast), *vertical = centre* (down: higher centre, darker image); middle-drag = pan;
-wheel = zoom about the cursor; double-click = fit. Keys: F fit, 1 actual size, I invert (the panel's
-Invert box follows it), R reset, 0 auto window (DEFAULT preset).
+wider, less contrast), *vertical = centre* (down: higher centre, darker image), or the chosen measurement
+tool (desktop.widgets.measure); middle-drag = pan; right-drag = zoom; wheel = zoom about the cursor;
+double-click = fit. Keys: the table desktop.shortcuts.VIEWER_KEYS (1-9 window presets as in OHIF/RadiAnt,
+0 auto window, F fit, I invert, W/M/A/P tools, Esc clears the measurements, ...).
 
 Display chain, each stage cached: stored pixels (uint16) -> enhancement preset
 (``engine.imaging.enhance``) -> CLAHE (``engine.imaging.clahe``, display only) -> VOI window
 (``engine.imaging.apply_window`` through a lookup table built with it) -> invert -> screen. The
-window is in stored-pixel units (0..65535), as DICOM writes it. A "SYNTHETIC" mark is always painted.
+window is held in viewer units (0..65535) and shown in the image's own units (:class:`Calibration`: the
+exported stored values for a generated image, the modality values of an opened file). A "SYNTHETIC" mark is
+always painted.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QFont,
     QImage,
     QKeyEvent,
+    QKeySequence,
     QMouseEvent,
     QPainter,
     QPaintEvent,
@@ -37,11 +41,23 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.shortcuts import viewer_key
+from desktop.widgets.measure import (
+    TOOLS,
+    Calibration,
+    Measurement,
+    generated_calibration,
+    measurement_text,
+    paint_measurements,
+    paint_orientation,
+    probe_text,
+)
 from engine import imaging
 
 MIN_ZOOM = 0.05
 MAX_ZOOM = 64.0
 WHEEL_STEP = 1.25  # zoom factor per wheel notch
+DRAG_ZOOM_PIXELS = 100.0  # a right-drag of this many pixels up doubles the zoom
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,8 @@ class ImageView(QWidget):
     window_changed = Signal(float, float)  # centre, width (stored-pixel units)
     view_changed = Signal(float)  # zoom (screen pixels per image pixel)
     invert_toggled = Signal(bool)  # the I key: a panel's Invert box follows it
+    tool_changed = Signal(str)  # one of measure.TOOLS (a panel's tool buttons and the other view follow)
+    measurements_changed = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -104,17 +122,36 @@ class ImageView(QWidget):
         self._offset = QPointF(0.0, 0.0)  # widget position of the image's top-left corner
         self._fit = True
         self._drag: tuple[Qt.MouseButton, QPointF, float, float, QPointF] | None = None
+        self._drag_zoom = 1.0  # the zoom when a right-drag began
         self.label = ""  # top-left caption, e.g. "step 5 / 20"
+        self.calibration = Calibration()
+        self.tool = "window"
+        self.measurements: list[Measurement] = []  # finished ones, in image coordinates
+        self._pending: Measurement | None = None  # the one being drawn
+        self.probe_line = ""  # the pixel under the cursor while the probe tool is chosen
+        self.saved_windows: list[tuple[str, float, float]] = []  # the panel's saved presets: keys after the image's
 
     # 1. data ------------------------------------------------------------------------------------
 
-    def set_image(self, pixels: np.ndarray | None, label: str = "", *, keep_window: bool = False) -> None:
+    def set_image(
+        self,
+        pixels: np.ndarray | None,
+        label: str = "",
+        *,
+        keep_window: bool = False,
+        calibration: Calibration | None = None,
+    ) -> None:
         """Show stored pixels (H, W) uint16 (uint8 is widened); None clears. A new image gets its
-        DEFAULT window unless ``keep_window`` (used while stepping through one generation)."""
+        DEFAULT window and loses the measurements unless ``keep_window`` (used while stepping through one
+        generation). ``calibration``: what the pixels mean; None for a generated image (the DICOM export's
+        spacing, stored bits and orientation)."""
         self.label = label
+        if not keep_window or pixels is None or self._source is None or np.shape(pixels) != self._source.shape:
+            self.clear_measurements()
         if pixels is None:
             self._source = self._processed = self._display = self._qimage = None
             self._presets = []
+            self.calibration = Calibration()
             self.update()
             return
         pixels = np.asarray(pixels)
@@ -125,6 +162,9 @@ class ImageView(QWidget):
         elif pixels.dtype != np.uint16:
             raise ValueError(f"the viewer shows uint16 stored pixels, not {pixels.dtype}")
         new_shape = self._source is None or self._source.shape != pixels.shape
+        if calibration is None:
+            calibration = generated_calibration(tuple(pixels.shape))
+        self.calibration = calibration
         self._source = pixels
         self._reprocess(keep_window=keep_window and not new_shape)
         if new_shape or self._fit:
@@ -203,6 +243,19 @@ class ImageView(QWidget):
         if self._presets:
             self.apply_preset(self._presets[0].name)
 
+    def apply_preset_number(self, number: int) -> bool:
+        """Keys 1-9: the image's presets in order (DEFAULT, LUNG, MEDIASTINUM, BONE), then the saved ones."""
+        windows = [(p.window_center, p.window_width) for p in self._presets]
+        windows += [(center, width) for _name, center, width in self.saved_windows]
+        if not 1 <= number <= len(windows):
+            return False
+        self.set_window(*windows[number - 1])
+        return True
+
+    def shown_window(self) -> tuple[float, float]:
+        """(centre, width) in the image's units (:class:`Calibration`), as the overlay shows them."""
+        return self.calibration.window(self._center, self._width)
+
     def _drag_gain(self) -> float:
         """Stored-pixel units per screen pixel of drag: the image's own range over ~500 px."""
         if self._processed is None:
@@ -272,27 +325,118 @@ class ImageView(QWidget):
         self.update()
         self.view_changed.emit(self._zoom)
 
+    def zoom_in(self) -> None:
+        self.zoom_by(WHEEL_STEP)
+
+    def zoom_out(self) -> None:
+        self.zoom_by(1 / WHEEL_STEP)
+
+    def toggle_invert(self) -> None:
+        self.set_options(replace(self._options, invert=not self._options.invert))
+        self.invert_toggled.emit(self._options.invert)
+
     def image_to_widget(self, x: float, y: float) -> QPointF:
         return self._offset + QPointF(x, y) * self._zoom
+
+    def widget_to_image(self, point: QPointF) -> QPointF:
+        return (point - self._offset) / self._zoom
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         if self._fit:
             self.fit()
 
-    # 5. input ------------------------------------------------------------------------------------
+    # 5. measurements ----------------------------------------------------------------------------
+
+    def set_tool(self, tool: str) -> None:
+        """What the left button does: "window" (window/level) or a measurement tool (measure.TOOLS)."""
+        if tool not in TOOLS:
+            raise ValueError(f"no viewer tool {tool!r}; the tools are {', '.join(TOOLS)}")
+        if tool == self.tool:
+            return
+        self.tool = tool
+        self._pending = None
+        self.probe_line = ""
+        self.setMouseTracking(tool != "window")  # the probe reads, and a rubber band follows, without a button
+        self.update()
+        self.tool_changed.emit(tool)
+
+    def clear_measurements(self) -> bool:
+        """Esc / Clear: remove every measurement; False when there were none."""
+        had = bool(self.measurements or self._pending)
+        self.measurements, self._pending = [], None
+        if had:
+            self.update()
+            self.measurements_changed.emit()
+        return had
+
+    def measurement_texts(self) -> list[str]:
+        """What each finished measurement says ("52.3 mm", "90.0°", "x 3 y 4 · stored ..."), in order."""
+        if self._source is None:
+            return []
+        return [measurement_text(m, self._source, self.calibration) for m in self.measurements]
+
+    def _measure_press(self, point: QPointF) -> None:
+        """A press starts a measurement or places its next point; the last point follows the mouse."""
+        image_point = self.widget_to_image(point)
+        if self._pending is None:
+            self._pending = Measurement(self.tool, [image_point])
+            if self.tool != "probe":
+                self._pending.points.append(QPointF(image_point))  # the point that follows the mouse
+            else:
+                self._commit_point()
+            self.update()
+            return
+        self._pending.points[-1] = image_point
+        self._commit_point()
+
+    def _measure_release(self, point: QPointF) -> None:
+        """A release after a drag places the point; after a click the next click does."""
+        if self._pending is None:
+            return
+        self._pending.points[-1] = self.widget_to_image(point)
+        if (self._pending.points[-1] - self._pending.points[-2]).manhattanLength() * self._zoom >= 3:
+            self._commit_point()
+        self.update()
+
+    def _commit_point(self) -> None:
+        """The following point stays where it is: the measurement is done, or a new point follows the mouse."""
+        pending = self._pending
+        assert pending is not None
+        if pending.complete():
+            self.measurements.append(pending)
+            self._pending = None
+            self.measurements_changed.emit()
+        else:
+            pending.points.append(QPointF(pending.points[-1]))
+        self.update()
+
+    # 6. input ------------------------------------------------------------------------------------
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
-        if event.button() in (Qt.MouseButton.LeftButton, Qt.MouseButton.MiddleButton) and self._source is not None:
-            self._drag = (event.button(), event.position(), self._center, self._width, QPointF(self._offset))
+        buttons = (Qt.MouseButton.LeftButton, Qt.MouseButton.MiddleButton, Qt.MouseButton.RightButton)
+        if event.button() in buttons and self._source is not None:
             left = event.button() == Qt.MouseButton.LeftButton
-            self.setCursor(Qt.CursorShape.SizeAllCursor if left else Qt.CursorShape.ClosedHandCursor)
+            if left and self.tool != "window":
+                self._measure_press(event.position())
+                event.accept()
+                return
+            self._drag = (event.button(), event.position(), self._center, self._width, QPointF(self._offset))
+            self._drag_zoom = self._zoom
+            cursors = {Qt.MouseButton.LeftButton: Qt.CursorShape.SizeAllCursor,
+                       Qt.MouseButton.MiddleButton: Qt.CursorShape.ClosedHandCursor,
+                       Qt.MouseButton.RightButton: Qt.CursorShape.SizeVerCursor}  # fmt: skip
+            self.setCursor(cursors[event.button()])
             event.accept()
             return
         super().mousePressEvent(event)
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
         if self._drag is None:
+            if self._source is not None and self.tool != "window":
+                self._measure_move(event.position())
+                event.accept()
+                return
             super().mouseMoveEvent(event)
             return
         button, start, center, width, offset = self._drag
@@ -300,17 +444,35 @@ class ImageView(QWidget):
         if button == Qt.MouseButton.LeftButton:
             gain = self._drag_gain()
             self.set_window(center + delta.y() * gain, width + delta.x() * gain)
+        elif button == Qt.MouseButton.RightButton:  # zoom about where the drag began, as OHIF's zoom tool
+            factor = 2.0 ** (-delta.y() / DRAG_ZOOM_PIXELS) * self._drag_zoom / self._zoom
+            self.zoom_by(factor, start)
         else:
             self.set_view(self._zoom, offset + delta)
         event.accept()
 
+    def _measure_move(self, point: QPointF) -> None:
+        if self.tool == "probe":
+            self.probe_line = probe_text(self.widget_to_image(point), self._source, self.calibration)
+            self.update()
+        elif self._pending is not None:
+            self._pending.points[-1] = self.widget_to_image(point)
+            self.update()
+
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.LeftButton and self.tool != "window" and self._drag is None:
+            self._measure_release(event.position())
+            event.accept()
+            return
         if self._drag is not None and event.button() == self._drag[0]:
             self._drag = None
             self.unsetCursor()
             event.accept()
             return
         super().mouseReleaseEvent(event)
+
+    def contextMenuEvent(self, event) -> None:
+        event.accept()  # the right button zooms; no menu pops up at the end of a drag
 
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
         self.fit()
@@ -322,25 +484,28 @@ class ImageView(QWidget):
             self.zoom_by(WHEEL_STEP**notches, event.position())
         event.accept()
 
-    def keyPressEvent(self, event: QKeyEvent) -> None:
-        key = event.key()
-        if key == Qt.Key.Key_F:
-            self.fit()
-        elif key == Qt.Key.Key_1:
-            self.actual_size()
-        elif key in (Qt.Key.Key_0, Qt.Key.Key_R):
-            self.reset_window()
-        elif key == Qt.Key.Key_I:
-            self.set_options(replace(self._options, invert=not self._options.invert))
-            self.invert_toggled.emit(self._options.invert)
-        elif key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal):
-            self.zoom_by(WHEEL_STEP)
-        elif key == Qt.Key.Key_Minus:
-            self.zoom_by(1 / WHEEL_STEP)
-        else:
-            super().keyPressEvent(event)
+    def event(self, event: QEvent) -> bool:
+        # Esc is also the window's Cancel shortcut: while there are measurements, Esc clears them first
+        if (
+            event.type() == QEvent.Type.ShortcutOverride
+            and isinstance(event, QKeyEvent)
+            and event.key() == Qt.Key.Key_Escape
+            and (self.measurements or self._pending)
+        ):
+            event.accept()
+            return True
+        return super().event(event)
 
-    # 6. painting ---------------------------------------------------------------------------------
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        modifiers = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+        entry = viewer_key(QKeySequence(event.key() | modifiers.value))
+        if entry is None:
+            super().keyPressEvent(event)
+            return
+        getattr(self, entry.method)(*entry.args)
+        event.accept()
+
+    # 7. painting ---------------------------------------------------------------------------------
 
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
@@ -350,6 +515,7 @@ class ImageView(QWidget):
             target = QRectF(self._offset.x(), self._offset.y(), width * self._zoom, height * self._zoom)
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self._zoom < 4.0)
             painter.drawImage(target, self._qimage)
+            self._paint_measurements(painter, target)
             self._paint_overlay(painter)
         else:
             painter.setPen(QColor(150, 150, 150))
@@ -360,7 +526,11 @@ class ImageView(QWidget):
     def overlay_lines(self) -> list[str]:
         """The text drawn at the bottom left (also what tests and screen readers can check)."""
         opts = self._options
-        lines = [f"W {self._width:.0f}  C {self._center:.0f}", f"Zoom {self._zoom * 100:.0f}%"]
+        center, width = self.shown_window()
+        unit = f"  ({self.calibration.unit})" if self.calibration.unit else ""
+        lines = [f"W {_window_number(width)}  C {_window_number(center)}{unit}", f"Zoom {self._zoom * 100:.0f}%"]
+        if self.probe_line:
+            lines.insert(0, self.probe_line)
         extras = []
         if opts.invert:
             extras.append("INVERTED")
@@ -386,6 +556,15 @@ class ImageView(QWidget):
         if self.label:
             _shadow_text(painter, QPointF(8, 6 + metrics.ascent()), self.label, QColor(220, 220, 220))
 
+    def _paint_measurements(self, painter: QPainter, target: QRectF) -> None:
+        shown = self.measurements + ([self._pending] if self._pending is not None else [])
+        paint_measurements(painter, self.image_to_widget, shown, self._source, self.calibration)
+        if self.calibration.orientation is not None:
+            middle = target.center().y()
+            left = QPointF(max(0.0, target.left()), middle)
+            right = QPointF(min(float(self.width()), target.right()), middle)
+            paint_orientation(painter, left, right, self.calibration.orientation)
+
     def _paint_synthetic_mark(self, painter: QPainter) -> None:
         """The hook for the corner mark; a view of a real image paints another (dataset explorer)."""
         self._paint_mark(painter, "SYNTHETIC", QColor(255, 90, 90))
@@ -400,6 +579,11 @@ class ImageView(QWidget):
         x = self.width() - metrics.horizontalAdvance(text) - 10
         y = 6 + metrics.ascent()
         _shadow_text(painter, QPointF(x, y), text, color)
+
+
+def _window_number(value: float) -> str:
+    """Window values to one decimal below 100 (an 8-bit or a rescaled image), whole numbers above."""
+    return f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
 
 
 def _shadow_text(painter: QPainter, point: QPointF, text: str, color: QColor) -> None:

@@ -1,11 +1,16 @@
 """The viewer panel: the main ImageView with its controls (window presets, saved presets, fit, invert,
-CLAHE, enhancement), a histogram with the window's edges, and an optional side-by-side comparison with a
-pinned image whose window, display options and zoom/pan follow the main view.
+CLAHE, enhancement, the measurement tools), a histogram with the window's edges, and an optional side-by-side
+comparison with a pinned or opened image: window/level (in units of each image's default window, as the
+dataset explorer links them), display options, the tool and zoom/pan are linked both ways.
+
+Images come from generation and the library, or from a file (:meth:`ViewerPanel.open_file`: a PNG or DICOM
+file, real or synthetic, into the main view or the comparison).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
@@ -14,6 +19,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QHBoxLayout,
     QInputDialog,
     QLabel,
@@ -24,6 +30,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.dataset import ImageReadError, OpenedImage, open_image
+from desktop.widgets.linked_views import follow_view, linked_window
+from desktop.widgets.measure import Calibration, MeasureToolBar, file_calibration
 from desktop.widgets.viewer import DisplayOptions, ImageView
 from engine import imaging
 
@@ -83,6 +92,8 @@ class ViewerPanel(QWidget):
 
     window_changed = Signal(float, float)
     custom_presets_changed = Signal()
+    image_opened = Signal(str)  # a file's path, after open_file showed it in the main view
+    open_failed = Signal(str)  # one line naming the file and why it was not opened (nothing changed)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -93,6 +104,8 @@ class ViewerPanel(QWidget):
         self.custom_presets: dict[str, tuple[float, float]] = {}
         self._reference: tuple[np.ndarray, str] | None = None
         self._linking = False
+        self.opened: OpenedImage | None = None  # the file the main view shows, if it shows one
+        self.reference_opened: OpenedImage | None = None  # the file the comparison shows, if any
 
         # 1. controls
         self.preset_box = QComboBox()
@@ -135,6 +148,9 @@ class ViewerPanel(QWidget):
         self.tiles_spin.valueChanged.connect(self._tiles_changed)
         self.enhance_box.currentIndexChanged.connect(self._options_changed)
         self.compare_box.toggled.connect(self.set_compare)
+        self.tools = MeasureToolBar()
+        self.tools.tool_chosen.connect(self.set_tool)
+        self.tools.clear_requested.connect(self.clear_measurements)
 
         row1 = QHBoxLayout()
         row1.setContentsMargins(0, 0, 0, 0)
@@ -152,6 +168,8 @@ class ViewerPanel(QWidget):
         row2.setContentsMargins(0, 0, 0, 0)
         for widget in (self.clahe_box, self.clip_spin, self.tiles_spin, QLabel("Enhance"), self.enhance_box):
             row2.addWidget(widget)
+        row2.addSpacing(8)
+        row2.addWidget(self.tools)
         row2.addStretch(1)
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -167,15 +185,26 @@ class ViewerPanel(QWidget):
         # 2. linking
         self.view.window_changed.connect(self._view_window_changed)
         self.view.view_changed.connect(self._sync_compare_view)
+        self.compare_view.view_changed.connect(self._sync_main_view)
         self.compare_view.window_changed.connect(self._compare_window_changed)
         for view in (self.view, self.compare_view):  # one state: the I key ticks the box, the box inverts both
             view.invert_toggled.connect(self.invert_box.setChecked)
+            view.tool_changed.connect(self.set_tool)  # a tool key on either view picks it for both
         self._refresh_presets()
 
     # images ------------------------------------------------------------------------------------
 
-    def set_image(self, pixels: np.ndarray | None, label: str = "", *, keep_window: bool = False) -> None:
-        self.view.set_image(pixels, label, keep_window=keep_window)
+    def set_image(
+        self,
+        pixels: np.ndarray | None,
+        label: str = "",
+        *,
+        keep_window: bool = False,
+        calibration: Calibration | None = None,
+    ) -> None:
+        """Stored pixels into the main view (``calibration`` None: a generated image, see ImageView.set_image)."""
+        self.opened = None
+        self.view.set_image(pixels, label, keep_window=keep_window, calibration=calibration)
         self.histogram.set_data(self.view.processed)
         self.histogram.set_window(*self.view.window())
         self._refresh_presets()
@@ -186,10 +215,11 @@ class ViewerPanel(QWidget):
             return
         self.set_reference(self.view.source.copy(), f"pinned: {self.view.label}".strip())
 
-    def set_reference(self, pixels: np.ndarray, label: str) -> None:
+    def set_reference(self, pixels: np.ndarray, label: str, calibration: Calibration | None = None) -> None:
         """The image shown on the left in comparison mode."""
         self._reference = (pixels, label)
-        self.compare_view.set_image(pixels, label)
+        self.reference_opened = None
+        self.compare_view.set_image(pixels, label, calibration=calibration)
         self.compare_view.set_options(self.view.options())
         self.compare_box.setEnabled(True)
         self._link_window()
@@ -205,6 +235,52 @@ class ViewerPanel(QWidget):
 
     def comparing(self) -> bool:
         return self.compare_view.isVisible()
+
+    # files -------------------------------------------------------------------------------------
+
+    def choose_file(self, *, compare: bool = False) -> bool:
+        """File > Open image (into the comparison): a dialog, then :meth:`open_file`."""
+        title = "Open an image to compare" if compare else "Open an image"
+        path, _ = QFileDialog.getOpenFileName(
+            self, title, "", "Images (*.dcm *.dicom *.png *.jpg *.jpeg);;DICOM (*.dcm *.dicom);;PNG (*.png);;All (*)"
+        )
+        return self.open_file(Path(path), compare=compare) if path else False
+
+    def open_file(self, path: str | Path, *, compare: bool = False) -> bool:
+        """A PNG or DICOM file (real or synthetic) into the main view, or (``compare``) beside it, with the same
+        window/level, CLAHE and tools as any image. A file that cannot be read changes nothing: one line naming
+        it goes out through ``open_failed`` and False comes back."""
+        path = Path(path)
+        try:
+            opened = open_image(path)
+            calibration = file_calibration(opened.pixels, opened.dataset, opened.stored, str(path))
+        except ImageReadError as exc:
+            self.open_failed.emit(f"{exc}")
+            return False
+        except (OSError, ValueError) as exc:  # a DICOM header too odd for the calibration
+            self.open_failed.emit(f"{path}: {exc}")
+            return False
+        if compare:
+            self.set_reference(opened.pixels, path.name, calibration)
+            self.reference_opened = opened
+            self.set_compare(True)
+        else:
+            self.set_image(opened.pixels, path.name, calibration=calibration)
+            self.opened = opened
+            self.image_opened.emit(str(path))
+        return True
+
+    # tools -------------------------------------------------------------------------------------
+
+    def set_tool(self, tool: str) -> None:
+        """The left button's tool on both views (measure.TOOLS)."""
+        self.view.set_tool(tool)
+        self.compare_view.set_tool(tool)
+        self.tools.show_tool(tool)
+
+    def clear_measurements(self) -> None:
+        self.view.clear_measurements()
+        self.compare_view.clear_measurements()
 
     def fit(self) -> None:
         self.view.fit()
@@ -248,6 +324,8 @@ class ViewerPanel(QWidget):
         index = self.preset_box.findText(current)
         self.preset_box.setCurrentIndex(max(index, 0))
         self.preset_box.blockSignals(False)
+        saved = [(name, *self.custom_presets[name]) for name in sorted(self.custom_presets)]
+        self.view.saved_windows = self.compare_view.saved_windows = saved  # keys 1-9 after the image's presets
         self.preset_box.setEnabled(self.view.has_image())
 
     def _preset_chosen(self, index: int) -> None:
@@ -292,26 +370,48 @@ class ViewerPanel(QWidget):
         self._link_window()
         self.window_changed.emit(center, width)
 
-    def _compare_window_changed(self, center: float, width: float) -> None:
+    def _compare_window_changed(self, _center: float, _width: float) -> None:
         if not self._linking:
-            self.view.set_window(center, width)
+            self._linking = True
+            try:
+                self.view.set_window(*_linked(self.compare_view, self.view))  # emits: histogram and window follow
+            finally:
+                self._linking = False
 
     def _link_window(self) -> None:
-        if self._reference is None or self._linking:
+        """The main view's window onto the comparison, in units of each image's own DEFAULT window (a 12-bit
+        DICOM beside a 16-bit generated image: the same window in viewer units would wash one out)."""
+        if self._reference is None or self._linking or not self.view.has_image():
             return
         self._linking = True
         try:
-            self.compare_view.set_window(*self.view.window(), emit=False)
+            self.compare_view.set_window(*_linked(self.view, self.compare_view), emit=False)
         finally:
             self._linking = False
 
     def _sync_compare_view(self, _zoom: float) -> None:
-        if self.comparing() and self.compare_view.source is not None and not self._linking:
+        self._follow(self.view, self.compare_view)
+
+    def _sync_main_view(self, _zoom: float) -> None:
+        self._follow(self.compare_view, self.view)
+
+    def _follow(self, source: ImageView, target: ImageView) -> None:
+        if self.comparing() and not self._linking:
             self._linking = True
             try:
-                self.compare_view.set_view(self.view.zoom(), self.view.offset())
+                follow_view(source, target)
             finally:
                 self._linking = False
+
+
+def _linked(source: ImageView, target: ImageView) -> tuple[float, float]:
+    """The source's window for the target (linked_views.linked_window over each image's DEFAULT preset)."""
+    source_default, target_default = source.presets()[0], target.presets()[0]
+    return linked_window(
+        (source_default.window_center, source_default.window_width),
+        (target_default.window_center, target_default.window_width),
+        *source.window(),
+    )
 
 
 def _tool(text: str, tip: str, slot: object) -> QToolButton:

@@ -285,7 +285,7 @@ def test_compare_shows_real_and_generated_with_linked_window_level(
     middle = QPoint(generated.width() // 2, generated.height() // 2)
     drag(generated, middle, middle + QPoint(-30, -50))
     assert generated.window() == pytest.approx(linked())
-    assert f"W {generated.window()[1]:.0f}" in generated.overlay_lines()[0]
+    assert f"W {generated.shown_window()[1]:.0f}" in generated.overlay_lines()[0]  # in the exported image's units
     explorer.preset_box.setCurrentIndex(explorer.preset_box.findData("LUNG"))
     explorer.preset_box.activated.emit(explorer.preset_box.currentIndex())
     for view in (real, generated):

@@ -9,7 +9,7 @@ from PySide6.QtGui import QWheelEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
-from desktop.widgets.linked_views import REAL_MARK_COLOR, MarkedImageView
+from desktop.widgets.linked_views import REAL_MARK_COLOR, MarkedImageView, linked_window
 from desktop.widgets.viewer import DisplayOptions, ImageView
 from desktop.widgets.viewer_panel import ViewerPanel
 from engine import imaging
@@ -118,7 +118,7 @@ def test_fit_and_actual_size(view: ImageView) -> None:
     assert view.zoom() == 1.0
     view.fit()
     assert view.zoom() == pytest.approx(min(480 / 96, 320 / 64))
-    QTest.keyClick(view, Qt.Key.Key_1)
+    QTest.keyClick(view, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier)  # 1 alone is the first preset
     assert view.zoom() == 1.0
     QTest.keyClick(view, Qt.Key.Key_F)
     assert view.zoom() == pytest.approx(5.0)
@@ -203,7 +203,11 @@ def test_pin_and_compare_are_linked(qtbot, image) -> None:
     assert panel.comparing()
     np.testing.assert_array_equal(panel.compare_view.source, image)
     panel.view.set_window(20000, 10000)
-    assert panel.compare_view.window() == (20000.0, 10000.0)
+    # linked in units of each image's own DEFAULT window (as the dataset explorer links them)
+    main, pinned = panel.view.presets()[0], panel.compare_view.presets()[0]
+    expected = linked_window((main.window_center, main.window_width), (pinned.window_center, pinned.window_width),
+                             20000, 10000)  # fmt: skip
+    assert panel.compare_view.window() == pytest.approx(expected)
     panel.invert_box.setChecked(True)
     assert panel.compare_view.options().invert
     panel.compare_box.setChecked(False)
@@ -238,3 +242,17 @@ def test_clahe_is_one_control(qtbot, image) -> None:
     panel.clahe_box.setChecked(True)
     assert panel.view.options().clahe and panel.view.options().enhancement == "none"
     np.testing.assert_array_equal(panel.view.processed, imaging.clahe(image, 2.0, (8, 8)))
+
+
+def test_a_real_image_gets_its_own_units_not_the_exports_spacing_or_markers(qtbot, image) -> None:
+    """The explorer's REAL side shows a dataset image: the DICOM export's spacing, 12-bit units and R/L
+    markers are facts about generated images, not about it."""
+    view = MarkedImageView("REAL", REAL_MARK_COLOR)
+    qtbot.addWidget(view)
+    view.set_image(image, "real")
+    assert view.calibration.spacing_mm is None and view.calibration.orientation is None
+    assert view.calibration.unit == "16-bit" and view.shown_window() == view.window()
+    generated = ImageView()
+    qtbot.addWidget(generated)
+    generated.set_image(image, "generated")
+    assert generated.calibration.spacing_mm is not None and generated.calibration.orientation == ("R", "L")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from training.cli import command_error
@@ -47,6 +48,11 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         quick = QUICK.get(name)
         quick = ",".join(map(str, quick)) if isinstance(quick, tuple) else quick
         return f" (default {value}" + (f"; --quick {quick})" if quick is not None else ")")
+
+    def defaulted(group: argparse._ArgumentGroup, flag: str, text: str, metavar: str | None = None, kind=int) -> None:
+        """An option whose help ends with its default (and --quick's); its name is its field's."""
+        dest = flag.removeprefix("--").replace("-", "_")
+        group.add_argument(flag, type=kind, default=None, metavar=metavar, help=text + default(dest))
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -87,20 +93,8 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     )
     add("--quick", action="store_true", default=None, help="small sizes for a smoke test; explicit options still win")
     g = parser.add_argument_group("generated images")
-    g.add_argument(
-        "--num-images",
-        type=int,
-        default=None,
-        metavar="N",
-        help="generated images for sections 1-6 (memorisation asks for >= 1000)" + default("num_images"),
-    )
-    g.add_argument(
-        "--prompts-per-class",
-        type=int,
-        default=None,
-        metavar="K",
-        help="distinct prompts per class" + default("prompts_per_class"),
-    )
+    defaulted(g, "--num-images", "generated images for sections 1-6 (memorisation asks for >= 1000)", "N")
+    defaulted(g, "--prompts-per-class", "distinct prompts per class", "K")
     g.add_argument(
         "--prompt-source",
         choices=PROMPT_SOURCES,
@@ -111,33 +105,21 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--steps", type=int, default=None, dest="num_steps", help="denoising steps (default: the pack's)")
     g.add_argument("--sampler", default=None, choices=SAMPLER_NAMES, help="sampler (default: the pack's)")
     g.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default: the pack's)")
-    g.add_argument(
-        "--batch-size", type=int, default=None, help="images per generation request, at most 16" + default("batch_size")
-    )
+    defaulted(g, "--batch-size", "images per generation request, at most 16")
     g = parser.add_argument_group("steps x samplers (section 7)")
-    g.add_argument(
-        "--steps-list", type=_int_list, default=None, metavar="10,20,50", help="step counts" + default("steps_list")
-    )
-    g.add_argument("--samplers", type=_name_list, default=None, metavar="NAMES", help="samplers" + default("samplers"))
-    g.add_argument(
-        "--sweep-images", type=int, default=None, metavar="N", help="images per setting" + default("sweep_images")
-    )
+    defaulted(g, "--steps-list", "step counts", "10,20,50", kind=_int_list)
+    defaulted(g, "--samplers", "samplers", "NAMES", kind=_name_list)
+    defaulted(g, "--sweep-images", "images per setting", "N")
     g = parser.add_argument_group("prompt sets (section 8)")
-    g.add_argument(
+    defaulted(
+        g,
         "--prompt-sets",
-        type=_name_list,
-        default=None,
-        metavar="NAMES",
-        help="committed prompt sets in resources/evaluation/prompts (never used in training) or .jsonl files, "
-        "scored beside the card prompts; lines with 'denies' make the negation check" + default("prompt_sets"),
+        "committed prompt sets in resources/evaluation/prompts (never used in training) or .jsonl files, "
+        "scored beside the card prompts; lines with 'denies' make the negation check",
+        "NAMES",
+        kind=_name_list,
     )
-    g.add_argument(
-        "--prompt-set-images",
-        type=int,
-        default=None,
-        metavar="K",
-        help="images per prompt of the sets" + default("prompt_set_images"),
-    )
+    defaulted(g, "--prompt-set-images", "images per prompt of the sets", "K")
     g.add_argument(
         "--prompt-age-band",
         choices=PROMPT_AGE_BANDS,
@@ -145,23 +127,9 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         help="child / adult: only the sets' prompts of that age band or of none stated (default any)",
     )
     g = parser.add_argument_group("classifier and the other sections")
-    g.add_argument(
-        "--classifier-epochs",
-        type=int,
-        default=None,
-        metavar="E",
-        help="training epochs of the evaluation and utility classifiers" + default("classifier_epochs"),
-    )
-    g.add_argument(
-        "--classifier-size",
-        type=int,
-        default=None,
-        metavar="PX",
-        help="classifier input size" + default("classifier_size"),
-    )
-    g.add_argument(
-        "--classifier-batch-size", type=int, default=None, help="classifier batch" + default("classifier_batch_size")
-    )
+    defaulted(g, "--classifier-epochs", "training epochs of the evaluation and utility classifiers", "E")
+    defaulted(g, "--classifier-size", "classifier input size", "PX")
+    defaulted(g, "--classifier-batch-size", "classifier batch")
     g.add_argument(
         "--classifier",
         type=Path,
@@ -178,13 +146,7 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         help="train a new classifier starting from the convolutional layers of this saved one (e.g. "
         "resources/evaluation/default/classifier, trained on 4,183 radiographs): for small data sets",
     )
-    g.add_argument(
-        "--vae-images",
-        type=int,
-        default=None,
-        metavar="N",
-        help="validation images reconstructed" + default("vae_images"),
-    )
+    defaulted(g, "--vae-images", "validation images reconstructed", "N")
     g.add_argument(
         "--utility-n",
         type=int,
@@ -192,26 +154,10 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="real training images of the utility test's first arm (default min(train images, 2 x --num-images))",
     )
-    g.add_argument(
-        "--diversity-images",
-        type=int,
-        default=None,
-        metavar="K",
-        help="images per prompt compared" + default("diversity_images"),
-    )
-    g.add_argument(
-        "--memorisation-threshold",
-        type=float,
-        default=None,
-        metavar="D",
-        help="patch distance counted as a near copy" + default("memorisation_threshold"),
-    )
-    g.add_argument(
-        "--closest-pairs", type=int, default=None, metavar="K", help="closest pairs shown" + default("closest_pairs")
-    )
-    g.add_argument(
-        "--bootstrap", type=int, default=None, metavar="R", help="bootstrap resamples" + default("bootstrap")
-    )
+    defaulted(g, "--diversity-images", "images per prompt compared", "K")
+    defaulted(g, "--memorisation-threshold", "patch distance counted as a near copy", "D", kind=float)
+    defaulted(g, "--closest-pairs", "closest pairs shown", "K")
+    defaulted(g, "--bootstrap", "bootstrap resamples", "R")
     g.add_argument(
         "--inception-weights",
         type=Path,
@@ -224,7 +170,7 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "--skip", type=_name_list, default=None, metavar="SECTIONS", help=f"leave out sections: {', '.join(SECTIONS)}"
     )
     g = parser.add_argument_group("running")
-    g.add_argument("--seed", type=int, default=None, help="seed of every random choice" + default("seed"))
+    defaulted(g, "--seed", "seed of every random choice")
     g.add_argument(
         "--provider", choices=("auto", "cpu", "cuda"), default=None, help="ONNX Runtime device (default auto)"
     )
@@ -236,52 +182,12 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-OPTION_NAMES = (
-    "model",
-    "data",
-    "out",
-    "classes",
-    "quick",
-    "num_images",
-    "prompts_per_class",
-    "prompt_source",
-    "num_steps",
-    "sampler",
-    "guidance_scale",
-    "batch_size",
-    "steps_list",
-    "samplers",
-    "sweep_images",
-    "prompt_sets",
-    "prompt_set_images",
-    "prompt_age_band",
-    "classifier_epochs",
-    "classifier_size",
-    "classifier_batch_size",
-    "classifier",
-    "classifier_init",
-    "vae_images",
-    "utility_n",
-    "diversity_images",
-    "memorisation_threshold",
-    "closest_pairs",
-    "bootstrap",
-    "inception_weights",
-    "skip",
-    "seed",
-    "provider",
-    "device",
-    "threads",
-    "quiet",
-)
-
-
 def run(args: argparse.Namespace) -> int:
     """Evaluate; 0 when the report is written, 2 with a one-line error on stderr when an input cannot be used."""
     from training.evaluate.options import EvaluationError, build_options
 
     try:
-        options = build_options({name: getattr(args, name, None) for name in OPTION_NAMES})
+        options = build_options({field.name: getattr(args, field.name, None) for field in fields(EvaluationOptions)})
         from training.evaluate.run import evaluate
 
         # the command line as typed (None when called from Python with other arguments)
