@@ -43,6 +43,7 @@ from desktop.widgets.generate_panel import GeneratePanel
 from desktop.widgets.library_view import LibraryPanel
 from desktop.widgets.model_manager import ModelManager, list_packs, model_variable_problem
 from desktop.widgets.steps import StepsPanel
+from desktop.widgets.tag_panel import show_tags
 from desktop.widgets.viewer_panel import ViewerPanel
 from desktop.worker import ModelInfo, WorkerHost
 from engine import imaging, paths
@@ -253,6 +254,7 @@ class MainWindow(Exports, QMainWindow):
             "Open image to compare…", lambda: self.viewer.choose_file(compare=True), "Ctrl+Alt+O",
             "A PNG or DICOM file beside the shown image, linked (window/level, zoom and pan)",
         )  # fmt: skip
+        self.tags_action = self._action("DICOM tags…", lambda: show_tags(self), "Ctrl+T")
         self.shortcuts_action = self._action("Keyboard shortcuts", lambda: show_shortcuts(self), "F1")
 
         menu = self.menuBar().addMenu("&File")
@@ -270,6 +272,7 @@ class MainWindow(Exports, QMainWindow):
                            ("Reset window", self.viewer.view.reset_window),
                            ("Pin for comparison", self.viewer.pin_current)):  # fmt: skip
             view.addAction(self._action(text, slot))
+        view.addAction(self.tags_action)
         help_menu = self.menuBar().addMenu("&Help")
         for action in (self.shortcuts_action, self.card_action, self.log_action, self.about_action):
             help_menu.addAction(action)
