@@ -16,12 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
-    QFileDialog,
     QFrame,
     QLabel,
     QMainWindow,
@@ -33,20 +31,21 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.case_actions import CaseActions
 from desktop.exports import CurrentImage, Exports
 from desktop.library import Case, CaseLibrary, LibraryError
 from desktop.logs import log_file, setup_logging
+from desktop.model_loading import ModelLoading
 from desktop.settings import Settings
 from desktop.shortcuts import show_shortcuts
-from desktop.widgets.dialogs import TeachingFileDialog, TextDialog, open_warning
+from desktop.widgets.dialogs import open_warning
 from desktop.widgets.generate_panel import GeneratePanel
 from desktop.widgets.library_view import LibraryPanel
-from desktop.widgets.model_manager import ModelManager, list_packs, model_variable_problem
 from desktop.widgets.steps import StepsPanel
 from desktop.widgets.tag_panel import show_tags
 from desktop.widgets.viewer_panel import ViewerPanel
 from desktop.worker import ModelInfo, WorkerHost
-from engine import imaging, paths
+from engine import imaging
 from engine.dicom.dataset import SyntheticImageInfo
 from engine.pipeline import GenerationRequest, GenerationResult
 from engine.text import PromptError
@@ -77,7 +76,7 @@ class Task(QThread):
         self.done.emit(result)
 
 
-class MainWindow(Exports, QMainWindow):
+class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
     model_ready = Signal(object)  # ModelInfo, after the window has taken it in
     generation_done = Signal(object)  # GenerationResult, after it is shown and kept in the library
     run_finished = Signal()  # the whole batch ended (finished, cancelled or failed)
@@ -328,107 +327,6 @@ class MainWindow(Exports, QMainWindow):
         self.statusBar().showMessage(f"{title}: {message.splitlines()[0]}", 10_000)
         self.error_shown.emit(title, message)
 
-    # ------------------------------------------------------------------------------------------- model
-
-    def load_initial_model(self, model: str | Path | None) -> None:
-        if model is not None:
-            self.load_model(model)
-            return
-        last = self.settings.last_model
-        if last and Path(last).is_dir():
-            self.load_model(last)
-            return
-        default = paths.default_model_dir()
-        problem = model_variable_problem()
-        if problem is not None:  # named as the command line names it: the user may not know it is set
-            self._show_no_model(
-                f"No model is installed: {problem}. "
-                f"Open a model pack folder (or drop one into {paths.user_models_dir()})."
-            )
-            return
-        if default.is_dir() or paths.model_override():  # the variable's path exists: its load error names it
-            self.load_model(default)
-            return
-        self._show_no_model(
-            f"No model is installed: the default model pack is not at {default}. "
-            f"Open a model pack folder (or drop one into {paths.user_models_dir()})."
-        )
-
-    def _show_no_model(self, text: str) -> None:
-        self.model_banner_label.setText(text)
-        self.model_banner.show()
-        self.model_label.setText("No model")
-        self.provider_label.setText("")
-        self._set_running(False)
-
-    def choose_model(self) -> None:
-        start = str(self.model_info.path.parent) if self.model_info else str(paths.user_models_dir())
-        folder = QFileDialog.getExistingDirectory(self, "Open model pack folder", start)
-        if folder:
-            self.load_model(folder)
-
-    def open_model_manager(self):
-        """The model manager dialog (non-modal); "Use this model" loads the chosen pack."""
-        current = self.model_info.path if self.model_info is not None else None
-        dialog = ModelManager(self.load_model, current, self)
-        dialog.open()
-        return dialog
-
-    def load_model(self, path: str | Path) -> None:
-        if self._running:
-            self.show_error("Model not changed", "A generation is running: cancel it (Esc) before opening a model.")
-            return
-        self._loading = True
-        override = paths.model_override()
-        self._load_prefix = f"{paths.MODEL_VARIABLE}={override}: " if override and Path(path) == Path(override) else ""
-        self._set_running(False)
-        self.host.load_model(str(path), self.provider)
-
-    def _on_model_loading(self, path: str) -> None:
-        self.model_label.setText(f"Loading model {Path(path).name}…")
-        self.statusBar().showMessage(f"Loading the model pack {path} (checking its files)…")
-
-    def _on_model_loaded(self, info: ModelInfo) -> None:
-        self._loading = False
-        first = self.model_info is None
-        self.model_info = info
-        self.model_banner.hide()
-        self.model_label.setText(f"Model: {info.model_id} ({info.image_size[1]}x{info.image_size[0]})")
-        self.model_label.setToolTip(info.card_text)
-        self.provider_label.setText(info.device)
-        self.provider_label.setToolTip(info.provider)
-        self.statusBar().showMessage(f"Model {info.model_id} loaded in {info.load_s:.1f} s on {info.device}", 8000)
-        self.prompt_box.set_card(info.card)
-        self.prompt_box.set_other_packs(self._other_packs(info.path))
-        if first and not self.settings.generation():
-            self.generate_panel.apply_values(info.defaults)
-        self.settings.last_model = str(info.path)
-        self._set_running(False)
-        self.model_ready.emit(info)
-
-    def _other_packs(self, loaded: Path) -> dict[str, tuple[str, ...] | None]:
-        """The installed packs other than ``loaded``, by model id, with the findings their cards list."""
-        try:
-            entries = list_packs()
-        except OSError:  # an unreadable user models folder: no suggestions, nothing else lost
-            log.exception("listing model packs failed")
-            return {}
-        here = Path(loaded).resolve()
-        return {e.model_id: e.supported for e in entries if not e.error and e.path.resolve() != here}
-
-    def _on_model_failed(self, message: str) -> None:
-        message = self._load_prefix + message
-        self._loading = False
-        self.model_info = None
-        self._show_no_model(f"The model could not be loaded. {message.splitlines()[0]}")
-        self.show_error("Model not loaded", message)
-
-    def show_model_card(self) -> None:
-        if self.model_info is None:
-            self.show_error("No model", "No model is loaded: open a model pack folder first.")
-            return
-        TextDialog(f"Model card — {self.model_info.model_id}", self.model_info.card_text, self).open()
-
     # ------------------------------------------------------------------------------------------- generating
 
     def _set_running(self, running: bool) -> None:
@@ -582,28 +480,6 @@ class MainWindow(Exports, QMainWindow):
         else:
             self._end_run(f"Done: {self._batch_done} image(s) in {time.perf_counter() - self._run_started:.1f} s")
 
-    def _identical_case(self, result: GenerationResult, image: np.ndarray) -> Case | None:
-        """A case in the library made by the same request on the same model with the same pixels, if any."""
-        assert self.library is not None
-        request, seed = result.request, int(result.seeds[0])
-        for case in self.library.search(str(seed), limit=100_000):  # matches the seed (and prompts with it)
-            if (
-                case.seed == seed
-                and (case.prompt, case.negative_prompt, case.sampler) == (request.prompt, request.negative_prompt,
-                                                                          request.sampler)
-                and case.num_steps == result.steps_done
-                and case.guidance_scale == float(request.guidance_scale)
-                and case.eta == float(request.eta)
-                and case.model_fingerprint == result.model_fingerprint
-                and (case.height, case.width) == image.shape
-            ):  # fmt: skip
-                try:
-                    if np.array_equal(self.library.image(case), image):
-                        return case
-                except (LibraryError, OSError, ValueError):  # its PNG is unreadable: not a match
-                    log.warning("case %s: image unreadable while looking for an identical case", case.id)
-        return None
-
     def _show_warning(self, text: str) -> None:
         """The warning line under the run line ("" clears it; its room stays)."""
         self.generate_panel.warning_label.setText(text)
@@ -635,83 +511,6 @@ class MainWindow(Exports, QMainWindow):
         self.generate_panel.run_label.setText(text)
         self.statusBar().showMessage(text, 10_000)
         self.run_finished.emit()
-
-    # ------------------------------------------------------------------------------------------- library
-
-    def open_case(self, case_id: int, *, lock_seed: bool = True) -> Case | None:
-        """Show a case in the viewer and put its settings into the controls (seed locked unless not
-        ``lock_seed``: Regenerate leaves the user's Lock box as it is)."""
-        if self.library is None:
-            return None
-        try:
-            case = self.library.get(case_id)
-            pixels = self.library.image(case)
-        except (KeyError, LibraryError) as exc:
-            self.show_error("Case not opened", f"{exc}")
-            return None
-        self.generate_panel.load(case, lock_seed=lock_seed)
-        label = f"case {case.id} · seed {case.seed}"
-        self._set_current(CurrentImage(pixels, case.image_info(), label, case.id))
-        self.steps.clear()
-        self.viewer.set_image(pixels, label)
-        if self.model_info is not None and case.model_fingerprint != self.model_info.fingerprint:
-            self.statusBar().showMessage(
-                f"Case {case.id} was made by model {case.model_id}; the loaded model differs, so a "
-                "regeneration will not be identical",
-                15_000,
-            )
-        return case
-
-    def regenerate_case(self, case_id: int) -> bool:
-        """Generate a case again from its record (identical pixels on the same model)."""
-        if self._running:
-            self.show_error("Busy", "A generation is running: wait for it or cancel it (Esc).")
-            return False
-        case = self.open_case(case_id, lock_seed=False)
-        if case is None:
-            return False
-        if self.model_info is None:
-            self.show_error("No model", "No model is loaded: open the model pack that made this case.")
-            return False
-        if case.model_fingerprint != self.model_info.fingerprint:
-            self.show_error(
-                "Different model",
-                f"Case {case.id} was made by {case.model_id} ({case.model_fingerprint[:12]}); the loaded model is "
-                f"{self.model_info.model_id} ({self.model_info.fingerprint[:12]}). The new image will differ; "
-                "open the original pack for an identical one.",
-            )
-        self.run_requests([case.request()], source=case)
-        return True
-
-    def compare_case(self, case_id: int) -> None:
-        if self.library is None:
-            return
-        try:
-            case = self.library.get(case_id)
-            pixels = self.library.image(case)
-        except (KeyError, LibraryError) as exc:
-            self.show_error("Case not opened", f"{exc}")
-            return
-        self.viewer.set_reference(pixels, f"case {case.id} · seed {case.seed}")
-        self.viewer.set_compare(True)
-
-    def choose_teaching_export(self, case_ids: list[int]) -> None:
-        if not case_ids:
-            return
-        dialog = TeachingFileDialog(len(case_ids), self)  # New folder… where a folder chooser may not offer it
-        if dialog.exec() == TeachingFileDialog.DialogCode.Accepted:
-            self.export_teaching_file(case_ids, dialog.folder())
-
-    def export_teaching_file(self, case_ids: list[int], folder: Path) -> Path | None:
-        if self.library is None:
-            return None
-        try:
-            index = self.library.export_teaching_file(case_ids, folder)
-        except (OSError, ValueError, LibraryError, KeyError) as exc:
-            self.show_error("Teaching file not exported", f"{exc}. Choose a writable folder with free space.")
-            return None
-        self.statusBar().showMessage(f"Teaching file written: {index}", 10_000)
-        return index
 
     # ------------------------------------------------------------------------------------------- dataset explorer
 
@@ -835,4 +634,3 @@ class MainWindow(Exports, QMainWindow):
 def _duration(seconds: float) -> str:
     seconds = max(0, round(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
-
