@@ -11,6 +11,8 @@ A pack is what the engine runs and what ``training`` exports. Layout::
                             -> image (B, 1, H, W), about [-1, 1], not clamped
       vae_encoder.onnx      image (B, 1, H, W) in [-1, 1] -> latent (B, C, h, w), mean x scaling_factor
       vocab.txt             WordPiece vocabulary of the text encoder
+      record_embeddings.npy optional: (V, D) float32 record-token table, named by model.json's
+                            ``conditioning`` (engine.conditioning); then context is (B, T + K, D)
 
 Loading checks the format version, refuses unknown keys and values of the wrong type, and checks
 every file's size and sha256, so a missing, truncated or altered file is refused with an error that
