@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, Qt, QThread, QTimer, QUrl, Signal
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -38,6 +38,7 @@ from desktop.logs import log_file, setup_logging
 from desktop.model_loading import ModelLoading
 from desktop.settings import Settings
 from desktop.shortcuts import show_shortcuts
+from desktop.tasks import Task
 from desktop.widgets.dialogs import open_warning
 from desktop.widgets.generate_panel import GeneratePanel
 from desktop.widgets.library_view import LibraryPanel
@@ -54,26 +55,6 @@ if TYPE_CHECKING:
     from desktop.widgets.pacs_dialog import PacsDialog
 
 log = logging.getLogger(__name__)
-
-
-class Task(QThread):
-    """A short blocking call (a C-ECHO, a send) off the GUI thread; ``done(result)`` or ``errored(message)``."""
-
-    done = Signal(object)
-    errored = Signal(str)
-
-    def __init__(self, function, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self._function = function
-
-    def run(self) -> None:
-        try:
-            result = self._function()
-        except Exception as exc:
-            log.exception("background task failed")
-            self.errored.emit(str(exc))
-            return
-        self.done.emit(result)
 
 
 class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
