@@ -2,7 +2,8 @@
 compare with it, export a teaching file, and find the identical case a new result would duplicate.
 
 :class:`CaseActions` is a mixin of :class:`desktop.main_window.MainWindow`: it uses the window's ``library``,
-``library_panel``, ``generate_panel``, ``viewer``, ``steps``, ``model_info``, ``run_requests`` and ``show_error``.
+``generate_panel``, ``viewer``, ``steps``, ``model_info``, run state (``_running``, ``run_requests``),
+``_set_current`` and ``show_error``.
 """
 
 from __future__ import annotations

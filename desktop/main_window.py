@@ -3,8 +3,11 @@
 The engine runs on the worker's thread (desktop.worker); this window only queues requests and shows
 what comes back, so it keeps answering while a generation runs. Batch count n runs n one-image
 requests with the batch's seeds (GenerationRequest.seeds: seed, seed + 1, ..., the engine's rule),
-each kept in the library as its own case that regenerates exactly. The controls are the generate panel
-(desktop.widgets.generate_panel); the exports are desktop.exports.
+each kept in the library as its own case that regenerates exactly.
+
+The controls are the generate panel (desktop.widgets.generate_panel). The window's other jobs are mixins
+in their own modules: the model it loads (desktop.model_loading), the case-library actions
+(desktop.case_actions) and the exports (desktop.exports); short blocking calls run as desktop.tasks.Task.
 """
 
 from __future__ import annotations

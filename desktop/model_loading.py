@@ -2,7 +2,8 @@
 Open and Models… dialogs, the worker's loading signals, the no-model banner and the model card.
 
 :class:`ModelLoading` is a mixin of :class:`desktop.main_window.MainWindow`: it uses the window's ``host``,
-``settings``, ``model_info``, banner and status-bar labels, ``generate_panel`` and ``show_error``.
+``provider``, ``settings``, ``model_info``, banner and status-bar labels, ``prompt_box``, ``generate_panel``,
+run state (``_running``, ``_loading``, ``_set_running``), ``model_ready`` signal and ``show_error``.
 """
 
 from __future__ import annotations
