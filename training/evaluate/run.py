@@ -1,7 +1,8 @@
 """The evaluation, start to end: check the inputs, load the real images, train the evaluation
-classifier, generate, measure every section, write ``report.json``, the figures and ``report.html``.
+classifier, generate, run every section, write ``report.json``, the figures and ``report.html``.
 
-Sections (report keys; ``--skip`` leaves any out, recorded as ``{"skipped": ...}``):
+Sections (report keys; ``--skip`` leaves any out, recorded as ``{"skipped": ...}``), one module each
+in ``training/evaluate/sections/`` with its computation, figures and HTML:
 
 1. ``statistics`` contrast ratio, sharpness, entropy of real test and generated images;
    ``vae`` SSIM / PSNR of the pack's VAE reconstructions of validation images.
@@ -19,7 +20,7 @@ Sections (report keys; ``--skip`` leaves any out, recorded as ``{"skipped": ...}
    random same-class groups of real test images.
 7. ``steps`` Fréchet distance and alignment for every sampler at every step count.
 8. ``prompt_sets`` the committed paraphrase and negation prompts (never used in training) judged by
-   the same classifier, beside the card prompts (training/evaluate/sections/prompt_sets.py).
+   the same classifier, beside the card prompts.
 
 Every random choice is seeded from ``--seed``: the same inputs give the same report (on one device).
 """
