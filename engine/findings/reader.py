@@ -472,7 +472,10 @@ _POST_UNCERTAIN = (
     r"(?:is|are) not (?:entirely |completely |definitely )?(?:excluded|ruled out)",
     r"not (?:entirely |completely )?excluded",
     r"(?:is|are) (?:not )?(?:possible|suspected|questioned|considered|suggested)",
-    r"suspected|questioned",
+    # bare "suspected" is a post cue only where the statement ends or goes on to say where or how
+    # ("pneumothorax suspected.", "effusion questioned on the left"); before a finding ("suspected
+    # pneumothorax") it is left to the pre cue of the same word
+    r"(?:suspected|questioned)(?=[\s-]*(?:[.,;:!?)]|$|(?:on|in|at|of|with|and|but|by|clinically)(?!\w)))",
     r"(?:would be|is|are) (?:an?(?: other)? |another )?(?:consideration|possibility)",
     r"(?:is )?in the differential",
     r"(?:may|might|could) be (?:present|seen|developing)",

@@ -89,6 +89,14 @@ CASES = [
     ("Mild pulmonary vascular congestion.", "edema", PRESENT),
     ("No typical findings of pulmonary edema.", "edema", ABSENT),
     ("Subcutaneous edema of the chest wall is not a lung finding.", "emphysema", None),
+    # "suspected" before a finding is a doubt, as after it (it was read as present before: the
+    # post-cue "suspected" took the word and the pre-cue never saw it)
+    ("Suspected pneumothorax.", "pneumothorax", UNCERTAIN),
+    ("suspected pneumonia, no effusion", "pneumonia", UNCERTAIN),
+    ("suspected pneumonia, no effusion", "pleural_effusion", ABSENT),
+    ("Pneumothorax suspected.", "pneumothorax", UNCERTAIN),
+    ("Pneumonia suspected clinically.", "pneumonia", UNCERTAIN),
+    ("Effusion questioned on the left.", "pleural_effusion", UNCERTAIN),
 ]
 
 
