@@ -172,6 +172,7 @@ class OrthancServer(_ServerProcess):
     aet: str = "PACSTEST"
     user: str = "cxr"
     password: str = "studio-test-password"
+    dicom_threads: int = 4  # Orthanc's default: associations beyond it wait for a free thread
     dicom_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     name: str = field(default_factory=lambda: f"cxr-studio-test-{uuid.uuid4().hex[:12]}")
@@ -203,6 +204,7 @@ class OrthancServer(_ServerProcess):
             "DicomAlwaysAllowEcho": True,
             "DicomAlwaysAllowStore": True,
             "DicomModalities": {},
+            "DicomThreadsCount": self.dicom_threads,
             "HttpPort": self.http_port,
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": True,

@@ -276,32 +276,30 @@ def _store_one(assoc: Association, node: PacsNode, item: CheckedFile, message_id
 def _store_worker(
     run: SendRun, node: PacsNode, contexts: list[PresentationContext], work: WorkQueue[CheckedFile], retry: RetryState
 ) -> None:
-    """One association's share of a send: take a file, store it, take the next, until none is left.
+    """One association's share of a send: associate, then take a file, store it, take the next, until none
+    is left; re-associate after a drop.
 
-    The file in hand is kept until the peer answers for it (tried again after a re-association), and
-    put back into ``work`` if this worker stops first, so it is never lost nor sent by two workers."""
-    held = work.take()
+    A file is taken only over an established association, and one whose answer did not come goes back to
+    the front of ``work`` (for this worker after it re-associates, or another): never lost, never sent by
+    two associations at once, never sent again once answered."""
     message_id = 0
-    try:
-        while held and not run.stopping():
-            run.attempt()
-            assoc, problem = _associate(node, contexts)
-            if assoc is not None:
-                try:
-                    while held:
-                        message_id = message_id % 65535 + 1
-                        answer = _store_one(assoc, node, held[0], message_id)
-                        if isinstance(answer, Problem):
-                            problem = answer
-                            break
-                        run.record(answer, retry)
-                        held = [] if run.stopping() else work.take()
-                finally:
-                    _close(assoc)
-            if held and problem is not None and not run.give_up_or_wait(problem, retry):
-                break
-    finally:
-        work.put_back(held)
+    while len(work) and not run.stopping():
+        run.attempt()
+        assoc, problem = _associate(node, contexts)
+        if assoc is not None:
+            try:
+                while not run.stopping() and (taken := work.take()):
+                    message_id = message_id % 65535 + 1
+                    answer = _store_one(assoc, node, taken[0], message_id)
+                    if isinstance(answer, Problem):
+                        work.put_back(taken)
+                        problem = answer
+                        break
+                    run.record(answer, retry)
+            finally:
+                _close(assoc)
+        if problem is not None and not run.give_up_or_wait(problem, retry):
+            return
 
 
 def send_files(

@@ -16,10 +16,12 @@ cut short or not DICOM at all fails with its reason and never blocks the files b
 
 Parallel sends (``associations`` > 1): that many worker threads take files from one shared
 :class:`WorkQueue`, each over its own association (or its own HTTP requests). A file is taken by one
-worker only and held by it until the peer answers, so nothing goes twice within a run; each worker keeps
-its own retry count; the first worker that gives up stops the others after their file in flight, and
-every file not answered goes back into the report's ``remaining``. :class:`SendRun` records results
-under one lock, so progress events, ``on_result`` and the report count every file once, in order.
+worker only, and only once it is associated; a file whose answer never came goes back to the front of
+the queue, so nothing goes to two peers' connections at once and nothing answered goes again. Each worker
+keeps its own retry count; one that gives up (a PACS that takes fewer associations than asked, say)
+leaves the files to the others, and the run reports why it stopped only when files remain.
+:class:`SendRun` records results under one lock, so progress events, ``on_result`` and the report count
+every file once, in order.
 """
 
 from __future__ import annotations
@@ -463,7 +465,9 @@ class SendRun:
         self.report = SendReport(destination=node.label, method=method, total=len(paths))
         self.retry = RetryState()  # the calling thread's, when it sends by itself
         self.lock = threading.RLock()
-        self.halted = threading.Event()  # a worker gave up or failed: the others stop too
+        self.halted = threading.Event()  # a worker raised (or Ctrl-C): the others stop too
+        self.workers_left = 1
+        self.gave_up: str | None = None  # why the first worker to give up did; the run's error if files remain
 
     def cancelled(self) -> bool:
         if self.cancel is not None and self.cancel():
@@ -501,7 +505,8 @@ class SendRun:
     def give_up_or_wait(self, problem: Problem, retry: RetryState | None = None) -> bool:
         """After a failed attempt: True to try again (after the back-off), False to stop.
 
-        Giving up halts the other workers; the first worker to give up says why the run stopped."""
+        A worker that gives up stops; the others carry on with the files. The first one's reason becomes
+        the report's error if files are left at the end (:meth:`finish`)."""
         retry = retry or self.retry
         retry.failures_in_a_row += 1
         attempts = retry.failures_in_a_row
@@ -512,10 +517,12 @@ class SendRun:
             notes = [f"gave up after {attempts} attempts"] if attempts > 1 else []
             if first.text != problem.text:
                 notes.append(f"first: {first.text}")
+            text = problem.text + (f" ({'; '.join(notes)})" if notes else "")
             with self.lock:
-                if not self.halted.is_set():
-                    self.report.error = problem.text + (f" ({'; '.join(notes)})" if notes else "")
-                self.halted.set()
+                self.gave_up = self.gave_up or text
+                others = self.workers_left - 1
+            if others:
+                self.note(f"{text}; this connection stops, {others} other(s) carry on")
             return False
         delay = min(self.backoff_s * 2 ** (attempts - 1), MAX_BACKOFF_S)
         self.note(f"{problem.text}; trying again in {delay:.3g} s (attempt {attempts + 1} of {self.retries + 1})")
@@ -535,12 +542,17 @@ class SendRun:
             work(self.retry)
             return
 
+        self.workers_left = count
+
         def guarded(retry: RetryState) -> None:
             try:
                 work(retry)
             except BaseException:
                 self.halted.set()
                 raise
+            finally:
+                with self.lock:
+                    self.workers_left -= 1
 
         with ThreadPoolExecutor(max_workers=count, thread_name_prefix="pacs-send") as pool:
             futures = [pool.submit(guarded, RetryState()) for _ in range(count)]
@@ -554,6 +566,8 @@ class SendRun:
     def finish(self, remaining: Iterable[CheckedFile] | WorkQueue[CheckedFile]) -> SendReport:
         left = remaining.items() if isinstance(remaining, WorkQueue) else remaining
         self.report.remaining = [item.path for item in left]
+        if self.report.remaining and self.report.error is None:
+            self.report.error = self.gave_up
         self.report.elapsed_s = time.monotonic() - self.started
         return self.report
 

@@ -208,26 +208,21 @@ def check_stow_settings(node: PacsNode, batch_size: int) -> None:
 def _stow_worker(
     run: SendRun, node: PacsNode, url: str, batch_size: int, work: WorkQueue[CheckedFile], retry: RetryState
 ) -> None:
-    """One request at a time: take a batch, post it (again after a failure) until answered, take the next.
+    """One request at a time: take a batch, post it, record the answers, take the next; a batch that got no
+    answer goes back to the front of ``work`` before the back-off (for this worker or another).
 
-    A batch not answered when this worker stops goes back into ``work``. Each worker has its own opener:
-    urllib's handlers are not meant to be shared between threads."""
+    Each worker has its own opener: urllib's handlers are not meant to be shared between threads."""
     opener = _http_opener(node, url)
-    held = [] if run.stopping() else work.take(batch_size)
-    try:
-        while held and not run.stopping():
-            run.attempt()
-            answer = _stow_batch(node, opener, url, held)
-            if isinstance(answer, Problem):
-                if not run.give_up_or_wait(answer, retry):
-                    break
-                continue
-            held = []
-            for result in answer:
-                run.record(result, retry)
-            held = [] if run.stopping() else work.take(batch_size)
-    finally:
-        work.put_back(held)
+    while not run.stopping() and (batch := work.take(batch_size)):
+        run.attempt()
+        answer = _stow_batch(node, opener, url, batch)
+        if isinstance(answer, Problem):
+            work.put_back(batch)
+            if not run.give_up_or_wait(answer, retry):
+                return
+            continue
+        for result in answer:
+            run.record(result, retry)
 
 
 def stow_rs(

@@ -169,3 +169,20 @@ def test_the_outbox_refuses_a_bad_association_count(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="associations must be a whole number from 1 to 32"):
             outbox.send(node, associations=value)  # type: ignore[arg-type]
     assert len(outbox.pending()) == 1
+
+
+def test_an_association_the_pacs_never_answers_gives_up_and_the_other_sends_everything(tmp_path: Path) -> None:
+    # storescp without --fork serves one association at a time: the second request waits unanswered
+    outbox, expected = fill_outbox(tmp_path / "outbox", 300, seed=47, node="SCP")
+    events = Events()
+    with storescp(tmp_path / "received") as server:
+        node = PacsNode(
+            "SCP", LOOPBACK, server.port, server.aet, connection_timeout_s=5, acse_timeout_s=0.5, dimse_timeout_s=3
+        )
+        report = outbox.send(node, associations=2, retries=1, backoff_s=TINY_BACKOFF_S, progress=events)
+        received = {_uid(path) for path in server.files()}
+
+    notes = [event.message for event in events.events if event.message]
+    assert any(note.endswith("; this connection stops, 1 other(s) carry on") for note in notes), notes
+    assert report.ok and report.sent == 300 and report.error is None, report.summary()
+    assert received == set(expected) and outbox.pending() == []
