@@ -20,6 +20,7 @@ from PySide6.QtTest import QTest
 from desktop.main_window import MainWindow
 from desktop.settings import Settings
 from desktop.widgets.dialogs import DicomExportDialog, DicomOptions
+from desktop.widgets.linked_views import linked_window
 from engine.pipeline import GenerationResult, StepEvent
 
 LOAD_MS = 30_000
@@ -97,7 +98,8 @@ def test_whole_flow_prompt_generate_steps_window_clahe_dicom_library_regenerate(
     drag(view, middle, middle + QPoint(-40, -100))
     center2, width2 = view.window()
     assert width2 < width1 and center2 < center1
-    assert f"W {width2:.0f}  C {center2:.0f}" in view.overlay_lines()[0]
+    shown_center, shown_width = view.shown_window()  # in the exported image's units (12 bits stored)
+    assert f"W {shown_width:.0f}  C {shown_center:.0f}  (12-bit stored)" in view.overlay_lines()[0]
 
     # 4. CLAHE changes what is displayed (and back)
     plain = view.displayed_pixels().copy()
@@ -378,7 +380,11 @@ def test_compare_a_case_side_by_side(qtbot, window: MainWindow) -> None:
     viewer = window.viewer
     assert viewer.comparing() and viewer.compare_view.isVisible()
     viewer.view.set_window(30000, 20000)
-    assert viewer.compare_view.window() == (30000.0, 20000.0)
+    # linked in units of each image's own DEFAULT window, as the dataset explorer links them
+    shown, pinned = viewer.view.presets()[0], viewer.compare_view.presets()[0]
+    expected = linked_window((shown.window_center, shown.window_width), (pinned.window_center, pinned.window_width),
+                             30000, 20000)  # fmt: skip
+    assert viewer.compare_view.window() == pytest.approx(expected)
     viewer.view.zoom_by(2.0)
     assert viewer.compare_view.zoom() == pytest.approx(viewer.view.zoom())
 
