@@ -53,10 +53,12 @@ class GeneratePanel(QWidget):
 
         form = QFormLayout()
         seed_row = QHBoxLayout()
-        self.seed_edit = QLineEdit("0")
+        self.seed_edit = QLineEdit("")
+        self.seed_edit.setPlaceholderText("random")  # unlocked: drawn at Generate (then shown), never a "0"
         self.seed_edit.setToolTip(f"Seed, 0 to {MAX_SEED}; image i of a batch uses seed + i")
         self.seed_lock = QCheckBox("Lock")
         self.seed_lock.setToolTip("Locked: keep this seed. Unlocked: a new random seed for every Generate")
+        self.seed_lock.toggled.connect(self._lock_toggled)
         self.seed_dice = QPushButton("New")
         self.seed_dice.setToolTip("Draw a new random seed now")
         self.seed_dice.clicked.connect(lambda: self.seed_edit.setText(str(secrets.randbelow(RANDOM_SEED_LIMIT))))
@@ -155,6 +157,10 @@ class GeneratePanel(QWidget):
         self.guidance_spin.setValue(case.guidance_scale)
         self.sampler_box.setCurrentIndex(self.sampler_box.findData(case.sampler))
         self.batch_spin.setValue(1)
+
+    def _lock_toggled(self, locked: bool) -> None:
+        if locked and not self.seed_edit.text().strip():  # a lock locks a seed one can see and write down
+            self.seed_edit.setText(str(secrets.randbelow(RANDOM_SEED_LIMIT)))
 
     def _seed(self) -> int:
         if not self.seed_lock.isChecked():

@@ -81,3 +81,15 @@ def test_values_round_trip_through_apply_values(panel: GeneratePanel, qtbot) -> 
     other.apply_values(panel.values())
     assert other.values() == panel.values()
     assert other.request(prompt="x") == panel.request(prompt="x")
+
+
+def test_an_unlocked_seed_says_random_until_drawn_and_a_lock_locks_a_seed_one_can_see(panel: GeneratePanel) -> None:
+    """Issue 18 item 4: the seed box said 0 before the first generation, though an unlocked seed is drawn."""
+    assert not panel.seed_lock.isChecked()
+    assert panel.seed_edit.text() == "" and panel.seed_edit.placeholderText() == "random"
+    seed = panel.request(prompt="Normal chest radiograph").seed
+    assert panel.seed_edit.text() == str(seed)  # the drawn seed, once drawn
+    panel.seed_edit.clear()
+    panel.seed_lock.setChecked(True)
+    assert panel.seed_edit.text().isdigit()
+    assert panel.request(prompt="Normal chest radiograph").seed == int(panel.seed_edit.text())
