@@ -165,6 +165,7 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
         self.viewer.view.window_changed.connect(self._on_user_window)
         self.viewer.open_failed.connect(lambda message: self.show_error("Image not opened", message))
         self.viewer.image_opened.connect(lambda _path: self._set_current(None))  # exports write generated images only
+        self.viewer.export_options = self.settings.export  # W/L and probe in the units the DICOM export writes
         self.viewer.custom_presets_changed.connect(
             lambda: self.settings.set_window_presets_json(self.viewer.presets_json())
         )

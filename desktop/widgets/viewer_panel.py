@@ -10,6 +10,7 @@ file, real or synthetic, into the main view or the comparison).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,9 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.dataset import ImageReadError, OpenedImage, open_image
+from desktop.widgets.dialogs import DicomOptions
 from desktop.widgets.linked_views import follow_view, linked_window
-from desktop.widgets.measure import Calibration, MeasureToolBar, file_calibration
+from desktop.widgets.measure import Calibration, MeasureToolBar, file_calibration, generated_calibration
 from desktop.widgets.viewer import DisplayOptions, ImageView
 from engine import imaging
 
@@ -106,6 +108,9 @@ class ViewerPanel(QWidget):
         self._linking = False
         self.opened: OpenedImage | None = None  # the file the main view shows, if it shows one
         self.reference_opened: OpenedImage | None = None  # the file the comparison shows, if any
+        # the DICOM export's settings (DicomOptions.to_dict; the window gives its Settings.export): a generated
+        # image's window/level, probe and ruler are in the units and spacing that export writes
+        self.export_options: Callable[[], dict] = dict
 
         # 1. controls
         self.preset_box = QComboBox()
@@ -204,21 +209,32 @@ class ViewerPanel(QWidget):
     ) -> None:
         """Stored pixels into the main view (``calibration`` None: a generated image, see ImageView.set_image)."""
         self.opened = None
+        calibration = self._generated(pixels) if calibration is None else calibration
         self.view.set_image(pixels, label, keep_window=keep_window, calibration=calibration)
         self.histogram.set_data(self.view.processed)
         self.histogram.set_window(*self.view.window())
         self._refresh_presets()
         self._link_window()
 
+    def _generated(self, pixels: np.ndarray | None) -> Calibration | None:
+        """A generated image's calibration at the bits stored the DICOM export is set to write."""
+        if pixels is None:
+            return None
+        bits_stored = DicomOptions.from_dict(self.export_options()).bits_stored
+        return generated_calibration(tuple(np.shape(pixels)), bits_stored)
+
     def pin_current(self) -> None:
         if self.view.source is None:
             return
-        self.set_reference(self.view.source.copy(), f"pinned: {self.view.label}".strip())
+        opened = self.opened  # a pinned file keeps its own units, spacing and tags
+        self.set_reference(self.view.source.copy(), f"pinned: {self.view.label}".strip(), self.view.calibration)
+        self.reference_opened = opened
 
     def set_reference(self, pixels: np.ndarray, label: str, calibration: Calibration | None = None) -> None:
         """The image shown on the left in comparison mode."""
         self._reference = (pixels, label)
         self.reference_opened = None
+        calibration = self._generated(pixels) if calibration is None else calibration
         self.compare_view.set_image(pixels, label, calibration=calibration)
         self.compare_view.set_options(self.view.options())
         self.compare_box.setEnabled(True)

@@ -199,3 +199,18 @@ def test_the_tool_buttons_and_keys_are_one_choice_for_both_views(qtbot, image) -
     QTest.keyClick(panel.view, Qt.Key.Key_W)
     assert panel.view.tool == panel.compare_view.tool == "window"
     assert panel.tools.buttons["window"].isChecked()
+
+
+def test_the_window_units_follow_the_bits_the_export_is_set_to_write(qtbot, image) -> None:
+    panel = ViewerPanel()
+    qtbot.addWidget(panel)
+    panel.show()
+    panel.export_options = lambda: {"bits_stored": 16}  # the export dialog's 16 bits stored
+    panel.set_image(image, "x")
+    assert panel.view.calibration.unit == "16-bit stored"
+    assert panel.view.shown_window() == pytest.approx(panel.view.window())
+    panel.export_options = lambda: {"bits_stored": 12}
+    panel.set_image(image, "x")
+    assert panel.view.calibration.unit == "12-bit stored"
+    panel.pin_current()  # the pinned copy keeps the image's calibration
+    assert panel.compare_view.calibration == panel.view.calibration

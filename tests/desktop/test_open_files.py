@@ -157,3 +157,15 @@ def test_every_viewer_key_in_the_list_does_something(qtbot, panel: ViewerPanel) 
     panel.view.set_window(12345, 999)
     QTest.keyClick(view, Qt.Key.Key_0)
     assert view.window() == (view.presets()[0].window_center, view.presets()[0].window_width)
+
+
+def test_the_window_shows_a_generated_image_in_the_units_of_its_export_settings(loaded_window, synthetic) -> None:
+    from desktop.widgets.dialogs import DicomOptions
+
+    window = loaded_window
+    window.settings.set_export(DicomOptions(bits_stored=16).to_dict())
+    window.viewer.set_image(synthetic, "generated")
+    assert window.viewer.view.calibration.unit == "16-bit stored"
+    window.settings.set_export(DicomOptions(bits_stored=12).to_dict())
+    window.viewer.set_image(synthetic, "generated")
+    assert window.viewer.view.overlay_lines()[0].endswith("(12-bit stored)")
