@@ -114,12 +114,12 @@ class ViewerPanel(QWidget):
 
         # 1. controls
         self.preset_box = QComboBox()
-        self.preset_box.setToolTip("Window presets computed from this image (not CT Hounsfield values)")
+        self.preset_box.setToolTip("Window presets computed from this image (not CT Hounsfield values); keys 1-9")
         self.preset_box.activated.connect(self._preset_chosen)
         self.reset_button = _tool("Reset", "Reset the window to the image's DEFAULT preset (0)", self.view.reset_window)
         self.save_preset_button = _tool("Save W/L…", "Save the current window as a named preset", self._save_preset)
         self.fit_button = _tool("Fit", "Fit the image to the view (F)", self.fit)
-        self.actual_button = _tool("1:1", "One image pixel per screen pixel (1)", self.actual_size)
+        self.actual_button = _tool("1:1", "One image pixel per screen pixel (Ctrl+1)", self.actual_size)
         self.invert_box = QCheckBox("Invert")
         self.invert_box.setToolTip("Display inverted (a display toggle: the data are unchanged) (I)")
         self.clahe_box = QCheckBox("CLAHE")
