@@ -199,43 +199,6 @@ def test_generate_names_a_finding_the_tiny_packs_card_lacks(tiny_pack_copy: Path
     assert "warning: nothing" not in err
 
 
-def _imported_modules(path: Path) -> set[str]:
-    """Every module a source file imports (lazy imports inside functions included)."""
-    import ast
-
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
-
-
-def test_only_the_command_line_imports_the_command_line() -> None:
-    """desktop, training and the rest of engine reach the card text and the model choice through
-    engine.pack; only packaging's entry point starts the CLI."""
-    offenders = sorted(
-        str(path.relative_to(REPO))
-        for package in ("engine", "desktop", "training")
-        for path in (REPO / package).rglob("*.py")
-        if path.parent != REPO / "engine" / "cli"
-        and any(name == "engine.cli" or name.startswith("engine.cli.") for name in _imported_modules(path))
-    )
-    assert offenders == []
-
-
-def test_no_cli_module_imports_main() -> None:
-    """main imports the command modules, never the other way round (no import circle)."""
-    offenders = sorted(
-        path.name
-        for path in (REPO / "engine" / "cli").glob("*.py")
-        if path.stem not in ("main", "__main__") and "engine.cli.main" in _imported_modules(path)
-    )
-    assert offenders == []
-
-
 @pytest.mark.parametrize("command", ["generate", "info", "grid", "make-studies"])
 def test_every_command_takes_the_one_model_option(command: str, capsys) -> None:
     """--model is defined once (engine.cli.common.add_model_arg), with one help text."""
