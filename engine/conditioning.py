@@ -18,7 +18,7 @@ Ids are in a fixed order, so that when a record has more facts than K the least 
 age band, sex, view, findings present, their sides, findings uncertain, findings absent (each group in
 vocabulary order). Facts the vocabulary lacks are skipped (the model was not trained on them).
 
-Training builds the same record from a manifest's ground-truth labels (:func:`record_of_labels`), not by
+Training builds the same record from a manifest's ground-truth labels (:func:`record_of_manifest`), not by
 re-reading the caption. Pure numpy: no torch here.
 """
 
@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.findings.reader import ABSENT, FINDINGS, PRESENT, UNCERTAIN
 from engine.findings.record import AGE_BANDS, SEXES, SIDES, VIEWS, PromptRecord
+from engine.findings.vocabulary import ABSENT, FINDINGS, PRESENT, UNCERTAIN
+from engine.manifest import ManifestRecord, band_of_age
 from engine.pack import MANIFEST, ModelPack, PackError
 
 RECORD_TOKENS = "record_tokens"
@@ -79,24 +80,36 @@ def record_tokens(record: PromptRecord) -> list[str]:
     return tokens
 
 
-def age_band(age: float) -> str:
-    """The AGE_BANDS band of an age in years."""
-    return next(band for band, (low, high) in AGE_BANDS.items() if low <= age < high)
-
-
 def record_of_labels(
-    findings: Mapping[str, str], *, age: float | None = None, sex: str | None = None, view: str | None = None
+    findings: Mapping[str, str],
+    *,
+    age: float | None = None,
+    sex: str | None = None,
+    view: str | None = None,
+    age_band: str | None = None,
 ) -> PromptRecord:
     """The record of a manifest line's ground truth: ``findings`` (name -> status), ``age`` in years,
-    ``sex`` ``M``/``F`` and ``view`` as engine.manifest writes them (FRONTAL and UNKNOWN name no view)."""
+    ``sex`` ``M``/``F`` and ``view`` as engine.manifest writes them (FRONTAL and UNKNOWN name no view).
+
+    The age band is the age's when the age is known, else ``age_band`` (a manifest's band for sources
+    without ages: Kermany's children, Hannover's adults), so such images still get their band token.
+    ValueError for a band that is not one of AGE_BANDS."""
+    if age_band is not None and age_band not in AGE_BANDS:
+        raise ValueError(f"age_band {age_band!r} is not one of {', '.join(AGE_BANDS)}")
     return PromptRecord(
         text="",
         findings=dict(findings),
         age=None if age is None else float(age),
-        age_band=None if age is None else age_band(float(age)),
+        age_band=age_band if age is None else band_of_age(float(age)),
         sex=MANIFEST_SEXES.get(sex) if sex is not None else None,
         view=MANIFEST_VIEWS.get(view) if view is not None else None,
     )
+
+
+def record_of_manifest(record: ManifestRecord) -> PromptRecord:
+    """:func:`record_of_labels` of a manifest record: its findings, age, age band, sex and view (what
+    training conditions each image on)."""
+    return record_of_labels(record.findings, age=record.age, sex=record.sex, view=record.view, age_band=record.age_band)
 
 
 @dataclass(frozen=True)
@@ -193,11 +206,11 @@ __all__ = [
     "RECORD_TOKENS",
     "RecordConditioning",
     "RecordVocabulary",
-    "age_band",
     "finding_token",
     "full_vocabulary",
     "load_record_conditioning",
     "read_table",
     "record_of_labels",
+    "record_of_manifest",
     "record_tokens",
 ]

@@ -6,7 +6,10 @@ Each line is an object with
 - ``findings``: finding name (``engine.findings.FINDINGS``) -> ``present`` / ``absent`` / ``uncertain``;
 - ``patient_id``, ``view`` (``PA``, ``AP``, ``FRONTAL``, ``LATERAL``, ``UNKNOWN``), ``split``
   (``train`` / ``val`` / ``test``), ``source`` (the importer kind);
-- optional ``age`` (whole years), ``sex`` (``M`` / ``F``) and ``label`` (the source's own label text).
+- optional ``age`` (whole years), ``sex`` (``M`` / ``F``), ``label`` (the source's own label text) and
+  ``age_band`` (one of ``engine.findings.record.AGE_BANDS``: for sources that give a band but no
+  age, such as Kermany's children of one to five or Hannover's adults with the age redacted; when
+  ``age`` is there too, the age's band must be this one).
 Unknown keys are an error when reading, so a typo never passes silently.
 
 Splits are by patient: ``sha256(seed, patient_id)`` mapped to [0, 1) picks the split, so a patient's
@@ -25,18 +28,24 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from engine.fileio import atomic_write_text
-from engine.findings.reader import FINDINGS, PRESENT, STATUSES
+from engine.findings.record import AGE_BANDS
+from engine.findings.vocabulary import FINDINGS, PRESENT, STATUSES
 from engine.jsonfields import refuse_unknown_keys
 
 SPLITS = ("train", "val", "test")
 VIEWS = ("PA", "AP", "FRONTAL", "LATERAL", "UNKNOWN")
 SEXES = ("M", "F")
 REQUIRED_KEYS = ("image", "text", "findings", "patient_id", "view", "split", "source")
-OPTIONAL_KEYS = ("age", "sex", "label")
+OPTIONAL_KEYS = ("age", "sex", "label", "age_band")
 
 
 class ManifestError(ValueError):
     """A manifest line or record that breaks the format; the message names the line and the key."""
+
+
+def band_of_age(age: float) -> str:
+    """The :data:`~engine.findings.record.AGE_BANDS` band of an age in years (0 to 120)."""
+    return next(band for band, (low, high) in AGE_BANDS.items() if low <= age < high)
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ class ManifestRecord:
     age: int | None = None
     sex: str | None = None
     label: str | None = None
+    age_band: str | None = None
 
     def validated(self, *, need_split: bool = True) -> ManifestRecord:
         """The record itself if every field is well formed; else :class:`ManifestError`."""
@@ -79,6 +89,13 @@ class ManifestRecord:
             raise ManifestError(f"sex must be 'M' or 'F', not {self.sex!r}")
         if self.label is not None and not isinstance(self.label, str):
             raise ManifestError(f"label must be a string, not {self.label!r}")
+        if self.age_band is not None:
+            if not isinstance(self.age_band, str) or self.age_band not in AGE_BANDS:
+                raise ManifestError(f"age_band must be one of {', '.join(AGE_BANDS)}, not {self.age_band!r}")
+            if self.age is not None and band_of_age(self.age) != self.age_band:
+                raise ManifestError(
+                    f"age_band {self.age_band!r} disagrees with age {self.age} (band {band_of_age(self.age)!r})"
+                )
         return self
 
     def to_json(self) -> str:
@@ -242,6 +259,7 @@ __all__ = [
     "ManifestError",
     "ManifestRecord",
     "assign_splits",
+    "band_of_age",
     "check_fractions",
     "parse_record",
     "read_manifest",

@@ -20,11 +20,11 @@ projection is what validation, the sample grids, the checkpoints and ``--export`
 
 With ``--record-tokens`` (the default for new runs) the UNet's context is the text's T tokens and
 then K record tokens (``engine.conditioning``, ``training.models.record``): the structured record of
-each training image built from its manifest labels (findings and status, age band from the age, sex,
-view), not by re-reading its caption, through a learned table that trains with the UNet (and has
-its EMA). The record is replaced by K null tokens with probability ``uncond_prob`` too, drawn apart
-from the caption's, so that text and record can each be guided. The sample grids read their prompts'
-records with ``engine.findings.record.parse_prompt``, as the engine does.
+each training image built from its manifest labels (findings and status, age band from the age or
+else the manifest's age_band, sex, view), not by re-reading its caption, through a learned table that
+trains with the UNet (and has its EMA). The record is replaced by K null tokens with probability
+``uncond_prob`` too, drawn apart from the caption's, so that text and record can each be guided. The
+sample grids read their prompts' records with ``engine.findings.record.parse_prompt``, as the engine does.
 
 ``--init-from`` starts the UNet and projection from an earlier diffusion checkpoint (fine-tuning,
 e.g. the paediatric default model on adult radiographs) instead of from the seed; a checkpoint
@@ -47,7 +47,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from engine import samplers, schedules
-from engine.conditioning import DEFAULT_MAX_TOKENS, full_vocabulary, record_of_labels
+from engine.conditioning import DEFAULT_MAX_TOKENS, full_vocabulary, record_of_manifest
 from engine.fileio import atomic_write_text, folder_in_use
 from engine.findings.record import parse_prompt
 from engine.manifest import ManifestRecord
@@ -426,7 +426,7 @@ class DiffusionTask:
             vocabulary = self.record.vocabulary
 
             def ids(records: list[ManifestRecord]) -> torch.Tensor:
-                labels = [record_of_labels(r.findings, age=r.age, sex=r.sex, view=r.view) for r in records]
+                labels = [record_of_manifest(r) for r in records]  # the age band too where no age is given
                 return torch.from_numpy(vocabulary.batch_ids(labels)).to(device)
 
             self.train_record = ids([*train_records, *(r for copy in copies for r in copy)])

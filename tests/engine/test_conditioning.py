@@ -17,8 +17,10 @@ from engine.conditioning import (
     full_vocabulary,
     load_record_conditioning,
     record_of_labels,
+    record_of_manifest,
 )
 from engine.findings.record import parse_prompt
+from engine.manifest import ManifestRecord
 from engine.pack import MANIFEST, PackError, load_pack, write_manifest
 
 FULL = RecordVocabulary(full_vocabulary(), max_tokens=6)
@@ -78,6 +80,25 @@ def test_record_of_manifest_labels() -> None:
     bare = record_of_labels({}, view="FRONTAL")  # no single view named, no age, no sex
     assert not FULL.record_token_ids(bare).any()
     assert record_of_labels({}, age=70, sex="M", view="LATERAL").view == "lateral"
+
+
+def test_record_of_labels_takes_the_band_from_the_age_else_from_age_band() -> None:
+    """A Kermany film (no age, band child) and a Hannover film (age redacted, band adult) get their
+    age-band token; an age, when known, gives the band."""
+    child = record_of_labels({"pneumonia": "present"}, age_band="child", view="AP")
+    assert (child.age, child.age_band) == (None, "child")
+    assert FULL.tokens[FULL.record_token_ids(child)[0]] == "age_band:child"
+    assert record_of_labels({}, age_band="adult", sex="F").age_band == "adult"
+    assert record_of_labels({}, age=70, age_band="older_adult").age_band == "older_adult"
+    assert record_of_labels({}, age=4).age_band == "child"
+    with pytest.raises(ValueError, match="age_band 'toddler'"):
+        record_of_labels({}, age_band="toddler")
+    # what training conditions a manifest line on: every field, the band included
+    line = ManifestRecord("a.png", "x", {"pneumonia": "present"}, "P1", "AP", "pediatric", "train", age_band="child")
+    record = record_of_manifest(line)
+    assert (record.findings, record.age_band, record.view) == ({"pneumonia": "present"}, "child", "AP")
+    adult = record_of_manifest(ManifestRecord("b.png", "x", {}, "H1", "PA", "hannover", sex="F", age_band="adult"))
+    assert (adult.age_band, adult.sex, adult.view) == ("adult", "female", "PA")
 
 
 def test_pack_table_is_looked_up(tiny_record_pack_dir: Path, tiny_pack_dir: Path) -> None:

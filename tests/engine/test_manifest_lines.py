@@ -51,3 +51,22 @@ def test_dataset_explorer_skips_a_deeply_nested_line(tmp_path: Path) -> None:
     assert len(loaded.records) == 1
     assert loaded.bad_lines[0] == "line 2: not JSON (nested too deeply)"
     assert loaded.bad_lines[1].startswith("line 3: not JSON (")
+
+
+def test_age_band_is_read_and_checked_against_the_age(tmp_path: Path) -> None:
+    """``age_band`` (issue 16 item 5): a child's film without an age (Kermany) or an adult's with its age
+    redacted (Hannover) still says its band; an unknown band, or one the age contradicts, names the line."""
+    banded = {**GOOD, "age_band": "child"}
+    assert parse_record(json.dumps(banded)).age_band == "child"
+    assert parse_record(json.dumps({**banded, "age": 4})).age == 4  # the age agrees with the band
+    assert "age_band" not in ManifestRecord.from_dict(GOOD).to_json()  # written only when set
+    assert json.loads(parse_record(json.dumps(banded)).to_json())["age_band"] == "child"
+    manifest = tmp_path / "manifest.jsonl"
+    for change, message in [
+        ({"age_band": "toddler"}, r"line 2: age_band must be one of infant, child, adolescent, adult, older_adult"),
+        ({"age_band": "adult", "age": 4}, r"line 2: age_band 'adult' disagrees with age 4 \(band 'child'\)"),
+        ({"age_band": 3}, r"line 2: age_band must be one of"),
+    ]:
+        manifest.write_text(json.dumps(GOOD) + "\n" + json.dumps({**GOOD, **change}) + "\n")
+        with pytest.raises(ManifestError, match=message):
+            read_manifest(manifest)
