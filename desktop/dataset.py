@@ -20,7 +20,7 @@ import numpy as np
 
 from engine import imaging
 from engine.dicom.reading import read_display_pixels, read_pixels
-from engine.findings.reader import ABSENT, FINDINGS, PRESENT, UNCERTAIN
+from engine.findings.vocabulary import ABSENT, FINDINGS, PRESENT, UNCERTAIN
 from engine.manifest import ManifestRecord, parse_record
 
 THUMB = 48  # thumbnail edge in the table, pixels

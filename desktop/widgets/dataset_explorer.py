@@ -61,7 +61,7 @@ from desktop.widgets.dataset_table import RecordTableModel
 from desktop.widgets.dialogs import TextDialog, open_warning
 from desktop.widgets.linked_views import LinkedViews
 from desktop.widgets.record_detail import RecordDetail
-from engine.findings.reader import PRESENT
+from engine.findings.vocabulary import PRESENT
 from engine.manifest import ManifestRecord
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from desktop.dataset import (
     thumbnail_pixels,
 )
 from desktop.widgets.viewer import to_qimage
-from engine.findings.reader import FINDINGS
+from engine.findings.vocabulary import FINDINGS
 from engine.manifest import ManifestRecord, resolve_image
 
 log = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.findings.reader import ABSENT, FINDINGS, NO_FINDING
 from engine.findings.understood import Understanding, understand
+from engine.findings.vocabulary import ABSENT, FINDINGS, NO_FINDING
 from engine.pack import card_supported_findings
 
 MIN_PREFIX = 2
@@ -314,8 +314,10 @@ class PromptBox(QWidget):
                 )
         others = [item for item in understanding.ignored if not item.what.startswith("finding ")]
         if others:
-            text += "<br><span style='color:#8a5a00'><b>Ignored by this model:</b> " + "; ".join(
-                e(str(item)) for item in others
-            ) + "</span>"
+            text += (
+                "<br><span style='color:#8a5a00'><b>Ignored by this model:</b> "
+                + "; ".join(e(str(item)) for item in others)
+                + "</span>"
+            )
         self.analysis.setText(text)
         self.analysis.setToolTip(text)

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.findings.reader import ABSENT, FINDINGS, PRESENT, UNCERTAIN
+from engine.findings.vocabulary import ABSENT, FINDINGS, PRESENT, UNCERTAIN
 from engine.manifest import ManifestRecord
 
 STATUS_COLORS = {PRESENT: QColor(200, 40, 40), UNCERTAIN: QColor(190, 120, 0), ABSENT: QColor(120, 120, 120)}

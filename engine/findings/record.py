@@ -60,16 +60,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from engine.findings.reader import (
-    ABSENT,
-    FINDINGS,
-    NO_FINDING,
-    PARENTS,
-    PRESENT,
-    STATUSES,
-    extract_findings,
-    summarize,
-)
+from engine.findings.reader import extract_findings, summarize
+from engine.findings.vocabulary import ABSENT, FINDINGS, NO_FINDING, PARENTS, PRESENT, STATUSES
 from engine.jsonfields import refuse_unknown_keys
 
 RECORD_VERSION = 1

@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from engine.findings.reader import ABSENT, FINDINGS, NO_FINDING
 from engine.findings.record import AGE_BANDS, LOBES, PromptRecord, parse_prompt
+from engine.findings.vocabulary import ABSENT, FINDINGS, NO_FINDING
 from engine.pack import card_supported_findings
 
 CHILD_BANDS = ("infant", "child", "adolescent")

@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from engine.findings.reader import FINDINGS, PRESENT, UNCERTAIN, summarize  # noqa: E402
+from engine.findings.reader import summarize  # noqa: E402
+from engine.findings.vocabulary import FINDINGS, PRESENT, UNCERTAIN  # noqa: E402
 from training.data.importers.iu_xray import IU_MESH_NAMES, IUReport, iu_mesh_findings, read_iu_reports  # noqa: E402
 
 MIN_POSITIVES = 40

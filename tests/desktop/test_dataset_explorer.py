@@ -24,7 +24,7 @@ from desktop.widgets.dataset_explorer import DatasetExplorer
 from desktop.widgets.linked_views import linked_window
 from desktop.widgets.viewer import ImageView
 from engine import imaging
-from engine.findings.reader import FINDINGS
+from engine.findings.vocabulary import FINDINGS
 from engine.manifest import ManifestRecord
 from tests.desktop.test_dataset import write_png16
 from training.data.importers.run import run_import

@@ -9,18 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.findings.reader import (
-    ABSENT,
-    FINDINGS,
-    NO_FINDING,
-    PRESENT,
-    UNCERTAIN,
-    VOCABULARY,
-    Finding,
-    clean_report,
-    extract_findings,
-    summarize,
-)
+from engine.findings.reader import Finding, clean_report, extract_findings, summarize
+from engine.findings.vocabulary import ABSENT, FINDINGS, NO_FINDING, PRESENT, UNCERTAIN, VOCABULARY
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from engine.findings.reader import ABSENT, NO_FINDING, PRESENT, UNCERTAIN, summarize
+from engine.findings.reader import summarize
 from engine.findings.record import (
     AGE_BANDS,
     TYPO_TARGETS,
@@ -22,6 +22,7 @@ from engine.findings.record import (
     correct_typo,
     parse_prompt,
 )
+from engine.findings.vocabulary import ABSENT, NO_FINDING, PRESENT, UNCERTAIN
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.findings.reader import ABSENT, NO_FINDING, PRESENT, UNCERTAIN
 from engine.findings.record import TYPO_TARGETS, correct_typo, parse_prompt
+from engine.findings.vocabulary import ABSENT, NO_FINDING, PRESENT, UNCERTAIN
 from engine.manifest import ManifestRecord
 from engine.paths import resources_dir
 from training.data.captions import (

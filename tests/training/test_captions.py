@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from engine.findings.reader import ABSENT, NO_FINDING, PRESENT, summarize
+from engine.findings.reader import summarize
+from engine.findings.vocabulary import ABSENT, NO_FINDING, PRESENT
 from training.data.captions import (
     AUGMENT_PRESENT,
     NEGATIVE_PHRASES,

@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.findings.reader import ABSENT, NO_FINDING, PRESENT, summarize
+from engine.findings.reader import summarize
+from engine.findings.vocabulary import ABSENT, NO_FINDING, PRESENT
 from engine.manifest import (
     ManifestError,
     ManifestRecord,

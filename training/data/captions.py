@@ -36,7 +36,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from engine.findings.reader import ABSENT, NO_FINDING, PARENTS, PRESENT, UNCERTAIN
+from engine.findings.vocabulary import ABSENT, NO_FINDING, PARENTS, PRESENT, UNCERTAIN
 
 GRAMMAR_VERSION = 1
 
@@ -139,8 +139,19 @@ def caption_rng(seed: int, key: str) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def header(*, view: str | None = None, age: int | None = None, sex: str | None = None, paediatric: bool = False) -> str:
-    """ "Paediatric AP chest radiograph", "PA chest radiograph of a 61-year-old woman", ..."""
+def header(
+    *,
+    view: str | None = None,
+    age: int | None = None,
+    sex: str | None = None,
+    paediatric: bool = False,
+    age_band: str | None = None,
+) -> str:
+    """ "Paediatric AP chest radiograph", "PA chest radiograph of a 61-year-old woman", ...
+
+    ``age_band`` (a manifest's band, for records without an age) is stated only for the bands the
+    header can say: "child" as "Paediatric", "adult" and "older_adult" as "of an adult/elderly
+    man"; an age, when given, is stated instead."""
     if age is not None and (not isinstance(age, int) or not 0 <= age <= 120):
         raise CaptionError(f"age must be a whole number of years from 0 to 120, not {age!r}")
     if sex not in (None, "M", "F"):
@@ -148,6 +159,7 @@ def header(*, view: str | None = None, age: int | None = None, sex: str | None =
     view_word = VIEW_WORDS.get((view or "FRONTAL").upper())
     if view_word is None:
         raise CaptionError(f"view must be one of {', '.join(VIEW_WORDS)} or None, not {view!r}")
+    paediatric = paediatric or (age is None and age_band == "child")
     young = paediatric or (age is not None and age < ADULT_AGE)
     text = (
         f"Paediatric {view_word if view_word.isupper() else view_word.lower()} chest radiograph"
@@ -160,6 +172,9 @@ def header(*, view: str | None = None, age: int | None = None, sex: str | None =
         )
         article = "an" if str(age).startswith("8") or age in (11, 18) else "a"
         text += f" of {article} {age}-year-old {person}"
+    elif age is None and age_band in ("adult", "older_adult") and not young:
+        person = {"M": "man", "F": "woman"}.get(sex or "", "patient")
+        text += f" of {'an adult' if age_band == 'adult' else 'an elderly'} {person}"
     elif sex is not None and not young:
         text += f" of a {'man' if sex == 'M' else 'woman'}"
     return text
@@ -251,6 +266,19 @@ def paediatric_caption(label: str, rng: random.Random) -> Caption:
     ]
     # a pneumonia label says nothing about effusion or heart size: no negatives then
     return caption_from_findings(names, rng, view="AP", paediatric=True, max_negatives=0)
+
+
+COVID_PHRASES = ("{head} with COVID-19.", "{head}, a COVID-19 patient.", "{head}: patient with COVID-19.")
+"""A Hannover film's caption: its patients all had COVID-19, a diagnosis, not a finding of the film
+(engine.findings reads none in it; tests/training/test_hannover.py checks that it never reads pneumonia)."""
+
+
+def covid_caption(rng: random.Random, *, view: str | None, sex: str | None) -> Caption:
+    """Caption for a Hannover COVID-19 film: an adult (the age is redacted at the source), the view and
+    sex when known, and the diagnosis; no finding, since no finding is labelled per image (many are
+    intensive-care films with lines and tubes, and nothing says which show what)."""
+    head = header(view=view, sex=sex, age_band="adult")
+    return Caption(rng.choice(COVID_PHRASES).format(head=head), {})
 
 
 def nih_caption(
@@ -446,11 +474,11 @@ def augment_target(record: object) -> AugmentTarget:
     if not stated and normal != PRESENT:
         raise CaptionError("nothing to state: no finding and no normal study")
     age = record.age
-    paediatric = record.source == "pediatric" or (age is not None and age < ADULT_AGE)
     if age is not None:
         band = next(name for name, (low, high) in AGE_BANDS.items() if low <= age < high)
-    else:
-        band = "child" if record.source == "pediatric" else None  # Kermany: children of one to five
+    else:  # the manifest's band (Kermany: child, Hannover: adult); a paediatric manifest from before it: child
+        band = getattr(record, "age_band", None) or ("child" if record.source == "pediatric" else None)
+    paediatric = record.source == "pediatric" or band in ("infant", "child", "adolescent")
     sex = _SEX_NAMES.get(record.sex or "")
     return AugmentTarget(findings, age, band, sex, _MANIFEST_VIEWS.get(record.view), paediatric)
 
@@ -753,6 +781,7 @@ def training_caption(record: object, probability: float, rng: random.Random) -> 
 __all__ = [
     "AUGMENT_NOUNS",
     "AUGMENT_PRESENT",
+    "COVID_PHRASES",
     "NIH_LABELS",
     "PAEDIATRIC_LABELS",
     "AugmentTarget",
@@ -765,6 +794,7 @@ __all__ = [
     "caption_from_findings",
     "caption_grammar",
     "caption_rng",
+    "covid_caption",
     "example_prompts",
     "header",
     "held_out_prompts",

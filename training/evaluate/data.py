@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.findings.reader import NO_FINDING, PARENTS, PRESENT, summarize
+from engine.findings.reader import summarize
+from engine.findings.vocabulary import NO_FINDING, PARENTS, PRESENT
 from engine.manifest import ManifestError, ManifestRecord, read_manifest, resolve_image
 from training.datasets import DatasetError, load_image
 from training.evaluate.options import EvaluationError

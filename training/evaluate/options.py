@@ -131,7 +131,7 @@ class EvaluationOptions:
                 f"unknown sampler(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(SAMPLER_NAMES)}"
             )
         if self.classes is not None:
-            from engine.findings.reader import FINDINGS, NO_FINDING
+            from engine.findings.vocabulary import FINDINGS, NO_FINDING
 
             known = {"normal", *FINDINGS} - {NO_FINDING}
             wrong = [name for name in self.classes if name not in known]

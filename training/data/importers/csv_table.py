@@ -9,7 +9,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.findings.reader import FINDINGS, STATUSES, summarize
+from engine.findings.reader import summarize
+from engine.findings.vocabulary import FINDINGS, STATUSES
 from engine.manifest import VIEWS
 from training.data.importers.common import (
     AGE_RANGE,

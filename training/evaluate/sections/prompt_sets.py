@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.findings.reader import FINDINGS, NO_FINDING, PARENTS
+from engine.findings.vocabulary import FINDINGS, NO_FINDING, PARENTS
 from engine.paths import resources_dir
 from training.evaluate import metrics as M
 from training.evaluate.data import NORMAL, PromptPlan, class_findings
