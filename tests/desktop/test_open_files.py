@@ -169,3 +169,27 @@ def test_the_window_shows_a_generated_image_in_the_units_of_its_export_settings(
     window.settings.set_export(DicomOptions(bits_stored=12).to_dict())
     window.viewer.set_image(synthetic, "generated")
     assert window.viewer.view.overlay_lines()[0].endswith("(12-bit stored)")
+
+
+def test_esc_in_the_window_clears_the_measurements_before_it_cancels(loaded_window, qtbot, synthetic) -> None:
+    """Esc is also the window's Cancel shortcut: on the viewer it clears the measurements first."""
+    window = loaded_window
+    view = window.viewer.view
+    window.viewer.set_image(synthetic, "generated")
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5_000)  # window shortcuts work in the active window only
+    view.setFocus()
+    qtbot.waitUntil(view.hasFocus, timeout=5_000)
+    QTest.keyClick(view, Qt.Key.Key_M)
+    start, end = view.image_to_widget(10, 10).toPoint(), view.image_to_widget(60, 50).toPoint()
+    QTest.mousePress(view, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start)
+    QTest.mouseMove(view, end)
+    QTest.mouseRelease(view, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, end)
+    assert len(view.measurements) == 1 and view.measurement_texts()[0].endswith(" mm")
+    cancels: list[bool] = []
+    window.cancel_action.setEnabled(True)  # as during a run (cancel() does nothing with no run going)
+    window.cancel_action.triggered.connect(lambda *_: cancels.append(True))
+    QTest.keyClick(view, Qt.Key.Key_Escape)
+    assert view.measurements == [] and not cancels
+    QTest.keyClick(view, Qt.Key.Key_Escape)  # nothing left to clear: Esc is the window's Cancel again
+    assert cancels == [True]
