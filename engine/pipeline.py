@@ -28,7 +28,7 @@ import numpy as np
 
 from engine import samplers
 from engine.conditioning import load_record_conditioning
-from engine.findings.record import parse_prompt
+from engine.findings.parse import parse_prompt
 from engine.imaging import to_uint8, to_uint16
 from engine.pack import ModelPack
 from engine.runtime import Backend, OrtBackend

@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine.fileio import atomic_write_bytes, atomic_write_text
+from engine.findings.parse import parse_prompt
 from engine.findings.reader import summarize
-from engine.findings.record import parse_prompt
 from engine.imaging import encode_png
 from engine.manifest import ManifestRecord, read_manifest, write_manifest
 from engine.pipeline import MAX_BATCH, MAX_SEED, GenerationRequest, Pipeline

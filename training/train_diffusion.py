@@ -24,7 +24,7 @@ each training image built from its manifest labels (findings and status, age ban
 else the manifest's age_band, sex, view), not by re-reading its caption, through a learned table that
 trains with the UNet (and has its EMA). The record is replaced by K null tokens with probability
 ``uncond_prob`` too, drawn apart from the caption's, so that text and record can each be guided. The
-sample grids read their prompts' records with ``engine.findings.record.parse_prompt``, as the engine does.
+sample grids read their prompts' records with ``engine.findings.parse.parse_prompt``, as the engine does.
 
 ``--init-from`` starts the UNet and projection from an earlier diffusion checkpoint (fine-tuning,
 e.g. the paediatric default model on adult radiographs) instead of from the seed; a checkpoint
@@ -49,7 +49,7 @@ from torch import nn
 from engine import samplers, schedules
 from engine.conditioning import DEFAULT_MAX_TOKENS, full_vocabulary, record_of_manifest
 from engine.fileio import atomic_write_text, folder_in_use
-from engine.findings.record import parse_prompt
+from engine.findings.parse import parse_prompt
 from engine.manifest import ManifestRecord
 from training.checkpoint import (
     CONFIG_FILE,

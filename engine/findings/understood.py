@@ -3,7 +3,7 @@ ignore (each with the reason), and whether anything at all was recognised.
 
 One function, :func:`understand`, for the CLI (``cxr-studio generate`` prints it) and the desktop
 prompt box (shows it under the prompt). Qt-free; it reads the prompt with
-:func:`engine.findings.record.parse_prompt` and the model's abilities from its card:
+:func:`engine.findings.parse.parse_prompt` and the model's abilities from its card:
 
 - ``supported_findings`` (:func:`engine.pack.card_supported_findings`): a finding stated present or
   uncertain that is not listed is ignored ("not in this model"). A card that lists none flags none.
@@ -23,7 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from engine.findings.record import AGE_BANDS, LOBES, PromptRecord, parse_prompt
+from engine.findings.parse import parse_prompt
+from engine.findings.record import AGE_BANDS, LOBES, PromptRecord
 from engine.findings.vocabulary import ABSENT, FINDINGS, NO_FINDING
 from engine.pack import card_supported_findings
 

@@ -5,7 +5,7 @@
 For a handful of manifest records as the importers write them (paediatric and NIH labels), draws
 ``--draws`` augmented captions each (the rng of each draw as training makes it: run seed, draw,
 index) and prints, per record: the distinct captions, the fraction that round-trip
-(``round_trip_problems`` empty: ``engine.findings.record.parse_prompt`` reads the record's findings,
+(``round_trip_problems`` empty: ``engine.findings.parse.parse_prompt`` reads the record's findings,
 age band, sex and view back, or less on purpose), the fractions with no study header, in lower case
 and with a typo, the draws per second (parsing not counted), and a few examples.
 """
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from engine.findings.record import TYPO_TARGETS, correct_typo  # noqa: E402
+from engine.findings.parse import TYPO_TARGETS, correct_typo  # noqa: E402
 from engine.manifest import ManifestRecord  # noqa: E402
 from training.data.captions import (  # noqa: E402
     augment_rng,

@@ -19,7 +19,7 @@ from engine.conditioning import (
     record_of_labels,
     record_of_manifest,
 )
-from engine.findings.record import parse_prompt
+from engine.findings.parse import parse_prompt
 from engine.manifest import ManifestRecord
 from engine.pack import MANIFEST, PackError, load_pack, write_manifest
 

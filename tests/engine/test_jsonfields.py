@@ -63,7 +63,8 @@ def test_each_reader_uses_it(call: str, message: str, tiny_pack_dir) -> None:
             )  # fmt: skip
         assert str(info.value).startswith(message)
     else:
-        from engine.findings.record import PromptRecord, RecordError, parse_prompt
+        from engine.findings.parse import parse_prompt
+        from engine.findings.record import PromptRecord, RecordError
 
         data = parse_prompt("no effusion").to_dict() | {"colour": "red"}
         with pytest.raises(RecordError) as info:

@@ -255,7 +255,7 @@ def test_record_tokens_follow_the_prompt_record(tiny_record_pack_dir: Path) -> N
     prompt's record (the negative prompt's for the unconditional half); the record alone moves the image."""
     from dataclasses import replace
 
-    from engine.findings.record import parse_prompt
+    from engine.findings.parse import parse_prompt
 
     pack = load_pack(tiny_record_pack_dir)
     backend = ContextBackend(OrtBackend(pack, requested="cpu"))

@@ -12,16 +12,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from engine.findings.parse import TYPO_TARGETS, correct_typo, parse_prompt
 from engine.findings.reader import summarize
-from engine.findings.record import (
-    AGE_BANDS,
-    TYPO_TARGETS,
-    FindingEntry,
-    PromptRecord,
-    RecordError,
-    correct_typo,
-    parse_prompt,
-)
+from engine.findings.record import AGE_BANDS, FindingEntry, PromptRecord, RecordError
 from engine.findings.vocabulary import ABSENT, NO_FINDING, PRESENT, UNCERTAIN
 
 

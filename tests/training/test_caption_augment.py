@@ -1,5 +1,5 @@
 """training.data.captions.augmented_caption: many phrasings per record, each read back by
-engine.findings.record.parse_prompt as the record's own findings, age band, sex and view."""
+engine.findings.parse.parse_prompt as the record's own findings, age band, sex and view."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.findings.record import TYPO_TARGETS, correct_typo, parse_prompt
+from engine.findings.parse import TYPO_TARGETS, correct_typo, parse_prompt
 from engine.findings.vocabulary import ABSENT, NO_FINDING, PRESENT, UNCERTAIN
 from engine.manifest import ManifestRecord
 from engine.paths import resources_dir

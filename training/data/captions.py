@@ -22,7 +22,7 @@ seed and the record's key (its file name), never on the order of the import.
 
 Augmented captions (:func:`augmented_caption`, section 4) are for training, not for the manifest:
 the same labels phrased the way clinicians type prompts (shorthand, no header, other orders,
-typos), each read back by ``engine.findings.record.parse_prompt`` as the labels or less
+typos), each read back by ``engine.findings.parse.parse_prompt`` as the labels or less
 (:func:`round_trip_problems`); ``train diffusion --caption-augment`` draws them.
 """
 
@@ -329,7 +329,7 @@ def caption_grammar() -> dict:
                 "augmented captions (augmented_caption), drawn each time the sample is drawn",
                 "a header or none, the person in several forms or left out, shuffled statements, lower case now "
                 "and then, one-edit typos that engine.findings.record corrects",
-                "engine.findings.record.parse_prompt reads each back as the labels (or less): no side, lobe, "
+                "engine.findings.parse.parse_prompt reads each back as the labels (or less): no side, lobe, "
                 "severity, age band or sex the labels lack",
                 "captions equal to an evaluation prompt set's prompt are drawn again",
             ],
@@ -604,7 +604,7 @@ def _study(target: AugmentTarget, rng: random.Random) -> str:
 def _typo(text: str, rng: random.Random) -> str:
     """One word the record parser corrects (``correct_typo``) given one edit it reads back; unchanged
     when the text has no such word."""
-    from engine.findings.record import TYPO_TARGETS, correct_typo
+    from engine.findings.parse import TYPO_TARGETS, correct_typo
 
     words = [m for m in re.finditer(r"[A-Za-z]+", text) if m.group().lower() in TYPO_TARGETS]
     if not words:
@@ -663,7 +663,7 @@ def augmented_caption(record: object, rng: random.Random, *, typo_rate: float = 
     then all lower case, and with ``typo_rate`` one typo in a word that engine.findings.record
     corrects (one edit, so the meaning survives).
 
-    The invariant (tests/training/test_caption_augment.py): ``engine.findings.record.parse_prompt``
+    The invariant (tests/training/test_caption_augment.py): ``engine.findings.parse.parse_prompt``
     reads the caption back as the record's findings, age band, sex and view, or as strictly less
     on purpose: a negative finding, the view, the age number (its band word kept), the sex or the
     whole person may be left out, never a positive finding, a doubt or a normal study. Nothing the
@@ -735,7 +735,7 @@ def round_trip_problems(record: object, text: str) -> list[str]:
     Allowed on purpose: a negative finding, the age number, the band, the sex or the view left out
     (read as missing, never as something else).
     """
-    from engine.findings.record import parse_prompt
+    from engine.findings.parse import parse_prompt
 
     target = augment_target(record)
     parsed = parse_prompt(text)
