@@ -27,7 +27,7 @@ VIEWER_KEYS: tuple[ViewerKey, ...] = (
     *(
         ViewerKey(
             str(n),
-            f"Window preset {n} (DEFAULT, LUNG, MEDIASTINUM, BONE, then saved ones)",
+            f"Window preset {n} (an opened file's own windows, then DEFAULT, LUNG, MEDIASTINUM, BONE, then saved)",
             "apply_preset_number",
             (n,),
         )

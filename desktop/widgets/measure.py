@@ -45,6 +45,7 @@ class Calibration:
     stored: np.ndarray | None = field(default=None, compare=False, repr=False)
     orientation: tuple[str, str] | None = None
     source: str = "generated"  # "generated" (the DICOM export's facts) or the opened file's path
+    windows: tuple[tuple[str, float, float], ...] = ()  # a file's own (name, centre, width), in its units
 
     def value(self, viewer_value: float) -> float:
         return self.value_offset + self.value_scale * viewer_value
@@ -52,6 +53,10 @@ class Calibration:
     def window(self, window_center: float, window_width: float) -> tuple[float, float]:
         """A viewer window (uint16 units) in the image's units."""
         return self.value(window_center), abs(self.value_scale) * window_width
+
+    def viewer_window(self, window_center: float, window_width: float) -> tuple[float, float]:
+        """A window in the image's units -> viewer units (the inverse of :meth:`window`)."""
+        return (window_center - self.value_offset) / self.value_scale, window_width / abs(self.value_scale)
 
 
 @functools.lru_cache(maxsize=8)
@@ -262,4 +267,31 @@ def file_calibration(
     m0, m1 = (float(stored[i]) * slope + intercept for i in (darkest, brightest))
     scale = (m1 - m0) / (v1 - v0) if v1 > v0 else 1.0
     unit = str(dataset.get("RescaleType", "") or "") or "stored"
-    return Calibration(spacing, scale, m0 - scale * v0, unit, np.asarray(stored), orientation, source)
+    return Calibration(
+        spacing, scale, m0 - scale * v0, unit, np.asarray(stored), orientation, source, dataset_windows(dataset)
+    )
+
+
+def dataset_windows(ds) -> tuple[tuple[str, float, float], ...]:
+    """The file's own windows (WindowCenter, WindowWidth, WindowCenterWidthExplanation), in its modality units;
+    () when it has none or they do not parse."""
+    centers, widths, names = (
+        _values(ds, key) for key in ("WindowCenter", "WindowWidth", "WindowCenterWidthExplanation")
+    )
+    try:
+        windows = [(float(c), float(w)) for c, w in zip(centers, widths, strict=False)]
+    except (TypeError, ValueError):
+        return ()
+    return tuple(
+        (str(names[i]) if i < len(names) else f"FILE {i + 1}", center, width)
+        for i, (center, width) in enumerate(windows)
+        if width >= 1 and math.isfinite(center) and math.isfinite(width)
+    )
+
+
+def _values(ds, key: str) -> list:
+    """A DICOM attribute's values as a list (one value, several (pydicom's MultiValue) or none)."""
+    value = ds.get(key)
+    if value is None or value == "":
+        return []
+    return list(value) if hasattr(value, "__len__") and not isinstance(value, str | bytes) else [value]

@@ -244,8 +244,10 @@ class ImageView(QWidget):
             self.apply_preset(self._presets[0].name)
 
     def apply_preset_number(self, number: int) -> bool:
-        """Keys 1-9: the image's presets in order (DEFAULT, LUNG, MEDIASTINUM, BONE), then the saved ones."""
-        windows = [(p.window_center, p.window_width) for p in self._presets]
+        """Keys 1-9: an opened file's own windows first (as Weasis offers them), then the image's presets in
+        order (DEFAULT, LUNG, MEDIASTINUM, BONE), then the saved ones."""
+        windows = [self.calibration.viewer_window(center, width) for _name, center, width in self.calibration.windows]
+        windows += [(p.window_center, p.window_width) for p in self._presets]
         windows += [(center, width) for _name, center, width in self.saved_windows]
         if not 1 <= number <= len(windows):
             return False

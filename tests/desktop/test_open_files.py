@@ -193,3 +193,24 @@ def test_esc_in_the_window_clears_the_measurements_before_it_cancels(loaded_wind
     assert view.measurements == [] and not cancels
     QTest.keyClick(view, Qt.Key.Key_Escape)  # nothing left to clear: Esc is the window's Cancel again
     assert cancels == [True]
+
+
+def test_keys_1_and_up_give_an_opened_files_own_windows_first(panel: ViewerPanel, real_cr: Path, tmp_path) -> None:
+    """As Weasis: 1, 2, ... are the windows stored in the file (in its units), then the image's presets."""
+    ds = pydicom.dcmread(real_cr)
+    assert panel.open_file(real_cr)
+    view = panel.view
+    QTest.keyClick(view, Qt.Key.Key_1)
+    assert view.shown_window() == pytest.approx((float(ds.WindowCenter), float(ds.WindowWidth)))
+    QTest.keyClick(view, Qt.Key.Key_2)  # the file has one window: 2 is the image's DEFAULT
+    default = view.presets()[0]
+    assert view.window() == (default.window_center, default.window_width)
+    # a file the export wrote: its labelled windows, in its 12-bit values
+    path = tmp_path / "synthetic.dcm"
+    synthetic = (np.mgrid[0:80, 0:100][1] * 600 + 1000).astype(np.uint16)
+    write_dicom(build_dataset(synthetic, SyntheticImageInfo(prompt="x"), StudyContext.synthetic()), path)
+    written = pydicom.dcmread(path)
+    assert panel.open_file(path)
+    QTest.keyClick(view, Qt.Key.Key_2)
+    assert written.WindowCenterWidthExplanation[1] == "LUNG"
+    assert view.shown_window() == pytest.approx((float(written.WindowCenter[1]), float(written.WindowWidth[1])))
