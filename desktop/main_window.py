@@ -45,7 +45,7 @@ from desktop.tasks import Task
 from desktop.widgets.dialogs import open_warning
 from desktop.widgets.generate_panel import GeneratePanel
 from desktop.widgets.library_view import LibraryPanel
-from desktop.widgets.steps import StepsPanel
+from desktop.widgets.steps import StepsPanel, decoded_step
 from desktop.widgets.tag_panel import show_tags
 from desktop.widgets.viewer_panel import ViewerPanel
 from desktop.worker import ModelInfo, WorkerHost
@@ -377,6 +377,9 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
         self.progress.setRange(0, request.num_steps * self._batch_total)
         self.progress.setValue(request.num_steps * self._batch_done)
         self.progress.setFormat(self._progress_text(0, request.num_steps, None))
+        # the steps panel's "Decode every k steps": real VAE decodes at those steps (no effect on the image)
+        request = replace(request, preview_decode_every=self.steps.decode_every())
+        self._decode_every = request.preview_decode_every
         self.host.generate(request)
 
     def cancel(self) -> None:
@@ -400,7 +403,9 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
 
     def _on_step(self, event) -> None:
         frame = imaging.to_uint16(event.preview[0])
-        self.steps.add_frame(f"step {event.index + 1} / {event.total}", frame)
+        decoded = decoded_step(self._decode_every, event.index, event.total)
+        latent_size = (int(event.latent.shape[-2]), int(event.latent.shape[-1]))
+        self.steps.add_frame(f"step {event.index + 1} / {event.total}", frame, decoded=decoded, latent_size=latent_size)
         done = event.index + 1
         per_step = event.elapsed_s / done
         left = (event.total - done + event.total * len(self._queue)) * per_step

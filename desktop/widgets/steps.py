@@ -1,9 +1,13 @@
 """Step-by-step denoising: every step's preview on a slider and a filmstrip, play/pause, export.
 
 Frames are stored pixels (uint16). During a run the slider follows the newest step unless the
-user has moved it; the last frame is the final decoded image. Export writes PNG frames (16-bit,
-as stored) and an animated GIF (Pillow, a dependency) windowed with the final image's DEFAULT window
-so that every frame has the same brightness scale.
+user has moved it; the last frame is the final decoded image. A step's frame is one of two kinds, and the
+strip, its tooltips and the position label say which: an *approximate* preview (the engine's fitted linear
+map of the small latent, upsampled: cheap, blurred, its grey levels only roughly the VAE's), or a real VAE
+*decode* of the step's clean-image estimate, made every k steps when "Decode every" asks for it (the
+engine's ``GenerationRequest.preview_decode_every``; each decode costs about as much as a final image).
+Export writes PNG frames (16-bit, as stored) and an animated GIF (Pillow, a dependency) windowed with the
+final image's DEFAULT window so that every frame has the same brightness scale.
 """
 
 from __future__ import annotations
@@ -31,12 +35,43 @@ from engine import imaging
 from engine.fileio import atomic_write_bytes
 
 THUMB = 56
+APPROXIMATE, DECODED, FINAL = "approximate", "decoded", "final"
+MAX_DECODE_EVERY = 100
 
 
 @dataclass(frozen=True)
 class Frame:
     label: str  # "step 3 / 20" or "final"
     pixels: np.ndarray  # (H, W) uint16
+    kind: str = APPROXIMATE  # APPROXIMATE (linear map of the latent), DECODED (the VAE's) or FINAL
+    latent_size: tuple[int, int] | None = None  # (h, w) of the latent an approximate preview maps
+
+    def __post_init__(self) -> None:
+        if self.label == "final":
+            object.__setattr__(self, "kind", FINAL)
+
+    def description(self) -> str:
+        """What the frame's pixels are, for its tooltip and the position label."""
+        if self.kind == FINAL:
+            return "final image (VAE decode)"
+        if self.kind == DECODED:
+            return "VAE decode of this step's clean-image estimate"
+        size = f"{self.latent_size[0]}x{self.latent_size[1]} " if self.latent_size else ""
+        return f"approximate preview: a fitted linear map of the {size}latent, not the VAE's image"
+
+    def strip_text(self) -> str:
+        """The strip's short caption: '≈3' for an approximate preview, '3 VAE' for a decode, 'final'."""
+        if self.kind == FINAL:
+            return "final"
+        number = self.label.replace("step ", "").split(" /")[0]
+        return f"{number} VAE" if self.kind == DECODED else f"≈{number}"
+
+
+def decoded_step(decode_every: int, index: int, total: int) -> bool:
+    """Whether step ``index`` (0-based) of ``total`` is a VAE decode under ``preview_decode_every``: the
+    engine's rule in Pipeline.iter_steps (every k-th step but the last, whose image is the final one)."""
+    done = index + 1
+    return decode_every > 0 and done % decode_every == 0 and done < total
 
 
 def sequence_window(frames: list[Frame]) -> imaging.WindowPreset:
@@ -110,6 +145,16 @@ class StepsPanel(QWidget):
         self.fps_spin.setValue(8)
         self.fps_spin.setSuffix(" fps")
         self.fps_spin.valueChanged.connect(lambda fps: self._timer.setInterval(1000 // fps))
+        self.decode_every_spin = QSpinBox()
+        self.decode_every_spin.setRange(0, MAX_DECODE_EVERY)
+        self.decode_every_spin.setSpecialValueText("off")
+        self.decode_every_spin.setPrefix("every ")
+        self.decode_every_spin.setSuffix(" steps")
+        self.decode_every_spin.setToolTip(
+            "Step previews are approximate (a fitted linear map of the latent). Decode every k steps shows the "
+            "VAE's real image at those steps instead (marked 'VAE' on the strip); each decode takes about as long "
+            "as decoding the final image. Off: approximate previews only."
+        )
         self.position_label = QLabel("no steps")
         self.position_label.setMinimumWidth(110)
         self.filmstrip = QListWidget()
@@ -130,6 +175,8 @@ class StepsPanel(QWidget):
         row.addWidget(QLabel("Steps"))
         row.addWidget(self.play_button)
         row.addWidget(self.fps_spin)
+        row.addWidget(QLabel("Decode"))
+        row.addWidget(self.decode_every_spin)
         row.addWidget(self.slider, 1)
         row.addWidget(self.position_label)
         layout = QVBoxLayout(self)
@@ -141,6 +188,10 @@ class StepsPanel(QWidget):
 
     def frames(self) -> list[Frame]:
         return list(self._frames)
+
+    def decode_every(self) -> int:
+        """The "Decode every k steps" option: the request's ``preview_decode_every`` (0: off)."""
+        return self.decode_every_spin.value()
 
     def current_index(self) -> int:
         return self.slider.value()
@@ -163,10 +214,15 @@ class StepsPanel(QWidget):
         self.slider.setEnabled(False)
         self.position_label.setText("no steps")
 
-    def add_frame(self, label: str, pixels: np.ndarray) -> None:
-        self._frames.append(Frame(label, pixels))
-        item = QListWidgetItem(_thumbnail(pixels), label.replace("step ", "").split(" /")[0])
-        item.setToolTip(label)
+    def add_frame(
+        self, label: str, pixels: np.ndarray, *, decoded: bool = False, latent_size: tuple[int, int] | None = None
+    ) -> None:
+        """Append a frame: ``decoded`` for a VAE decode of the step, else an approximate preview of a latent of
+        ``latent_size`` (h, w); the label "final" is the final image."""
+        frame = Frame(label, pixels, DECODED if decoded else APPROXIMATE, latent_size)
+        self._frames.append(frame)
+        item = QListWidgetItem(_thumbnail(pixels), frame.strip_text())
+        item.setToolTip(f"{label}: {frame.description()}")
         self.filmstrip.blockSignals(True)
         self.filmstrip.addItem(item)
         self.filmstrip.blockSignals(False)
@@ -183,7 +239,7 @@ class StepsPanel(QWidget):
     def set_frames(self, frames: list[Frame]) -> None:
         self.clear()
         for frame in frames:
-            self.add_frame(frame.label, frame.pixels)
+            self.add_frame(frame.label, frame.pixels, decoded=frame.kind == DECODED, latent_size=frame.latent_size)
 
     def show_frame(self, index: int) -> None:
         if not self._frames:
@@ -247,7 +303,10 @@ class StepsPanel(QWidget):
     def _update_label(self) -> None:
         frame = self.current_frame()
         if frame is not None:
-            self.position_label.setText(f"{frame.label}  ({self.slider.value() + 1}/{len(self._frames)})")
+            kind = {APPROXIMATE: "approximate", DECODED: "VAE decode", FINAL: ""}[frame.kind]
+            kind = f" · {kind}" if kind and frame.label != "final" else ""
+            self.position_label.setText(f"{frame.label}{kind}  ({self.slider.value() + 1}/{len(self._frames)})")
+            self.position_label.setToolTip(frame.description())
 
 
 def _thumbnail(pixels: np.ndarray) -> QIcon:

@@ -60,3 +60,52 @@ def test_export_writes_the_png_frames_and_the_gif_with_no_pillow_guard(tmp_path)
     assert gif == tmp_path / "out" / "denoising.gif" and "animated GIF" in message
     with Image.open(gif) as animation:
         assert animation.n_frames == 4
+
+
+def test_previews_say_they_are_approximate_and_decodes_say_they_are_real(qtbot) -> None:
+    """Issue 18 item 5: a step preview is a fitted linear map of the latent, not the VAE's image; the strip,
+    its tooltips and the position label said only "step 3 / 4", so previews passed for real images."""
+    panel = StepsPanel()
+    qtbot.addWidget(panel)
+    shots = frames(4)
+    panel.add_frame("step 1 / 4", shots[0], latent_size=(28, 28))
+    panel.add_frame("step 2 / 4", shots[1], decoded=True, latent_size=(28, 28))
+    panel.add_frame("final", shots[2])
+    approximate, decoded, final = (panel.filmstrip.item(row) for row in range(3))
+    assert "approximate" in approximate.toolTip() and "linear map of the 28x28 latent" in approximate.toolTip()
+    assert "approximate" not in decoded.toolTip() and "VAE decode" in decoded.toolTip()
+    assert approximate.text() != decoded.text() and "≈" in approximate.text() and final.text() == "final"
+    assert [frame.kind for frame in panel.frames()] == ["approximate", "decoded", "final"]
+    panel.show_frame(0)
+    assert "approximate" in panel.position_label.text()
+    panel.show_frame(1)
+    assert "VAE decode" in panel.position_label.text()
+    # the cine player runs over both kinds
+    panel.fps_spin.setValue(60)
+    panel.set_playing(True)
+    seen: set[int] = set()
+    panel.frame_selected.connect(seen.add)
+    qtbot.waitUntil(lambda: seen == {0, 1, 2}, timeout=3000)
+    panel.set_playing(False)
+
+
+def test_decode_every_is_a_steps_option_off_by_default(qtbot) -> None:
+    panel = StepsPanel()
+    qtbot.addWidget(panel)
+    assert panel.decode_every() == 0 and panel.decode_every_spin.specialValueText() == "off"
+    panel.decode_every_spin.setValue(5)
+    assert panel.decode_every() == 5
+
+
+def test_the_window_shows_real_decodes_at_every_kth_step(loaded_window, qtbot) -> None:
+    """The option reaches the engine (GenerationRequest.preview_decode_every): with k=2 on 5 steps, steps 2 and 4
+    are VAE decodes, the rest approximate previews, and the final image is the final image."""
+    window = loaded_window
+    window.prompt_box.set_text("right pleural effusion")
+    window.generate_panel.steps_spin.setValue(5)
+    window.steps.decode_every_spin.setValue(2)
+    with qtbot.waitSignal(window.run_finished, timeout=60_000):
+        assert window.generate()
+    kinds = [frame.kind for frame in window.steps.frames()]
+    assert kinds == ["approximate", "decoded", "approximate", "decoded", "approximate", "final"], kinds
+    assert window.generate_panel.request().preview_decode_every == 0  # the panel's request is unchanged
