@@ -213,6 +213,8 @@ def test_pediatric_committed_fixture_imports_whole(tmp_path: Path) -> None:
         rows = list(csv.DictReader(stream))
     assert not summary.skipped and len(records) == len(rows) == 12
     assert {name: r.label for name, r in records.items()} == {row["file"]: row["label"] for row in rows}
+    # Kermany's children (one to five) have no per-image age: the band says child, so training's record has it
+    assert {(r.age, r.age_band) for r in records.values()} == {(None, "child")}
     assert Counter(r.split for r in records.values())["train"] >= 4
 
 

@@ -278,6 +278,8 @@ def covid_caption(rng: random.Random, *, view: str | None, sex: str | None) -> C
     sex when known, and the diagnosis; no finding, since no finding is labelled per image (many are
     intensive-care films with lines and tubes, and nothing says which show what)."""
     head = header(view=view, sex=sex, age_band="adult")
+    if view is None:  # header's default "Frontal" would state a view the record lacks
+        head = "Chest" + head.removeprefix("Frontal chest")
     return Caption(rng.choice(COVID_PHRASES).format(head=head), {})
 
 

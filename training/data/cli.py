@@ -21,7 +21,7 @@ from training.cli import command_error
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-KINDS = ("pediatric", "iu-xray", "nih", "csv", "dicom")
+KINDS = ("pediatric", "iu-xray", "nih", "csv", "dicom", "hannover", "merge")
 
 _EPILOG = """kinds and their paths:
   pediatric  FOLDER...          labels.csv + images/, or Kaggle chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}
@@ -29,6 +29,10 @@ _EPILOG = """kinds and their paths:
   nih        TABLE... FOLDER... Data_Entry_2017*.csv(.gz) or images.csv, and image folder(s)
   csv        TABLE...           columns path,text[,findings,patient_id,view,age,sex,label]
   dicom      FOLDER|FILE...     DICOM files; PNGs are written to MANIFEST-STEM_images/ beside the manifest
+  hannover   DATA.CSV FOLDER    Hannover Medical School COVID-19 films: data.csv and the images folder
+                                (adults, age redacted; no per-image findings; CC BY 3.0, credit the authors)
+  merge      MANIFEST...        manifests of several sources -> one (image paths re-pointed, splits kept;
+                                --seed and the fractions do not apply), for one training run on all of them
 """
 
 

@@ -1,6 +1,15 @@
 """``pediatric``: the Kermany paediatric set, as ``labels.csv`` (file, label, patient_id) beside an
 ``images/`` folder, or the original Kaggle ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}``
 layout (type and patient from names like ``person1_bacteria_1.jpeg``, ``IM-0115-0001.jpeg``).
+
+Every record gets ``age_band`` "child" and no ``age``: the source gives no age per image, only that
+the patients were one to five years old (Kermany et al. 2018). "child" (AGE_BANDS: 2 to 12) is an
+approximation: the one-year-olds among them are "infant" (0 to 2) by AGE_BANDS, but nothing says
+which images those are, most of the span is child, and the prompt word "paediatric" (the header of
+every caption here) reads as child. Without a band these images had no age-band token in training
+(engine.conditioning.record_of_manifest), so a model on children and adults could not tell them apart
+by record. Splitting the band between infant and child at random would invent ages; leaving it out
+loses what the source does say.
 """
 
 from __future__ import annotations
@@ -111,6 +120,7 @@ def import_pediatric(paths: Sequence[Path], manifest: Path, options: ImportOptio
                     view="AP",
                     source="pediatric",
                     label=label,
+                    age_band="child",
                 )
             )
     return result

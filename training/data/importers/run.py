@@ -19,7 +19,9 @@ from engine.manifest import ImportSummary, ManifestRecord, assign_splits, check_
 from training.data.importers.common import ImporterError, ImportOptions, ImportResult
 from training.data.importers.csv_table import import_csv
 from training.data.importers.dicom import dicom_image_folder, import_dicom
+from training.data.importers.hannover import import_hannover
 from training.data.importers.iu_xray import import_iu_xray
+from training.data.importers.merge import merge_manifests
 from training.data.importers.nih import import_nih
 from training.data.importers.pediatric import import_pediatric
 
@@ -73,7 +75,10 @@ IMPORTERS: dict[str, Importer] = {
     "nih": import_nih,
     "csv": import_csv,
     "dicom": import_dicom,
+    "hannover": import_hannover,
+    "merge": merge_manifests,
 }
+KEEPS_SPLITS = frozenset({"merge"})  # its records come split already (by each source's import)
 
 
 def run_import(
@@ -85,7 +90,8 @@ def run_import(
     val_frac: float = 0.1,
     test_frac: float = 0.1,
 ) -> tuple[ImportSummary, ImportResult]:
-    """Import, split by patient, write the manifest; returns the summary and the raw result.
+    """Import, split by patient (a merge keeps its manifests' splits), write the manifest; returns the
+    summary and the raw result.
 
     Nothing is written when no record could be made (the summary's skip reasons say why).
     """
@@ -107,7 +113,10 @@ def run_import(
         result, records = _import_dicom_staged([Path(p) for p in paths], manifest, options, val_frac, test_frac)
     else:
         result = IMPORTERS[kind]([Path(p) for p in paths], manifest, options)
-        records = assign_splits(result.records, seed=options.seed, val_frac=val_frac, test_frac=test_frac)
+        if kind in KEEPS_SPLITS:
+            records = result.records
+        else:
+            records = assign_splits(result.records, seed=options.seed, val_frac=val_frac, test_frac=test_frac)
         if records:
             write_manifest(manifest, records)
     summary = ImportSummary(records, Counter(result.skipped), Counter(result.notes))
@@ -116,6 +125,7 @@ def run_import(
 
 __all__ = [
     "IMPORTERS",
+    "KEEPS_SPLITS",
     "Importer",
     "run_import",
 ]
