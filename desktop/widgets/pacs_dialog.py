@@ -6,19 +6,33 @@ window's); progress comes back as queued signals. The dialog gets what it needs 
 Images go through an :class:`engine.dicom.outbox.Outbox` in the user data folder, so a failed or cancelled
 send keeps them and "Send pending" tries again later. The outbox keeps one queue per node: "Send pending (N)"
 counts and sends only the queue of the node the fields name, and says how many images wait for other nodes.
+
+The outbox list shows every waiting file (its node, its name, the attempts and the last error) and the files
+set aside as unreadable, with Retry (send that file's node's queue, by the node's saved settings) and Delete
+(asks first). The node fields are those of ``cxr-studio pacs add``: DICOMweb (STOW-RS URL, user, password:
+typed into a password field, never shown, never in a message or the log) and TLS (CA file, client certificate
+and key). "Keep the patient and study of a case" gives every send of one library case the same patient ID,
+study and series (kept in the user data folder), with new SOP Instance UIDs, so that a PACS files a re-send
+as another image of the same study rather than a new patient.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import tempfile
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -26,9 +40,12 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -36,11 +53,19 @@ from PySide6.QtWidgets import (
 from desktop.exports import CurrentImage
 from desktop.settings import Settings
 from desktop.widgets.viewer import CasePreview, reserve_text_lines
+from engine import paths
 from engine.dicom import dimse, pacs
-from engine.dicom.dataset import write_dicom
+from engine.dicom.dataset import StudyContext, write_dicom
 from engine.dicom.outbox import Outbox
+from engine.dicom.stow import check_stow_settings
+from engine.fileio import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 NEW_NODE = "New PACS…"
+METHODS = (("C-STORE (DIMSE)", "c-store"), ("STOW-RS (DICOMweb)", "stow"))
+IDENTITIES_FILE = "pacs_identities.json"  # in the user data folder: library case id -> StudyContext
+KEEP_IDENTITY_KEY = "pacs/keep_identity"
 
 RunTask = Callable[[Callable[[], Any], Callable[[Any], None], Callable[[str], None]], object]
 """``run_task(function, on_done, on_error)``: call ``function`` off the GUI thread, then ``on_done(result)`` or
@@ -58,12 +83,13 @@ class PacsDialog(QDialog):
         *,
         settings: Settings,
         current: Callable[[], CurrentImage | None],
-        dataset: Callable[[], Dataset | None],
+        dataset: Callable[[StudyContext | None], Dataset | None],
         run_task: RunTask,
         closing: threading.Event,
     ) -> None:
         """``current``: the image "Send current image" sends (call :meth:`refresh_preview` when it changes);
-        ``dataset``: that image as a DICOM dataset, or None after telling the user why; ``closing``: set when
+        ``dataset(study)``: that image as a DICOM dataset with ``study``'s patient and study (None: a fresh
+        synthetic one), or None after telling the user why; ``closing``: set when
         the application closes, so that a send stops early."""
         super().__init__(parent)
         self.settings = settings
@@ -94,6 +120,27 @@ class PacsDialog(QDialog):
         self.called_edit.setMaxLength(16)
         self.calling_edit = QLineEdit("CXRSTUDIO")
         self.calling_edit.setMaxLength(16)
+        self.method_box = QComboBox()
+        for text, method in METHODS:
+            self.method_box.addItem(text, method)
+        self.dicomweb_url_edit = QLineEdit()
+        self.dicomweb_url_edit.setPlaceholderText("e.g. https://pacs:8042/dicom-web (for STOW-RS)")
+        self.dicomweb_user_edit = QLineEdit()
+        self.dicomweb_password_edit = QLineEdit()
+        self.dicomweb_password_edit.setEchoMode(QLineEdit.EchoMode.Password)  # never shown
+        self.dicomweb_password_edit.setToolTip(
+            "Kept with the node's settings, as `cxr-studio pacs add` keeps it; never shown or logged"
+        )
+        self.tls_check = QCheckBox("TLS (DICOM and https)")
+        self.tls_ca_edit = QLineEdit()
+        self.tls_ca_edit.setPlaceholderText("CA file (empty: the system's trusted CAs)")
+        self.tls_cert_edit = QLineEdit()
+        self.tls_cert_edit.setPlaceholderText("client certificate file, for mutual TLS (optional)")
+        self.tls_key_edit = QLineEdit()
+        self.tls_key_edit.setPlaceholderText("its key file")
+        for edit in (self.tls_ca_edit, self.tls_cert_edit, self.tls_key_edit):
+            edit.setEnabled(False)
+            self.tls_check.toggled.connect(edit.setEnabled)
         form = QFormLayout()
         form.addRow("Saved", self.node_box)
         form.addRow("Name", self.name_edit)
@@ -101,6 +148,22 @@ class PacsDialog(QDialog):
         form.addRow("Port", self.port_spin)
         form.addRow("Called AE title (the PACS)", self.called_edit)
         form.addRow("Calling AE title (CXR Studio)", self.calling_edit)
+        form.addRow("Send with", self.method_box)
+        form.addRow("DICOMweb URL", self.dicomweb_url_edit)
+        form.addRow("DICOMweb user", self.dicomweb_user_edit)
+        form.addRow("DICOMweb password", self.dicomweb_password_edit)
+        form.addRow(self.tls_check)
+        form.addRow("TLS CA file", self.tls_ca_edit)
+        form.addRow("TLS certificate", self.tls_cert_edit)
+        form.addRow("TLS key", self.tls_key_edit)
+        self.keep_identity_check = QCheckBox("Keep the patient and study of a case when it is sent again")
+        self.keep_identity_check.setToolTip(
+            "On: every send of one library case carries the same patient ID, study and series (new SOP Instance "
+            "UIDs), so the PACS shows it as one patient. Off: each send is a new synthetic patient and study."
+        )
+        self.keep_identity_check.setChecked(settings.store.value(KEEP_IDENTITY_KEY, False, type=bool))
+        self.keep_identity_check.toggled.connect(lambda on: settings.store.setValue(KEEP_IDENTITY_KEY, on))
+        form.addRow(self.keep_identity_check)
 
         self.save_button = QPushButton("Save node")
         self.save_button.clicked.connect(self.save_node)
@@ -119,6 +182,19 @@ class PacsDialog(QDialog):
         # fixed room for the longest messages (an association rejection, a resend hint), so the buttons
         # above do not move when one appears
         self.status = reserve_text_lines(QLabel("Enter the PACS's address and AE title, then test the connection."), 5)
+        self.outbox_table = QTableWidget(0, 4)
+        self.outbox_table.setHorizontalHeaderLabels(["Node", "File", "Attempts", "Last error"])
+        self.outbox_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.outbox_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.outbox_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.outbox_table.horizontalHeader().setStretchLastSection(True)
+        self.outbox_table.setMinimumHeight(110)
+        self.retry_button = QPushButton("Retry")
+        self.retry_button.setToolTip("Send the queue of the chosen file's node, with that node's saved settings")
+        self.retry_button.clicked.connect(self.retry_selected)
+        self.delete_button_outbox = QPushButton("Delete…")
+        self.delete_button_outbox.setToolTip("Remove the chosen file from the outbox (asks first)")
+        self.delete_button_outbox.clicked.connect(self.delete_selected)
         row1 = QHBoxLayout()
         for button in (self.save_button, self.delete_button, self.echo_button):
             row1.addWidget(button)
@@ -134,12 +210,20 @@ class PacsDialog(QDialog):
         layout.addLayout(row2)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(QLabel("Outbox"))
+        layout.addWidget(self.outbox_table)
+        row3 = QHBoxLayout()
+        row3.addStretch(1)
+        row3.addWidget(self.retry_button)
+        row3.addWidget(self.delete_button_outbox)
+        layout.addLayout(row3)
         layout.addWidget(close)
         self._progress.connect(self._on_progress)
         # the node's name is the Name field, else the host (node()): its queue's count follows them
         self.name_edit.textChanged.connect(self._refresh_pending)
         self.host_edit.textChanged.connect(self._refresh_pending)
         self._fill_nodes()
+        self.outbox_table.itemSelectionChanged.connect(self._refresh_outbox_buttons)
         self._set_busy(False)
 
     def refresh_preview(self) -> None:
@@ -170,20 +254,46 @@ class PacsDialog(QDialog):
         self.port_spin.setValue(int(data.get("port", 104)))
         self.called_edit.setText(data.get("called_ae_title", ""))
         self.calling_edit.setText(data.get("calling_ae_title", "CXRSTUDIO"))
+        self.dicomweb_url_edit.setText(data.get("dicomweb_url", ""))
+        self.dicomweb_user_edit.setText(data.get("dicomweb_user", ""))
+        self.dicomweb_password_edit.setText(data.get("dicomweb_password", ""))
+        tls = data.get("tls") or {}
+        self.tls_check.setChecked(bool(data.get("tls")))
+        self.tls_ca_edit.setText(tls.get("ca_file", ""))
+        self.tls_cert_edit.setText(tls.get("cert_file", ""))
+        self.tls_key_edit.setText(tls.get("key_file", ""))
 
     def node(self) -> pacs.PacsNode:
-        """The node the fields describe; ValueError says which field is wrong."""
+        """The node the fields describe; ValueError says which field is wrong (never with the password)."""
+        tls = None
+        if self.tls_check.isChecked():
+            tls = pacs.TlsSettings(
+                ca_file=self.tls_ca_edit.text().strip(), cert_file=self.tls_cert_edit.text().strip(),
+                key_file=self.tls_key_edit.text().strip(),
+            )  # fmt: skip
         return pacs.PacsNode(
             name=self.name_edit.text().strip() or self.host_edit.text().strip(),
             host=self.host_edit.text().strip(),
             port=self.port_spin.value(),
             called_ae_title=self.called_edit.text().strip(),
             calling_ae_title=self.calling_edit.text().strip(),
+            tls=tls,
+            dicomweb_url=self.dicomweb_url_edit.text().strip(),
+            dicomweb_user=self.dicomweb_user_edit.text().strip(),
+            dicomweb_password=self.dicomweb_password_edit.text(),
         )
 
-    def _valid_node(self) -> pacs.PacsNode | None:
+    def method(self) -> str:
+        """'c-store' or 'stow', as the Send with box says."""
+        return self.method_box.currentData()
+
+    def _valid_node(self, *, sending: bool = False) -> pacs.PacsNode | None:
+        """The fields' node, or None after saying what is wrong; ``sending``: also fit for the chosen method."""
         try:
-            return self.node()
+            node = self.node()
+            if sending and self.method() == "stow":
+                check_stow_settings(node, 1)
+            return node
         except ValueError as exc:
             self._say(f"{exc}. Correct it and try again.", ok=False)
             return None
@@ -222,10 +332,11 @@ class PacsDialog(QDialog):
     # send --------------------------------------------------------------------------------------
 
     def send_current(self) -> None:
-        node = self._valid_node()
+        node = self._valid_node(sending=True)
         if node is None or self._busy:
             return
-        dataset = self._dataset()
+        study = self._kept_study()
+        dataset = self._dataset(study)
         if dataset is None:
             return  # the opener said why
         try:
@@ -239,7 +350,7 @@ class PacsDialog(QDialog):
         self._send(node)
 
     def send_pending(self) -> None:
-        node = self._valid_node()
+        node = self._valid_node(sending=True)
         if node is None or self._busy:
             return
         if not self.outbox.pending(node.name):
@@ -257,10 +368,11 @@ class PacsDialog(QDialog):
         self.progress.setValue(0)
         self._say(f"Sending {count} image(s) to {node.label}…", ok=None)
         closing = self._closing
+        method = self.method()
 
         def work() -> pacs.SendReport:
             return self.outbox.send(
-                node, retries=self.retries, backoff_s=self.backoff_s, progress=self._progress.emit,
+                node, method, retries=self.retries, backoff_s=self.backoff_s, progress=self._progress.emit,
                 cancel=lambda: self._cancel.is_set() or closing.is_set(),
             )  # fmt: skip
 
@@ -287,6 +399,115 @@ class PacsDialog(QDialog):
         self._set_busy(False)
         self._say(message, ok=False)
 
+    # one identity per case ---------------------------------------------------------------------
+
+    def _identities_path(self) -> Path:
+        return paths.user_data_dir() / IDENTITIES_FILE
+
+    def _read_identities(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self._identities_path().read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            log.warning("ignoring an unreadable %s", self._identities_path(), exc_info=True)
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _kept_study(self) -> StudyContext | None:
+        """The patient/study/series of the current case's earlier sends when "Keep" is on (made and kept on
+        its first send); None (a fresh synthetic identity) when off or for an image not in the library."""
+        current = self._current()
+        if not self.keep_identity_check.isChecked() or current is None or current.case_id is None:
+            return None
+        key = str(current.case_id)
+        identities = self._read_identities()
+        entry = identities.get(key)
+        if isinstance(entry, dict):
+            try:
+                values = dict(entry, study_datetime=datetime.fromisoformat(entry["study_datetime"]))
+                return StudyContext(**values)
+            except (KeyError, TypeError, ValueError):
+                log.warning("case %s: its kept identity is unreadable; a new one is made", key, exc_info=True)
+        study = StudyContext.synthetic()
+        identities[key] = dict(dataclasses.asdict(study), study_datetime=study.study_datetime.isoformat())
+        try:
+            atomic_write_bytes(self._identities_path(), json.dumps(identities, indent=1).encode("utf-8"))
+        except OSError as exc:  # the send still goes; only the next one will not match it
+            log.warning("could not keep case %s's identity: %s", key, exc)
+        return study
+
+    # the outbox list ---------------------------------------------------------------------------
+
+    def refresh_outbox(self) -> None:
+        """Fill the outbox list: waiting files (node, file, attempts, last error), then those set aside."""
+        attempts = self.outbox.attempts()
+        rows: list[tuple[Path, str, str, str]] = []
+        for path in self.outbox.pending():
+            tried = attempts.get(path.name)
+            rows.append((path, self.outbox.node_of(path) or "(no node)", str(tried.attempts) if tried else "0",
+                         (tried.last_error or "") if tried else "not tried yet"))  # fmt: skip
+        for path in self.outbox.failed():
+            node = self.outbox.node_of(path) or "(no node)"
+            rows.append((path, node, "-", f"set aside, cannot be sent: {self.outbox.failure_reason(path)}"))
+        table = self.outbox_table
+        table.setRowCount(len(rows))
+        for row, (path, node, tries, error) in enumerate(rows):
+            for column, text in enumerate((node, path.name, tries, error)):
+                item = QTableWidgetItem(text)
+                item.setToolTip(text)
+                item.setData(Qt.ItemDataRole.UserRole, str(path))
+                table.setItem(row, column, item)
+        self._refresh_outbox_buttons()
+
+    def selected_file(self) -> Path | None:
+        rows = self.outbox_table.selectionModel().selectedRows()
+        if not rows:
+            return None
+        return Path(self.outbox_table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole))
+
+    def _refresh_outbox_buttons(self, *_args: object) -> None:
+        chosen = self.selected_file() is not None and not self._busy
+        self.retry_button.setEnabled(chosen)
+        self.delete_button_outbox.setEnabled(chosen)
+
+    def retry_selected(self) -> None:
+        """Send the chosen file's node's queue, with that node's saved settings (chosen in the fields)."""
+        path = self.selected_file()
+        if path is None or self._busy:
+            return
+        if path.parent != self.outbox.folder:
+            self._say(f"{path.name} was set aside as unreadable or incomplete: no retry can send it.", ok=False)
+            return
+        name = self.outbox.node_of(path)
+        if name is None or name not in self.nodes:
+            self._say(f"{path.name} waits for {name or 'no node'!r}, which is not a saved node: save a node with "
+                      "that name first.", ok=False)  # fmt: skip
+            return
+        self._fill_nodes(name)
+        self.send_pending()
+
+    def delete_selected(self) -> None:
+        """Remove the chosen file from the outbox, after asking."""
+        path = self.selected_file()
+        if path is None or self._busy:
+            return
+        answer = QMessageBox.question(
+            self, "Delete from the outbox",
+            f"Delete {path.name} (for {self.outbox.node_of(path) or 'no node'}) from the outbox? It will not be sent.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
+        )  # fmt: skip
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        try:
+            self.outbox.discard(path)
+        except (OSError, ValueError) as exc:
+            self._say(f"Not deleted: {exc}", ok=False)
+        else:
+            self._say(f"Deleted {path.name} from the outbox.", ok=True)
+        self.refresh_outbox()
+        self._refresh_pending()
+
     # state -------------------------------------------------------------------------------------
 
     def _set_busy(self, busy: bool) -> None:
@@ -295,6 +516,7 @@ class PacsDialog(QDialog):
             button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
         self._refresh_pending()
+        self.refresh_outbox()
 
     def _pending_name(self) -> str:
         """The name node() gives the node the fields describe (its queue's name in the outbox)."""

@@ -185,6 +185,23 @@ class Outbox:
         reason = data.get("error") if isinstance(data, dict) else None
         return reason if isinstance(reason, str) else "no reason recorded"
 
+    def discard(self, path: Path) -> None:
+        """Delete a waiting file, or one set aside in ``failed/``, with its tag and its attempts; for a user
+        who decided it should never go. ValueError when ``path`` is not a file of this outbox, or while a send
+        from this object runs (it holds the queue; the caller must not wait for it)."""
+        path = Path(path)
+        if path not in self.pending() and path not in self.failed():
+            raise ValueError(f"{path.name} is not waiting in the outbox {self.folder}")
+        if not self._lock.acquire(blocking=False):
+            raise ValueError(f"{path.name}: a send is running; delete it when the send has ended")
+        try:
+            self._remove(path)
+            log = self._read_log()
+            if log.pop(path.name, None) is not None:
+                self._write_log(log)
+        finally:
+            self._lock.release()
+
     def attempts(self) -> dict[str, Attempts]:
         """File name -> :class:`Attempts`, for files that have been tried and are still waiting."""
         attempts = {}

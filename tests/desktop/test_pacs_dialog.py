@@ -137,7 +137,7 @@ def test_the_dialog_takes_what_it_needs_from_its_opener_and_never_imports_the_ma
         on_done(function())
 
     dialog = pacs_dialog.PacsDialog(
-        None, settings=store, current=lambda: shown[0], dataset=lambda: None, run_task=run_task,
+        None, settings=store, current=lambda: shown[0], dataset=lambda study=None: None, run_task=run_task,
         closing=threading.Event(),
     )  # fmt: skip
     qtbot.addWidget(dialog)
@@ -154,3 +154,142 @@ def test_the_dialog_takes_what_it_needs_from_its_opener_and_never_imports_the_ma
     assert not echoed.args[0].ok and tasks == ["<lambda>"]
     dialog.send_button.click()  # the opener has no dataset for it (and said why): nothing is queued
     assert dialog.outbox.pending() == [] and tasks == ["<lambda>"]
+
+
+def bare_dialog(qtbot, settings, dataset=None, case_id: int | None = 3) -> pacs_dialog.PacsDialog:
+    """The dialog with an opener of its own: tasks run in turn on this thread, a 32x32 image of case ``case_id``."""
+
+    def run_task(function, on_done, on_error) -> None:
+        try:
+            result = function()
+        except Exception as exc:  # as the window's Task reports it
+            on_error(str(exc))
+        else:
+            on_done(result)
+
+    info = SyntheticImageInfo(prompt="Normal chest radiograph", seed=77)
+    current = CurrentImage(np.zeros((32, 32), np.uint16), info, "seed 77", case_id=case_id)
+
+    def make_dataset(study=None):
+        from engine.dicom.dataset import StudyContext, build_dataset
+
+        return build_dataset(current.pixels, info, study or StudyContext.synthetic())
+
+    dialog = pacs_dialog.PacsDialog(
+        None, settings=Settings(settings), current=lambda: current, dataset=dataset or make_dataset,
+        run_task=run_task, closing=threading.Event(),
+    )  # fmt: skip
+    qtbot.addWidget(dialog)
+    return dialog
+
+
+def queued(outbox: Outbox, tmp_path: Path, node: str, count: int = 1) -> list[Path]:
+    from engine.dicom.dataset import StudyContext, build_dataset
+
+    paths = []
+    for i in range(count):
+        ds = build_dataset(np.zeros((32, 32), np.uint16), SyntheticImageInfo(prompt="x"), StudyContext.synthetic())
+        paths.append(outbox.put(write_dicom(ds, tmp_path / f"q{node}{i}.dcm"), node))
+    return paths
+
+
+def test_the_outbox_list_shows_node_file_and_last_error_with_retry_and_delete(
+    qtbot, settings, tmp_path: Path, monkeypatch
+) -> None:
+    """Issue 18 item 7: the dialog showed only a count of what waits; what failed, why, and for which node was in
+    attempts.json alone, and a file could not be dropped from the app."""
+    from PySide6.QtWidgets import QMessageBox
+
+    outbox = Outbox()
+    dead, kept = queued(outbox, tmp_path, "dead pacs", 2)
+    dialog = bare_dialog(qtbot, settings)
+    dialog.retries, dialog.backoff_s = 0, 0.01
+    fill(dialog, free_port())  # "test scp", where nothing listens
+    dialog.name_edit.setText("dead pacs")
+    dialog.save_node()
+    with qtbot.waitSignal(dialog.send_done, timeout=RUN_MS):
+        dialog.pending_button.click()
+    table = dialog.outbox_table
+    rows = {table.item(row, 1).text(): row for row in range(table.rowCount())}
+    assert set(rows) == {dead.name, kept.name}
+    row = rows[dead.name]
+    assert table.item(row, 0).text() == "dead pacs" and table.item(row, 2).text() == "1"
+    assert "127.0.0.1" in table.item(row, 3).text() or "refused" in table.item(row, 3).text().lower()
+    # delete asks first: No keeps the file, Yes removes it (and only it)
+    asked: list[str] = []
+    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
+    monkeypatch.setattr(QMessageBox, "question", lambda _parent, _title, text, *a, **k: (asked.append(text),
+                        answers.pop(0))[1])  # fmt: skip
+    table.selectRow(rows[dead.name])
+    dialog.delete_button_outbox.click()
+    assert len(asked) == 1 and dead.name in asked[0] and dead.exists()
+    dialog.delete_button_outbox.click()
+    assert not dead.exists() and outbox.pending("dead pacs") == [kept]
+    assert table.rowCount() == 1 and dead.name not in outbox.attempts()
+    # retry sends that entry's node's queue (its saved settings, now at a live PACS)
+    with storescp(tmp_path / "scp") as scp:
+        node = PacsNode(name="dead pacs", host="127.0.0.1", port=scp.port, called_ae_title=scp.aet)
+        dialog.settings.set_pacs_nodes([node.to_dict()])
+        dialog.nodes = {node.name: node.to_dict()}
+        dialog.name_edit.setText("somewhere else")
+        table.selectRow(0)
+        with qtbot.waitSignal(dialog.send_done, timeout=RUN_MS) as sent:
+            dialog.retry_button.click()
+        assert sent.args[0].ok and sent.args[0].sent == 1
+        qtbot.waitUntil(lambda: len(scp.files()) == 1, timeout=10_000)
+    assert outbox.pending() == [] and table.rowCount() == 0
+
+
+def test_dicomweb_and_tls_fields_make_the_node_and_the_password_is_never_shown(qtbot, settings, tmp_path: Path) -> None:
+    """The CLI's `pacs add` takes a DICOMweb URL, user and password and TLS files; the dialog had none of them."""
+    from PySide6.QtWidgets import QLineEdit
+
+    dialog = bare_dialog(qtbot, settings)
+    fill(dialog, 4242)
+    dialog.dicomweb_url_edit.setText("https://pacs.example/dicom-web")
+    dialog.dicomweb_user_edit.setText("alice")
+    dialog.dicomweb_password_edit.setText("s3cret-pw")
+    dialog.tls_check.setChecked(True)
+    dialog.tls_ca_edit.setText(str(tmp_path / "ca.pem"))
+    assert dialog.dicomweb_password_edit.echoMode() == QLineEdit.EchoMode.Password
+    node = dialog.node()
+    assert (node.dicomweb_url, node.dicomweb_user, node.dicomweb_password) == (
+        "https://pacs.example/dicom-web",
+        "alice",
+        "s3cret-pw",
+    )
+    assert node.tls is not None and node.tls.ca_file == str(tmp_path / "ca.pem")
+    dialog.save_node()
+    assert "s3cret-pw" not in dialog.status.text()
+    reopened = bare_dialog(qtbot, settings)
+    assert reopened.dicomweb_user_edit.text() == "alice" and reopened.tls_check.isChecked()
+    assert reopened.dicomweb_password_edit.text() == "s3cret-pw"  # kept, but only ever shown as dots
+    dialog.tls_cert_edit.setText(str(tmp_path / "me.pem"))  # a certificate without its key: the field is named
+    dialog.save_node()
+    assert "key" in dialog.status.text() and "s3cret-pw" not in dialog.status.text()
+    dialog.dicomweb_url_edit.setText("")
+    dialog.method_box.setCurrentIndex(dialog.method_box.findData("stow"))
+    dialog.tls_cert_edit.setText("")
+    dialog.send_button.click()  # STOW-RS without a URL: said, nothing queued
+    assert "DICOMweb" in dialog.status.text() and dialog.outbox.pending() == []
+
+
+def test_a_case_sent_again_keeps_its_patient_and_study_when_asked(qtbot, settings, tmp_path: Path) -> None:
+    """Each send made a new patient ID and study UID, so a re-sent case became a second patient in the PACS."""
+    with storescp(tmp_path / "scp") as scp:
+        for keep in (False, True):
+            for _ in range(2):
+                dialog = bare_dialog(qtbot, settings)  # also across dialogs (a new session)
+                fill(dialog, scp.port, scp.aet)
+                dialog.keep_identity_check.setChecked(keep)
+                with qtbot.waitSignal(dialog.send_done, timeout=RUN_MS):
+                    dialog.send_button.click()
+        qtbot.waitUntil(lambda: len(scp.files()) == 4, timeout=10_000)
+        sent = [pydicom.dcmread(path) for path in scp.files()]
+    studies: dict[str, list] = {}
+    for ds in sent:
+        studies.setdefault(ds.StudyInstanceUID, []).append(ds)
+    assert sorted(len(group) for group in studies.values()) == [1, 1, 2]  # the two kept sends share one study
+    pair = next(group for group in studies.values() if len(group) == 2)
+    assert pair[0].PatientID == pair[1].PatientID and pair[0].SOPInstanceUID != pair[1].SOPInstanceUID
+    assert len({ds.SOPInstanceUID for ds in sent}) == 4
