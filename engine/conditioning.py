@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.findings.record import AGE_BANDS, SEXES, SIDES, VIEWS, PromptRecord
+from engine.findings.record import AGE_BANDS, SEXES, SIDES, VIEWS, PromptRecord, band_of
 from engine.findings.vocabulary import ABSENT, FINDINGS, PRESENT, UNCERTAIN
-from engine.manifest import ManifestRecord, band_of_age
+from engine.manifest import ManifestRecord
 from engine.pack import MANIFEST, ModelPack, PackError
 
 RECORD_TOKENS = "record_tokens"
@@ -100,7 +100,7 @@ def record_of_labels(
         text="",
         findings=dict(findings),
         age=None if age is None else float(age),
-        age_band=age_band if age is None else band_of_age(float(age)),
+        age_band=age_band if age is None else band_of(float(age)),
         sex=MANIFEST_SEXES.get(sex) if sex is not None else None,
         view=MANIFEST_VIEWS.get(view) if view is not None else None,
     )

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from engine.fileio import _umask, fsync_dir
-from engine.findings.record import AGE_BANDS
+from engine.findings.record import AGE_BANDS, band_of
 from engine.findings.vocabulary import FINDINGS, PRESENT, STATUSES
 from engine.jsonfields import refuse_unknown_keys
 
@@ -43,11 +43,6 @@ OPTIONAL_KEYS = ("age", "sex", "label", "age_band")
 
 class ManifestError(ValueError):
     """A manifest line or record that breaks the format; the message names the line and the key."""
-
-
-def band_of_age(age: float) -> str:
-    """The :data:`~engine.findings.record.AGE_BANDS` band of an age in years (0 to 120)."""
-    return next(band for band, (low, high) in AGE_BANDS.items() if low <= age < high)
 
 
 @dataclass(frozen=True)
@@ -94,9 +89,9 @@ class ManifestRecord:
         if self.age_band is not None:
             if not isinstance(self.age_band, str) or self.age_band not in AGE_BANDS:
                 raise ManifestError(f"age_band must be one of {', '.join(AGE_BANDS)}, not {self.age_band!r}")
-            if self.age is not None and band_of_age(self.age) != self.age_band:
+            if self.age is not None and band_of(self.age) != self.age_band:
                 raise ManifestError(
-                    f"age_band {self.age_band!r} disagrees with age {self.age} (band {band_of_age(self.age)!r})"
+                    f"age_band {self.age_band!r} disagrees with age {self.age} (band {band_of(self.age)!r})"
                 )
         return self
 
@@ -279,7 +274,6 @@ __all__ = [
     "ManifestError",
     "ManifestRecord",
     "assign_splits",
-    "band_of_age",
     "check_fractions",
     "iter_manifest",
     "parse_record",

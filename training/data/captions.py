@@ -463,7 +463,7 @@ def augment_target(record: object) -> AugmentTarget:
     """The :class:`AugmentTarget` of a manifest record (anything with ``findings``, ``age``, ``sex``,
     ``view`` and ``source``); CaptionError when its findings cannot all be phrased, or contradict
     each other (a finding present and the study normal)."""
-    from engine.findings.record import AGE_BANDS
+    from engine.findings.record import band_of
 
     findings = dict(record.findings)
     unknown = sorted(name for name in findings if name != NO_FINDING and name not in AUGMENT_PRESENT)
@@ -477,7 +477,7 @@ def augment_target(record: object) -> AugmentTarget:
         raise CaptionError("nothing to state: no finding and no normal study")
     age = record.age
     if age is not None:
-        band = next(name for name, (low, high) in AGE_BANDS.items() if low <= age < high)
+        band = band_of(age)
     else:  # the manifest's band (Kermany: child, Hannover: adult); a paediatric manifest from before it: child
         band = getattr(record, "age_band", None) or ("child" if record.source == "pediatric" else None)
     paediatric = record.source == "pediatric" or band in ("infant", "child", "adolescent")
