@@ -121,7 +121,7 @@ def test_export_onnx_command_makes_a_pack_that_generates(tmp_path: Path, capsys)
 
 
 def test_grid_tiles_prompts_by_seeds_and_each_tile_is_that_seeds_image(tiny_pack_dir: Path, tmp_path: Path) -> None:
-    from engine.cli.grid import FOOTER, GAP, HEADER, LABEL_WIDTH
+    from engine.sheet import FOOTER, GAP, HEADER, LABEL_WIDTH
 
     prompts = ["Normal chest radiograph", "Left pleural effusion"]
     argv = ["grid", *prompts, "--seeds", "3", "--first-seed", "5", "--steps", "3", "--model", str(tiny_pack_dir)]
