@@ -9,6 +9,9 @@ else (optimizer hyper-parameters, python/numpy RNG states, data position, early 
 Exact resume: the data order is a seeded permutation per epoch (position saved as epoch and batch
 index); all training randomness comes from one ``torch.Generator`` on the device whose state is
 saved with the global torch/CUDA/numpy/python states, after everything a step does.
+
+Several processes (torchrun, :mod:`training.distributed`): each takes its share of every
+micro-batch of the same order, DDP averages the gradients, rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from training import distributed
 from training.datasets import DatasetError, Manifest, read_manifest
 from training.device import configure_torch, pick_device
 from training.models.config import ConfigError, ModelConfig, cpu_config, default_config, tiny_config
@@ -102,13 +106,17 @@ def manifest_and_device(options: TrainOptions, log: Log) -> tuple[Manifest, torc
     """What every ``train`` command checks first, before its run folder is touched: the manifest
     (``--data``, with a ``train`` split) and the device (``--device``, set up by
     :func:`training.device.configure_torch`); the device and the precision it trains in are logged.
+    Under torchrun the process joins the process group here (:func:`training.distributed.init`) and
+    the device is its own GPU.
     """
     manifest = read_manifest(options.data)
     if not manifest.split("train"):
         raise DatasetError(f"{manifest.path}: no records with split 'train'")
-    device = pick_device(options.device)
+    device = distributed.init(pick_device(options.device))
+    distributed.shares(options.batch_size, options.max_process_batch)  # a batch the processes cannot share
     configure_torch(device)
-    log(f"device {device}, precision {pick_precision(options.precision, device)}")
+    processes = f", {distributed.world_size()} processes" if distributed.world_size() > 1 else ""
+    log(f"device {device}, precision {pick_precision(options.precision, device)}{processes}")
     return manifest, device
 
 
@@ -314,8 +322,9 @@ def load_module_tensors(modules: dict[str, nn.Module], tensors: dict[str, torch.
 
 
 def make_log(quiet: bool) -> Log:
-    """Messages between progress-bar updates (tqdm.write), or nothing when ``quiet``."""
-    if quiet:
+    """Messages between progress-bar updates (tqdm.write), or nothing when ``quiet`` (and in every
+    process but rank 0 under torchrun)."""
+    if quiet or not distributed.is_main():
         return lambda message: None
     from tqdm import tqdm
 
@@ -343,8 +352,16 @@ class TrainingTask(Protocol):
 
     def trainable(self) -> dict[str, nn.Module]: ...
 
-    def train_loss(self, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Scalar loss of one micro-batch (called under the task's precision); draws only from ``generator``."""
+    def train_loss(self, indices: torch.Tensor, generator: torch.Generator, share: slice | None = None) -> torch.Tensor:
+        """Scalar loss of one micro-batch (called under the task's precision); draws only from ``generator``.
+
+        ``share``: the loss of those positions of the micro-batch only, the randomness of the whole
+        micro-batch drawn all the same (so that every share of it sees what one process would).
+        """
+        ...
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Put the module its training forward pass runs through in ``wrap(module)`` (DDP)."""
         ...
 
     def after_step(self, step: int) -> None: ...
@@ -384,11 +401,19 @@ def train_step(
     step: int,
     *,
     context: Callable[[], contextlib.AbstractContextManager] | None = None,
+    shares: list[slice] | None = None,
+    no_sync: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> torch.Tensor:
     """One optimizer step (1-based ``step``): the LR of that step, ``grad_accum`` micro-batches under
     the task's precision (or ``context()``, for benchmarks), clipping, AdamW, ``task.after_step``.
 
-    Returns the step's mean loss as a 0-d float32 tensor on the device (no host sync here).
+    ``shares`` (:func:`training.distributed.shares`): the passes this process runs of each
+    micro-batch; each pass replays the generator from the micro-batch's start, so every pass draws
+    what the whole micro-batch draws, and its loss is scaled by its part of the global batch (DDP
+    then averages over the processes: the gradient is the global-batch mean). ``no_sync``: the
+    context of every pass but the step's last (DDP's, no gradient all-reduce there).
+
+    Returns this process's mean loss of the step as a 0-d float32 tensor on the device (no host sync).
     """
     lr = lr_at(
         step, base_lr=options.lr, warmup_steps=options.warmup, total_steps=options.steps,
@@ -398,12 +423,25 @@ def train_step(
         group["lr"] = lr
     device = order.device
     step_loss = torch.zeros((), device=device)
-    for _ in range(options.grad_accum):
+    for micro in range(options.grad_accum):
         indices = order.next()
-        with context() if context is not None else precision_autocast(device, task.precision):
-            loss = task.train_loss(indices, generator)
-        (loss / options.grad_accum).backward()
-        step_loss += loss.detach().float()
+        if shares is None:  # one process, one pass: the micro-batch whole
+            with context() if context is not None else precision_autocast(device, task.precision):
+                loss = task.train_loss(indices, generator)
+            (loss / options.grad_accum).backward()
+            step_loss += loss.detach().float()
+            continue
+        start = generator.get_state()
+        for number, share in enumerate(shares):
+            if number:
+                generator.set_state(start)
+            last = micro == options.grad_accum - 1 and number == len(shares) - 1
+            part = (share.stop - share.start) * distributed.world_size() / options.batch_size
+            with contextlib.nullcontext() if last or no_sync is None else no_sync():
+                with context() if context is not None else precision_autocast(device, task.precision):
+                    loss = task.train_loss(indices, generator, share)
+                (loss * (part / options.grad_accum)).backward()
+            step_loss += loss.detach().float() * part
     step_loss /= options.grad_accum
     if options.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, options.grad_clip)
@@ -427,6 +465,11 @@ def fit(
     Each step: ``grad_accum`` micro-batches under autocast, gradient clipping, AdamW with the
     warmup + cosine LR, ``task.after_step`` (EMA). Then logging, validation (+ best checkpoint),
     sample grids, and every ``checkpoint_every`` steps the checkpoint and the training state.
+
+    Under torchrun (:mod:`training.distributed`) the task trains through DDP on this process's
+    share of each micro-batch; rank 0 alone validates (its values are broadcast, so that every rank
+    stops together) and writes metrics, samples, checkpoints and the state (which records the world
+    size); the logged loss is the mean over the processes.
     """
     # 1. optimizer, data order, generator, early stopping
     modules = task.trainable()
@@ -439,6 +482,12 @@ def fit(
     early = EarlyStopping(options.patience, options.min_delta)
     metrics = MetricsLog(run.metrics_path)
     step, stop_reason = 0, ""
+    main, world = distributed.is_main(), distributed.world_size()
+    shares = distributed.shares(options.batch_size, options.max_process_batch)
+
+    def record(entry: dict[str, Any]) -> None:
+        if main:
+            metrics.append(entry)
 
     # 2. resume
     if state is not None:
@@ -450,13 +499,36 @@ def fit(
         order.load_state(state.meta["data"])
         early.load_json(state.meta["early_stopping"])
         step, stop_reason = state.step, state.meta.get("stop_reason", "")
-        metrics.truncate_after(step)
+        if main:
+            metrics.truncate_after(step)
         if stop_reason:
             log(f"{run.root}: already finished at step {step} ({stop_reason})")
-    else:
+        saved_world = int(state.meta.get("world_size", 1))
+        if saved_world != world and not stop_reason:
+            log(
+                f"resuming a state saved by {saved_world} process(es) with {world}: the same global batches "
+                "in the same order; only the order of float sums changes"
+            )
+    elif main:
         metrics.truncate_after(0)
+    ddp: list[nn.Module] = []
+    if world > 1:  # after the resume: DDP starts from the weights every rank loaded
+
+        def wrap(module: nn.Module) -> nn.Module:
+            ddp.append(distributed.wrap(module, device))
+            return ddp[-1]
+
+        task.distribute(wrap)
+
+    def no_sync() -> contextlib.AbstractContextManager:
+        stack = contextlib.ExitStack()
+        for module in ddp:
+            stack.enter_context(module.no_sync())
+        return stack
 
     def save(step: int, lr: float) -> None:
+        if not main:
+            return
         run.publish("checkpoint", lambda folder: task.write_checkpoint(folder, step))
         opt_tensors, opt_meta = optimizer_state(optimizer)
         rng_tensors, rng_meta = capture_rng(generator, device)
@@ -468,20 +540,25 @@ def fit(
             "optimizer": opt_meta,
             "rng": rng_meta,
             "early_stopping": early.to_json(),
+            "world_size": world,
         }
         run.save_state(step, parts, meta)
 
     # 3. steps
     total = options.steps
     images_per_step = options.batch_size * options.grad_accum
-    bar = progress_bar(total, step, task.name, options.quiet or bool(stop_reason))
+    bar = progress_bar(total, step, task.name, options.quiet or bool(stop_reason) or not main)
+    stop_after = options.stop_after or total
     loss_sum = torch.zeros((), device=device)
     interval_steps, interval_start, overhead = 0, time.perf_counter(), 0.0
     lr = 0.0
     try:
-        while step < total and not stop_reason:
+        while step < min(total, stop_after) and not stop_reason:
             step += 1
-            step_loss = train_step(task, optimizer, params, order, generator, options, step)
+            step_loss = train_step(
+                task, optimizer, params, order, generator, options, step,
+                shares=shares, no_sync=no_sync if ddp else None,
+            )  # fmt: skip
             lr = optimizer.param_groups[0]["lr"]
             loss_sum += step_loss
             interval_steps += 1
@@ -489,10 +566,10 @@ def fit(
 
             # 4. log (the only per-step host sync, every log_every steps)
             if step % options.log_every == 0 or step == total:
-                value, average = step_loss.item(), (loss_sum / interval_steps).item()
+                value, average = distributed.mean(torch.stack([step_loss, loss_sum / interval_steps])).tolist()
                 seconds = max(1e-9, time.perf_counter() - interval_start - overhead)
                 speed = interval_steps * images_per_step / seconds
-                metrics.append(
+                record(
                     {"step": step, "epoch": order.epoch, "loss": value, "loss_avg": average, "lr": lr,
                      "images_per_s": speed}
                 )  # fmt: skip
@@ -505,37 +582,40 @@ def fit(
             # 5. validate, sample, checkpoint (timed apart from the training speed)
             started = time.perf_counter()
             if step % options.validate_every == 0 or step == total:
-                values = task.validate()
+                values = distributed.broadcast(task.validate() if main else None)
                 if values:
                     improved = early.update(values["val_loss"], step)
-                    metrics.append({"step": step, **values, "best": improved})
-                    if improved:
+                    record({"step": step, **values, "best": improved})
+                    if improved and main:
                         run.publish("best", lambda folder, step=step: task.write_checkpoint(folder, step))
                     shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
                     log(f"step {step}: {shown}{' (best)' if improved else ''}")
-            if options.sample_every and step % options.sample_every == 0:
+            if main and options.sample_every and step % options.sample_every == 0:
                 grid = task.sample_grid()
                 if grid is not None:
                     write_png(run.samples_dir / f"step-{step:08d}.png", grid)
             if early.should_stop:
                 stop_reason = "early_stopping"
-                metrics.append(
-                    {"step": step, "early_stop": True, "best_step": early.best_step, "best_val_loss": early.best}
-                )
+                record({"step": step, "early_stop": True, "best_step": early.best_step, "best_val_loss": early.best})
                 log(
                     f"early stopping at step {step}: no validation improvement for {early.bad_evals} "
                     f"evaluations (best {early.best:.4g} at step {early.best_step})"
                 )
             elif step == total:
                 stop_reason = "steps"
-            if step % options.checkpoint_every == 0 or stop_reason:
+            if step % options.checkpoint_every == 0 or stop_reason or step == stop_after:
                 save(step, lr)
             overhead += time.perf_counter() - started
     finally:
         bar.close()
-    checkpoint = run.best_or_last()
-    if checkpoint is None:
-        raise TrainingError(f"{run.root}: no checkpoint was written")
+
+    def last_checkpoint() -> Path:
+        checkpoint = run.best_or_last()
+        if checkpoint is None:
+            raise TrainingError(f"{run.root}: no checkpoint was written")
+        return checkpoint
+
+    checkpoint = distributed.on_main(last_checkpoint)
     best = early.best if math.isfinite(early.best) else None
     return FitResult(
         step=step,

@@ -38,6 +38,8 @@ MUTABLE_OPTIONS = frozenset(
         "export_text_int8",
         "sample_steps",
         "guidance_scale",
+        "max_process_batch",
+        "stop_after",
     }
 )
 
@@ -55,6 +57,12 @@ class TrainOptions:
     ``warmup_steps`` None: 5% of ``steps`` (at most 1000). ``val_every`` None: ``checkpoint_every``.
     ``sample_every`` 0 and ``patience`` 0 switch sample grids and early stopping off. ``compile``
     None: on for CUDA, off for the CPU. ``workers``: threads that decode images (None: up to 8).
+
+    The global batch of an optimizer step is ``batch_size`` x ``grad_accum`` images whatever the
+    number of processes (:mod:`training.distributed`); ``max_process_batch`` caps the images one
+    process puts through the network at once (None: its whole share of a micro-batch), a larger share
+    going through in several passes with the same gradient. ``stop_after``: end this invocation after
+    that optimizer step with its state saved (a job's time limit); ``--resume`` goes on.
     """
 
     data: str = ""
@@ -80,6 +88,8 @@ class TrainOptions:
     compile: bool | None = None
     workers: int | None = None
     quiet: bool = False
+    max_process_batch: int | None = None
+    stop_after: int | None = None
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -93,8 +103,9 @@ class TrainOptions:
         for name in ("warmup_steps", "val_every"):
             if getattr(self, name) is not None:
                 _check_int(self, name, minimum=0 if name == "warmup_steps" else 1)
-        if self.workers is not None:
-            _check_int(self, "workers", minimum=1)
+        for name in ("workers", "max_process_batch", "stop_after"):
+            if getattr(self, name) is not None:
+                _check_int(self, name, minimum=1)
         _check_int(self, "seed", minimum=0)
         for name in ("lr", "weight_decay", "grad_clip", "min_delta"):
             value = getattr(self, name)

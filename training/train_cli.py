@@ -16,6 +16,8 @@ from training.cli import command_error
 EXIT_OK = 0
 EXIT_USAGE = 2
 PATH_OPTIONS = ("data", "out", "vae", "init_from", "export")
+# Options that hold for one invocation: --resume does not take them from the run.
+INVOCATION_OPTIONS = ("stop_after",)
 # Shown in --help; tests/training/test_train.py checks them against the options classes.
 COMMON_DEFAULTS: dict[str, Any] = {
     "grad_accum": 1, "min_lr_ratio": 0.1, "weight_decay": 0.01, "grad_clip": 1.0, "log_every": 10,
@@ -38,6 +40,11 @@ def _common(parser: argparse.ArgumentParser, defaults: dict[str, Any], config_he
     add("--batch-size", type=int, default=None, help="images per micro-batch" + d("batch_size"))
     add("--lr", type=float, default=None, help="peak AdamW learning rate" + d("lr"))
     add("--grad-accum", type=int, default=None, help="micro-batches per optimizer step" + d("grad_accum"))
+    add("--max-process-batch", type=int, default=None, metavar="N",
+        help="most images one process runs through the network at once; a larger share of a micro-batch "
+        "goes through in several passes, the same gradient (default: the whole share)")  # fmt: skip
+    add("--stop-after", type=int, default=None, metavar="STEP",
+        help="end this invocation after optimizer step STEP with its state saved; --resume goes on")  # fmt: skip
     add("--warmup-steps", type=int, default=None, help="linear warmup steps (default 5%% of --steps, at most 1000)")
     add("--min-lr-ratio", type=float, default=None, help="cosine floor, x --lr" + d("min_lr_ratio"))
     add("--weight-decay", type=float, default=None, help="AdamW weight decay" + d("weight_decay"))
@@ -181,15 +188,18 @@ def options_from_args(args: argparse.Namespace, cls: type) -> Any:
     if args.resume:
         stored = read_run_options(args.out)
         stored = {**{k: v for k, v in LEGACY_OPTIONS.items() if k not in stored}, **stored}
+        stored = {k: v for k, v in stored.items() if k not in INVOCATION_OPTIONS}
         values = {name: stored.get(name) if value is None else value for name, value in values.items()}
     return cls(**{name: value for name, value in values.items() if value is not None})
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; 0 when the run ends (finished, or resumed after it had finished), 2 with a one-line
-    error on stderr when an input, the run folder or the export cannot be used."""
+    """Train; 0 when the run ends (finished, stopped by --stop-after, or resumed after it had
+    finished), 2 with a one-line error on stderr when an input, the run folder or the export cannot
+    be used. Under torchrun every process runs this (:mod:`training.distributed`)."""
     from transformers.utils import logging as hf_logging
 
+    from training import distributed
     from training.checkpoint import CheckpointError
     from training.datasets import DatasetError
     from training.device import DeviceError
@@ -220,4 +230,6 @@ def run(args: argparse.Namespace) -> int:
         OSError,
     ) as exc:
         return command_error(f"train {kind}", exc)
+    finally:
+        distributed.shutdown()
     return EXIT_OK

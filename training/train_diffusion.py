@@ -34,8 +34,10 @@ without a record table (every model before v2) gets a new one, drawn from the se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -51,6 +53,7 @@ from engine.conditioning import DEFAULT_MAX_TOKENS, full_vocabulary, record_of_m
 from engine.fileio import atomic_write_text, folder_in_use
 from engine.findings.parse import parse_prompt
 from engine.manifest import ManifestRecord
+from training import distributed
 from training.checkpoint import (
     CONFIG_FILE,
     RECORD_FILE,
@@ -392,8 +395,8 @@ class DiffusionTask:
             self.unet.to(memory_format=torch.channels_last)
         self.trained = nn.ModuleDict(self.trainable())
         self.ema = EMA(self.trained, options.ema_decay)
-        denoiser = Denoiser(self.unet, self.projection, self.record)
-        self.train_denoiser = torch.compile(denoiser) if use_compile(options, device) else denoiser
+        self.denoiser = Denoiser(self.unet, self.projection, self.record)
+        self.train_denoiser = torch.compile(self.denoiser) if use_compile(options, device) else self.denoiser
         ema = self.ema.module
         self.ema_denoiser = Denoiser(ema["unet"], ema["text_projection"], dict(ema.items()).get("record"))
         self.alphas_cumprod = torch.tensor(schedules.alphas_cumprod(c.schedule), dtype=torch.float32, device=device)
@@ -492,7 +495,13 @@ class DiffusionTask:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
         return noisy, t, target
 
-    def train_loss(self, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        wrapped = wrap(self.denoiser)
+        self.train_denoiser = torch.compile(wrapped) if use_compile(self.options, self.device) else wrapped
+
+    def train_loss(self, indices: torch.Tensor, generator: torch.Generator, share: slice | None = None) -> torch.Tensor:
+        """The loss of the micro-batch ``indices``, or of its positions ``share`` only (every draw
+        made for the whole micro-batch, so that a share sees what one process would)."""
         noisy, t, target = self._noisy(self.train_mean[indices], self.train_std[indices], generator)
         drop = torch.rand(indices.shape[0], generator=generator, device=self.device) < self.options.uncond_prob
         text = torch.where(drop, self.empty_index, self.train_text[indices])
@@ -502,6 +511,9 @@ class DiffusionTask:
         if self.train_record is not None:  # dropped apart from the text, so each can be guided
             drop = torch.rand(indices.shape[0], generator=generator, device=self.device) < self.options.uncond_prob
             record = self.train_record[indices].masked_fill(drop.unsqueeze(1), 0)
+        if share is not None:
+            noisy, t, target, text = noisy[share], t[share], target[share], text[share]
+            record = record[share] if record is not None else None
         prediction = self.train_denoiser(noisy, t, self.hidden[text], self.mask[text], record)
         return diffusion_loss(
             prediction, target, self.alphas_cumprod[t],
@@ -651,10 +663,14 @@ def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log
         "init_checkpoint": str(init_dir.resolve()) if init_dir else None,
         "manifest": manifest_info(manifest),
     }
-    run, record = open_run(options.out, "diffusion", options.to_json(), info, resume=resume)
-    with discard_on_failure(run):  # a run that fails before its first checkpoint leaves nothing
+    # under torchrun rank 0 alone opens (and on resume reads) the run folder; the others get it by broadcast
+    run, record = distributed.on_main(
+        lambda: open_run(options.out, "diffusion", options.to_json(), info, resume=resume)
+    )
+    with discard_on_failure(run) if distributed.is_main() else contextlib.nullcontext():
+        # a run that fails before its first checkpoint leaves nothing
         config = ModelConfig.from_json(record["config"])
-        state = run.load_state() if resume else None
+        state = distributed.on_main(run.load_state) if resume else None
 
         # 2. model: UNet and projection fresh from the seed (or from --init-from), the frozen VAE's weights
         seed_everything(options.seed)
@@ -679,7 +695,7 @@ def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log
         # 3. caches, then train
         val_records = evenly_spaced(val_records, VAL_LIMIT)
         task = DiffusionTask(model, manifest, train_records, val_records, options, device, log)
-        if options.sample_every:
+        if options.sample_every and distributed.is_main():
             run.samples_dir.mkdir(exist_ok=True)
             prompts = {"prompts (columns)": task.prompts, "seeds (rows)": list(SAMPLE_SEEDS), "sampler": SAMPLER}
             atomic_write_text(run.samples_dir / "prompts.json", json.dumps(prompts, indent=2) + "\n")
@@ -689,8 +705,8 @@ def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log
     best = f"; best val loss {result.best_val_loss:.4g} at step {result.best_step}" if result.best_step else ""
     log(f"diffusion run finished at step {result.step} ({result.stop_reason}){best}; checkpoint {result.checkpoint}")
 
-    # 4. export
-    if options.export:
+    # 4. export (rank 0)
+    if options.export and distributed.is_main():
         from training.export_onnx import export_pack
 
         card = model_card(manifest, options, result, record.get("vae_checkpoint") or "", record.get("init_checkpoint"))

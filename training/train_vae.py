@@ -17,7 +17,9 @@ and augmented there (small shift/zoom/rotation, gamma/contrast/brightness; never
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from torch import nn
 
+from training import distributed
 from training.checkpoint import LatentDiffusionModel, build_model, save_checkpoint
 from training.datasets import (
     NO_AUGMENTATION,
@@ -193,14 +196,20 @@ class VAETask:
         self.train_images, self.val_images = train_images, val_images  # (N, 1, H, W) float16 on device
         self.num_train = train_images.shape[0]
         self.augmentation = Augmentation() if options.augment else NO_AUGMENTATION
-        loss = VAELoss(self.vae, options.kl_weight, options.edge_weight)
-        self.loss_fn = torch.compile(loss) if use_compile(options, device) else loss
+        self.loss = VAELoss(self.vae, options.kl_weight, options.edge_weight)
+        self.loss_fn = torch.compile(self.loss) if use_compile(options, device) else self.loss
         self._scaling: dict[int, float] = {}
 
     def trainable(self) -> dict[str, nn.Module]:
         return {"vae": self.vae}
 
-    def train_loss(self, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        wrapped = wrap(self.loss)
+        self.loss_fn = torch.compile(wrapped) if use_compile(self.options, self.device) else wrapped
+
+    def train_loss(self, indices: torch.Tensor, generator: torch.Generator, share: slice | None = None) -> torch.Tensor:
+        """The loss of the micro-batch ``indices`` (or of its positions ``share``: the crops,
+        augmentation and noise drawn for all of it, so that a share sees what one process would)."""
         x = self.train_images[indices].float()
         if self.options.crop:
             x = random_crop(x, self.options.crop, generator)
@@ -210,6 +219,8 @@ class VAETask:
         latent = x.shape[-1] // c.downsample_factor
         shape = (x.shape[0], c.latent_channels, latent, latent)
         noise = torch.randn(shape, generator=generator, device=self.device)
+        if share is not None:
+            x, noise = x[share], noise[share]
         return self.loss_fn(x, noise)
 
     def after_step(self, step: int) -> None:
@@ -318,11 +329,13 @@ def train_vae(options: VAEOptions, *, resume: bool = False, log: Log | None = No
     if config is not None:
         check_crop(options.crop, config)
     info = {"config": config.to_json() if config else None, "manifest": manifest_info(manifest)}
-    run, record = open_run(options.out, "vae", options.to_json(), info, resume=resume)
-    with discard_on_failure(run):  # a run that fails before its first checkpoint leaves nothing
+    # under torchrun rank 0 alone opens (and on resume reads) the run folder; the others get it by broadcast
+    run, record = distributed.on_main(lambda: open_run(options.out, "vae", options.to_json(), info, resume=resume))
+    with discard_on_failure(run) if distributed.is_main() else contextlib.nullcontext():
+        # a run that fails before its first checkpoint leaves nothing
         if config is None:
             config = ModelConfig.from_json(record["config"])
-        state = run.load_state() if resume else None
+        state = distributed.on_main(run.load_state) if resume else None
 
         # 2. model (seeded), images on the device
         seed_everything(options.seed)
