@@ -17,7 +17,7 @@ from engine.fileio import atomic_write_bytes
 from engine.imaging import encode_png
 from engine.pack import load_model_pack
 from engine.pipeline import Pipeline
-from engine.sheet import contact_sheet
+from engine.sheet import column_labels, contact_sheet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,6 +65,6 @@ def run(args: argparse.Namespace) -> int:
         f"SYNTHETIC - {pack.manifest.model_id} - {r.sampler}, {r.num_steps} steps, guidance {r.guidance_scale:g} "
         f"- {pipeline.backend.provider}"
     )
-    atomic_write_bytes(args.out, encode_png(contact_sheet(rows, seeds, footer)))
+    atomic_write_bytes(args.out, encode_png(contact_sheet(rows, column_labels("seed", seeds), footer)))
     print(f"wrote {args.out}")
     return 0
