@@ -220,3 +220,34 @@ def test_captions_state_a_manifest_age_band_where_no_age_is_given() -> None:
     assert header(view="AP", age=40, age_band="adult") == "AP chest radiograph of a 40-year-old patient"
     child = ManifestRecord("b.png", "x", {"pneumonia": "present"}, "P1", "AP", "csv", "train", age_band="child")
     assert augment_target(child).age_band == "child" and augment_target(child).paediatric
+
+
+def test_a_diffusion_run_trains_on_the_merged_sources(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """``train diffusion --data ALL.jsonl`` on three sources in three folders, merged: children with the
+    band only, adults with an age, Hannover's films with no finding; record tokens and caption augmentation on."""
+    from training.train_diffusion import DiffusionOptions, train_diffusion
+
+    sources = {
+        "pediatric": dict(findings={"pneumonia": "present", "no_finding": "absent"}, age_band="child"),
+        "nih": dict(findings={"no_finding": "present", "pneumothorax": "absent"}, age=50, sex="M"),
+        "hannover": dict(findings={}, age_band="adult", sex="F"),
+    }
+    manifests = []
+    for source, fields in sources.items():
+        records = []
+        for i in range(4):
+            _png(tmp_path / source / f"{i}.png", 60 + 30 * i)
+            split = "val" if i == 3 else "train"
+            records.append(ManifestRecord(f"{i}.png", f"{source} chest radiograph", patient_id=f"{source}-{i}",
+                                          view="AP", source=source, split=split, **fields))  # fmt: skip
+        manifests.append(write_manifest(tmp_path / source / "m.jsonl", records))
+    merged = tmp_path / "all.jsonl"
+    run_import("merge", manifests, merged)
+    messages: list[str] = []
+    options = DiffusionOptions(
+        data=str(merged), out=str(tmp_path / "run"), vae=str(tiny_checkpoint), steps=2, batch_size=4,
+        checkpoint_every=2, log_every=1, quiet=True, workers=1, caption_augment=0.5,
+    )  # fmt: skip
+    result = train_diffusion(options, log=messages.append)
+    assert result.finished and result.step == 2
+    assert any("cached 9 training" in m for m in messages), messages
