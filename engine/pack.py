@@ -14,6 +14,10 @@ A pack is what the engine runs and what ``training`` exports. Layout::
       record_embeddings.npy optional: (V, D) float32 record-token table, named by model.json's
                             ``conditioning`` (engine.conditioning); then context is (B, T + K, D)
 
+A pack exported with attention maps has, besides ``model_output``, one extra UNet output per
+cross-attention layer (``attention`` section: names and the layer's spatial size h_l x w_l), each the
+layer's attention probabilities averaged over heads, (B, h_l * w_l, T) (engine.attention).
+
 Loading checks the format version, refuses unknown keys and values of the wrong type, and checks
 every file's size and sha256, so a missing, truncated or altered file is refused with an error that
 names it. A graph saved with external data (``location`` entries in its tensors) loads only when
@@ -115,6 +119,17 @@ class ConditioningConfig:
 
 
 @dataclass(frozen=True)
+class AttentionConfig:
+    """Extra UNet outputs for finding maps (``engine.attention``): ``outputs`` the graph output names,
+    one per cross-attention layer, output i being (B, heights[i] * widths[i], T) softmax probabilities
+    averaged over heads (row-major over the layer's h_l x w_l grid)."""
+
+    outputs: tuple[str, ...]
+    heights: tuple[int, ...]
+    widths: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class FileEntry:
     sha256: str
     size: int
@@ -135,6 +150,7 @@ class PackManifest:
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
     conditioning: ConditioningConfig | None = None  # None: the text context only
+    attention: AttentionConfig | None = None  # None: the UNet has no attention-map outputs
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -143,6 +159,10 @@ class PackManifest:
             del data["conditioning"]  # packs without it keep the model.json they always had
         else:
             data["conditioning"]["tokens"] = list(self.conditioning.tokens)
+        if self.attention is None:
+            del data["attention"]  # packs without maps keep the model.json they always had
+        else:
+            data["attention"] = {key: list(value) for key, value in data["attention"].items()}
         return data
 
 
@@ -154,6 +174,7 @@ _SECTIONS = {
     "preview": PreviewConfig,
     "defaults": DefaultsConfig,
     "conditioning": ConditioningConfig,
+    "attention": AttentionConfig,
 }
 
 
@@ -176,6 +197,10 @@ def _checked(value: Any, annotation: str, where: str) -> Any:
         if not isinstance(value, list | tuple) or not all(_is_number(v) for v in value):
             raise PackError(f"{MANIFEST}: {where} must be a list of numbers, not {value!r}")
         return tuple(float(v) for v in value)
+    if annotation == "tuple[int, ...]":
+        if not isinstance(value, list | tuple) or not all(type(v) is int for v in value):  # bool is not a size
+            raise PackError(f"{MANIFEST}: {where} must be a list of whole numbers, not {value!r}"[:300])
+        return tuple(value)
     if annotation == "tuple[str, ...]":
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise PackError(f"{MANIFEST}: {where} must be a list of text, not {value!r}"[:300])
@@ -272,6 +297,12 @@ def _check_values(m: PackManifest) -> None:
     if m.text.max_tokens < 3:
         raise PackError(f"{MANIFEST}: text.max_tokens must be at least 3")
     extra = () if m.conditioning is None else (m.conditioning.embeddings,)
+    if m.attention is not None:
+        a = m.attention
+        if not (len(a.outputs) == len(a.heights) == len(a.widths) >= 1) or len(set(a.outputs)) != len(a.outputs):
+            raise PackError(f"{MANIFEST}: attention needs distinct outputs and one height and width per output")
+        if any(n < 1 for n in (*a.heights, *a.widths)) or "model_output" in a.outputs:
+            raise PackError(f"{MANIFEST}: attention heights and widths must be >= 1, outputs not 'model_output'")
     for name in (*REQUIRED_FILES, m.text.vocab_file, *extra):
         if name not in m.files:
             raise PackError(f"{MANIFEST}: required file {name} is not listed in 'files'")

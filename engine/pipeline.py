@@ -14,6 +14,10 @@ unconditional half. The empty-text embedding is computed once per pipeline.
 A pack with record conditioning (``engine.conditioning``) gets, after the T text tokens, K record
 tokens from the parsed prompt: the context is (B, T + K, D) for both halves, the unconditional
 half's record being the negative prompt's ("" gives K null tokens). Other packs run as before.
+
+``iter_steps(request, attention=True)`` on a pack exported with attention maps also collects the
+conditional half's cross-attention at every step (``engine.attention``) into the result's finding
+maps; the UNet calls and arithmetic are the same, so the pixels are bit-identical to a run without.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import cv2
 import numpy as np
 
 from engine import samplers
+from engine.attention import AttentionCollector, FindingMaps, require_attention
 from engine.conditioning import load_record_conditioning
 from engine.findings.parse import parse_prompt
 from engine.imaging import to_uint8, to_uint16
@@ -105,6 +110,7 @@ class GenerationResult:
     steps_done: int
     dropped_words: tuple[str, ...]  # prompt words cut off by the encoder's token limit
     timings: dict[str, float] = field(default_factory=dict)
+    attention: FindingMaps | None = None  # finding maps, when asked for (iter_steps(attention=True))
 
     def to_uint16(self) -> np.ndarray:
         return to_uint16(self.images)
@@ -167,23 +173,36 @@ class Pipeline:
         return self.tokenizer.encode_batch([prompt]).dropped[0]
 
     # 2. the denoiser seen by the samplers
-    def guided_model_fn(self, cond: np.ndarray, uncond: np.ndarray, guidance_scale: float) -> samplers.ModelFn:
+    def guided_model_fn(
+        self,
+        cond: np.ndarray,
+        uncond: np.ndarray,
+        guidance_scale: float,
+        attention: Callable[[list[np.ndarray]], None] | None = None,
+    ) -> samplers.ModelFn:
         """model_fn(sample (B,C,h,w), timestep (B,)) -> guided model output (B,C,h,w).
 
         ``cond`` (B, T', D) and ``uncond`` (1 or B, T', D), T' = T (+ K record tokens). Both halves go
-        through one UNet call.
+        through one UNet call. ``attention``: called after every UNet call with the conditional half's
+        attention maps (the backend's ``unet_attention``), each (B, h_l * w_l, T').
         """
         batch = cond.shape[0]
+
+        def unet(sample: np.ndarray, timestep: np.ndarray, context: np.ndarray) -> np.ndarray:
+            if attention is None:
+                return self.backend.unet(sample, timestep, context)
+            output, maps = self.backend.unet_attention(sample, timestep, context)
+            attention([m[-batch:] for m in maps])  # the conditional half is the last B rows
+            return output
+
         if guidance_scale == 1.0:
-            return lambda sample, timestep: self.backend.unet(sample, timestep, cond)
+            return lambda sample, timestep: unet(sample, timestep, cond)
         uncond_b = np.broadcast_to(uncond, cond.shape)
         context = np.concatenate([uncond_b, cond], axis=0)
         scale = np.float32(guidance_scale)
 
         def model_fn(sample: np.ndarray, timestep: np.ndarray) -> np.ndarray:
-            both = self.backend.unet(
-                np.concatenate([sample, sample], axis=0), np.concatenate([timestep, timestep]), context
-            )
+            both = unet(np.concatenate([sample, sample], axis=0), np.concatenate([timestep, timestep]), context)
             out_uncond, out_cond = both[:batch], both[batch:]
             return out_uncond + scale * (out_cond - out_uncond)
 
@@ -212,20 +231,29 @@ class Pipeline:
 
     # 4. the whole generation
     def iter_steps(
-        self, request: GenerationRequest, cancel: CancelFlag = None
+        self, request: GenerationRequest, cancel: CancelFlag = None, *, attention: bool = False
     ) -> Iterator[StepEvent | GenerationResult]:
         """Yield a StepEvent after every denoising step, then one GenerationResult.
 
         ``cancel`` is checked between steps; a cancelled run ends with the last preview.
+        ``attention``: also make the result's finding maps (``engine.attention``); AttentionError
+        (before any step) for a pack exported without them.
         """
         # 1. validate and encode the text (negative prompt cached)
         request = request.validated()
+        collector = None
+        if attention:
+            latent_size = (self.manifest.latent.height, self.manifest.latent.width)
+            config = require_attention(self.pack, self.backend)
+            collector = AttentionCollector(config, latent_size, self.manifest.text.max_tokens)
         t_start = time.perf_counter()
         seeds = request.seeds()
         cond, dropped = self.encode([request.prompt] * request.batch_size)
         uncond = self.negative_context(request.negative_prompt) if request.guidance_scale != 1.0 else cond
         t_text = time.perf_counter()
-        model_fn = self.guided_model_fn(cond, uncond, request.guidance_scale)
+        model_fn = self.guided_model_fn(
+            cond, uncond, request.guidance_scale, attention=collector.add if collector is not None else None
+        )
 
         # 2. denoise, yielding a preview per step
         noise, rngs = self.initial_noise(seeds)
@@ -254,6 +282,10 @@ class Pipeline:
             images = preview if preview is not None else self.preview(noise)
         else:
             images = self.decode(latent)
+        maps = None
+        if collector is not None:
+            size = (self.manifest.image.height, self.manifest.image.width)
+            maps = collector.finish(request.prompt, self.tokenizer, size)
         t_end = time.perf_counter()
         yield GenerationResult(
             request=request,
@@ -271,13 +303,18 @@ class Pipeline:
                 "decode_s": t_end - t_steps,
                 "total_s": t_end - t_start,
             },
+            attention=maps,
         )
 
     def generate(
-        self, request: GenerationRequest, on_step: Callable[[StepEvent], None] | None = None
+        self,
+        request: GenerationRequest,
+        on_step: Callable[[StepEvent], None] | None = None,
+        *,
+        attention: bool = False,
     ) -> GenerationResult:
         """Run ``iter_steps`` to the end; ``on_step`` sees every StepEvent."""
-        for event in self.iter_steps(request):
+        for event in self.iter_steps(request, attention=attention):
             if isinstance(event, GenerationResult):
                 return event
             if on_step is not None:

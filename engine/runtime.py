@@ -137,14 +137,32 @@ class OrtBackend:
         return self._run("text_encoder.onnx", {"input_ids": input_ids, "attention_mask": attention_mask})
 
     def unet(self, sample: np.ndarray, timestep: np.ndarray, context: np.ndarray) -> np.ndarray:
-        return self._run(
-            "unet.onnx",
-            {
-                "sample": np.ascontiguousarray(sample, dtype=np.float32),
-                "timestep": np.ascontiguousarray(timestep, dtype=np.float32),
-                "context": np.ascontiguousarray(context, dtype=np.float32),
-            },
-        )
+        return self._run("unet.onnx", self._unet_feeds(sample, timestep, context))
+
+    def unet_attention(
+        self, sample: np.ndarray, timestep: np.ndarray, context: np.ndarray
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """:meth:`unet` and the pack's attention maps (model.json ``attention``): one (B, h_l * w_l, T)
+        array per cross-attention layer. The same session runs the same nodes as :meth:`unet`, so the
+        model output is bit-identical. BackendError for a pack exported without maps."""
+        attention = self.pack.manifest.attention
+        if attention is None:
+            raise BackendError(f"{self.pack.root}: this pack has no attention-map outputs")
+        session = self._session("unet.onnx")
+        feeds = self._unet_feeds(sample, timestep, context)
+        try:
+            output, *maps = session.run(["model_output", *attention.outputs], feeds)
+        except Exception as exc:
+            raise BackendError(f"{self.pack.path('unet.onnx')}: run failed: {exc}") from None
+        return output, maps
+
+    @staticmethod
+    def _unet_feeds(sample: np.ndarray, timestep: np.ndarray, context: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            "sample": np.ascontiguousarray(sample, dtype=np.float32),
+            "timestep": np.ascontiguousarray(timestep, dtype=np.float32),
+            "context": np.ascontiguousarray(context, dtype=np.float32),
+        }
 
     def decode(self, latent: np.ndarray) -> np.ndarray:
         return self._run("vae_decoder.onnx", {"latent": np.ascontiguousarray(latent, dtype=np.float32)})

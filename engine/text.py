@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from tokenizers import BertWordPieceTokenizer
+from tokenizers import BertWordPieceTokenizer, Encoding
 
 MAX_PROMPT_CHARS = 4000
 
@@ -60,16 +60,38 @@ class WordPieceTokenizer:
             token_ids = enc.ids
             lost: tuple[str, ...] = ()
             if len(token_ids) > self.max_tokens:
-                keep = self.max_tokens - 1  # tokens [0, keep) then [SEP]
-                # Cut at a word boundary: a word whose pieces straddle the limit is dropped whole.
-                while keep > 1 and enc.word_ids[keep] is not None and enc.word_ids[keep] == enc.word_ids[keep - 1]:
-                    keep -= 1
+                keep = self._kept(enc)
                 lost = tuple(text[enc.offsets[keep][0] :].split())
                 token_ids = [*token_ids[:keep], token_ids[-1]]
             ids[row, : len(token_ids)] = token_ids
             mask[row, : len(token_ids)] = 1
             dropped.append(lost)
         return TokenBatch(input_ids=ids, attention_mask=mask, dropped=tuple(dropped))
+
+    def _kept(self, enc: Encoding) -> int:
+        """How many leading tokens of an encoding fit: tokens [0, keep) then [SEP]. The cut is at a
+        word boundary: a word whose pieces straddle the limit is dropped whole."""
+        if len(enc.ids) <= self.max_tokens:
+            return len(enc.ids) - 1
+        keep = self.max_tokens - 1
+        while keep > 1 and enc.word_ids[keep] is not None and enc.word_ids[keep] == enc.word_ids[keep - 1]:
+            keep -= 1
+        return keep
+
+    def words(self, text: str) -> list[tuple[int, int, tuple[int, ...]]]:
+        """The words of ``text`` that survive the token limit, as (start, end, token positions): characters
+        [start, end) of ``text`` and the positions of its WordPiece tokens in the (T,) ``input_ids`` row
+        that :meth:`encode_batch` makes of it. Words are the pre-tokenizer's: punctuation is a word."""
+        enc = self._tok.encode(text)
+        found: dict[int, tuple[int, int, list[int]]] = {}
+        for position in range(1, self._kept(enc)):  # 0 is [CLS]
+            word = enc.word_ids[position]
+            if word is None:
+                continue
+            start, end = enc.offsets[position]
+            first, last, positions = found.setdefault(word, (start, end, []))
+            found[word] = (min(first, start), max(last, end), [*positions, position])
+        return [(start, end, tuple(positions)) for start, end, positions in found.values()]
 
 
 def check_prompt(prompt: str, *, allow_empty: bool = False, what: str = "prompt") -> str:

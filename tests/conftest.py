@@ -42,6 +42,17 @@ def tiny_record_pack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_pack(tmp_path_factory.mktemp("tiny-record") / "pack", seed=0, record_tokens=True)
 
 
+@pytest.fixture(scope="session")
+def tiny_attention_pack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pack's model (same seed, same weights) exported with attention-map outputs: read-only."""
+    from training.export_onnx import export_pack
+    from training.tiny import build_tiny_checkpoint
+
+    folder = tmp_path_factory.mktemp("tiny-attention")
+    checkpoint = build_tiny_checkpoint(folder / "checkpoint", seed=0)
+    return export_pack(checkpoint, folder / "pack", model_id="cxr-tiny-seed0", attention_maps=True)
+
+
 @pytest.fixture
 def tiny_pack_copy(tiny_pack_dir: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny pack that a test may damage."""

@@ -40,6 +40,10 @@ def register_export_onnx(subparsers: argparse._SubParsersAction) -> None:
         "--model-id", default=None, metavar="ID", help="model id (default: the checkpoint folder's name)"
     )
     parser.add_argument(
+        "--attention-maps", action="store_true",
+        help="UNet outputs for finding maps (cross-attention per layer; generate --attention); pixels unchanged",
+    )  # fmt: skip
+    parser.add_argument(
         "--card", type=Path, default=None, metavar="FILE.json",
         help="model card entries (a JSON object: training data and its licence, what the model knows, "
              "example prompts, evaluation) merged over the defaults",
@@ -72,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         card = read_card(args.card)
         pack = export_pack(
-            args.checkpoint, args.out, fp16=args.fp16, text_int8=args.text_int8, model_id=args.model_id, card=card
-        )
+            args.checkpoint, args.out, fp16=args.fp16, text_int8=args.text_int8, model_id=args.model_id, card=card,
+            attention_maps=args.attention_maps,
+        )  # fmt: skip
     except (CheckpointError, ExportError, TextEncoderError, OSError, ValueError) as exc:
         return command_error("export-onnx", exc)
     print(f"wrote {pack}")

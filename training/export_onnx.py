@@ -14,6 +14,14 @@ Graphs (names and shapes as in ``engine.pack``; every input and output has a dyn
 - ``vae_encoder.onnx``: image (B, 1, H, W) in [-1, 1] -> latent (B, C, h, w), posterior mean
   x scaling_factor.
 
+``attention_maps=True`` (``export-onnx --attention-maps``) gives ``unet.onnx`` one more output per
+cross-attention layer, ``attention_<i>`` (B, h_l * w_l, T): the layer's softmax(QK^T / sqrt(d))
+averaged over heads, for finding maps (``engine.attention``), named with their grid sizes in
+model.json's ``attention`` section. The outputs tap the Softmax nodes the traced graph already
+has (a ReduceMean over the head axis hangs off each), so ``model_output`` is computed by exactly
+the same nodes as without maps: an attention processor that recomputed the probabilities would
+round differently from the scaled-dot-product attention the packs were traced with.
+
 The TorchScript exporter (``torch.onnx.export(..., dynamo=False)``, opset 17) exports diffusers'
 models reliably. ``ir_version`` is capped at 10 because onnxruntime 1.31 reads IR <= 13 and
 onnx 1.23 may write 14. ``fp16=True`` converts the weights and arithmetic to float16 with
@@ -42,6 +50,7 @@ from torch import nn
 from engine.conditioning import EMBEDDINGS_FILE, RECORD_TOKENS
 from engine.fileio import folder_in_use, staged_folder
 from engine.pack import (
+    AttentionConfig,
     ConditioningConfig,
     DefaultsConfig,
     ImageConfig,
@@ -191,6 +200,54 @@ def export_graph(
     proto = onnx.load_from_string(buffer.getvalue())
     proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
     return proto
+
+
+ATTENTION_OUTPUT = "attention_{}"
+
+
+def add_attention_outputs(proto: onnx.ModelProto) -> list[str]:
+    """Add to a traced UNet one output per cross-attention layer (diffusers' ``attn2``): its Softmax
+    output (B, heads, HW, T) averaged over heads, (B, HW, T) float32, named ``attention_<i>`` in graph
+    order; returns the names. Nothing feeding ``model_output`` changes. ExportError when the graph has
+    no cross-attention Softmax of rank 4 (scaled-dot-product attention as traced by torch)."""
+    graph = proto.graph
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in inferred.graph.value_info}
+    softmaxes = [n for n in graph.node if n.op_type == "Softmax" and "/attn2/" in n.name]
+    if not softmaxes:
+        raise ExportError("unet.onnx: no cross-attention (attn2) Softmax found; cannot add attention maps")
+    names = []
+    for i, node in enumerate(softmaxes):
+        probs = node.output[0]
+        if ranks.get(probs) != 4:
+            raise ExportError(f"unet.onnx: {node.name} is not (B, heads, HW, T); cannot add attention maps")
+        name = ATTENTION_OUTPUT.format(i)
+        graph.node.append(
+            onnx.helper.make_node("ReduceMean", [probs], [name], name=f"/attention_maps/{i}", axes=[1], keepdims=0)
+        )
+        graph.output.append(onnx.helper.make_tensor_value_info(name, FLOAT, ["batch", f"positions_{i}", "tokens"]))
+        names.append(name)
+    return names
+
+
+def attention_config(path: Path, model: LatentDiffusionModel, names: Sequence[str]) -> AttentionConfig:
+    """The ``attention`` section for an exported UNet: each output's grid, from one run (batch 1).
+
+    A layer of HW positions on an h x w latent is (h / f) x (w / f) with f = sqrt(h * w / HW)."""
+    import onnxruntime as ort
+
+    feeds, _ = _feeds("unet.onnx", model)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.run(list(names), feeds)
+    h = w = model.config.latent_size
+    heights, widths = [], []
+    for name, value in zip(names, outputs, strict=True):
+        f = round((h * w / value.shape[1]) ** 0.5)
+        if f < 1 or h % f or w % f or (h // f) * (w // f) != value.shape[1] or not np.all(np.isfinite(value)):
+            raise ExportError(f"unet.onnx: output {name} of shape {value.shape} is not a grid of the {h}x{w} latent")
+        heights.append(h // f)
+        widths.append(w // f)
+    return AttentionConfig(outputs=tuple(names), heights=tuple(heights), widths=tuple(widths))
 
 
 def _cast_to(node: onnx.NodeProto) -> int:
@@ -421,11 +478,13 @@ def export_pack(
     text_int8: bool = False,
     model_id: str | None = None,
     card: Mapping[str, Any] | None = None,
+    attention_maps: bool = False,
 ) -> Path:
     """Export a checkpoint folder to a verified model pack at ``out_dir`` (new or empty); returns it.
 
     ``text_int8``: dynamic int8 quantisation of the text encoder's weights (MiniLM: 91 -> about
     23 MB), so that the default pack stays under its size budget; the UNet and VAE are untouched.
+    ``attention_maps``: the UNet's extra head-averaged cross-attention outputs (module docstring).
 
     Raises CheckpointError for a bad checkpoint and ExportError when the pack cannot be made;
     either way nothing is left at ``out_dir``.
@@ -437,14 +496,18 @@ def export_pack(
     config = model.config
     with staged_folder(out) as tmp:  # published (shareable, renamed into place) only when all went well
         # 2. trace, convert, save and verify each graph
+        attention = None
         for name, (module, args, input_names, output_name) in graph_modules(model).items():
             proto = export_graph(module, args, input_names, output_name)
+            maps = add_attention_outputs(proto) if attention_maps and name == "unet.onnx" else []
             if fp16:
                 proto = to_fp16(proto)
             onnx.save_model(proto, tmp / name)
             if text_int8 and name == "text_encoder.onnx":
                 quantize_int8(tmp / name)
             check_graph(tmp / name, *_feeds(name, model))
+            if maps:
+                attention = attention_config(tmp / name, model, maps)
         # 3. vocabulary, preview map, manifest
         shutil.copyfile(model.text.folder / "vocab.txt", tmp / "vocab.txt")
         conditioning = None
@@ -475,6 +538,7 @@ def export_pack(
             defaults=DefaultsConfig(),
             card=build_card(model, card),
             conditioning=conditioning,
+            attention=attention,
         )
         write_manifest(tmp, manifest)
     return out

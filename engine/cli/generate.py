@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from engine.attention import AttentionError, FindingMaps, require_attention
 from engine.cli import dicom as cli_dicom
 from engine.cli.common import EXIT_OK, UsageError, add_model_arg, check_out_folder, output_paths, request_from_args
-from engine.fileio import atomic_write_bytes
-from engine.imaging import encode_png
+from engine.fileio import atomic_write_bytes, atomic_write_text, folder_in_use, staged_folder
+from engine.imaging import encode_png, to_uint16
 from engine.pack import load_model_pack
 from engine.pipeline import StepEvent, to_uint8
 from engine.runtime import (
@@ -41,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bits", type=int, choices=(8, 16), default=16, help="PNG bit depth (default 16)")
     cli_dicom.add_dicom_options(p)
     p.add_argument("--save-steps", type=Path, default=None, metavar="DIR", help="write every step's preview as PNG")
+    p.add_argument(
+        "--attention", type=Path, default=None, metavar="DIR",
+        help="also write finding maps into the new folder DIR: a 16-bit PNG per finding and per prompt word "
+             "(where its cross-attention acted, 0-1) and attention.json naming them; needs a pack exported "
+             "with --attention-maps",
+    )  # fmt: skip
     p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="ONNX Runtime device")
     p.add_argument("--backend", default=DEFAULT_BACKEND,
                    help="what runs the graphs: onnxruntime (default), or an installed plugin such as torch "
@@ -89,7 +97,16 @@ def _run_generate(args: argparse.Namespace) -> int:
     check_out_folder(out)
     if args.save_steps is not None and args.save_steps.exists() and not args.save_steps.is_dir():
         raise UsageError(f"--save-steps: {args.save_steps} exists and is not a folder")
+    if args.attention is not None:
+        if folder_in_use(args.attention):
+            raise UsageError(f"--attention: {args.attention} exists and is not an empty folder; name a new folder")
+        check_out_folder(args.attention)
     pack = load_model_pack(args.model)
+    if args.attention is not None:
+        try:
+            require_attention(pack)
+        except AttentionError as exc:
+            raise UsageError(f"--attention: {exc}") from None
     request = request_from_args(
         args, pack, prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed,
         batch_size=args.batch, eta=args.eta,
@@ -104,6 +121,11 @@ def _run_generate(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     backend = make_backend(pack, args.backend, backend_options, provider=args.provider)
     pipeline = Pipeline(pack, backend=backend)
+    if args.attention is not None:
+        try:
+            require_attention(pack, backend)
+        except AttentionError as exc:
+            raise UsageError(f"--attention: {exc}") from None
     _print_understood(request.prompt, pack.manifest.card, quiet=args.quiet)
     dropped = pipeline.dropped_words(request.prompt)
     if dropped:
@@ -118,7 +140,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     if args.save_steps is not None:
         args.save_steps.mkdir(parents=True, exist_ok=True)
     result = None
-    for event in pipeline.iter_steps(request):
+    for event in pipeline.iter_steps(request, attention=args.attention is not None):
         if isinstance(event, StepEvent):
             bar.update(1)
             if args.save_steps is not None:
@@ -145,10 +167,15 @@ def _run_generate(args: argparse.Namespace) -> int:
             for path, image in zip(paths, images, strict=True):
                 atomic_write_bytes(path, encode_png(image))
                 written.append(path)
+        if result.attention is not None:
+            write_attention_maps(args.attention, result.attention, paths)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
         raise
+    if result.attention is not None:
+        print(f"{args.attention}  finding maps: {len(result.attention.findings)} findings, "
+              f"{len(result.attention.words)} words")  # fmt: skip
     t = result.timings
     for path, seed in zip(paths, result.seeds, strict=True):
         print(f"{path}  seed={seed}")
@@ -159,3 +186,41 @@ def _run_generate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_OK
+
+
+MAPS_JSON = "attention.json"
+
+
+def _slug(text: str) -> str:
+    """A file-name-safe form of a word or finding name: letters, digits, '-' and '_' only."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in text.lower())[:40] or "word"
+
+
+def write_attention_maps(folder: Path, maps: FindingMaps, images: list[Path]) -> None:
+    """Write ``maps`` into the new folder ``folder`` (staged: all of it or nothing): per image of the
+    batch, ``finding_<name>.png`` and ``word_<NN>_<word>.png`` (16-bit grayscale, 0-65535 for 0-1, the
+    image's size), and ``attention.json`` with one entry per map and image: kind, label, status, file,
+    the image file it belongs to, token positions, character spans and ``max`` (the mean attention
+    probability over layers and steps at the map's hottest pixel, before normalising)."""
+    entries = []
+    with staged_folder(folder) as tmp:
+        for i, image_path in enumerate(images):
+            suffix = f"_{i:02d}" if len(images) > 1 else ""
+            named = [(f"finding_{_slug(m.label)}", m) for m in maps.findings]
+            named += [(f"word_{k:02d}_{_slug(m.label)}", m) for k, m in enumerate(maps.words)]
+            for stem, m in named:
+                name = f"{stem}{suffix}.png"
+                atomic_write_bytes(tmp / name, encode_png(to_uint16(m.image[i])))
+                entries.append({
+                    "kind": m.kind, "label": m.label, "status": m.status, "file": name, "image": image_path.name,
+                    "tokens": list(m.tokens), "spans": [list(span) for span in m.spans], "max": m.peak[i],
+                })  # fmt: skip
+        document = {
+            "prompt": maps.prompt,
+            "aggregation": "cross-attention averaged over heads, summed over layers and steps (DAAM), "
+            "bilinearly upsampled, each map divided by its maximum",
+            "layers": maps.layers,
+            "steps": maps.calls,
+            "maps": entries,
+        }
+        atomic_write_text(tmp / MAPS_JSON, json.dumps(document, indent=2) + "\n")

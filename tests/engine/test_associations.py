@@ -186,3 +186,22 @@ def test_an_association_the_pacs_never_answers_gives_up_and_the_other_sends_ever
     assert any(note.endswith("; this connection stops, 1 other(s) carry on") for note in notes), notes
     assert report.ok and report.sent == 300 and report.error is None, report.summary()
     assert received == set(expected) and outbox.pending() == []
+
+
+def test_make_studies_sends_over_parallel_associations(
+    tiny_pack_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Normal chest radiograph\nSmall left pleural effusion\n", encoding="utf-8")
+    out = tmp_path / "studies"
+    with storescp(tmp_path / "received", unique_filenames=True, fork=True) as server:
+        assert main(["pacs", "add", "SCP", "--host", LOOPBACK, "--port", str(server.port), "--aet", server.aet,
+                     "--timeout", "10"]) == 0  # fmt: skip
+        code = main(["make-studies", "--count", "4", "--images-per-study", "2", "--prompts", str(prompts),
+                     "--out", str(out), "--steps", "1", "--model", str(tiny_pack_dir), "--provider", "cpu",
+                     "--send", "SCP", "--associations", "3"])  # fmt: skip
+        received = sorted(_uid(path) for path in server.files())
+    assert code == 0, capsys.readouterr().err
+    assert "8 of 8 sent, 0 failed, 0 left" in capsys.readouterr().out
+    assert received == sorted(_uid(path) for path in out.rglob("*.dcm")), "a file arrived twice or not at all"
+    assert Outbox().pending() == []

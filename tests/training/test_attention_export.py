@@ -1,0 +1,66 @@
+"""export_pack(attention_maps=True): the UNet's extra head-mean cross-attention outputs and model.json's section."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from engine.pack import AttentionConfig, PackError, load_pack, manifest_from_json
+
+
+def _run(pack: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(pack / "unet.onnx"), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds), strict=True))
+
+
+def test_the_unet_gains_one_head_mean_map_per_cross_attention_layer_and_its_output_is_unchanged(
+    tiny_pack_dir: Path, tiny_attention_pack_dir: Path
+) -> None:
+    plain, maps = load_pack(tiny_pack_dir).manifest, load_pack(tiny_attention_pack_dir).manifest
+    assert plain.attention is None and "attention" not in json.loads((tiny_pack_dir / "model.json").read_text())
+    # tiny UNet: cross-attention in both levels (8x8 and 4x4 of the 8x8 latent): 2 down, 1 mid, 4 up (3 + 1)
+    assert maps.attention == AttentionConfig(
+        outputs=tuple(f"attention_{i}" for i in range(7)), heights=(8, 4, 4, 4, 4, 8, 8), widths=(8, 4, 4, 4, 4, 8, 8)
+    )
+    rng = np.random.default_rng(0)
+    feeds = {
+        "sample": rng.standard_normal((3, 4, 8, 8), dtype=np.float32),
+        "timestep": np.array([999.0, 500.0, 1.0], np.float32),
+        "context": rng.standard_normal((3, 16, 32), dtype=np.float32),
+    }
+    before, after = _run(tiny_pack_dir, feeds), _run(tiny_attention_pack_dir, feeds)
+    assert list(before) == ["model_output"] and list(after) == ["model_output", *maps.attention.outputs]
+    assert np.array_equal(before["model_output"], after["model_output"])
+    for name, h, w in zip(maps.attention.outputs, maps.attention.heights, maps.attention.widths, strict=True):
+        probs = after[name]
+        assert probs.shape == (3, h * w, 16) and probs.min() >= 0
+        assert np.allclose(probs.sum(axis=-1), 1.0, atol=1e-5)  # a mean of softmax rows is a softmax row
+
+
+@pytest.mark.parametrize(
+    "attention",
+    [
+        {"outputs": ["a", "b"], "heights": [8], "widths": [8]},
+        {"outputs": ["a", "a"], "heights": [8, 8], "widths": [8, 8]},
+        {"outputs": ["a"], "heights": [0], "widths": [8]},
+        {"outputs": ["a"], "heights": [8.5], "widths": [8]},
+        {"outputs": ["a"], "heights": [8]},
+    ],
+)
+def test_a_bad_attention_section_is_refused(tiny_attention_pack_dir: Path, attention: dict) -> None:
+    data = json.loads((tiny_attention_pack_dir / "model.json").read_text(encoding="utf-8"))
+    assert manifest_from_json(data).attention is not None
+    with pytest.raises(PackError, match="attention"):
+        manifest_from_json({**data, "attention": attention})
+
+
+def test_the_attention_section_round_trips_through_model_json(tiny_attention_pack_dir: Path) -> None:
+    manifest = load_pack(tiny_attention_pack_dir).manifest
+    again = manifest_from_json(json.loads(json.dumps(manifest.to_json())))
+    assert again == manifest and replace(manifest, attention=None).to_json().get("attention", "absent") == "absent"
