@@ -97,6 +97,8 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
         self._user_window = False  # the user set W/L during this run: keep it for the next frames
         self._run_started = 0.0
         self._source_case: Case | None = None  # the case a Regenerate runs again
+        self.last_batch: list[int | None] = []  # the library case of each image of the last run (None: not kept)
+        self.batch_grid_dialog = None  # made on first use (desktop.widgets.batch_grid)
         self.log_path = setup_logging()
 
         # 1. the case library
@@ -250,6 +252,7 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
         run = self.menuBar().addMenu("&Generate")
         run.addAction(self.generate_action)
         run.addAction(self.cancel_action)
+        run.addAction(self._action("Batch grid and comparison sheet…", self.open_batch_grid))
         view = self.menuBar().addMenu("&View")
         view.addAction(self.library_dock.toggleViewAction())
         for text, slot in (("Fit", self.viewer.fit), ("Actual size (1:1)", self.viewer.actual_size),
@@ -364,6 +367,7 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
         if not requests:
             return
         self._source_case = source
+        self.last_batch = []
         self._queue = list(requests)
         self._batch_total = len(requests)
         self._batch_done = 0
@@ -440,6 +444,7 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
             except Exception as exc:  # sqlite3 and OS errors beyond LibraryError
                 log.exception("library add failed")
                 self.show_error("Not kept in the case library", f"The library could not be written: {exc}")
+        self.last_batch.append(case_id)
         label = f"seed {result.seeds[0]} · {result.request.sampler} · {result.steps_done} steps"
         self._set_current(CurrentImage(image, info, label, case_id))
         self.steps.add_frame("final", image)
@@ -559,6 +564,21 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
             )  # fmt: skip
             self.current_changed.connect(self.pacs_dialog.refresh_preview)
         self.pacs_dialog.open()
+
+    def open_batch_grid(self) -> None:
+        """The last batch as thumbnails and the prompt x seed / guidance sheet (made on first use)."""
+        from desktop.widgets.batch_grid import BatchGridDialog
+
+        if self.batch_grid_dialog is None:
+            self.batch_grid_dialog = BatchGridDialog(
+                self, template=self.generate_panel.request, run_requests=self.run_requests,
+                is_running=self.is_running, library=lambda: self.library, last_batch=lambda: self.last_batch,
+                open_case=self.open_case,
+            )  # fmt: skip
+            self.run_finished.connect(self.batch_grid_dialog.on_run_finished)
+        self.batch_grid_dialog.show_last_batch()
+        self.batch_grid_dialog.show()
+        self.batch_grid_dialog.raise_()
 
     def run_task(self, function, on_done, on_error=None) -> Task:
         """Run a blocking call off the GUI thread; the window waits for it when closing."""
