@@ -145,6 +145,7 @@ GOLDEN = (
 # --------------------------------------------------------------------------- torchrun
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_vae_to_the_weights_of_one(
     vae_reference: Path, dataset: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -156,6 +157,7 @@ def test_two_processes_train_the_vae_to_the_weights_of_one(
     assert RunFolder(tmp_path / "two").load_state().meta["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_two_nodes_on_loopback_train_the_vae_to_the_weights_of_one(
     vae_reference: Path, dataset: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -176,6 +178,7 @@ def test_two_nodes_on_loopback_train_the_vae_to_the_weights_of_one(
     _assert_rank_zero_wrote_once(tmp_path / f"node{written[0]}")
 
 
+@pytest.mark.slow
 def test_a_two_process_diffusion_checkpoint_resumes_in_one_process(
     dataset: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -210,6 +213,7 @@ def test_a_process_limit_splits_each_share_into_passes_with_the_same_gradient(
     _assert_same_weights(tmp_path / "passes", vae_reference)
 
 
+@pytest.mark.slow
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(
     dataset: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
