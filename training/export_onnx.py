@@ -213,6 +213,7 @@ def add_attention_outputs(proto: onnx.ModelProto) -> list[str]:
     graph = proto.graph
     inferred = onnx.shape_inference.infer_shapes(proto)
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in inferred.graph.value_info}
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
     softmaxes = [n for n in graph.node if n.op_type == "Softmax" and "/attn2/" in n.name]
     if not softmaxes:
         raise ExportError("unet.onnx: no cross-attention (attn2) Softmax found; cannot add attention maps")
@@ -222,24 +223,27 @@ def add_attention_outputs(proto: onnx.ModelProto) -> list[str]:
         if ranks.get(probs) != 4:
             raise ExportError(f"unet.onnx: {node.name} is not (B, heads, HW, T); cannot add attention maps")
         name = ATTENTION_OUTPUT.format(i)
+        mean = f"{name}_fp16" if types.get(probs) == FLOAT16 else name  # an fp16 pack's maps leave as float32
         graph.node.append(
-            onnx.helper.make_node("ReduceMean", [probs], [name], name=f"/attention_maps/{i}", axes=[1], keepdims=0)
+            onnx.helper.make_node("ReduceMean", [probs], [mean], name=f"/attention_maps/{i}", axes=[1], keepdims=0)
         )
+        if mean != name:
+            graph.node.append(onnx.helper.make_node("Cast", [mean], [name], name=f"/attention_maps/{i}/Cast", to=FLOAT))
         graph.output.append(onnx.helper.make_tensor_value_info(name, FLOAT, ["batch", f"positions_{i}", "tokens"]))
         names.append(name)
     return names
 
 
-def attention_config(path: Path, model: LatentDiffusionModel, names: Sequence[str]) -> AttentionConfig:
-    """The ``attention`` section for an exported UNet: each output's grid, from one run (batch 1).
+def attention_config(path: Path, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> AttentionConfig:
+    """The ``attention`` section for an exported UNet: each output's grid, from one run on ``feeds``
+    (sample (1, C, h, w), timestep, context).
 
     A layer of HW positions on an h x w latent is (h / f) x (w / f) with f = sqrt(h * w / HW)."""
     import onnxruntime as ort
 
-    feeds, _ = _feeds("unet.onnx", model)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs = session.run(list(names), feeds)
-    h = w = model.config.latent_size
+    outputs = session.run(list(names), dict(feeds))
+    h, w = feeds["sample"].shape[2:]
     heights, widths = [], []
     for name, value in zip(names, outputs, strict=True):
         f = round((h * w / value.shape[1]) ** 0.5)
@@ -507,7 +511,7 @@ def export_pack(
                 quantize_int8(tmp / name)
             check_graph(tmp / name, *_feeds(name, model))
             if maps:
-                attention = attention_config(tmp / name, model, maps)
+                attention = attention_config(tmp / name, _feeds(name, model)[0], maps)
         # 3. vocabulary, preview map, manifest
         shutil.copyfile(model.text.folder / "vocab.txt", tmp / "vocab.txt")
         conditioning = None
@@ -541,4 +545,40 @@ def export_pack(
             attention=attention,
         )
         write_manifest(tmp, manifest)
+    return out
+
+
+def add_attention_maps(pack_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """A copy of the pack at ``pack_dir`` in the new (or empty) folder ``out_dir`` whose UNet has the
+    attention-map outputs (:func:`add_attention_outputs`) and whose model.json names them; every other
+    file byte-identical. The UNet's nodes are the shipped ones, so its ``model_output`` is too: a pack
+    gains maps without a round trip through torch (which would re-quantise an int8 text encoder).
+    ExportError (nothing left at ``out_dir``) for a pack that already has maps or whose UNet has no
+    cross-attention; PackError for a pack that does not load."""
+    from dataclasses import replace
+
+    from engine.pack import load_pack
+
+    pack = load_pack(pack_dir)
+    manifest = pack.manifest
+    if manifest.attention is not None:
+        raise ExportError(f"{pack.root}: the pack already has attention maps")
+    out = Path(out_dir)
+    _prepare_out_dir(out)
+    with staged_folder(out) as tmp:
+        for name in manifest.files:
+            shutil.copyfile(pack.path(name), tmp / name)
+        proto = onnx.load_model(tmp / "unet.onnx")
+        names = add_attention_outputs(proto)
+        onnx.save_model(proto, tmp / "unet.onnx")
+        latent = manifest.latent
+        tokens = manifest.text.max_tokens + (manifest.conditioning.max_tokens if manifest.conditioning else 0)
+        sample = np.zeros((1, latent.channels, latent.height, latent.width), np.float32)
+        feeds = {
+            "sample": sample,
+            "timestep": np.array([500.0], np.float32),
+            "context": np.zeros((1, tokens, manifest.text.context_dim), np.float32),
+        }
+        check_graph(tmp / "unet.onnx", feeds, sample.shape)
+        write_manifest(tmp, replace(manifest, attention=attention_config(tmp / "unet.onnx", feeds, names)))
     return out

@@ -11,6 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from engine.pack import AttentionConfig, PackError, load_pack, manifest_from_json
+from engine.pipeline import GenerationRequest, Pipeline
+from training.export_onnx import ExportError, add_attention_maps
 
 
 def _run(pack: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -64,3 +66,23 @@ def test_the_attention_section_round_trips_through_model_json(tiny_attention_pac
     manifest = load_pack(tiny_attention_pack_dir).manifest
     again = manifest_from_json(json.loads(json.dumps(manifest.to_json())))
     assert again == manifest and replace(manifest, attention=None).to_json().get("attention", "absent") == "absent"
+
+
+def test_a_shipped_pack_gains_maps_without_torch_and_keeps_its_pixels(
+    tiny_pack_dir: Path, tiny_attention_pack_dir: Path, tmp_path: Path
+) -> None:
+    """add_attention_maps taps the shipped UNet's own Softmax nodes: the same section as an export with
+    maps, every other file byte-identical, the same pixels; a pack that has maps is refused."""
+    out = add_attention_maps(tiny_pack_dir, tmp_path / "with-maps")
+    before, after = load_pack(tiny_pack_dir), load_pack(out)
+    assert after.manifest.attention == load_pack(tiny_attention_pack_dir).manifest.attention
+    assert {n: e for n, e in after.manifest.files.items() if n != "unet.onnx"} == {
+        n: e for n, e in before.manifest.files.items() if n != "unet.onnx"
+    }
+    request = GenerationRequest(prompt="Right pleural effusion", num_steps=3, seed=3)
+    plain = Pipeline(before, provider="cpu").generate(request)
+    mapped = Pipeline(after, provider="cpu").generate(request, attention=True)
+    assert np.array_equal(plain.images, mapped.images) and mapped.attention.findings
+    with pytest.raises(ExportError, match="already has attention maps"):
+        add_attention_maps(out, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
