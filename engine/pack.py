@@ -13,6 +13,9 @@ A pack is what the engine runs and what ``training`` exports. Layout::
       vocab.txt             WordPiece vocabulary of the text encoder
       record_embeddings.npy optional: (V, D) float32 record-token table, named by model.json's
                             ``conditioning`` (engine.conditioning); then context is (B, T + K, D)
+      checker.onnx          optional: the finding checker (engine.checker), named by model.json's
+                            ``checker``: image (B, 1, S, S) -> probabilities (B, classes); not part
+                            of the fingerprint (see :attr:`ModelPack.fingerprint`)
 
 A pack exported with attention maps has, besides ``model_output``, one extra UNet output per
 cross-attention layer (``attention`` section: names and the layer's spatial size h_l x w_l), each the
@@ -119,6 +122,31 @@ class ConditioningConfig:
 
 
 @dataclass(frozen=True)
+class CheckerConfig:
+    """The finding checker (``engine.checker``): a classifier graph ``file`` in the pack.
+
+    ``classes``: its output columns (softmax probabilities). ``findings``: engine.findings names ->
+    the classes whose probabilities add up to that finding's score (``no_finding`` -> ``normal``,
+    ``pneumonia`` -> both pneumonia classes). Input: the image in [0, 1] resized to ``input_size``
+    square (area averaging when shrinking, bilinear when enlarging) and mapped linearly to
+    ``input_range``. ``threshold``: a present finding passes at a score >= it, an absent one at a
+    score < it. ``accuracy`` on ``accuracy_n`` real held-out films (``accuracy_data`` says which),
+    measured on ``accuracy_date`` (ISO date); ``accuracy_n`` 0: not measured.
+    """
+
+    file: str
+    classes: tuple[str, ...]
+    findings: dict[str, tuple[str, ...]]
+    input_size: int
+    accuracy: float
+    accuracy_n: int
+    accuracy_date: str
+    accuracy_data: str
+    input_range: tuple[float, ...] = (-1.0, 1.0)
+    threshold: float = 0.5
+
+
+@dataclass(frozen=True)
 class AttentionConfig:
     """Extra UNet outputs for finding maps (``engine.attention``): ``outputs`` the graph output names,
     one per cross-attention layer, output i being (B, heights[i] * widths[i], T) softmax probabilities
@@ -150,6 +178,7 @@ class PackManifest:
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
     conditioning: ConditioningConfig | None = None  # None: the text context only
+    checker: CheckerConfig | None = None  # None: no finding checker
     attention: AttentionConfig | None = None  # None: the UNet has no attention-map outputs
 
     def to_json(self) -> dict[str, Any]:
@@ -159,6 +188,12 @@ class PackManifest:
             del data["conditioning"]  # packs without it keep the model.json they always had
         else:
             data["conditioning"]["tokens"] = list(self.conditioning.tokens)
+        if self.checker is None:
+            del data["checker"]
+        else:
+            data["checker"]["classes"] = list(self.checker.classes)
+            data["checker"]["findings"] = {k: list(v) for k, v in self.checker.findings.items()}
+            data["checker"]["input_range"] = list(self.checker.input_range)
         if self.attention is None:
             del data["attention"]  # packs without maps keep the model.json they always had
         else:
@@ -174,6 +209,7 @@ _SECTIONS = {
     "preview": PreviewConfig,
     "defaults": DefaultsConfig,
     "conditioning": ConditioningConfig,
+    "checker": CheckerConfig,
     "attention": AttentionConfig,
 }
 
@@ -205,6 +241,12 @@ def _checked(value: Any, annotation: str, where: str) -> Any:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise PackError(f"{MANIFEST}: {where} must be a list of text, not {value!r}"[:300])
         return tuple(value)
+    if annotation == "dict[str, tuple[str, ...]]":
+        if not isinstance(value, dict) or not all(
+            isinstance(v, list | tuple) and all(isinstance(x, str) for x in v) for v in value.values()
+        ):
+            raise PackError(f"{MANIFEST}: {where} must be an object of lists of text, not {value!r}"[:300])
+        return {str(k): tuple(v) for k, v in value.items()}
     return value
 
 
@@ -297,6 +339,13 @@ def _check_values(m: PackManifest) -> None:
     if m.text.max_tokens < 3:
         raise PackError(f"{MANIFEST}: text.max_tokens must be at least 3")
     extra = () if m.conditioning is None else (m.conditioning.embeddings,)
+    if m.checker is not None:
+        extra = (*extra, m.checker.file)
+        unknown = sorted({c for names in m.checker.findings.values() for c in names} - set(m.checker.classes))
+        if unknown:
+            raise PackError(f"{MANIFEST}: checker.findings names classes it does not have: {', '.join(unknown)}")
+        if len(m.checker.input_range) != 2 or m.checker.input_size < 1 or not 0 < m.checker.threshold < 1:
+            raise PackError(f"{MANIFEST}: checker needs input_range [low, high], input_size >= 1, threshold in (0, 1)")
     if m.attention is not None:
         a = m.attention
         if not (len(a.outputs) == len(a.heights) == len(a.widths) >= 1) or len(set(a.outputs)) != len(a.outputs):
@@ -325,6 +374,14 @@ def card_text(manifest: PackManifest, folder: Path, fingerprint: str | None = No
         f"Text encoder: {m.text.encoder_name}, max {m.text.max_tokens} tokens",
         f"Defaults: {m.defaults.sampler}, {m.defaults.num_steps} steps, guidance {m.defaults.guidance_scale:g}",
     ]
+    if m.checker is not None:
+        c = m.checker
+        measured = (
+            f"accuracy {c.accuracy:.3f} on {c.accuracy_n} real held-out films ({c.accuracy_data}; {c.accuracy_date})"
+            if c.accuracy_n
+            else "accuracy not measured"
+        )
+        lines.append(f"Finding checker: {', '.join(c.classes)}; {measured}")
     return "\n".join([*lines, *_card_lines(m.card)])
 
 
@@ -483,11 +540,26 @@ class ModelPack:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 over model.json's file hashes: one id for exactly these weights."""
+        """sha256 over model.json's file hashes: one id for exactly the weights that make the images.
+
+        The finding checker's file is left out (it is still hashed and verified in ``files``). The
+        fingerprint says what generated an image, and the case library and every DICOM file store
+        it to find "the same model" again; the checker only reads finished images and changes no
+        pixel. Counting it would make a checker added to (or updated in) a pack later turn every
+        earlier case into one "from another model", though that pack draws them bit for bit the
+        same. Which checker scored an image is a separate fact: :attr:`checker_fingerprint`.
+        """
         digest = hashlib.sha256()
-        for name in sorted(self.manifest.files):
+        skip = {self.manifest.checker.file} if self.manifest.checker is not None else set()
+        for name in sorted(set(self.manifest.files) - skip):
             digest.update(f"{name}:{self.manifest.files[name].sha256}\n".encode())
         return digest.hexdigest()
+
+    @property
+    def checker_fingerprint(self) -> str | None:
+        """The checker file's sha256 (None without a checker): which checker gave a score."""
+        checker = self.manifest.checker
+        return None if checker is None else self.manifest.files[checker.file].sha256
 
     @property
     def card(self) -> dict[str, Any]:

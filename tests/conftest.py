@@ -67,3 +67,47 @@ def pediatric_fixture_dir() -> Path:
     """12 real paediatric radiographs (CC BY 4.0, Kermany et al.; tests/fixtures/README.md) in the
     ``pediatric-cxr`` layout: ``images/`` and ``labels.csv``."""
     return FIXTURES / "pediatric-cxr"
+
+
+CHECKER_CLASSES = ("bacterial_pneumonia", "normal", "viral_pneumonia")
+
+
+@pytest.fixture
+def tiny_checker_pack(tiny_pack_dir: Path, tmp_path: Path):
+    """A factory: ``make(bias, weight=(0, 0, 0), name="checked")`` -> a copy of the tiny pack with a
+    tiny finding checker (engine.checker) over :data:`CHECKER_CLASSES`: logits = mean pixel x
+    ``weight`` + ``bias``, then a softmax. Zero weights give a checker that always says the same."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from engine.pack import CheckerConfig, load_pack, write_manifest
+    from training.checker_export import CHECKER_FILE, default_findings
+
+    def make(bias: tuple[float, ...], weight: tuple[float, ...] = (0.0, 0.0, 0.0), name: str = "checked") -> Path:
+        root = Path(shutil.copytree(tiny_pack_dir, tmp_path / name))
+        nodes = [
+            helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "W", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ]
+        graph = helper.make_graph(
+            nodes, "tiny-checker",
+            [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 16, 16])],
+            [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])],
+            [helper.make_tensor("W", TensorProto.FLOAT, [1, 3], list(weight)),
+             helper.make_tensor("b", TensorProto.FLOAT, [3], list(bias))],
+        )  # fmt: skip
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 10
+        onnx.save_model(model, root / CHECKER_FILE)
+        manifest = load_pack(root).manifest
+        config = CheckerConfig(
+            file=CHECKER_FILE, classes=CHECKER_CLASSES, findings=default_findings(CHECKER_CLASSES), input_size=16,
+            accuracy=0.5, accuracy_n=0, accuracy_date="2026-12-03", accuracy_data="none (a test fixture)",
+        )  # fmt: skip
+        files = {**manifest.files, CHECKER_FILE: None}
+        write_manifest(root, type(manifest)(**{**manifest.__dict__, "files": files, "checker": config}))
+        return root
+
+    return make

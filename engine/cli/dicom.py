@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.cli.common import UsageError, add_model_arg
 from engine.dicom.dimse import echo
@@ -21,6 +22,10 @@ from engine.dicom.pacs import (
     SendReport,
     valid_timeout,
 )
+
+if TYPE_CHECKING:
+    from engine.checker import Checker
+    from engine.pipeline import GenerationRequest, GenerationResult, Pipeline
 
 DICOM_IODS = ("sc", "dx")
 TRANSFER_SYNTAXES = ("explicit", "rle", "jpeg-ls", "jpeg2000")
@@ -106,6 +111,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arg(p)
     p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
     add_dicom_options(p)
+    p.add_argument("--check-min", type=float, default=None, metavar="P",
+                   help="score every image with the pack's finding checker and make it again with the next seed "
+                        "(seed + k x 16, within the study's seeds) until what the prompt asks scores >= P "
+                        "(0 < P < 1) or --check-tries images were made; then keep the best")  # fmt: skip
+    p.add_argument("--check-tries", type=int, default=5, metavar="N",
+                   help="with --check-min: at most N images per image kept (default 5)")  # fmt: skip
     p.set_defaults(func=_run_make_studies)
 
 
@@ -295,9 +306,30 @@ def _run_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+class _CheckedPipeline:
+    """A Pipeline for make_studies whose ``generate`` checks each image and makes it again with the
+    next seeds (engine.checker.generate_checked) until it passes ``minimum`` or ``tries`` were made;
+    prints one line per image kept (study number, image, seeds tried, the check)."""
+
+    def __init__(self, pipeline: Pipeline, checker: Checker, minimum: float, tries: int):
+        self.pipeline, self.checker, self.minimum, self.tries = pipeline, checker, minimum, tries
+        self.manifest = pipeline.manifest
+        self.studies = 0
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        from engine.checker import generate_checked
+
+        self.studies += 1
+        result, outcomes = generate_checked(self.pipeline, self.checker, request, self.minimum, self.tries)
+        for index, outcome in enumerate(outcomes):
+            print(f"study {self.studies} image {index + 1}: {outcome.line(self.minimum)}")
+        return result
+
+
 def _run_make_studies(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from engine.checker import MAX_TRIES, Checker, CheckerError
     from engine.dicom.nodes import get_node
     from engine.dicom.studies import MAX_STUDIES, SEED_STRIDE, make_studies, plan_studies, write_dicomdir
     from engine.fileio import folder_in_use, staged_folder
@@ -321,9 +353,19 @@ def _run_make_studies(args: argparse.Namespace) -> int:
     node = get_node(args.send) if args.send else None
     if node is not None and args.stow and not node.dicomweb_url:
         raise UsageError(f"node {node.name!r} has no DICOMweb URL")
+    if args.check_min is not None and not 0 < args.check_min < 1:
+        raise UsageError(f"--check-min must be between 0 and 1 (a checker score), not {args.check_min}")
+    if args.check_min is not None and not 1 <= args.check_tries <= MAX_TRIES:
+        raise UsageError(f"--check-tries must be from 1 to {MAX_TRIES}, not {args.check_tries}")
     prompts = read_prompts(args.prompts)
     plans = plan_studies(prompts, args.count, seed=args.seed)
-    pipeline = Pipeline(load_model_pack(args.model), provider=args.provider)
+    pack = load_model_pack(args.model)
+    pipeline = Pipeline(pack, provider=args.provider)
+    if args.check_min is not None:
+        try:
+            pipeline = _CheckedPipeline(pipeline, Checker(pack), args.check_min, args.check_tries)
+        except CheckerError as exc:
+            raise UsageError(f"--check-min: {exc}") from None
 
     # 2. generate and write into a hidden folder beside --out, renamed to --out at the end: a run that
     # is killed leaves no half-filled --out (an interrupted or failed one removes its folder)

@@ -6,13 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.attention import AttentionError, FindingMaps, require_attention
 from engine.cli import dicom as cli_dicom
 from engine.cli.common import EXIT_OK, UsageError, add_model_arg, check_out_folder, output_paths, request_from_args
 from engine.fileio import atomic_write_bytes, atomic_write_text, folder_in_use, staged_folder
 from engine.imaging import encode_png, to_uint16
-from engine.pack import load_model_pack
+from engine.pack import ModelPack, load_model_pack
 from engine.pipeline import StepEvent, to_uint8
 from engine.runtime import (
     DEFAULT_BACKEND,
@@ -23,6 +24,9 @@ from engine.runtime import (
     parse_backend_options,
 )
 from engine.samplers import SAMPLERS
+
+if TYPE_CHECKING:
+    from engine.checker import Checker
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="an option of the backend, e.g. checkpoint=RUN/best device=cuda dtype=float16")  # fmt: skip
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar and no understood/ignored lines (warnings stay)")  # fmt: skip
+    p.add_argument("--check", action="store_true",
+                   help="score each image with the pack's finding checker and print one line per image: what was "
+                        "asked, what the checker sees, ok or LOW/HIGH (engine.checker)")  # fmt: skip
     p.set_defaults(func=_run_generate)
 
 
@@ -81,6 +88,16 @@ def _print_understood(prompt: str, card: dict, *, quiet: bool) -> None:
         )
 
 
+def _load_checker(pack: ModelPack) -> Checker:
+    """The pack's finding checker for ``--check``; a pack without one is a usage error (exit 2)."""
+    from engine.checker import Checker, CheckerError
+
+    try:
+        return Checker(pack)
+    except CheckerError as exc:
+        raise UsageError(f"--check: {exc}") from None
+
+
 def _run_generate(args: argparse.Namespace) -> int:
     from engine.pipeline import Pipeline
 
@@ -102,6 +119,7 @@ def _run_generate(args: argparse.Namespace) -> int:
             raise UsageError(f"--attention: {args.attention} exists and is not an empty folder; name a new folder")
         check_out_folder(args.attention)
     pack = load_model_pack(args.model)
+    checker = _load_checker(pack) if args.check else None
     if args.attention is not None:
         try:
             require_attention(pack)
@@ -177,8 +195,11 @@ def _run_generate(args: argparse.Namespace) -> int:
         print(f"{args.attention}  finding maps: {len(result.attention.findings)} findings, "
               f"{len(result.attention.words)} words")  # fmt: skip
     t = result.timings
-    for path, seed in zip(paths, result.seeds, strict=True):
+    checks = checker.check(request.prompt, result.images) if checker is not None else [None] * len(paths)
+    for path, seed, check in zip(paths, result.seeds, checks, strict=True):
         print(f"{path}  seed={seed}")
+        if check is not None:
+            print(check.line())
     print(
         f"{request.num_steps} steps ({request.sampler}, guidance {request.guidance_scale:g}) on "
         f"{result.provider}: {t['total_s']:.2f} s (text {t['text_s']:.2f}, denoise {t['denoise_s']:.2f}, "

@@ -254,6 +254,41 @@ def load_classifier(path: str | os.PathLike[str], device: torch.device) -> tuple
     return model.to(device).eval(), data
 
 
+class _ProbabilityGraph(nn.Module):
+    """image (B, 1, S, S) in [-1, 1] -> probabilities (B, classes): the classifier and a softmax."""
+
+    def __init__(self, model: ChestClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(image), dim=1)
+
+
+def export_onnx(model: ChestClassifier, path: Path) -> Path:
+    """The classifier as an ONNX graph at ``path`` (the pack's finding checker, ``engine.checker``):
+    ``image`` (B, 1, S, S) float32 in [-1, 1] -> ``probabilities`` (B, classes) float32, batch axis
+    dynamic; the export conventions of ``training.export_onnx`` (TorchScript exporter, opset 17,
+    IR <= 10 for ONNX Runtime 1.31). Checked with onnx.checker and one ONNX Runtime run against torch."""
+    from training.export_onnx import ExportError, check_graph, export_graph
+
+    model = model.cpu().eval()
+    size = model.config.input_size
+    example = torch.rand(2, 1, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    proto = export_graph(_ProbabilityGraph(model), (example,), ["image"], "probabilities")
+    atomic_write_bytes(path, proto.SerializeToString())
+    check_graph(path, {"image": example[:1].numpy()}, (1, len(model.config.classes)))
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"image": example.numpy()})[0]
+    with torch.no_grad():
+        want = torch.softmax(model(example), dim=1).numpy()
+    if not np.allclose(got, want, atol=1e-4):
+        raise ExportError(f"{path.name}: ONNX Runtime and torch differ by {np.abs(got - want).max():.2g}")
+    return path
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -263,6 +298,7 @@ __all__ = [
     "ChestClassifier",
     "ClassifierConfig",
     "TrainSettings",
+    "export_onnx",
     "load_classifier",
     "parameter_count",
     "predict",
