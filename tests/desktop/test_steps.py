@@ -109,3 +109,15 @@ def test_the_window_shows_real_decodes_at_every_kth_step(loaded_window, qtbot) -
     kinds = [frame.kind for frame in window.steps.frames()]
     assert kinds == ["approximate", "decoded", "approximate", "decoded", "approximate", "final"], kinds
     assert window.generate_panel.request().preview_decode_every == 0  # the panel's request is unchanged
+    # the same seed with the option off: the approximate frames and the final image are the same pixels, the
+    # decoded steps differ (they are the VAE's image, not the linear map): the option reached the engine
+    decoded = window.steps.frames()
+    window.generate_panel.seed_edit.setText(str(window.current.info.seed))
+    window.generate_panel.seed_lock.setChecked(True)
+    window.steps.decode_every_spin.setValue(0)
+    with qtbot.waitSignal(window.run_finished, timeout=60_000):
+        assert window.generate()
+    plain = window.steps.frames()
+    assert [frame.kind for frame in plain] == ["approximate"] * 5 + ["final"]
+    same = [np.array_equal(a.pixels, b.pixels) for a, b in zip(decoded, plain, strict=True)]
+    assert same == [True, False, True, False, True, True], same
