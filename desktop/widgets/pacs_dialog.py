@@ -305,6 +305,11 @@ class PacsDialog(QDialog):
         self.nodes[node.name] = node.to_dict()
         self.settings.set_pacs_nodes(list(self.nodes.values()))
         self._fill_nodes(node.name)
+        if node.dicomweb_user and node.dicomweb_url.startswith("http:"):  # as `cxr-studio pacs add` warns
+            self._say(f"Saved {node.label}. Warning: the DICOMweb password for {node.dicomweb_user} will go to "
+                      f"{node.dicomweb_url} unencrypted (plain http); use an https URL outside a test setup.",
+                      ok=None)  # fmt: skip
+            return
         self._say(f"Saved {node.label}.", ok=True)
 
     def delete_node(self) -> None:

@@ -293,3 +293,17 @@ def test_a_case_sent_again_keeps_its_patient_and_study_when_asked(qtbot, setting
     pair = next(group for group in studies.values() if len(group) == 2)
     assert pair[0].PatientID == pair[1].PatientID and pair[0].SOPInstanceUID != pair[1].SOPInstanceUID
     assert len({ds.SOPInstanceUID for ds in sent}) == 4
+
+
+def test_saving_a_password_for_a_plain_http_url_warns_as_the_cli_does(qtbot, settings) -> None:
+    dialog = bare_dialog(qtbot, settings)
+    fill(dialog, 4242)
+    dialog.dicomweb_url_edit.setText("http://pacs.example/dicom-web")
+    dialog.dicomweb_user_edit.setText("alice")
+    dialog.dicomweb_password_edit.setText("s3cret-pw")
+    dialog.save_node()
+    text = dialog.status.text()
+    assert "unencrypted" in text and "https" in text and "s3cret-pw" not in text
+    dialog.dicomweb_url_edit.setText("https://pacs.example/dicom-web")
+    dialog.save_node()
+    assert "unencrypted" not in dialog.status.text()
