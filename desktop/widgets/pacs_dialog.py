@@ -226,6 +226,13 @@ class PacsDialog(QDialog):
         self.outbox_table.itemSelectionChanged.connect(self._refresh_outbox_buttons)
         self._set_busy(False)
 
+    def showEvent(self, event) -> None:
+        """The window makes the dialog once: read the outbox again whenever it opens (a CLI may have sent)."""
+        super().showEvent(event)
+        if not self._busy:
+            self._refresh_pending()
+            self.refresh_outbox()
+
     def refresh_preview(self) -> None:
         """Show the image "Send current image" would send now."""
         current = self._current()

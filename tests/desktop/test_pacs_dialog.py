@@ -307,3 +307,14 @@ def test_saving_a_password_for_a_plain_http_url_warns_as_the_cli_does(qtbot, set
     dialog.dicomweb_url_edit.setText("https://pacs.example/dicom-web")
     dialog.save_node()
     assert "unencrypted" not in dialog.status.text()
+
+
+def test_the_outbox_list_is_read_again_each_time_the_dialog_opens(qtbot, settings, tmp_path: Path) -> None:
+    """The window makes the dialog once and opens it again; files queued meanwhile (a CLI send) must show."""
+    dialog = bare_dialog(qtbot, settings)
+    assert dialog.outbox_table.rowCount() == 0
+    (path,) = queued(Outbox(), tmp_path, "later pacs")
+    dialog.open()
+    qtbot.waitExposed(dialog)
+    assert dialog.outbox_table.rowCount() == 1 and dialog.outbox_table.item(0, 1).text() == path.name
+    dialog.close()
