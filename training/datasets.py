@@ -283,7 +283,7 @@ class AugmentedCaptions:
         device: torch.device,
         pool: int = CAPTION_POOL,
     ):
-        from training.data.captions import can_augment
+        from training.data.caption_augment import can_augment
 
         self.records, self.probability, self.seed, self.pool = list(records), float(probability), seed, pool
         self.phrased = [can_augment(r) for r in self.records]
@@ -293,7 +293,8 @@ class AugmentedCaptions:
 
     def caption(self, index: int, slot: int) -> str:
         """Augmented caption ``slot`` of record ``index``: a function of the seed, index and slot."""
-        from training.data.captions import augmented_caption, caption_rng
+        from training.data.caption_augment import augmented_caption
+        from training.data.captions import caption_rng
 
         return augmented_caption(self.records[index], caption_rng(self.seed, f"pool\x00{index}\x00{slot}"))
 
@@ -322,7 +323,7 @@ class AugmentedCaptions:
         hidden: torch.Tensor, mask: torch.Tensor,
     ) -> torch.Tensor:  # fmt: skip
         """``text`` (B,) cache rows with the augmented samples' rows replaced (the dropped ones keep "")."""
-        from training.data.captions import augment_rng
+        from training.data.caption_augment import augment_rng
 
         draw = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
         chosen: list[tuple[int, tuple[int, int]]] = []  # (position in the batch, (index, slot))

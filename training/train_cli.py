@@ -147,7 +147,7 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="P",
         help="chance that a training sample gets a fresh augmented caption each time it is drawn (other "
-        "phrasings, shorthand, no header, typos; training.data.captions.augmented_caption); 0 off "
+        "phrasings, shorthand, no header, typos; training.data.caption_augment.augmented_caption); 0 off "
         "(default 0.8; runs started before it resume with 0)",
     )
     add("--ema-decay", type=float, default=None, help="EMA decay of the UNet weights (default 0.999)")

@@ -24,14 +24,8 @@ if str(REPO) not in sys.path:
 
 from engine.findings.parse import TYPO_TARGETS, correct_typo  # noqa: E402
 from engine.manifest import ManifestRecord  # noqa: E402
-from training.data.captions import (  # noqa: E402
-    augment_rng,
-    augmented_caption,
-    caption_rng,
-    nih_caption,
-    paediatric_caption,
-    round_trip_problems,
-)
+from training.data.caption_augment import augment_rng, augmented_caption, round_trip_problems  # noqa: E402
+from training.data.captions import caption_rng, nih_caption, paediatric_caption  # noqa: E402
 
 HEADER = re.compile(r"radiograph|cxr|film|chest|x-ray", re.IGNORECASE)
 

@@ -17,21 +17,23 @@ from engine.findings.parse import TYPO_TARGETS, correct_typo, parse_prompt
 from engine.findings.vocabulary import ABSENT, NO_FINDING, PRESENT, UNCERTAIN
 from engine.manifest import ManifestRecord
 from engine.paths import resources_dir
-from training.data.captions import (
+from training.data.caption_augment import (
     AUGMENT_NOUNS,
     AUGMENT_PRESENT,
-    NIH_LABELS,
-    PAEDIATRIC_LABELS,
-    CaptionError,
     augment_rng,
     augmented_caption,
     can_augment,
-    caption_rng,
     held_out_prompts,
-    nih_caption,
-    paediatric_caption,
     round_trip_problems,
     training_caption,
+)
+from training.data.captions import (
+    NIH_LABELS,
+    PAEDIATRIC_LABELS,
+    CaptionError,
+    caption_rng,
+    nih_caption,
+    paediatric_caption,
 )
 
 AGES = (0, 1, 4, 11, 12, 15, 17, 18, 30, 45, 64, 65, 80, 94, None)

@@ -8,8 +8,8 @@ import pytest
 
 from engine.findings.reader import summarize
 from engine.findings.vocabulary import ABSENT, NO_FINDING, PRESENT
+from training.data.caption_augment import AUGMENT_PRESENT, augmentation_grammar
 from training.data.captions import (
-    AUGMENT_PRESENT,
     NEGATIVE_PHRASES,
     NIH_LABELS,
     NORMAL_STATEMENTS,
@@ -128,7 +128,9 @@ def test_grammar_and_example_prompts_for_model_cards() -> None:
     grammar = caption_grammar()
     assert json.loads(json.dumps(grammar)) == grammar
     assert set(grammar["positive_phrases"]) == set(POSITIVE_PHRASES)
-    assert set(grammar["augmentation"]["present_phrases"]) == set(AUGMENT_PRESENT) and grammar["augmentation"]["rules"]
+    augmentation = augmentation_grammar()
+    assert json.loads(json.dumps(augmentation)) == augmentation
+    assert set(augmentation["present_phrases"]) == set(AUGMENT_PRESENT) and augmentation["rules"]
     assert grammar["rules"]
     prompts = example_prompts()
     assert len(prompts) >= 8 and len(set(prompts)) == len(prompts)

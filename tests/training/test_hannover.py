@@ -205,7 +205,8 @@ def test_merge_refuses_a_patient_in_two_sources_or_two_splits(tmp_path: Path) ->
 def test_captions_state_a_manifest_age_band_where_no_age_is_given() -> None:
     """The band of a record without an age (Hannover: adult; Kermany: child) reaches the augmented
     captions and the header, and nothing beyond it (no age number)."""
-    from training.data.captions import augment_target, augmented_caption, header, round_trip_problems
+    from training.data.caption_augment import augment_target, augmented_caption, round_trip_problems
+    from training.data.captions import header
 
     adult = _record("a.png", "H1", "train", "csv", age_band="adult", sex="F")
     adult = ManifestRecord(**{**adult.__dict__, "findings": {"pneumonia": "present", "no_finding": "absent"}})
