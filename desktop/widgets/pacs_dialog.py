@@ -433,16 +433,18 @@ class PacsDialog(QDialog):
         if not self.keep_identity_check.isChecked() or current is None or current.case_id is None:
             return None
         key = str(current.case_id)
+        # case ids start again in a new library: the identity is the case's only while its image facts match
+        case = {"prompt": current.info.prompt, "seed": current.info.seed, "model": current.info.model_fingerprint}
         identities = self._read_identities()
         entry = identities.get(key)
-        if isinstance(entry, dict):
+        if isinstance(entry, dict) and entry.get("case") == case:
             try:
-                values = dict(entry, study_datetime=datetime.fromisoformat(entry["study_datetime"]))
-                return StudyContext(**values)
+                values = {k: v for k, v in entry.items() if k != "case"}
+                return StudyContext(**dict(values, study_datetime=datetime.fromisoformat(values["study_datetime"])))
             except (KeyError, TypeError, ValueError):
                 log.warning("case %s: its kept identity is unreadable; a new one is made", key, exc_info=True)
         study = StudyContext.synthetic()
-        identities[key] = dict(dataclasses.asdict(study), study_datetime=study.study_datetime.isoformat())
+        identities[key] = dict(dataclasses.asdict(study), study_datetime=study.study_datetime.isoformat(), case=case)
         try:
             atomic_write_bytes(self._identities_path(), json.dumps(identities, indent=1).encode("utf-8"))
         except OSError as exc:  # the send still goes; only the next one will not match it

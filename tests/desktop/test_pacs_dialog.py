@@ -318,3 +318,20 @@ def test_the_outbox_list_is_read_again_each_time_the_dialog_opens(qtbot, setting
     qtbot.waitExposed(dialog)
     assert dialog.outbox_table.rowCount() == 1 and dialog.outbox_table.item(0, 1).text() == path.name
     dialog.close()
+
+
+def test_a_kept_identity_belongs_to_its_case_not_to_a_reused_case_number(qtbot, settings) -> None:
+    """Identities are kept by library case id; a new library (its ids start again) must not hand case 3's patient
+    to another image numbered 3."""
+    from engine.dicom.dataset import build_dataset
+
+    dialog = bare_dialog(qtbot, settings)
+    dialog.keep_identity_check.setChecked(True)
+    first = dialog._kept_study()
+    assert dialog._kept_study().study_instance_uid == first.study_instance_uid  # the same case again
+    other = CurrentImage(np.zeros((32, 32), np.uint16), SyntheticImageInfo(prompt="Left pleural effusion", seed=5),
+                         "seed 5", case_id=3)  # fmt: skip
+    dialog._current = lambda: other
+    second = dialog._kept_study()
+    assert second.patient_id != first.patient_id and second.study_instance_uid != first.study_instance_uid
+    assert build_dataset(other.pixels, other.info, second).PatientID == second.patient_id
