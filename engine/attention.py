@@ -13,8 +13,9 @@ cross-attention layer: softmax(QK^T / sqrt(d)) already averaged over heads. Here
    sums tokens into words (a word's WordPiece tokens, ``WordPieceTokenizer.words``) and words into
    findings (the words inside a finding's spans, ``engine.findings.parse.parse_prompt``, with the
    modifier words just before them: "pleural" of "pleural effusion").
-3. Each map is divided by its maximum: [0, 1]. ``peak`` keeps the maximum before that, divided by
-   the number of layers and calls: the mean attention probability at the hottest pixel.
+3. Each map is stretched from its minimum to its maximum onto [0, 1] (as DAAM displays them: divided
+   by the maximum alone, a map was mostly 0.6-1.0 grey). ``peak`` keeps the maximum before that,
+   divided by the number of layers and calls: the mean attention probability at the hottest pixel.
 
 Collecting changes nothing in generation: the maps are extra outputs of the same graph run.
 """
@@ -174,9 +175,12 @@ def _map(
     tokens: np.ndarray,
     scale: float,
 ) -> AttentionMap:
-    """Sum the token maps at ``positions`` and normalise each image's map by its maximum."""
+    """Sum the token maps at ``positions`` and stretch each image's map from its minimum to its maximum
+    onto [0, 1] (a flat map: all 0)."""
     summed = tokens[:, list(positions)].sum(axis=1)  # (B, H, W)
-    peak = summed.reshape(summed.shape[0], -1).max(axis=1) if summed.size else np.zeros(0)
-    safe = np.where(peak > 0, peak, 1.0)[:, None, None]
-    image = np.clip(summed / safe, 0.0, 1.0).astype(np.float32)
+    flat = summed.reshape(summed.shape[0], -1)
+    peak = flat.max(axis=1) if summed.size else np.zeros(0)
+    low = flat.min(axis=1) if summed.size else np.zeros(0)
+    spread = np.where(peak > low, peak - low, 1.0)[:, None, None]
+    image = np.clip((summed - low[:, None, None]) / spread, 0.0, 1.0).astype(np.float32)
     return AttentionMap(kind, label, status, spans, positions, tuple(float(p * scale) for p in peak), image)

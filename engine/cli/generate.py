@@ -239,7 +239,7 @@ def write_attention_maps(folder: Path, maps: FindingMaps, images: list[Path]) ->
         document = {
             "prompt": maps.prompt,
             "aggregation": "cross-attention averaged over heads, summed over layers and steps (DAAM), "
-            "bilinearly upsampled, each map divided by its maximum",
+            "bilinearly upsampled, each map stretched from its minimum (0) to its maximum (1)",
             "layers": maps.layers,
             "steps": maps.calls,
             "maps": entries,
