@@ -69,7 +69,7 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
         return images.copy()
     if h >= size and w >= size:
         rows, cols = _area_matrix(h, size), _area_matrix(w, size)
-        return np.einsum("ih,bhw,jw->bij", rows, images.astype(np.float64), cols).astype(np.float32)
+        return (rows @ images.astype(np.float64) @ cols.T).astype(np.float32)  # (an einsum of three loops naively)
     return np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR) for image in images])
 
 

@@ -44,7 +44,8 @@ def default_findings(classes: Sequence[str]) -> dict[str, tuple[str, ...]]:
 
 def measure(pack_dir: Path, manifest: Path, split: str = "test") -> tuple[float, int, dict[str, float]]:
     """Accuracy of the pack's checker on ``manifest``'s real ``split`` films (the label with the highest
-    probability), their number, and per-class recall. Films are loaded at the pack's image size."""
+    probability), their number, and per-class recall, with ``normal vs not`` (normal or not, the question
+    a pneumonia or normal prompt asks) among them. Films are loaded at the pack's image size."""
     from engine.checker import Checker
     from training.evaluate.data import load_real_images, read_real_data
 
@@ -64,6 +65,9 @@ def measure(pack_dir: Path, manifest: Path, split: str = "test") -> tuple[float,
     )
     truth = np.array([column[r.label] for r in records])
     recall = {name: float((predicted[truth == i] == i).mean()) for name, i in column.items() if (truth == i).any()}
+    if NORMAL_CLASS in column:
+        normal = column[NORMAL_CLASS]
+        recall["normal vs not"] = float(((predicted == normal) == (truth == normal)).mean())
     return float((predicted == truth).mean()), len(records), recall
 
 
@@ -175,7 +179,7 @@ def run_add_checker(args: argparse.Namespace) -> int:
             data = f"{args.measure.name} split {args.split}, patient-level"
             config = set_accuracy(args.pack, accuracy, n, data)
             recalls = ", ".join(f"{name} {value:.3f}" for name, value in recall.items())
-            print(f"accuracy {accuracy:.4f} on {n} films; recall {recalls}")
+            print(f"accuracy {accuracy:.4f} on {n} films; recall per class, and normal-vs-not accuracy: {recalls}")
     except (PackError, EvaluationError, ExportError, argparse.ArgumentTypeError, OSError) as exc:
         return command_error("add-checker", exc)
     print(f"added {config.file} to {args.pack}: {', '.join(config.classes)}")
