@@ -260,7 +260,70 @@ class LatentCache:
     def take(self, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and std (B, C, h, w) float32 on ``device`` of records ``indices`` (B,)."""
         both = torch.from_numpy(self.rows(indices.cpu().numpy())).to(device)
-        return both[:, 0], both[:, 1]
+        return both[:, 0].contiguous(), both[:, 1].contiguous()  # strided views change float sums
+
+
+class MemoryLatents:
+    """Posterior mean and std (N, C, h, w) held as tensors (the cache without ``--latent-cache``)."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        self.mean, self.std = mean, std
+
+    def __len__(self) -> int:
+        return self.mean.shape[0]
+
+    def take(self, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mean[indices], self.std[indices]
+
+
+class StackedLatents:
+    """Several caches as one index space (the training images, then each augmented copy)."""
+
+    def __init__(self, parts: Sequence[LatentCache]):
+        self.parts = list(parts)
+        self.starts = np.cumsum([0, *(len(part) for part in self.parts)])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def take(self, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        wanted = indices.cpu().numpy().astype(np.int64)
+        part = np.searchsorted(self.starts, wanted, side="right") - 1
+        out = np.empty((len(wanted), 2, *self.parts[0].latent_shape), dtype=np.float32)
+        for k in np.unique(part):
+            where = part == k
+            out[where] = self.parts[k].rows(wanted[where] - self.starts[k])
+        both = torch.from_numpy(out).to(device)
+        return both[:, 0].contiguous(), both[:, 1].contiguous()  # strided views change float sums
+
+
+def cached_latents(
+    folder: str | os.PathLike[str],
+    vae: nn.Module,
+    paths: Sequence[str],
+    key: CacheKey,
+    device: torch.device,
+    *,
+    workers: int = 0,
+    augmentation: Augmentation | None = None,
+    progress: bool = False,
+) -> LatentCache:
+    """The cache in ``folder`` for ``key``, filled first where shards are missing; under
+    torch.distributed every rank fills its own shards (rank 0 checks the key first) and all wait
+    for the whole cache before reading it."""
+    import torch.distributed as dist
+
+    ranked = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if ranked else (0, 1)
+    if rank == 0:
+        prepare_latent_cache(Path(folder), key)
+    if ranked:
+        dist.barrier()
+    fill_latent_cache(folder, vae, paths, key, device, workers=workers, rank=rank, world_size=world,
+                      augmentation=augmentation, progress=progress, prepare=False)  # fmt: skip
+    if ranked:
+        dist.barrier()
+    return LatentCache(folder, key)
 
 
 __all__ = [
@@ -270,7 +333,10 @@ __all__ = [
     "ImageFiles",
     "LatentCache",
     "LatentCacheError",
+    "MemoryLatents",
     "PathTable",
+    "StackedLatents",
+    "cached_latents",
     "fill_latent_cache",
     "prepare_latent_cache",
     "shard_count",

@@ -35,7 +35,9 @@ without a record table (every model before v2) gets a new one, drawn from the se
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -75,6 +77,15 @@ from training.datasets import (
     augment,
     evenly_spaced,
     load_images,
+)
+from training.latent_cache import (
+    CacheKey,
+    LatentCache,
+    MemoryLatents,
+    PathTable,
+    StackedLatents,
+    cached_latents,
+    vae_sha256,
 )
 from training.loop import (
     EMA,
@@ -136,6 +147,7 @@ class DiffusionOptions(TrainOptions):
     caption_augment: float = 0.8  # chance of a fresh augmented caption per sample and draw (runs before: 0)
     min_snr_gamma: float = 0.0  # 0: plain MSE (v1's recipe); > 0: min-SNR-gamma weighting (Hang et al. 2023; 5 there)
     record_tokens: bool = True  # condition on the labels' record as K tokens beside the text (runs before v2: off)
+    latent_cache: str | None = None  # a folder: latents in memory-mapped shards, kept for the next run; None: memory
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -293,7 +305,42 @@ def encode_latents(
                 bar.update(posterior.mean.shape[0])
     if not means:
         return torch.zeros(0, device=device), torch.zeros(0, device=device)
-    return torch.cat(means), torch.cat(stds)
+    return torch.cat(means).contiguous(), torch.cat(stds).contiguous()  # NCHW, as the disk cache gives them
+
+
+def disk_latents(
+    vae: nn.Module,
+    manifest: Manifest,
+    train_records: list[ManifestRecord],
+    copies: list[list[ManifestRecord]],
+    val_records: list[ManifestRecord],
+    options: DiffusionOptions,
+    image_size: int,
+    device: torch.device,
+) -> tuple[StackedLatents, LatentCache]:
+    """The training (+ augmented copies) and validation latents in ``options.latent_cache``/{train,
+    copy-K,val}: filled where missing (images decoded in DataLoader workers), then memory-mapped.
+    Each part is keyed by the VAE's weights and the manifest's and part's records, so a cache made
+    for another VAE or data set is rebuilt, never read."""
+    root = Path(options.latent_cache or "").expanduser()
+    vae_hash = vae_sha256(vae)
+    workers = options.workers if options.workers is not None else min(4, os.cpu_count() or 1)
+
+    def part(
+        name: str, records: list[ManifestRecord], augmentation: Augmentation | None = None, seed: int = 0
+    ) -> LatentCache:
+        digest = hashlib.sha256(manifest.sha256.encode())
+        for record in records:
+            digest.update(b"\x00" + record.image.encode())
+        style = repr(augmentation) if augmentation else ""
+        key = CacheKey(vae_hash, digest.hexdigest(), name, len(records), image_size, style, seed)
+        return cached_latents(root / name, vae, PathTable(r.image for r in records), key, device, workers=workers,
+                              augmentation=augmentation, progress=not options.quiet)  # fmt: skip
+
+    train = [part("train", train_records)]
+    for k, copy in enumerate(copies, start=1):
+        train.append(part(f"copy-{k}", copy, STRONG_AUGMENTATION, options.seed * 1000 + k))
+    return StackedLatents(train), part("val", val_records)
 
 
 class Denoiser(nn.Module):
@@ -436,40 +483,48 @@ class DiffusionTask:
             self.val_record = ids(val_records)
             self.prompt_record = torch.from_numpy(vocabulary.batch_ids([parse_prompt(p) for p in self.prompts]))
 
-        # 3. latent cache
+        # 3. latent cache: tensors in memory, or (--latent-cache) shards on disk read through memory maps
         size, workers = c.image_size, options.workers
         progress = not options.quiet
-        self.train_mean, self.train_std = encode_latents(
-            self.vae, train_records, size, device, workers=workers, progress=progress, what="training latents"
-        )
-        if copies:
-            encoded = [
-                encode_latents(
-                    self.vae,
-                    copy,
-                    size,
-                    device,
-                    workers=workers,
-                    progress=progress,
-                    what=f"augmented copy {k}",
-                    augmentation=STRONG_AUGMENTATION,
-                    seed=options.seed * 1000 + k,
-                )
-                for k, copy in enumerate(copies, start=1)
-            ]
-            self.train_mean = torch.cat([self.train_mean, *(mean for mean, _ in encoded)])
-            self.train_std = torch.cat([self.train_std, *(std for _, std in encoded)])
-        self.val_mean, self.val_std = encode_latents(
-            self.vae, val_records, size, device, workers=workers, progress=progress, what="validation latents"
-        )
-        self.num_train = self.train_mean.shape[0]
-        sampled = self.train_mean + self.train_std * torch.randn(
-            self.train_mean.shape, generator=torch.Generator(device=device).manual_seed(0), device=device
+        if options.latent_cache:
+            self.train_latents, self.val_latents = disk_latents(
+                self.vae, manifest, train_records, copies, val_records, options, size, device
+            )
+        else:
+            self.train_mean, self.train_std = encode_latents(
+                self.vae, train_records, size, device, workers=workers, progress=progress, what="training latents"
+            )
+            if copies:
+                encoded = [
+                    encode_latents(
+                        self.vae,
+                        copy,
+                        size,
+                        device,
+                        workers=workers,
+                        progress=progress,
+                        what=f"augmented copy {k}",
+                        augmentation=STRONG_AUGMENTATION,
+                        seed=options.seed * 1000 + k,
+                    )
+                    for k, copy in enumerate(copies, start=1)
+                ]
+                self.train_mean = torch.cat([self.train_mean, *(mean for mean, _ in encoded)])
+                self.train_std = torch.cat([self.train_std, *(std for _, std in encoded)])
+            self.val_mean, self.val_std = encode_latents(
+                self.vae, val_records, size, device, workers=workers, progress=progress, what="validation latents"
+            )
+            self.train_latents = MemoryLatents(self.train_mean, self.train_std)
+            self.val_latents = MemoryLatents(self.val_mean, self.val_std)
+        self.num_train = len(self.train_latents)
+        mean, std = self.train_latents.take(torch.arange(min(self.num_train, 8192), device=device), device)
+        sampled = mean + std * torch.randn(
+            mean.shape, generator=torch.Generator(device=device).manual_seed(0), device=device
         )
         log(
             f"cached {len(train_records)} training (+ {self.num_train - len(train_records)} augmented) "
             f"and {len(val_records)} validation latents "
-            f"{tuple(self.train_mean.shape[1:])} and {len(texts)} distinct texts "
+            f"{tuple(mean.shape[1:])} and {len(texts)} distinct texts "
             f"in {time.perf_counter() - started:.1f} s; "
             f"std of the training latents x scaling_factor = {sampled.std().item() * self.scaling_factor:.3f} "
             "(about 1 is right)"
@@ -502,7 +557,7 @@ class DiffusionTask:
     def train_loss(self, indices: torch.Tensor, generator: torch.Generator, share: slice | None = None) -> torch.Tensor:
         """The loss of the micro-batch ``indices``, or of its positions ``share`` only (every draw
         made for the whole micro-batch, so that a share sees what one process would)."""
-        noisy, t, target = self._noisy(self.train_mean[indices], self.train_std[indices], generator)
+        noisy, t, target = self._noisy(*self.train_latents.take(indices, self.device), generator)
         drop = torch.rand(indices.shape[0], generator=generator, device=self.device) < self.options.uncond_prob
         text = torch.where(drop, self.empty_index, self.train_text[indices])
         if self.captions is not None:
@@ -526,13 +581,14 @@ class DiffusionTask:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """EMA model, no caption dropout, the same noise and timesteps at every validation."""
-        count = self.val_mean.shape[0]
+        count = len(self.val_latents)
         if count == 0:
             return {}
         generator = torch.Generator(device=self.device).manual_seed(self.options.seed + 1)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         for chunk in iter_chunks(count, self.options.batch_size):
-            noisy, t, target = self._noisy(self.val_mean[chunk], self.val_std[chunk], generator)
+            rows = torch.arange(count, device=self.device)[chunk]
+            noisy, t, target = self._noisy(*self.val_latents.take(rows, self.device), generator)
             text = self.val_text[chunk]
             record = self.val_record[chunk] if self.val_record is not None else None
             with autocast(self.device, self.precision):

@@ -166,3 +166,47 @@ def test_the_path_table_gives_back_each_path() -> None:
     assert list(table) == paths and table[-1] == "" and len(table) == 3
     with pytest.raises(IndexError):
         table[3]
+
+
+def _manifest(folder: Path, images: list[str]) -> Path:
+    import json
+
+    captions = ("Normal chest radiograph.", "Cardiomegaly.", "Small left pleural effusion.")
+    lines = [
+        json.dumps(
+            {
+                "image": path,
+                "text": captions[i % 3],
+                "findings": {},
+                "patient_id": f"P{i}",
+                "view": "PA",
+                "split": "val" if i % 4 == 0 else "train",
+                "source": "csv",
+            }
+        )
+        for i, path in enumerate(images)
+    ]
+    (folder / "m.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder / "m.jsonl"
+
+
+def test_diffusion_training_on_the_disk_cache_has_the_losses_of_the_in_memory_cache(
+    tiny_checkpoint: Path, images: list[str], tmp_path: Path
+) -> None:
+    from training.datasets import read_manifest
+    from training.train_diffusion import DiffusionOptions, DiffusionTask
+
+    manifest = read_manifest(_manifest(tmp_path, images))
+    train, val = manifest.split("train"), manifest.split("val")
+    losses = {}
+    for name, cache in (("memory", None), ("disk", str(tmp_path / "cache")), ("disk again", str(tmp_path / "cache"))):
+        options = DiffusionOptions(data=str(manifest.path), out=str(tmp_path / "run"), vae=str(tiny_checkpoint),
+                                   batch_size=4, quiet=True, device="cpu", caption_augment=0.0,
+                                   latent_cache=cache, workers=1)  # fmt: skip
+        task = DiffusionTask(load_checkpoint(tiny_checkpoint), manifest, train, val, options, CPU, log=lambda *_: None)
+        generator = torch.Generator().manual_seed(5)
+        losses[name] = [task.train_loss(torch.tensor(batch), generator).item() for batch in ([0, 3, 5, 1], [6, 2])]
+        losses[name].append(task.validate()["val_loss"])
+    assert losses["disk"] == losses["memory"] == losses["disk again"]  # equal, not close
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["train", "val"]
+    assert (tmp_path / "cache" / "train" / "shard-00000.npy").is_file()
