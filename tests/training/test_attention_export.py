@@ -86,3 +86,18 @@ def test_a_shipped_pack_gains_maps_without_torch_and_keeps_its_pixels(
     with pytest.raises(ExportError, match="already has attention maps"):
         add_attention_maps(out, tmp_path / "again")
     assert not (tmp_path / "again").exists()
+
+
+def test_a_record_token_pack_maps_the_text_tokens_only(tiny_record_pack_dir: Path, tmp_path: Path) -> None:
+    """The UNet of a pack with record tokens attends over T text + K record tokens: the maps keep the
+    text's T (its words and findings), the pixels stay those of the pack without maps."""
+    pack = load_pack(add_attention_maps(tiny_record_pack_dir, tmp_path / "record-maps"))
+    pipeline = Pipeline(pack, provider="cpu")
+    request = GenerationRequest(prompt="Left pleural effusion", num_steps=2, seed=1)
+    result = pipeline.generate(request, attention=True)
+    plain = Pipeline(load_pack(tiny_record_pack_dir), provider="cpu").generate(request)
+    assert np.array_equal(result.images, plain.images)
+    maps = result.attention
+    assert [m.label for m in maps.words] == ["Left", "pleural", "effusion"]
+    assert all(np.all(np.isfinite(m.image)) and m.image.shape == (1, 32, 32) for m in maps.words)
+    assert [m.label for m in maps.findings] == ["pleural_effusion"]
