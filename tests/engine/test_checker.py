@@ -169,3 +169,30 @@ def test_the_evaluation_classifier_exports_into_a_pack_and_scores_as_in_torch(ti
     np.testing.assert_allclose(Checker(pack).probabilities(images), want, atol=1e-5)
     bad = parser.parse_args(["add-checker", str(tiny_pack_copy), "--classifier", str(tmp_path / "nothing")])
     assert bad.func(bad) == 2
+
+
+def test_the_card_states_the_checker_and_bad_tries_are_refused(tiny_checker_pack, tmp_path: Path, capsys) -> None:
+    from engine.pack import card_text
+
+    pack = load_pack(tiny_checker_pack(SEES_PNEUMONIA))
+    assert "Finding checker: bacterial_pneumonia, normal, viral_pneumonia; accuracy not measured" in card_text(
+        pack.manifest, pack.root
+    )
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("pneumonia\n")
+    code = main(["make-studies", "--count", "1", "--prompts", str(prompts), "--out", str(tmp_path / "s"),
+                 "--model", str(pack.root), "--check-min", "0.5", "--check-tries", "0"])  # fmt: skip
+    assert code == 2 and "--check-tries must be from 1 to 60, not 0" in capsys.readouterr().err
+
+
+def test_the_default_pack_ships_a_checker_measured_on_real_held_out_films() -> None:
+    from engine.pack import card_text
+    from engine.paths import default_model_dir
+
+    pack = load_pack(default_model_dir())
+    checker = pack.manifest.checker
+    assert checker is not None and checker.accuracy_n >= 500 and 0.5 < checker.accuracy <= 1
+    assert "real held-out films" in card_text(pack.manifest, pack.root)
+    assert (pack.root / checker.file).stat().st_size < 150 * 2**20
+    scores = Checker(pack).scores(np.full((1, 224, 224), 0.5, np.float32))[0]
+    assert set(scores) == {"no_finding", "pneumonia", "bacterial_pneumonia", "viral_pneumonia"}
