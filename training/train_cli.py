@@ -112,6 +112,13 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         "(its config unless --config is given, which must agree with it)",
     )
     add(
+        "--latent-cache",
+        default=None,
+        metavar="DIR",
+        help="keep the VAE latents in memory-mapped shards in DIR (filled once, resumable, reused while the VAE "
+        "and manifest are the same) instead of in memory: for data sets of 100k+ images",
+    )
+    add(
         "--augment-copies",
         type=int,
         default=None,

@@ -210,3 +210,16 @@ def test_diffusion_training_on_the_disk_cache_has_the_losses_of_the_in_memory_ca
     assert losses["disk"] == losses["memory"] == losses["disk again"]  # equal, not close
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["train", "val"]
     assert (tmp_path / "cache" / "train" / "shard-00000.npy").is_file()
+
+
+def test_train_diffusion_takes_latent_cache_from_the_command_line(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import argparse
+
+    from training.train_cli import options_from_args, register_train
+    from training.train_diffusion import DiffusionOptions
+
+    parser = argparse.ArgumentParser()
+    register_train(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "diffusion", "--data", "m.jsonl", "--out", str(tmp_path / "run"),
+                              "--vae", str(tiny_checkpoint), "--latent-cache", str(tmp_path / "cache")])  # fmt: skip
+    assert options_from_args(args, DiffusionOptions).latent_cache == str(tmp_path / "cache")
