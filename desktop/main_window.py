@@ -42,6 +42,7 @@ from desktop.model_loading import ModelLoading
 from desktop.settings import Settings
 from desktop.shortcuts import show_shortcuts
 from desktop.tasks import Task
+from desktop.widgets.check_line import CheckLine
 from desktop.widgets.dialogs import open_warning
 from desktop.widgets.generate_panel import GeneratePanel
 from desktop.widgets.library_view import LibraryPanel
@@ -116,6 +117,7 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
         self.host.model_failed.connect(self._on_model_failed)
         self.host.started.connect(self._on_started)
         self.host.step.connect(self._on_step)
+        self.host.checked.connect(self._on_checked)
         self.host.finished.connect(self._on_finished)
         self.host.cancelled.connect(self._on_cancelled)
         self.host.failed.connect(self._on_failed)
@@ -173,8 +175,15 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
         )
         self.steps = StepsPanel()
         self.steps.frame_selected.connect(self._show_frame)
+        self.check_line = CheckLine()  # the finding checker's verdict on the last generated image
+        viewer_box = QWidget()
+        viewer_layout = QVBoxLayout(viewer_box)
+        viewer_layout.setContentsMargins(0, 0, 0, 0)
+        viewer_layout.setSpacing(0)
+        viewer_layout.addWidget(self.viewer, 1)
+        viewer_layout.addWidget(self.check_line)
         splitter = QSplitter(Qt.Orientation.Vertical)
-        splitter.addWidget(self.viewer)
+        splitter.addWidget(viewer_box)
         splitter.addWidget(self.steps)
         splitter.setStretchFactor(0, 5)
         splitter.setStretchFactor(1, 0)
@@ -400,6 +409,7 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
 
     def _on_started(self, request: GenerationRequest) -> None:
         self.steps.clear()
+        self.check_line.clear()
         self._show_warning("")
         self.generate_panel.run_label.setText(
             f"Generating seed {request.seed} ({request.num_steps} steps, {request.sampler})…"
@@ -423,6 +433,10 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
 
     def _on_user_window(self, _center: float, _width: float) -> None:
         self._user_window = True
+
+    def _on_checked(self, checks) -> None:
+        """The worker's check of the image about to arrive in _on_finished (None: the pack has no checker)."""
+        self.check_line.show_checks(checks)
 
     def _on_finished(self, result: GenerationResult) -> None:
         image = result.to_uint16()[0]

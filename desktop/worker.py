@@ -29,6 +29,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
+from engine.attention import AttentionError, require_attention
+from engine.checker import Checker, CheckerError
 from engine.pack import ModelPack, PackError, load_pack
 from engine.pipeline import GenerationRequest, GenerationResult, Pipeline, RequestError, StepEvent
 from engine.runtime import BackendError
@@ -42,6 +44,7 @@ RELAYED_SIGNALS = (
     "model_failed",
     "started",
     "step",
+    "checked",
     "finished",
     "cancelled",
     "failed",
@@ -63,6 +66,8 @@ class ModelInfo:
     card: dict[str, Any] = field(default_factory=dict)
     card_text: str = ""
     load_s: float = 0.0
+    has_checker: bool = False  # the pack ships a finding checker: every generation is checked
+    has_attention: bool = False  # the pack's UNet returns attention maps: every generation gets finding maps
 
     @property
     def device(self) -> str:
@@ -74,7 +79,15 @@ class ModelInfo:
         return self.provider
 
     @classmethod
-    def from_pipeline(cls, pack: ModelPack, pipeline: Pipeline, load_s: float) -> ModelInfo:
+    def from_pipeline(
+        cls,
+        pack: ModelPack,
+        pipeline: Pipeline,
+        load_s: float,
+        *,
+        has_checker: bool = False,
+        has_attention: bool = False,
+    ) -> ModelInfo:
         from engine.pack import card_text
 
         m = pack.manifest
@@ -93,7 +106,18 @@ class ModelInfo:
             card=dict(pack.card),
             card_text=card_text(m, pack.root, pack.fingerprint),
             load_s=load_s,
+            has_checker=has_checker,
+            has_attention=has_attention,
         )
+
+
+def _attention_available(pack: ModelPack, pipeline: Pipeline) -> bool:
+    """True when the pack has attention-map outputs and the backend can return them."""
+    try:
+        require_attention(pack, pipeline.backend)
+    except AttentionError:
+        return False
+    return True
 
 
 class GenerationWorker(QObject):
@@ -108,6 +132,7 @@ class GenerationWorker(QObject):
     model_failed = Signal(str)  # what went wrong and what to do
     started = Signal(object)  # GenerationRequest (validated)
     step = Signal(object)  # StepEvent
+    checked = Signal(object)  # list[ImageCheck] (one per image) or None (no checker); just before finished
     finished = Signal(object)  # GenerationResult, complete
     cancelled = Signal(object)  # GenerationResult, stopped early (images = last preview)
     failed = Signal(str)
@@ -116,6 +141,8 @@ class GenerationWorker(QObject):
         super().__init__()
         self._cancel_epoch = 0  # bumped by cancel(); an int store is atomic under the GIL
         self._pipeline: Pipeline | None = None
+        self._checker: Checker | None = None
+        self._attention = False
         self.busy = threading.Event()  # set while a slot is loading or generating
         self.native_thread_id: int | None = None  # the OS thread the slots ran on (for tests, logs)
 
@@ -141,6 +168,11 @@ class GenerationWorker(QObject):
             try:
                 pack = load_pack(path)
                 pipeline = Pipeline(pack, provider=provider)
+                checker = Checker(pack) if pack.manifest.checker is not None else None
+                attention = _attention_available(pack, pipeline)
+            except CheckerError as exc:  # a pack naming a checker it cannot run is damaged: say so, load nothing
+                self.model_failed.emit(f"{exc}\n\nOpen a different model pack folder (File > Open model pack).")
+                return
             except PackError as exc:
                 self.model_failed.emit(f"{exc}\n\nOpen a different model pack folder (File > Open model pack).")
                 return
@@ -152,7 +184,12 @@ class GenerationWorker(QObject):
                 self.model_failed.emit(f"{path}: the model could not be loaded: {exc}")
                 return
             self._pipeline = pipeline
-            self.model_loaded.emit(ModelInfo.from_pipeline(pack, pipeline, time.perf_counter() - started))
+            self._checker = checker
+            self._attention = attention
+            info = ModelInfo.from_pipeline(
+                pack, pipeline, time.perf_counter() - started, has_checker=checker is not None, has_attention=attention
+            )
+            self.model_loaded.emit(info)
         finally:
             self.busy.clear()
 
@@ -176,10 +213,15 @@ class GenerationWorker(QObject):
             return
         self.started.emit(request)
         try:
-            for event in self._pipeline.iter_steps(request, cancel=lambda: self._cancel_epoch != epoch):
+            cancel = lambda: self._cancel_epoch != epoch  # noqa: E731
+            for event in self._pipeline.iter_steps(request, cancel=cancel, attention=self._attention):
                 if isinstance(event, StepEvent):
                     self.step.emit(event)
                 elif isinstance(event, GenerationResult):
+                    if not event.cancelled:
+                        # scored here, off the GUI thread: the window gets the verdict before the result
+                        checker = self._checker
+                        self.checked.emit(checker.check(request.prompt, event.images) if checker else None)
                     (self.cancelled if event.cancelled else self.finished).emit(event)
         except (RequestError, PromptError) as exc:
             self.failed.emit(str(exc))
@@ -202,6 +244,7 @@ class WorkerHost(QObject):
     model_failed = Signal(str)
     started = Signal(object)
     step = Signal(object)
+    checked = Signal(object)
     finished = Signal(object)
     cancelled = Signal(object)
     failed = Signal(str)
