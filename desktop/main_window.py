@@ -44,6 +44,7 @@ from desktop.shortcuts import show_shortcuts
 from desktop.tasks import Task
 from desktop.widgets.check_line import CheckLine
 from desktop.widgets.dialogs import open_warning
+from desktop.widgets.finding_maps import FindingMapsPanel
 from desktop.widgets.generate_panel import GeneratePanel
 from desktop.widgets.library_view import LibraryPanel
 from desktop.widgets.steps import StepsPanel, decoded_step
@@ -200,6 +201,16 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
         self.library_dock.setObjectName("library-dock")
         self.library_dock.setWidget(self.library_panel)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.library_dock)
+        # finding maps beside the viewer: picking a finding or word overlays its map (painted, pixels unchanged)
+        self.finding_maps = FindingMapsPanel()
+        self.finding_maps.overlay_changed.connect(self.viewer.view.set_heat_overlay)
+        # an opened file is not the generation the maps and the check were made for
+        self.viewer.image_opened.connect(self._forget_generation_overlays)
+        self.host.model_loaded.connect(self._forget_generation_overlays)
+        self.finding_maps_dock = QDockWidget("Finding maps", self)
+        self.finding_maps_dock.setObjectName("finding-maps-dock")
+        self.finding_maps_dock.setWidget(self.finding_maps)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.finding_maps_dock)
 
     def _action(self, text: str, slot, shortcut: QKeySequence | str | list | None = None, tip: str = "") -> QAction:
         action = QAction(text, self)
@@ -410,6 +421,7 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
     def _on_started(self, request: GenerationRequest) -> None:
         self.steps.clear()
         self.check_line.clear()
+        self.finding_maps.set_maps(None, available=self._maps_available())
         self._show_warning("")
         self.generate_panel.run_label.setText(
             f"Generating seed {request.seed} ({request.num_steps} steps, {request.sampler})…"
@@ -433,6 +445,13 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
 
     def _on_user_window(self, _center: float, _width: float) -> None:
         self._user_window = True
+
+    def _forget_generation_overlays(self, *_args) -> None:
+        self.finding_maps.set_maps(None, available=self._maps_available())
+        self.check_line.clear()
+
+    def _maps_available(self) -> bool:
+        return self.model_info is not None and self.model_info.has_attention
 
     def _on_checked(self, checks) -> None:
         """The worker's check of the image about to arrive in _on_finished (None: the pack has no checker)."""
@@ -464,6 +483,7 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
         self.steps.add_frame("final", image)
         if self.steps.following():
             self.viewer.set_image(image, label, keep_window=self._user_window)
+        self.finding_maps.set_maps(result.attention, available=self._maps_available())
         self._batch_done += 1
         self.library_panel.refresh()
         if case_id is not None:

@@ -130,6 +130,8 @@ class ImageView(QWidget):
         self._pending: Measurement | None = None  # the one being drawn
         self.probe_line = ""  # the pixel under the cursor while the probe tool is chosen
         self.saved_windows: list[tuple[str, float, float]] = []  # the panel's saved presets: keys after the image's
+        self.heat_overlay: QImage | None = None  # a finding map drawn over the image (never mixed into its pixels)
+        self.heat_opacity = 0.0
 
     # 1. data ------------------------------------------------------------------------------------
 
@@ -172,6 +174,18 @@ class ImageView(QWidget):
 
     def has_image(self) -> bool:
         return self._source is not None
+
+    def set_heat_overlay(self, rgba: np.ndarray | None, opacity: float = 1.0) -> None:
+        """Draw (H, W, 4) uint8 RGBA over the image, stretched to it, at ``opacity`` in [0, 1]; None removes it.
+        Painted only: the stored, processed and displayed pixels stay as they are."""
+        if rgba is None:
+            self.heat_overlay = None
+        else:
+            rgba = np.ascontiguousarray(rgba, dtype=np.uint8)
+            height, width = rgba.shape[:2]
+            self.heat_overlay = QImage(rgba.data, width, height, 4 * width, QImage.Format.Format_RGBA8888).copy()
+        self.heat_opacity = float(opacity)
+        self.update()
 
     @property
     def source(self) -> np.ndarray | None:
@@ -517,6 +531,10 @@ class ImageView(QWidget):
             target = QRectF(self._offset.x(), self._offset.y(), width * self._zoom, height * self._zoom)
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self._zoom < 4.0)
             painter.drawImage(target, self._qimage)
+            if self.heat_overlay is not None and self.heat_opacity > 0.0:
+                painter.setOpacity(self.heat_opacity)
+                painter.drawImage(target, self.heat_overlay)
+                painter.setOpacity(1.0)
             self._paint_measurements(painter, target)
             self._paint_overlay(painter)
         else:
