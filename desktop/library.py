@@ -46,6 +46,7 @@ import cv2
 import numpy as np
 
 from engine import paths
+from engine.checker import ImageCheck
 from engine.dicom.dataset import StudyContext, SyntheticImageInfo, build_dataset, write_dicom
 from engine.fileio import atomic_write_bytes
 from engine.imaging import encode_png
@@ -53,7 +54,7 @@ from engine.pipeline import GenerationRequest, GenerationResult
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the finding check's columns (added to older libraries on open, cases kept)
 DB_NAME = "library.sqlite3"
 ORPHAN_GRACE_S = 600.0  # an image without a row is left alone this long (seconds) after it was written
 _SCHEMA = """
@@ -83,6 +84,12 @@ CREATE TABLE IF NOT EXISTS tags (
 );
 CREATE INDEX IF NOT EXISTS tags_by_tag ON tags(tag);
 """
+# columns added after version 1, as ALTER TABLE adds them: NULL in a case made before (or without) a check
+_ADDED_COLUMNS = (
+    ("check_ok", "INTEGER"),  # 1 passed, 0 failed (an asked finding low or an absent one high), NULL not checked
+    ("check_scores", "TEXT"),  # JSON: finding -> the checker's score
+    ("check_line", "TEXT NOT NULL DEFAULT ''"),  # what the window showed: asked · the checker sees · verdict
+)
 
 
 class LibraryError(RuntimeError):
@@ -131,6 +138,9 @@ class Case:
     total_s: float | None = None
     notes: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    check_ok: bool | None = None  # the finding check: None when the image was not checked
+    check_scores: dict[str, float] | None = None
+    check_line: str = ""
 
     def request(self) -> GenerationRequest:
         """The one-image request that regenerates this case (on the same model: see model_fingerprint)."""
@@ -198,11 +208,23 @@ class CaseLibrary:
                 self._db.execute("PRAGMA synchronous = FULL")
                 with self._db:
                     self._db.executescript(_SCHEMA)
+                    self._add_missing_columns()
                     self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self.remove_orphans()
         except BaseException:
             self._db.close()
             raise
+
+    def _add_missing_columns(self) -> None:
+        """Migrate a library made by an older version: add the columns it lacks; its rows stay as they are."""
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(cases)")}
+        for name, kind in _ADDED_COLUMNS:
+            if name not in present:
+                try:
+                    self._db.execute(f"ALTER TABLE cases ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError as exc:  # another process opening it added it first: fine
+                    if "duplicate column" not in str(exc):
+                        raise
 
     @contextlib.contextmanager
     def _errors(self, action: str) -> Iterator[None]:
@@ -223,8 +245,16 @@ class CaseLibrary:
 
     # 1. adding ------------------------------------------------------------------------------------
 
-    def add(self, result: GenerationResult, index: int = 0, *, image: np.ndarray | None = None) -> Case:
-        """Keep image ``index`` of a result: PNG first (atomic), then its row, both under the write lock."""
+    def add(
+        self,
+        result: GenerationResult,
+        index: int = 0,
+        *,
+        image: np.ndarray | None = None,
+        check: ImageCheck | None = None,
+    ) -> Case:
+        """Keep image ``index`` of a result: PNG first (atomic), then its row, both under the write lock.
+        ``check``: the finding checker's verdict on that image, recorded with it (None: not checked)."""
         if not 0 <= index < len(result.seeds):
             raise ValueError(f"image index {index} is outside the batch of {len(result.seeds)}")
         pixels = result.to_uint16()[index] if image is None else np.asarray(image)
@@ -246,13 +276,16 @@ class CaseLibrary:
             with self._errors("written"):
                 cursor = self._db.execute(
                     "INSERT INTO cases (created, image_file, width, height, prompt, negative_prompt, seed, "
-                    "num_steps, guidance_scale, sampler, eta, model_id, model_fingerprint, provider, total_s) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "num_steps, guidance_scale, sampler, eta, model_id, model_fingerprint, provider, total_s, "
+                    "check_ok, check_scores, check_line) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         created, name, int(pixels.shape[1]), int(pixels.shape[0]), request.prompt,
                         request.negative_prompt, int(result.seeds[index]), int(result.steps_done),
                         float(request.guidance_scale), request.sampler, float(request.eta), result.model_id,
                         result.model_fingerprint, result.provider, result.timings.get("total_s"),
+                        None if check is None else int(check.ok),
+                        None if check is None else json.dumps(check.scores, sort_keys=True),
+                        "" if check is None else check.line(),
                     ),
                 )  # fmt: skip
                 self._db.commit()
@@ -288,6 +321,9 @@ class CaseLibrary:
             total_s=row["total_s"],
             notes=row["notes"],
             tags=tags,
+            check_ok=None if row["check_ok"] is None else bool(row["check_ok"]),
+            check_scores=None if row["check_scores"] is None else json.loads(row["check_scores"]),
+            check_line=row["check_line"],
         )
 
     def get(self, case_id: int) -> Case:
@@ -297,9 +333,12 @@ class CaseLibrary:
                 raise KeyError(f"no case {case_id} in the library")
             return self._case(row)
 
-    def search(self, text: str = "", *, tag: str | None = None, limit: int = 500) -> list[Case]:
+    def search(
+        self, text: str = "", *, tag: str | None = None, check_failed: bool = False, limit: int = 500
+    ) -> list[Case]:
         """Newest first. ``text`` matches (case-insensitively, every word) prompt, negative prompt,
-        notes, tags, model id and the seed; ``tag`` keeps cases with exactly that tag."""
+        notes, tags, model id and the seed; ``tag`` keeps cases with exactly that tag; ``check_failed``
+        keeps cases whose finding check failed (unchecked cases are not among them)."""
         clauses, params = [], []
         for word in text.split():
             like = "%" + _escape_like(word) + "%"
@@ -312,6 +351,8 @@ class CaseLibrary:
         if tag:
             clauses.append("EXISTS (SELECT 1 FROM tags t WHERE t.case_id = cases.id AND t.tag = ?)")
             params.append(tag)
+        if check_failed:
+            clauses.append("check_ok = 0")
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._errors("read"):
             rows = self._db.execute(f"SELECT * FROM cases {where} ORDER BY id DESC LIMIT ?", (*params, limit))

@@ -113,6 +113,7 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
 
         # 2. the worker
         self.host = WorkerHost(self)
+        self._last_check = None  # the worker's check of the image about to arrive (engine.checker.ImageCheck)
         self.host.model_loading.connect(self._on_model_loading)
         self.host.model_loaded.connect(self._on_model_loaded)
         self.host.model_failed.connect(self._on_model_failed)
@@ -421,6 +422,7 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
     def _on_started(self, request: GenerationRequest) -> None:
         self.steps.clear()
         self.check_line.clear()
+        self._last_check = None
         self.finding_maps.set_maps(None, available=self._maps_available())
         self._show_warning("")
         self.generate_panel.run_label.setText(
@@ -456,6 +458,7 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
     def _on_checked(self, checks) -> None:
         """The worker's check of the image about to arrive in _on_finished (None: the pack has no checker)."""
         self.check_line.show_checks(checks)
+        self._last_check = checks[0] if checks else None  # recorded with the case in _on_finished
 
     def _on_finished(self, result: GenerationResult) -> None:
         image = result.to_uint16()[0]
@@ -468,7 +471,7 @@ class MainWindow(ModelLoading, CaseActions, Exports, QMainWindow):
                 if identical is not None:  # the same request on the same model again: no duplicate row
                     case_id = identical.id
                 else:
-                    case_id = self.library.add(result, 0, image=image).id
+                    case_id = self.library.add(result, 0, image=image, check=self._last_check).id
                     source = self._source_case
                     if source is not None and source.tags:  # a regenerated case keeps its tags
                         self.library.set_tags(case_id, source.tags)

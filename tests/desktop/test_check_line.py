@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import Qt
 
 from desktop.main_window import MainWindow
@@ -68,5 +69,53 @@ def test_the_worker_scores_the_final_image_off_the_gui_thread(qtbot, settings, t
         _generate(qtbot, window, "pneumonia")
         assert threads and threads[0] == window.host.worker.native_thread_id != threading.get_native_id()
         assert window.check_line.text() == "asked: pneumonia · the checker sees: pneumonia 1.00, normal 0.00 · ok"
+    finally:
+        window.close()
+
+
+# the case table as libraries made before the check was recorded have it (SCHEMA_VERSION 1)
+OLD_CASES = """CREATE TABLE cases (id INTEGER PRIMARY KEY AUTOINCREMENT, created TEXT NOT NULL,
+image_file TEXT NOT NULL UNIQUE, width INTEGER NOT NULL, height INTEGER NOT NULL, prompt TEXT NOT NULL,
+negative_prompt TEXT NOT NULL DEFAULT '', seed INTEGER NOT NULL, num_steps INTEGER NOT NULL,
+guidance_scale REAL NOT NULL, sampler TEXT NOT NULL, eta REAL NOT NULL DEFAULT 0, model_id TEXT NOT NULL,
+model_fingerprint TEXT NOT NULL, provider TEXT NOT NULL DEFAULT '', total_s REAL, notes TEXT NOT NULL DEFAULT '');
+CREATE TABLE tags (case_id INTEGER NOT NULL REFERENCES cases(id) ON DELETE CASCADE, tag TEXT NOT NULL,
+PRIMARY KEY (case_id, tag));
+INSERT INTO cases (created, image_file, width, height, prompt, seed, num_steps, guidance_scale, sampler, model_id,
+model_fingerprint, notes) VALUES ('2026-01-01T00:00:00+00:00', 'old.png', 32, 32, 'old case', 7, 2, 4.0, 'ddim',
+'cxr-tiny', 'abc', 'kept');
+PRAGMA user_version = 1;"""
+
+
+def test_an_old_library_gains_the_check_columns_and_keeps_its_cases(tmp_path: Path) -> None:
+    import sqlite3
+
+    from desktop.library import DB_NAME, CaseLibrary
+
+    root = tmp_path / "library"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "old.png").write_bytes(b"")
+    with sqlite3.connect(root / DB_NAME) as db:
+        db.executescript(OLD_CASES)
+    with CaseLibrary(root) as library:
+        (case,) = library.search()
+        assert (case.prompt, case.notes, case.seed) == ("old case", "kept", 7)
+        assert case.check_ok is None and case.check_scores is None and case.check_line == ""
+        assert library.search(check_failed=True) == []
+    with CaseLibrary(root) as library:  # opening again migrates nothing twice
+        assert len(library) == 1
+
+
+def test_the_library_records_the_check_and_filters_on_a_failed_one(qtbot, settings, tiny_checker_pack) -> None:
+    window = _open(qtbot, settings, tiny_checker_pack(SEES_NORMAL, name="sees-normal"))
+    try:
+        _generate(qtbot, window, "pneumonia")  # LOW: the checker sees a normal chest
+        _generate(qtbot, window, "no pneumonia")  # ok
+        failed, passed = window.library.search(text="pneumonia")[::-1]
+        assert failed.check_ok is False and passed.check_ok is True
+        assert failed.check_scores["pneumonia"] == pytest.approx(0.0, abs=1e-3)
+        assert failed.check_line.startswith("asked: pneumonia · the checker sees: normal 1.00")
+        assert [c.id for c in window.library.search(check_failed=True)] == [failed.id]
+        assert [c.id for c in window.library.search("no", check_failed=True)] == []
     finally:
         window.close()
