@@ -8,6 +8,7 @@ from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QHBoxLayout,
     QLabel,
@@ -54,6 +55,9 @@ class LibraryPanel(QWidget):
         self._search_timer.timeout.connect(self.refresh)
         self.search_edit.textChanged.connect(self._search_timer.start)
         self.tag_box.activated.connect(lambda _i: self.refresh())
+        self.check_failed_box = QCheckBox("Check failed")
+        self.check_failed_box.setToolTip("Show only cases where the finding checker disagreed with the prompt")
+        self.check_failed_box.toggled.connect(lambda _on: self.refresh())
         self.list = QListWidget()
         self.list.setIconSize(QSize(THUMB, THUMB))
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
@@ -88,6 +92,7 @@ class LibraryPanel(QWidget):
         filters = QHBoxLayout()
         filters.addWidget(self.search_edit, 1)
         filters.addWidget(self.tag_box)
+        filters.addWidget(self.check_failed_box)
         buttons1 = QHBoxLayout()
         for button in (self.open_button, self.regenerate_button, self.compare_button):
             buttons1.addWidget(button)
@@ -119,7 +124,11 @@ class LibraryPanel(QWidget):
         try:
             tags = self.library.all_tags()
             chosen = tag if tag in tags else ALL_TAGS
-            cases = self.library.search(self.search_edit.text(), tag=None if chosen == ALL_TAGS else chosen)
+            cases = self.library.search(
+                self.search_edit.text(),
+                tag=None if chosen == ALL_TAGS else chosen,
+                check_failed=self.check_failed_box.isChecked(),
+            )
         except LibraryError as exc:  # a damaged or locked file: say so here, and once in a dialog
             self.list.clear()
             self.details.setText(f"The case library cannot be read: {_e(str(exc))}")
@@ -136,7 +145,8 @@ class LibraryPanel(QWidget):
         self.list.blockSignals(True)
         self.list.clear()
         for case in cases:
-            item = QListWidgetItem(self._icon(case), f"{case.title}\nseed {case.seed} · {case.created[:16]}")
+            failed = " · ⚠ check failed" if case.check_ok is False else ""
+            item = QListWidgetItem(self._icon(case), f"{case.title}\nseed {case.seed} · {case.created[:16]}{failed}")
             item.setData(Qt.ItemDataRole.UserRole, case.id)
             item.setToolTip(case.prompt)
             self.list.addItem(item)

@@ -117,5 +117,10 @@ def test_the_library_records_the_check_and_filters_on_a_failed_one(qtbot, settin
         assert failed.check_line.startswith("asked: pneumonia · the checker sees: normal 1.00")
         assert [c.id for c in window.library.search(check_failed=True)] == [failed.id]
         assert [c.id for c in window.library.search("no", check_failed=True)] == []
+        panel = window.library_panel  # the case list: the row says so, and a box keeps only failed checks
+        rows = {panel.list.item(i).data(Qt.ItemDataRole.UserRole): panel.list.item(i).text() for i in range(2)}
+        assert "⚠ check failed" in rows[failed.id] and "check failed" not in rows[passed.id]
+        panel.check_failed_box.setChecked(True)
+        assert [panel.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(panel.list.count())] == [failed.id]
     finally:
         window.close()
