@@ -162,8 +162,9 @@ def phase_epoch(work: Path, count: int) -> dict:
 
     from engine import schedules
     from training.checkpoint import load_checkpoint
+    from training.diffusion_setup import Denoiser, encode_texts
     from training.latent_cache import LatentCache
-    from training.train_diffusion import Denoiser, diffusion_loss, encode_texts
+    from training.train_diffusion import diffusion_loss
 
     torch.manual_seed(0)
     model = load_checkpoint(work / "checkpoint")

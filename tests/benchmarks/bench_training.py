@@ -115,9 +115,7 @@ class Trainer:
         self.losses.append(value)
 
 
-def diffusion_trainers(
-    manifest: Path, out: Path, config: str, batch: int, steps: int, variants: list[Variant], log
-):
+def diffusion_trainers(manifest: Path, out: Path, config: str, batch: int, steps: int, variants: list[Variant], log):
     """One DiffusionTask per variant over one VAE (random, seeded: its latents are as real as its
     weights; the UNet's speed and the precision's effect on the loss do not depend on them)."""
     from training.checkpoint import build_model, save_checkpoint
@@ -142,8 +140,10 @@ def diffusion_trainers(
         model = build_model(model_config)
         task = DiffusionTask(model, data, train, val, options, device, log=lambda *_: None)
         trainers.append(Trainer(task, options, device, variant))
-    log(f"diffusion: {len(train)} training / {len(val)} validation latents, config {config}, "
-        f"batch {trainers[0].options.batch_size}, LR {trainers[0].options.lr} constant (no warm-up)")
+    log(
+        f"diffusion: {len(train)} training / {len(val)} validation latents, config {config}, "
+        f"batch {trainers[0].options.batch_size}, LR {trainers[0].options.lr} constant (no warm-up)"
+    )
     return trainers
 
 
@@ -166,8 +166,10 @@ def vae_trainers(manifest: Path, out: Path, config: str, batch: int, steps: int,
         seed_everything(options.seed)
         task = VAETask(build_model(model_config), train, val, options, device)
         trainers.append(Trainer(task, options, device, variant))
-    log(f"vae: {train.shape[0]} training / {val.shape[0]} validation images, config {config}, "
-        f"batch {trainers[0].options.batch_size}, LR {trainers[0].options.lr} constant (no warm-up)")
+    log(
+        f"vae: {train.shape[0]} training / {val.shape[0]} validation images, config {config}, "
+        f"batch {trainers[0].options.batch_size}, LR {trainers[0].options.lr} constant (no warm-up)"
+    )
     return trainers
 
 

@@ -244,7 +244,7 @@ def _labelled_manifest(folder: Path, count: int = 12) -> Path:
 
 def test_augmented_captions_are_encoded_into_scratch_rows(tiny_model) -> None:
     from training.datasets import AugmentedCaptions
-    from training.train_diffusion import encode_texts
+    from training.diffusion_setup import encode_texts
 
     cpu = torch.device("cpu")
     records = [

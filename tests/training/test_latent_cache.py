@@ -11,6 +11,7 @@ import torch
 
 from training.checkpoint import load_checkpoint
 from training.datasets import NO_AUGMENTATION, Augmentation
+from training.diffusion_setup import encode_latents
 from training.latent_cache import (
     CacheKey,
     LatentCache,
@@ -20,7 +21,6 @@ from training.latent_cache import (
     prepare_latent_cache,
     vae_sha256,
 )
-from training.train_diffusion import encode_latents
 
 CPU = torch.device("cpu")
 

@@ -233,7 +233,7 @@ def test_vae_trains_on_crops_and_validates_on_whole_images(dataset: Path, config
 
 
 def test_sample_prompts_spread_over_different_findings(tmp_path: Path) -> None:
-    from training.train_diffusion import sample_prompts
+    from training.diffusion_setup import sample_prompts
 
     texts = [
         "Chest radiograph: no effusion. No focal consolidation. Normal heart size.",
