@@ -40,6 +40,8 @@ class CaseActions:
         self._set_current(CurrentImage(pixels, case.image_info(), label, case.id))
         self.steps.clear()
         self.viewer.set_image(pixels, label)
+        self.finding_maps.set_maps(None, available=self._maps_available())  # maps are not kept with a case
+        self.check_line.show_recorded(case.check_line, case.check_ok)
         if self.model_info is not None and case.model_fingerprint != self.model_info.fingerprint:
             self.statusBar().showMessage(
                 f"Case {case.id} was made by model {case.model_id}; the loaded model differs, so a "

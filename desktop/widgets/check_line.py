@@ -48,6 +48,10 @@ class CheckLine(QWidget):
             return
         self._show(checks[0].line() if checks else "", list(checks), failed=bool(checks) and not checks[0].ok)
 
+    def show_recorded(self, line: str, ok: bool | None) -> None:
+        """A case's check as the library kept it: its ``line`` and whether it passed (None: not checked)."""
+        self._show(line, [], failed=ok is False)
+
     def clear(self) -> None:
         self._show("", [], failed=False)
 

@@ -122,5 +122,9 @@ def test_the_library_records_the_check_and_filters_on_a_failed_one(qtbot, settin
         assert "⚠ check failed" in rows[failed.id] and "check failed" not in rows[passed.id]
         panel.check_failed_box.setChecked(True)
         assert [panel.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(panel.list.count())] == [failed.id]
+        window.open_case(failed.id)  # a case opened from the library shows the check it was kept with
+        assert window.check_line.text() == failed.check_line and window.check_line.failed
+        window.open_case(passed.id)
+        assert window.check_line.text() == passed.check_line and not window.check_line.failed
     finally:
         window.close()

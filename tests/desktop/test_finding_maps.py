@@ -100,3 +100,12 @@ def test_opening_a_file_drops_the_maps_of_the_last_generation(qtbot, maps_window
     assert maps_window.viewer.open_file(path)
     assert maps_window.viewer.view.heat_overlay is None and maps_window.finding_maps.labels() == []
     assert maps_window.check_line.text() == ""
+
+
+def test_opening_a_case_drops_the_overlay_of_the_last_generation(qtbot, maps_window: MainWindow) -> None:
+    _generate(qtbot, maps_window, "Right pleural effusion")
+    case_id = maps_window.current.case_id
+    maps_window.finding_maps.pick(1)
+    assert maps_window.viewer.view.heat_overlay is not None
+    maps_window.open_case(case_id)  # the maps are not kept with a case: none shown rather than stale ones
+    assert maps_window.viewer.view.heat_overlay is None and maps_window.finding_maps.labels() == []
