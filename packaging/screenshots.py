@@ -124,6 +124,13 @@ def shoot(args: argparse.Namespace, scratch: Path) -> int:
             raise OSError(f"{path}: the screenshot could not be written")
 
     save("main-window.png")
+    # the teaching viewer: the first finding's map over the image and the checker's line under it
+    if len(window.finding_maps.labels()) > 1:
+        window.finding_maps.pick(1)
+        save("finding-map-check.png")
+        window.finding_maps.pick(0)
+    else:
+        print("screenshots: this model has no finding maps; finding-map-check.png not written", file=sys.stderr)
     window.steps.show_frame(len(window.steps.frames()) // 3)
     window.steps._follow = False
     save("denoising-steps.png")
