@@ -52,6 +52,7 @@ from engine import samplers, schedules
 from engine.conditioning import record_of_manifest
 from engine.fileio import atomic_write_text, folder_in_use
 from engine.findings.parse import parse_prompt
+from engine.findings.record import AGE_BANDS, VIEWS
 from engine.manifest import ManifestRecord
 from training import distributed
 from training.checkpoint import (
@@ -515,13 +516,23 @@ def model_card(
         training["augmented_copies"] = (
             f"{options.augment_copies} of each image of {options.augment_sources or 'every source'}"
         )
-    return {
+    card: dict = {
         "training_data": (
             f"{manifest.name}: {len(manifest.records)} records (train {counts['train']}, val {counts['val']}, "
             f"test {counts['test']}); the UNet was trained on the 'train' split"
         ),
         "training": training,
     }
+    if options.record_tokens:
+        # what engine.findings.understood reads: the record's age band and sex reach the model (no "place":
+        # no label gives a side, so side tokens never train), and the bands and views the train split has
+        train = [record_of_manifest(r) for r in manifest.records if r.split == "train"]
+        bands = {r.age_band for r in train}
+        views = {r.view for r in train} | ({"supine AP"} if any(r.view == "AP" for r in train) else set())
+        card["conditioning"] = ["age", "sex"]
+        card["age_bands"] = [band for band in AGE_BANDS if band in bands]
+        card["views"] = [view for view in VIEWS if view in views]
+    return card
 
 
 # --------------------------------------------------------------------------- entry point

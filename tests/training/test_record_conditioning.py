@@ -12,6 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 from engine.conditioning import EMBEDDINGS_FILE, full_vocabulary
+from engine.findings.record import AGE_BANDS
 from engine.pack import MANIFEST, load_pack, sha256_file
 from engine.pipeline import GenerationRequest, Pipeline
 from training.checkpoint import RECORD_FILE, load_config
@@ -142,3 +143,16 @@ def test_new_runs_use_record_tokens_and_runs_from_before_resume_without(tmp_path
     (tmp_path / "old" / "run.json").write_text(json.dumps(run), encoding="utf-8")
     args = parser.parse_args(["train", "diffusion", "--out", str(tmp_path / "old"), "--resume"])
     assert train_cli.options_from_args(args, DiffusionOptions).record_tokens is False
+
+
+def test_a_record_token_pack_card_says_what_it_conditions_on(record_run: Path) -> None:
+    """The card of a record-token pack names sex and age as conditioned, the age bands and views of its
+    training split; before, `generate` said "this model does not condition on sex" for such a pack."""
+    from engine.findings.understood import understand
+
+    card = load_pack(record_run / "pack").card
+    assert card["conditioning"] == ["age", "sex"]  # no "place": no label gives a side, so side tokens never train
+    assert set(card["age_bands"]) <= set(AGE_BANDS) and card["age_bands"]
+    assert set(card["views"]) == {"PA", "AP", "supine AP"}
+    reasons = [item.reason for item in understand("45 yo woman, PA chest radiograph: pneumothorax", card).ignored]
+    assert not any("sex" in why for why in reasons), reasons
