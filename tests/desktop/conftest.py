@@ -34,17 +34,36 @@ def settings(tmp_path: Path) -> QSettings:
     return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
 
 
-@pytest.fixture
-def loaded_window(qtbot, settings: QSettings, tiny_pack_dir: Path):
-    """The main window on the tiny pack, shown and loaded; closed at the end with no worker left running."""
+RUN_MS = 60_000
+
+
+def open_window(qtbot, settings: QSettings, pack: Path):
+    """The main window on ``pack``, shown and with its model loaded (no error)."""
     from desktop.main_window import MainWindow
     from desktop.settings import Settings
 
-    window = MainWindow(model=tiny_pack_dir, settings=Settings(settings))
+    window = MainWindow(model=pack, settings=Settings(settings))
     qtbot.addWidget(window)
     window.show()
     qtbot.waitUntil(lambda: window.model_info is not None or bool(window.errors), timeout=LOAD_MS)
     assert not window.errors, window.errors
+    return window
+
+
+def generate_locked(qtbot, window, prompt: str) -> None:
+    """One 2-step generation of ``prompt`` with the seed locked at 3, waited for to the end."""
+    window.generate_panel.steps_spin.setValue(2)
+    window.generate_panel.seed_edit.setText("3")
+    window.generate_panel.seed_lock.setChecked(True)
+    window.prompt_box.set_text(prompt)
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
+        window.generate()
+
+
+@pytest.fixture
+def loaded_window(qtbot, settings: QSettings, tiny_pack_dir: Path):
+    """The main window on the tiny pack, shown and loaded; closed at the end with no worker left running."""
+    window = open_window(qtbot, settings, tiny_pack_dir)
     yield window
     window.close()
     assert not window.host.thread.isRunning()

@@ -10,43 +10,23 @@ import pytest
 from PySide6.QtCore import Qt
 
 from desktop.main_window import MainWindow
-from desktop.settings import Settings
-from tests.desktop.conftest import LOAD_MS
+from tests.desktop.conftest import generate_locked, open_window
 
-RUN_MS = 60_000
 # bias over (bacterial_pneumonia, normal, viral_pneumonia): a checker that always sees ...
 SEES_PNEUMONIA = (4.0, -4.0, 0.0)
 SEES_NORMAL = (-4.0, 4.0, -4.0)
 
 
-def _open(qtbot, settings, pack: Path) -> MainWindow:
-    window = MainWindow(model=pack, settings=Settings(settings))
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitUntil(lambda: window.model_info is not None or bool(window.errors), timeout=LOAD_MS)
-    assert not window.errors, window.errors
-    return window
-
-
-def _generate(qtbot, window: MainWindow, prompt: str) -> None:
-    window.generate_panel.steps_spin.setValue(2)
-    window.generate_panel.seed_edit.setText("3")
-    window.generate_panel.seed_lock.setChecked(True)
-    window.prompt_box.set_text(prompt)
-    with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
-        window.generate()
-
-
 def test_check_line_shows_what_the_checker_sees_and_marks_a_failed_check(qtbot, settings, tiny_checker_pack) -> None:
-    window = _open(qtbot, settings, tiny_checker_pack(SEES_NORMAL, name="sees-normal"))
+    window = open_window(qtbot, settings, tiny_checker_pack(SEES_NORMAL, name="sees-normal"))
     try:
         assert window.check_line.isVisible()
-        _generate(qtbot, window, "pneumonia")
+        generate_locked(qtbot, window, "pneumonia")
         line = window.check_line
         assert line.text().startswith("asked: pneumonia · the checker sees: normal 1.00, pneumonia 0.00 · LOW:")
         assert line.failed and line.property("checkFailed") is True
         assert "⚠" in line.marker.text() and line.marker.isVisible()  # an icon as well as the words
-        _generate(qtbot, window, "no pneumonia")
+        generate_locked(qtbot, window, "no pneumonia")
         assert line.text().endswith("· ok") and not line.failed and not line.marker.isVisible()
     finally:
         window.close()
@@ -54,19 +34,19 @@ def test_check_line_shows_what_the_checker_sees_and_marks_a_failed_check(qtbot, 
 
 
 def test_check_line_says_so_when_the_pack_has_no_checker(qtbot, loaded_window: MainWindow) -> None:
-    _generate(qtbot, loaded_window, "pneumonia")
+    generate_locked(qtbot, loaded_window, "pneumonia")
     assert loaded_window.check_line.text() == "no checker in this model"
     assert not loaded_window.check_line.failed
 
 
 def test_the_worker_scores_the_final_image_off_the_gui_thread(qtbot, settings, tiny_checker_pack) -> None:
-    window = _open(qtbot, settings, tiny_checker_pack(SEES_PNEUMONIA, name="sees-pneumonia"))
+    window = open_window(qtbot, settings, tiny_checker_pack(SEES_PNEUMONIA, name="sees-pneumonia"))
     try:
         threads: list[int] = []
         window.host.worker.checked.connect(
             lambda _checks: threads.append(threading.get_native_id()), type=Qt.ConnectionType.DirectConnection
         )
-        _generate(qtbot, window, "pneumonia")
+        generate_locked(qtbot, window, "pneumonia")
         assert threads and threads[0] == window.host.worker.native_thread_id != threading.get_native_id()
         assert window.check_line.text() == "asked: pneumonia · the checker sees: pneumonia 1.00, normal 0.00 · ok"
     finally:
@@ -107,10 +87,10 @@ def test_an_old_library_gains_the_check_columns_and_keeps_its_cases(tmp_path: Pa
 
 
 def test_the_library_records_the_check_and_filters_on_a_failed_one(qtbot, settings, tiny_checker_pack) -> None:
-    window = _open(qtbot, settings, tiny_checker_pack(SEES_NORMAL, name="sees-normal"))
+    window = open_window(qtbot, settings, tiny_checker_pack(SEES_NORMAL, name="sees-normal"))
     try:
-        _generate(qtbot, window, "pneumonia")  # LOW: the checker sees a normal chest
-        _generate(qtbot, window, "no pneumonia")  # ok
+        generate_locked(qtbot, window, "pneumonia")  # LOW: the checker sees a normal chest
+        generate_locked(qtbot, window, "no pneumonia")  # ok
         failed, passed = window.library.search(text="pneumonia")[::-1]
         assert failed.check_ok is False and passed.check_ok is True
         assert failed.check_scores["pneumonia"] == pytest.approx(0.0, abs=1e-3)

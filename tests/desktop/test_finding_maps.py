@@ -9,31 +9,15 @@ import numpy as np
 import pytest
 
 from desktop.main_window import MainWindow
-from desktop.settings import Settings
-from tests.desktop.conftest import LOAD_MS
-
-RUN_MS = 60_000
+from tests.desktop.conftest import generate_locked, open_window
 
 
 @pytest.fixture
 def maps_window(qtbot, settings, tiny_attention_pack_dir: Path):
-    window = MainWindow(model=tiny_attention_pack_dir, settings=Settings(settings))
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitUntil(lambda: window.model_info is not None or bool(window.errors), timeout=LOAD_MS)
-    assert not window.errors, window.errors
+    window = open_window(qtbot, settings, tiny_attention_pack_dir)
     yield window
     window.close()
     assert not window.host.thread.isRunning()
-
-
-def _generate(qtbot, window: MainWindow, prompt: str) -> None:
-    window.generate_panel.steps_spin.setValue(2)
-    window.generate_panel.seed_edit.setText("3")
-    window.generate_panel.seed_lock.setChecked(True)
-    window.prompt_box.set_text(prompt)
-    with qtbot.waitSignal(window.run_finished, timeout=RUN_MS):
-        window.generate()
 
 
 def _rendered(window: MainWindow) -> np.ndarray:
@@ -45,7 +29,7 @@ def test_picking_a_finding_overlays_its_map_and_leaves_the_pixels_alone(qtbot, m
     window = maps_window
     panel = window.finding_maps
     assert window.model_info.has_attention
-    _generate(qtbot, window, "Right pleural effusion")
+    generate_locked(qtbot, window, "Right pleural effusion")
     assert panel.labels() == [
         "none (no overlay)", "pleural effusion (present)", "“Right”", "“pleural”", "“effusion”",
     ]  # fmt: skip
@@ -76,14 +60,14 @@ def test_picking_a_finding_overlays_its_map_and_leaves_the_pixels_alone(qtbot, m
 
     window.generate_panel.seed_edit.setText("4")  # a new generation: new maps, nothing picked
     panel.pick(1)
-    _generate(qtbot, window, "Cardiomegaly")
+    generate_locked(qtbot, window, "Cardiomegaly")
     assert view.heat_overlay is None and panel.labels()[0] == "none (no overlay)"
     assert "“Cardiomegaly”" in panel.labels()
 
 
 def test_a_pack_without_maps_says_so(qtbot, loaded_window: MainWindow) -> None:
     assert not loaded_window.model_info.has_attention
-    _generate(qtbot, loaded_window, "Right pleural effusion")
+    generate_locked(qtbot, loaded_window, "Right pleural effusion")
     panel = loaded_window.finding_maps
     assert panel.labels() == [] and not panel.list.isEnabled()
     assert panel.status.text() == "no finding maps in this model"
@@ -93,7 +77,7 @@ def test_a_pack_without_maps_says_so(qtbot, loaded_window: MainWindow) -> None:
 def test_opening_a_file_drops_the_maps_of_the_last_generation(qtbot, maps_window: MainWindow, tmp_path: Path) -> None:
     from PIL import Image
 
-    _generate(qtbot, maps_window, "Right pleural effusion")
+    generate_locked(qtbot, maps_window, "Right pleural effusion")
     maps_window.finding_maps.pick(1)
     path = tmp_path / "other.png"
     Image.fromarray(np.full((32, 32), 128, np.uint8)).save(path)
@@ -103,7 +87,7 @@ def test_opening_a_file_drops_the_maps_of_the_last_generation(qtbot, maps_window
 
 
 def test_opening_a_case_drops_the_overlay_of_the_last_generation(qtbot, maps_window: MainWindow) -> None:
-    _generate(qtbot, maps_window, "Right pleural effusion")
+    generate_locked(qtbot, maps_window, "Right pleural effusion")
     case_id = maps_window.current.case_id
     maps_window.finding_maps.pick(1)
     assert maps_window.viewer.view.heat_overlay is not None
