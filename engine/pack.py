@@ -45,7 +45,7 @@ FORMAT_NAME = "cxr-studio-pack"
 FORMAT_VERSION = 1
 MANIFEST = "model.json"
 REQUIRED_FILES = ("text_encoder.onnx", "unet.onnx", "vae_decoder.onnx")
-PREDICTION_TYPES = ("epsilon", "v_prediction")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "flow_prediction")  # flow: rectified flow (engine.schedules)
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 
@@ -71,13 +71,15 @@ class LatentConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """Noise schedule, in diffusers' DDPMScheduler terms."""
+    """Noise schedule, in diffusers' DDPMScheduler terms; ``flow_prediction`` (rectified flow, the betas
+    unused) shifts its σ by ``shift`` as FlowMatchEulerDiscreteScheduler's ``shift`` (1: none)."""
 
     num_train_timesteps: int = 1000
     beta_schedule: str = "scaled_linear"
     beta_start: float = 0.00085
     beta_end: float = 0.012
     prediction_type: str = "epsilon"
+    shift: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,8 @@ class PackManifest:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["preview"]["weight"] = list(self.preview.weight)
+        if self.schedule.prediction_type != "flow_prediction":
+            del data["schedule"]["shift"]  # epsilon and v packs keep the model.json they always had
         if self.conditioning is None:
             del data["conditioning"]  # packs without it keep the model.json they always had
         else:
@@ -330,6 +334,11 @@ def _check_values(m: PackManifest) -> None:
         raise PackError(f"{MANIFEST}: schedule.prediction_type must be one of {', '.join(PREDICTION_TYPES)}")
     if m.schedule.beta_schedule not in BETA_SCHEDULES:
         raise PackError(f"{MANIFEST}: schedule.beta_schedule must be one of {', '.join(BETA_SCHEDULES)}")
+    shift = m.schedule.shift
+    if not (isinstance(shift, int | float) and 0 < shift < float("inf")) or (
+        m.schedule.prediction_type != "flow_prediction" and shift != 1.0
+    ):
+        raise PackError(f"{MANIFEST}: schedule.shift must be a number > 0, and 1 unless prediction_type is flow")
     if len(m.preview.weight) != m.latent.channels:
         raise PackError(f"{MANIFEST}: preview.weight needs {m.latent.channels} values (latent channels)")
     if m.latent.height * m.latent.downsample_factor != m.image.height or (

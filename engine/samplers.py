@@ -16,13 +16,24 @@ to about 1e-5 on the same model function (tests/engine/test_samplers.py compares
 
 All take ``timestep_spacing`` = ``spacing`` (default ``"trailing"``) and the pack's
 ``ScheduleConfig`` (``num_train_timesteps``, ``beta_schedule``, ``beta_start``, ``beta_end``,
-``prediction_type`` in ``{"epsilon", "v_prediction"}``). The arithmetic is float64 on diffusers'
-float32 schedule; ``model_fn`` sees float32 and the yielded latents are float32.
+``prediction_type`` in ``{"epsilon", "v_prediction", "flow_prediction"}``, ``shift``). The
+arithmetic is float64 on diffusers' float32 schedule; ``model_fn`` sees float32 and the yielded
+latents are float32.
+
+Rectified flow (``flow_prediction``, ``x_t = (1 - σ) x_0 + σ ε``, the model predicts ``v = ε - x_0``
+at timestep ``σ N``; :mod:`engine.schedules`), as diffusers runs it (tests/engine/test_samplers_flow.py):
+
+- ``euler``: ``FlowMatchEulerDiscreteScheduler(shift=shift)``: ``x' = x + (σ' - σ) v``;
+- ``dpmpp-2m``: ``DPMSolverMultistepScheduler(use_flow_sigmas=True, flow_shift=shift,
+  prediction_type="flow_prediction")`` configured as above (``α_t = 1 - σ``, ``σ_t = σ``);
+- ``ddim``: DDIM on the flow path over the Euler grid (no diffusers scheduler does it); with
+  ``η = 0`` it is the Euler step. The spacing does not apply (diffusers' flow grids have none).
 
 ``model_fn(sample, timestep)``: ``sample`` (B, C, h, w) float32 and ``timestep`` (B,) float32 ->
 model output (B, C, h, w), ``ε`` or ``v`` as ``schedule.prediction_type``: exactly what a
 diffusers UNet returns when called with what the diffusers scheduler hands it (for Euler the
-input is already divided by ``sqrt(σ² + 1)``; the timestep is fractional with linspace spacing).
+input is already divided by ``sqrt(σ² + 1)``; the timestep is fractional with linspace spacing; for
+flow ``v`` at the unscaled input and timestep ``σ N``, fractional except with dpmpp-2m).
 """
 
 from __future__ import annotations
@@ -46,8 +57,9 @@ class SamplerStep:
 
     ``latent`` is the sampler's state after this step (B, C, h, w) float32, in its own
     parameterisation (DDIM, DPM-Solver++: ``sqrt(ᾱ) x_0 + sqrt(1 - ᾱ) ε``; Euler:
-    ``x_0 + σ ε``); after the last step it is the final clean latent. ``denoised`` is the
-    model's estimate of the clean latent ``x_0`` at this step (B, C, h, w) float32, for previews.
+    ``x_0 + σ ε``; every sampler on the flow path: ``(1 - σ) x_0 + σ ε``); after the last step
+    it is the final clean latent. ``denoised`` is the model's estimate of the clean latent ``x_0``
+    at this step (B, C, h, w) float32, for previews.
     """
 
     index: int  # 0-based step index
@@ -72,6 +84,11 @@ def _check_inputs(model_fn: ModelFn, noise: np.ndarray, schedule: ScheduleConfig
         raise ValueError("noise contains NaN or infinite values")
     schedules.check_schedule(schedule)
     schedules.check_num_steps(num_steps, schedule.num_train_timesteps)
+
+
+def _check_spacing(spacing: str) -> None:
+    if spacing not in schedules.SPACINGS:
+        raise ValueError(f"unknown timestep spacing {spacing!r}: choose one of {', '.join(schedules.SPACINGS)}")
 
 
 def _call_model(model_fn: ModelFn, sample: np.ndarray, timestep: float) -> np.ndarray:
@@ -120,6 +137,16 @@ def sample_ddim(
 
     For ``v_prediction``: ``x_0 = sqrt(ᾱ_t) x_t - sqrt(1 - ᾱ_t) v``, ``ε_θ = sqrt(ᾱ_t) v + sqrt(1 - ᾱ_t) x_t``.
 
+    For ``flow_prediction`` (``x_t = α_t x_0 + σ_t ε`` with ``α_t = 1 - σ``, ``σ_t = σ`` on the
+    :func:`schedules.flow_sigmas` grid, ``σ`` to ``σ'``), the same update written for any
+    ``(α_t, σ_t)`` (eq. 12 with the DDPM posterior's variance)::
+
+        x_0 = x_t - σ v,  ε_θ = x_t + (1 - σ) v
+        s = η σ' sqrt(1 - (α_t σ')² / (α_{t'} σ)²)
+        x' = α_{t'} x_0 + sqrt(σ'² - s²) ε_θ + s z          (η = 0: x' = x_t + (σ' - σ) v, Euler)
+
+    It is DDIM in variance-preserving form on ``x / sqrt(α_t² + σ_t²)``, scaled back.
+
     Args:
         model_fn: see the module docstring; called with the discrete timestep ``t``.
         noise: (B, C, h, w) unit Gaussian noise; ``x_T = noise`` (init_noise_sigma 1).
@@ -143,6 +170,10 @@ def sample_ddim(
             raise ValueError(f"rngs has {len(rngs)} generators for a batch of {noise.shape[0]}")
         if not all(isinstance(rng, np.random.Generator) for rng in rngs):
             raise ValueError("rngs must hold np.random.Generator objects")
+    if schedule.prediction_type == schedules.FLOW:
+        _check_spacing(spacing)
+        timesteps, sigmas = schedules.flow_sigmas(schedule.num_train_timesteps, num_steps, schedule.shift)
+        return _ddim_flow_steps(model_fn, noise, timesteps, sigmas, float(eta), rngs)
     timesteps = schedules.discrete_timesteps(schedule.num_train_timesteps, num_steps, spacing, scheduler="ddim")
     alphas_cumprod = schedules.alphas_cumprod(schedule)
     return _ddim_steps(model_fn, noise, schedule, timesteps, alphas_cumprod, float(eta), rngs)
@@ -188,6 +219,36 @@ def _ddim_steps(
         yield _step(index, total, t, x, denoised)
 
 
+def _ddim_flow_steps(
+    model_fn: ModelFn,
+    noise: np.ndarray,
+    timesteps: np.ndarray,
+    sigmas: np.ndarray,
+    eta: float,
+    rngs: Sequence[np.random.Generator] | None,
+) -> Iterator[SamplerStep]:
+    total = len(timesteps)
+    x = noise.astype(np.float64)
+    for index, t in enumerate(timesteps):
+        # 1. model output v -> predicted x_0 and ε
+        sigma, sigma_next = float(sigmas[index]), float(sigmas[index + 1])
+        output = _call_model(model_fn, x, float(t))
+        denoised = x - sigma * output
+        eps = x + (1.0 - sigma) * output
+
+        # 2. the step's noise s (0 at the last step, σ' = 0)
+        ratio = ((1.0 - sigma) * sigma_next) / ((1.0 - sigma_next) * sigma)
+        std_dev = eta * sigma_next * math.sqrt(max(0.0, 1.0 - ratio * ratio))
+
+        # 3. x' = α' x_0 + direction to x_t (+ s z)
+        x = (1.0 - sigma_next) * denoised + math.sqrt(max(0.0, sigma_next**2 - std_dev**2)) * eps
+        if eta > 0:
+            assert rngs is not None
+            z = np.stack([rng.standard_normal(x.shape[1:], dtype=np.float32) for rng in rngs])
+            x = x + std_dev * z.astype(np.float64)
+        yield _step(index, total, t, x, denoised)
+
+
 # --------------------------------------------------------------------------- DPM-Solver++(2M)
 
 
@@ -211,7 +272,9 @@ def sample_dpmpp_2m(
         x_{i+1} = (σ_{t_{i+1}} / σ_{t_i}) x_i - α_{t_{i+1}} (e^{-h_i} - 1) D_i
 
     ``x_θ = (x - σ_t ε) / α_t`` for epsilon, ``x_θ = α_t x - σ_t v`` for v_prediction. The last
-    step goes to ``σ = 0`` (``λ = ∞``), where the update is exactly ``x = D``.
+    step goes to ``σ = 0`` (``λ = ∞``), where the update is exactly ``x = D``. For flow_prediction
+    ``σ_i`` is :func:`schedules.flow_dpm_sigmas`'s, ``α_{t_i} = 1 - σ_i``, ``σ_{t_i} = σ_i`` and
+    ``x_θ = x - σ_i v``; the model is called at the integer timestep ``int(σ_i N)``.
 
     Args:
         model_fn: see the module docstring; called with the discrete timestep ``t_i``.
@@ -220,11 +283,17 @@ def sample_dpmpp_2m(
     """
     # 1. validate and build the schedule
     _check_inputs(model_fn, noise, schedule, num_steps)
-    timesteps = schedules.discrete_timesteps(
-        schedule.num_train_timesteps, num_steps, spacing, scheduler="dpmsolver_multistep"
-    )
-    sigmas = schedules.append_zero_sigma(schedules.sigmas_at(schedules.alphas_cumprod(schedule), timesteps))
-    return _dpmpp_2m_steps(model_fn, noise, schedule, timesteps, sigmas)
+    if schedule.prediction_type == schedules.FLOW:
+        _check_spacing(spacing)
+        timesteps, sigmas = schedules.flow_dpm_sigmas(schedule.num_train_timesteps, num_steps, schedule.shift)
+        alpha_ts, sigma_ts = schedules.flow_alpha_sigma(sigmas)
+    else:
+        timesteps = schedules.discrete_timesteps(
+            schedule.num_train_timesteps, num_steps, spacing, scheduler="dpmsolver_multistep"
+        )
+        sigmas = schedules.append_zero_sigma(schedules.sigmas_at(schedules.alphas_cumprod(schedule), timesteps))
+        alpha_ts, sigma_ts = schedules.vp_alpha_sigma(sigmas)
+    return _dpmpp_2m_steps(model_fn, noise, schedule, timesteps, sigmas, alpha_ts, sigma_ts)
 
 
 def _dpmpp_2m_steps(
@@ -233,9 +302,10 @@ def _dpmpp_2m_steps(
     schedule: ScheduleConfig,
     timesteps: np.ndarray,
     sigmas: np.ndarray,
+    alpha_ts: np.ndarray,
+    sigma_ts: np.ndarray,
 ) -> Iterator[SamplerStep]:
     total = len(timesteps)
-    alpha_ts, sigma_ts = schedules.vp_alpha_sigma(sigmas)
     with np.errstate(divide="ignore"):  # λ = +inf at the final σ = 0, never used in arithmetic
         lambdas = np.log(alpha_ts) - np.log(sigma_ts)
     x = noise.astype(np.float64)
@@ -246,6 +316,8 @@ def _dpmpp_2m_steps(
         output = _call_model(model_fn, x, float(t))
         if schedule.prediction_type == "epsilon":
             denoised = (x - sigma_t * output) / alpha_t
+        elif schedule.prediction_type == schedules.FLOW:
+            denoised = x - sigma_t * output
         else:
             denoised = alpha_t * x - sigma_t * output
 
@@ -268,7 +340,11 @@ def _dpmpp_2m_steps(
 
 
 def _euler_sigmas(schedule: ScheduleConfig, num_steps: int, spacing: str) -> tuple[np.ndarray, np.ndarray]:
-    """EulerDiscreteScheduler's (timesteps (n,), sigmas (n + 1,) ending in 0)."""
+    """EulerDiscreteScheduler's (timesteps (n,), sigmas (n + 1,) ending in 0); FlowMatchEulerDiscreteScheduler's
+    for flow."""
+    if schedule.prediction_type == schedules.FLOW:
+        _check_spacing(spacing)
+        return schedules.flow_sigmas(schedule.num_train_timesteps, num_steps, schedule.shift)
     timesteps = schedules.discrete_timesteps(
         schedule.num_train_timesteps, num_steps, spacing, scheduler="euler_discrete"
     )
@@ -276,7 +352,9 @@ def _euler_sigmas(schedule: ScheduleConfig, num_steps: int, spacing: str) -> tup
     return timesteps, sigmas
 
 
-def _euler_init_noise_sigma(sigmas: np.ndarray, spacing: str) -> float:
+def _euler_init_noise_sigma(sigmas: np.ndarray, spacing: str, prediction_type: str) -> float:
+    if prediction_type == schedules.FLOW:
+        return 1.0  # x at σ = 1 is pure noise
     # diffusers: σ_max for linspace and trailing, sqrt(σ_max² + 1) for leading (computed in float32)
     sigma_max = float(np.max(sigmas))
     if spacing in ("linspace", "trailing"):
@@ -304,6 +382,10 @@ def sample_euler(
         d_i = (x_i - D_θ(x_i; σ_i)) / σ_i
         x_{i+1} = x_i + (σ_{i+1} - σ_i) d_i
 
+    For flow_prediction (FlowMatchEulerDiscreteScheduler, :func:`schedules.flow_sigmas`): ``x_0 = noise``,
+    the model sees ``x_i`` unscaled at timestep ``σ_i N``, ``D = x_i - σ_i v`` and
+    ``x_{i+1} = x_i + (σ_{i+1} - σ_i) v``.
+
     Args:
         model_fn: see the module docstring; called with ``x_i / sqrt(σ_i² + 1)`` and ``t_i``.
         noise: (B, C, h, w) unit Gaussian noise, scaled here by :func:`init_noise_sigma`.
@@ -312,7 +394,8 @@ def sample_euler(
     # 1. validate and build the schedule
     _check_inputs(model_fn, noise, schedule, num_steps)
     timesteps, sigmas = _euler_sigmas(schedule, num_steps, spacing)
-    return _euler_steps(model_fn, noise, schedule, timesteps, sigmas, _euler_init_noise_sigma(sigmas, spacing))
+    noise_sigma = _euler_init_noise_sigma(sigmas, spacing, schedule.prediction_type)
+    return _euler_steps(model_fn, noise, schedule, timesteps, sigmas, noise_sigma)
 
 
 def _euler_steps(
@@ -326,8 +409,14 @@ def _euler_steps(
     total = len(timesteps)
     x = noise.astype(np.float64) * noise_sigma
     for index, t in enumerate(timesteps):
-        # 1. D_θ(x_i; σ_i) from the model on the scaled input
         sigma = sigmas[index]
+        if schedule.prediction_type == schedules.FLOW:  # the velocity is the step's direction
+            output = _call_model(model_fn, x, float(t))
+            denoised = x - sigma * output
+            x = x + output * (sigmas[index + 1] - sigma)
+            yield _step(index, total, t, x, denoised)
+            continue
+        # 1. D_θ(x_i; σ_i) from the model on the scaled input
         c_in = 1.0 / math.sqrt(sigma**2 + 1.0)
         output = _call_model(model_fn, x * c_in, float(t))
         if schedule.prediction_type == "epsilon":
@@ -384,7 +473,8 @@ def init_noise_sigma(name: str, schedule: ScheduleConfig, num_steps: int, spacin
     """Standard deviation of the sampler's starting latent, as diffusers' ``init_noise_sigma``.
 
     1 for ``ddim`` and ``dpmpp-2m``; for ``euler`` the largest ``σ`` (linspace, trailing) or
-    ``sqrt(σ_max² + 1)`` (leading). The samplers apply it themselves to unit ``noise``.
+    ``sqrt(σ_max² + 1)`` (leading); 1 for every sampler on the flow path. The samplers apply it
+    themselves to unit ``noise``.
     """
     _check_name(name)
     schedules.check_schedule(schedule)
@@ -394,7 +484,7 @@ def init_noise_sigma(name: str, schedule: ScheduleConfig, num_steps: int, spacin
             raise ValueError(f"unknown timestep spacing {spacing!r}: choose one of {', '.join(schedules.SPACINGS)}")
         return 1.0
     _, sigmas = _euler_sigmas(schedule, num_steps, spacing)
-    return _euler_init_noise_sigma(sigmas, spacing)
+    return _euler_init_noise_sigma(sigmas, spacing, schedule.prediction_type)
 
 
 __all__ = [

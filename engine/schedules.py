@@ -12,6 +12,14 @@ Notation (Ho et al. 2020; Song et al. 2021; Karras et al. 2022):
 - In variance-preserving form (Lu et al. 2022) ``α_t = 1 / sqrt(1 + σ²)``, ``σ_t = σ α_t`` and
   ``λ_t = log(α_t / σ_t) = -log σ``.
 
+Rectified flow (``prediction_type="flow_prediction"``; Liu et al. 2023, Esser et al. 2024 "SD3"):
+``x_t = (1 - σ) x_0 + σ ε`` for ``σ`` in (0, 1], the model predicts the velocity ``v = ε - x_0``
+and is called at timestep ``σ N``, as diffusers' flow schedulers do. ``shift`` ``s`` maps each
+``σ`` to ``s σ / (1 + (s - 1) σ)`` (SD3 uses 3 at 1024 px: more steps at high noise); 1 is none.
+The betas are not used. :func:`flow_sigmas` and :func:`flow_dpm_sigmas` give the two diffusers
+flow grids (FlowMatchEulerDiscreteScheduler's, DPMSolverMultistepScheduler's ``use_flow_sigmas``);
+``timestep_spacing`` does not apply to either.
+
 Precision: diffusers holds the schedule in float32 (torch). :func:`betas` and
 :func:`alphas_cumprod` return float64 arrays whose values are those float32 numbers (the same
 float32 operations, the cumulative product accumulated in float64 as torch does; torch's
@@ -29,6 +37,7 @@ import numpy as np
 
 from engine.pack import BETA_SCHEDULES, PREDICTION_TYPES, ScheduleConfig
 
+FLOW: Final = "flow_prediction"
 SPACINGS: Final = ("leading", "linspace", "trailing")
 # How each diffusers scheduler turns (num_train_timesteps, num_steps, spacing) into timesteps.
 TIMESTEP_CONVENTIONS: Final = {
@@ -51,6 +60,11 @@ def check_schedule(schedule: ScheduleConfig) -> None:
         raise ValueError(
             f"unknown prediction_type {schedule.prediction_type!r}: choose one of {', '.join(PREDICTION_TYPES)}"
         )
+    shift = schedule.shift
+    if isinstance(shift, bool) or not isinstance(shift, int | float) or not 0.0 < float(shift) < math.inf:
+        raise ValueError(f"shift must be a number > 0, got {shift!r}")
+    if schedule.prediction_type != FLOW and shift != 1.0:
+        raise ValueError(f"shift applies to {FLOW} only: {schedule.prediction_type} needs shift 1, got {shift!r}")
     if schedule.beta_schedule != "squaredcos_cap_v2":
         for name in ("beta_start", "beta_end"):
             value = getattr(schedule, name)
@@ -213,6 +227,60 @@ def append_zero_sigma(sigmas: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(sigmas, dtype=np.float64), [0.0]])
 
 
+def flow_shift(sigmas: np.ndarray | float, shift: float) -> np.ndarray:
+    """SD3's timestep shift ``s σ / (1 + (s - 1) σ)``: (n,) float64; 1 leaves ``σ`` as it is."""
+    sigmas = np.asarray(sigmas, dtype=np.float64)
+    return shift * sigmas / (1.0 + (shift - 1.0) * sigmas)
+
+
+def _check_flow_grid(num_train_timesteps: int, num_steps: int, shift: float) -> None:
+    if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int | np.integer):
+        raise ValueError(f"num_train_timesteps must be a positive integer, got {num_train_timesteps!r}")
+    if num_train_timesteps < 1:
+        raise ValueError(f"num_train_timesteps must be a positive integer, got {num_train_timesteps!r}")
+    check_num_steps(num_steps, num_train_timesteps)
+    if isinstance(shift, bool) or not isinstance(shift, int | float) or not 0.0 < float(shift) < math.inf:
+        raise ValueError(f"shift must be a number > 0, got {shift!r}")
+
+
+def flow_sigmas(num_train_timesteps: int, num_steps: int, shift: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """FlowMatchEulerDiscreteScheduler's grid: (timesteps (n,), sigmas (n + 1,) ending in 0), float64.
+
+    ``σ_max = shift(1) = 1`` and ``σ_min = shift(1/N)`` from its float32 training table, then
+    ``σ = shift(linspace(σ_max, σ_min, n))`` (so ``shift`` is applied twice to ``σ_min``, as
+    diffusers does), rounded to float32; timesteps ``σ N`` in float32. Euler and DDIM use it.
+    """
+    _check_flow_grid(num_train_timesteps, num_steps, shift)
+    total, n = int(num_train_timesteps), int(num_steps)
+    # 1. the training table's ends, float32 as diffusers' __init__ holds them
+    table = np.linspace(1, total, total, dtype=np.float32)[::-1] / np.float32(total)
+    table = np.float32(shift) * table / (np.float32(1) + np.float32(shift - 1) * table)
+    sigma_max, sigma_min = float(table[0]), float(table[-1])
+    # 2. set_timesteps: float64 linspace and shift, then float32
+    sigmas = flow_shift(np.linspace(sigma_max * total, sigma_min * total, n) / total, shift).astype(np.float32)
+    timesteps = sigmas * np.float32(total)
+    return timesteps.astype(np.float64), append_zero_sigma(sigmas.astype(np.float64))
+
+
+def flow_dpm_sigmas(num_train_timesteps: int, num_steps: int, shift: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """DPMSolverMultistepScheduler's ``use_flow_sigmas`` grid: (timesteps (n,) int64, sigmas (n + 1,)).
+
+    ``σ = shift(1 - linspace(1, 1/N, n + 1))`` reversed, the last dropped (so ``σ_0 = shift(1 - 1/N)``);
+    timesteps ``σ N`` truncated to integers as diffusers does; sigmas rounded to float32, then 0.
+    """
+    _check_flow_grid(num_train_timesteps, num_steps, shift)
+    total, n = int(num_train_timesteps), int(num_steps)
+    sigmas = flow_shift(1.0 - np.linspace(1, 1 / total, n + 1), shift)[::-1][:-1]
+    timesteps = np.trunc(sigmas * total).astype(np.int64)
+    return timesteps, append_zero_sigma(sigmas.astype(np.float32).astype(np.float64))
+
+
+def flow_alpha_sigma(sigma: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """Flow ``σ`` -> ``(α_t, σ_t) = (1 - σ, σ)``: ``x_t = α_t x_0 + σ_t ε``."""
+    sigma = np.asarray(sigma, dtype=np.float64)
+    return 1.0 - sigma, sigma
+
+
 def vp_alpha_sigma(sigma: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
     """Variance-exploding ``σ`` -> variance-preserving ``(α_t, σ_t) = (1, σ) / sqrt(1 + σ²)``."""
     sigma = np.asarray(sigma, dtype=np.float64)
@@ -221,6 +289,7 @@ def vp_alpha_sigma(sigma: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
 
 
 __all__ = [
+    "FLOW",
     "MAX_NUM_STEPS",
     "SPACINGS",
     "TIMESTEP_CONVENTIONS",
@@ -230,6 +299,10 @@ __all__ = [
     "check_num_steps",
     "check_schedule",
     "discrete_timesteps",
+    "flow_alpha_sigma",
+    "flow_dpm_sigmas",
+    "flow_shift",
+    "flow_sigmas",
     "sigmas_at",
     "sigmas_from_alphas_cumprod",
     "vp_alpha_sigma",
