@@ -490,7 +490,7 @@ class PacsDialog(QDialog):
         path = self.selected_file()
         if path is None or self._busy:
             return
-        if path.parent != self.outbox.folder:
+        if self.outbox.is_failed(path):
             self._say(f"{path.name} was set aside as unreadable or incomplete: no retry can send it.", ok=False)
             return
         name = self.outbox.node_of(path)

@@ -263,12 +263,13 @@ def _run_send(args: argparse.Namespace) -> int:
     outbox = Outbox(args.outbox)
     # 1. queue everything first, each file checked whole: a bad one is named and the others still go
     refused = 0
-    for path in files:
-        try:
-            outbox.put(path, node.name)
-        except ValueError as exc:
-            refused += 1
-            print(f"  failed: {exc}", file=sys.stderr)
+    with outbox.batch():  # one fsync of the folder and one commit per group, not per file
+        for path in files:
+            try:
+                outbox.put(path, node.name)
+            except ValueError as exc:
+                refused += 1
+                print(f"  failed: {exc}", file=sys.stderr)
     if args.include_unassigned:
         outbox.assign(node.name)
     # 2. send this node's queue (and nothing queued for another node)
@@ -390,8 +391,9 @@ def _run_make_studies(args: argparse.Namespace) -> int:
     # 3. send through the outbox
     if node is not None:
         outbox = Outbox()
-        for path in files:
-            outbox.put(path, node.name)
+        with outbox.batch():
+            for path in files:
+                outbox.put(path, node.name)
         report = _send_outbox(outbox, node, args.stow, retries=3, associations=associations)
         return 0 if report.ok else 1
     return 0

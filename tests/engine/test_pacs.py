@@ -532,7 +532,7 @@ def test_put_writes_a_complete_file_and_replaces_an_older_copy(tmp_path: Path) -
     source = write_files(tmp_path / "src", 1, seed=11)[0]
     copied = outbox.put(source, "TEST")
     assert copied.read_bytes() == source.read_bytes() and source.exists()
-    files = sorted(p for p in tmp_path.joinpath("outbox").iterdir() if not p.name.endswith(Outbox.TAG_SUFFIX))
+    files = sorted(outbox.queue_folder.iterdir())
     assert files == outbox.pending(), "no temporary files left"
     assert {outbox.node_of(p) for p in files} == {"TEST"}
 
@@ -550,7 +550,7 @@ def test_put_on_a_full_disk_raises_a_clear_error_and_leaves_nothing(
 
     def write_then_fill_up(fd: int, data: bytes) -> int:
         if len(data) < 1000:
-            return real_write(fd, data)  # the node's tag, written first, fits
+            return real_write(fd, data)  # small writes (none here since the index holds the node) pass
         calls.append(len(data))
         if len(calls) == 1:
             return real_write(fd, bytes(data[:1000]))  # part of the file lands on disk first
@@ -562,4 +562,5 @@ def test_put_on_a_full_disk_raises_a_clear_error_and_leaves_nothing(
     monkeypatch.undo()
 
     assert len(calls) == 2
-    assert list((tmp_path / "outbox").iterdir()) == [], "no partial or temporary file is left"
+    assert list(outbox.queue_folder.iterdir()) == [], "no partial or temporary file is left"
+    assert outbox.pending() == [] and Outbox(tmp_path / "outbox").pending() == []
