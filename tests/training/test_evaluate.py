@@ -484,9 +484,11 @@ def test_a_device_torch_cannot_use_is_an_evaluation_error(
 
 
 def test_the_section_modules_are_the_sections_skip_names() -> None:
-    """--skip checks names without importing torch (options.SECTIONS); the run uses the modules."""
+    """--skip checks names without importing torch (options.SECTIONS); the run uses the modules
+    (and the age-band section, which --findings runs alone)."""
+    from training.evaluate.options import AGE_BAND_SECTION
     from training.evaluate.run import SECTIONS as MODULES
 
-    assert sorted(section.NAME for section in MODULES) == sorted(SECTIONS)
+    assert sorted(section.NAME for section in MODULES) == sorted((*SECTIONS, AGE_BAND_SECTION))
     for section in MODULES:
         assert callable(section.compute) and callable(section.make_figures) and callable(section.render_html)

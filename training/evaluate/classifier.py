@@ -9,11 +9,13 @@ is the model of the utility test. Architecture (``NAME``)::
     4 x [conv 3x3 -> BatchNorm -> ReLU -> max-pool 2x2]          32, 64, 128, 128 channels, S/32
     global average pool -> features (B, 128)                      <- the feature space
     dropout 0.2 -> linear -> logits (B, classes)
+    probabilities: softmax over the classes, or one sigmoid per class when ``multi_label``
 
 (about 67M multiply-adds per 128 px image: ten epochs over 4,000 images train in minutes on a CPU)
 
 Training: AdamW (lr 1e-3, weight decay 1e-4), cosine decay to 0, class-weighted cross-entropy
-(inverse frequency, so a rare class counts), the trainers' light augmentation (shift, zoom,
+(inverse frequency, so a rare class counts; multi-label: binary cross-entropy per class, each
+positive weighted by negatives / positives of its class), the trainers' light augmentation (shift, zoom,
 rotation, gamma/contrast/brightness; never a flip), a fixed number of optimizer steps, one seed.
 Weights are saved as safetensors with a JSON config beside them; nothing is pickled.
 """
@@ -52,6 +54,8 @@ class ClassifierConfig:
     stem_width: int = STEM_WIDTH
     dropout: float = 0.2
     name: str = NAME
+    # one sigmoid per class (findings that may coexist; "normal" = none present) instead of a softmax
+    multi_label: bool = False
 
     @property
     def feature_dim(self) -> int:
@@ -133,7 +137,8 @@ def train_classifier(
     on_step: Callable[[int, float], None] | None = None,
     init_body: dict[str, torch.Tensor] | None = None,
 ) -> ChestClassifier:
-    """Train a fresh classifier on ``inputs`` (N, 1, S, S) float16 in [-1, 1] with ``labels`` (N,).
+    """Train a fresh classifier on ``inputs`` (N, 1, S, S) float16 in [-1, 1] with ``labels``: class
+    indices (N,), or for a ``multi_label`` config 0/1 targets (N, classes).
 
     ``init_body``: the convolutional layers' weights of an earlier classifier (transfer learning for
     small data sets); the head is always fresh.
@@ -143,7 +148,7 @@ def train_classifier(
     """
     # 1. model, optimizer, class weights, all seeded
     num_classes = len(config.classes)
-    labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.float32 if config.multi_label else torch.long)
     with torch.random.fork_rng(devices=[]):  # weights are drawn on the CPU, then moved
         torch.manual_seed(settings.seed)
         model = ChestClassifier(config)
@@ -154,8 +159,12 @@ def train_classifier(
             first = str(exc).strip().splitlines()[0]
             raise EvaluationError(f"--classifier-init: its layers do not match this classifier's: {first}") from None
     model = model.to(device)
-    counts = torch.bincount(labels_t, minlength=num_classes).float()
-    weights = torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp_min(1)), torch.zeros_like(counts))
+    if config.multi_label:  # a rare finding's positives count as much as its negatives
+        positives = labels_t.sum(dim=0)
+        weights = (len(labels_t) - positives) / positives.clamp_min(1)
+    else:
+        counts = torch.bincount(labels_t, minlength=num_classes).float()
+        weights = torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp_min(1)), torch.zeros_like(counts))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, settings.steps) / settings.steps))
@@ -176,7 +185,10 @@ def train_classifier(
         index = torch.from_numpy(order[position : position + batch])
         position += batch
         x = augment(inputs[index].to(device).float(), generator, augmentation)
-        loss = F.cross_entropy(model(x), labels_t[index].to(device), weight=weights)
+        if config.multi_label:
+            loss = F.binary_cross_entropy_with_logits(model(x), labels_t[index].to(device), pos_weight=weights)
+        else:
+            loss = F.cross_entropy(model(x), labels_t[index].to(device), weight=weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -187,17 +199,22 @@ def train_classifier(
     return model
 
 
+def _probabilities(model: ChestClassifier, logits: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(logits) if model.config.multi_label else torch.softmax(logits, dim=1)
+
+
 @torch.no_grad()
 def predict(
     model: ChestClassifier, inputs: torch.Tensor, device: torch.device, batch_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 1, S, S) inputs -> class probabilities (N, C) and features (N, D), float32 numpy."""
+    """(N, 1, S, S) inputs -> class probabilities (N, C) (a softmax, or per-class sigmoids for a
+    ``multi_label`` classifier) and features (N, D), float32 numpy."""
     model.eval()
     probabilities, features = [], []
     for start in range(0, len(inputs), batch_size):
         x = inputs[start : start + batch_size].to(device).float()
         f = model.features(x)
-        probabilities.append(torch.softmax(model.head(f), dim=1).float().cpu().numpy())
+        probabilities.append(_probabilities(model, model.head(f)).float().cpu().numpy())
         features.append(f.float().cpu().numpy())
     classes = len(model.config.classes)
     if not probabilities:
@@ -244,6 +261,7 @@ def load_classifier(path: str | os.PathLike[str], device: torch.device) -> tuple
             stem_width=int(raw["stem_width"]),
             dropout=float(raw["dropout"]),
             name=str(raw["name"]),
+            multi_label=bool(raw.get("multi_label", False)),  # absent in classifiers saved before it existed
         )
         model = ChestClassifier(config)
         model.load_state_dict(load_file(str(weights_path)), strict=True)
@@ -255,14 +273,15 @@ def load_classifier(path: str | os.PathLike[str], device: torch.device) -> tuple
 
 
 class _ProbabilityGraph(nn.Module):
-    """image (B, 1, S, S) in [-1, 1] -> probabilities (B, classes): the classifier and a softmax."""
+    """image (B, 1, S, S) in [-1, 1] -> probabilities (B, classes): the classifier and a softmax
+    (per-class sigmoids for a multi-label one)."""
 
     def __init__(self, model: ChestClassifier):
         super().__init__()
         self.model = model
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(image), dim=1)
+        return _probabilities(self.model, self.model(image))
 
 
 def export_onnx(model: ChestClassifier, path: Path) -> Path:
@@ -283,7 +302,7 @@ def export_onnx(model: ChestClassifier, path: Path) -> Path:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"image": example.numpy()})[0]
     with torch.no_grad():
-        want = torch.softmax(model(example), dim=1).numpy()
+        want = _probabilities(model, model(example)).numpy()
     if not np.allclose(got, want, atol=1e-4):
         raise ExportError(f"{path.name}: ONNX Runtime and torch differ by {np.abs(got - want).max():.2g}")
     return path

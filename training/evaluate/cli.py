@@ -14,6 +14,7 @@ from pathlib import Path
 
 from training.cli import command_error
 from training.evaluate.options import (
+    AGE_BANDS,
     PROMPT_AGE_BANDS,
     PROMPT_SOURCES,
     QUICK,
@@ -126,6 +127,20 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="child / adult: only the sets' prompts of that age band or of none stated (default any)",
     )
+    g = parser.add_argument_group("findings by age band (section 9; runs alone)")
+    g.add_argument(
+        "--findings",
+        type=_name_list,
+        default=None,
+        metavar="NAMES",
+        help="evaluate these findings in one --age-band, records may show several (NIH), e.g. "
+        "normal,pneumonia,pleural_effusion,cardiomegaly: the classifier becomes multi-label, its AUROC per finding "
+        "on real held-out films and on images prompted per finding, and a verdict per finding",
+    )
+    g.add_argument(
+        "--age-band", choices=AGE_BANDS, default=None, help="with --findings: child (under 18) or adult (18 and over)"
+    )
+    defaulted(g, "--finding-images", "generated images per finding", "K")
     g = parser.add_argument_group("classifier and the other sections")
     defaulted(g, "--classifier-epochs", "training epochs of the evaluation and utility classifiers", "E")
     defaulted(g, "--classifier-size", "classifier input size", "PX")
@@ -208,4 +223,7 @@ def run(args: argparse.Namespace) -> int:
             f"Fréchet distance {fd:.4g} (floor {floor:.4g}); total {report['timings_s']['total']:.1f} s",
             file=sys.stderr,
         )
+    for band, entry in (report.get("age_bands") or {}).items():
+        if isinstance(entry, dict) and not options.quiet:  # not {"skipped": ...}
+            print(f"{band}: aligned above chance: {', '.join(entry['aligned']) or 'none'}", file=sys.stderr)
     return EXIT_OK

@@ -88,17 +88,22 @@ def class_of(record: ManifestRecord, classes: tuple[str, ...] | None = None) -> 
     return next(iter(present)) if len(present) == 1 else None
 
 
+def read_records(manifest: Path) -> list[ManifestRecord]:
+    """The manifest's records; :class:`EvaluationError` naming ``--data`` when it cannot be read."""
+    if not Path(manifest).is_file():
+        raise EvaluationError(f"--data {manifest}: no such manifest file")
+    try:
+        return read_manifest(manifest)
+    except (ManifestError, OSError, UnicodeDecodeError) as exc:
+        raise EvaluationError(f"--data {' '.join(str(exc).split())}") from None
+
+
 def read_real_data(manifest: Path, classes: tuple[str, ...] | None = None) -> RealData:
     """Read and check the manifest: a train and a test split, both with at least two classes, and
     every test class also in train. Raises :class:`EvaluationError` saying what is missing.
     ``classes``: see :func:`class_of`."""
     manifest = Path(manifest)
-    if not manifest.is_file():
-        raise EvaluationError(f"--data {manifest}: no such manifest file")
-    try:
-        records = read_manifest(manifest)
-    except (ManifestError, OSError, UnicodeDecodeError) as exc:
-        raise EvaluationError(f"--data {' '.join(str(exc).split())}") from None
+    records = read_records(manifest)
     splits: dict[str, list[RealImage]] = {"train": [], "val": [], "test": []}
     left_out: Counter[str] = Counter()
     for record in records:
@@ -274,5 +279,6 @@ __all__ = [
     "load_real_images",
     "plan_images",
     "read_real_data",
+    "read_records",
     "subsample",
 ]

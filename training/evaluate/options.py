@@ -16,6 +16,8 @@ SAMPLER_NAMES = ("ddim", "dpmpp-2m", "euler")  # engine.samplers.SAMPLERS; check
 SECTIONS = ("vae", "statistics", "frechet", "alignment", "memorisation", "utility", "diversity", "steps", "prompt_sets")
 PROMPT_SETS = ("paraphrases", "negations")  # resources/evaluation/prompts/NAME.jsonl
 PROMPT_AGE_BANDS = ("any", "child", "adult")
+AGE_BANDS = ("child", "adult")  # --age-band: under 18 years / 18 and over
+AGE_BAND_SECTION = "age_bands"  # runs alone, with --findings (not one of SECTIONS: --skip does not name it)
 PROMPT_SOURCES = ("auto", "card", "test")
 MIN_MEMORISATION_IMAGES = 1000  # the protocol (MediSyn 2.2) asks for at least this many generated images
 
@@ -59,6 +61,11 @@ class EvaluationOptions:
     prompt_sets: tuple[str, ...] = PROMPT_SETS
     prompt_set_images: int = 4  # images per prompt
     prompt_age_band: str = "any"  # child / adult: prompts of that age band or none stated
+    # the per-finding evaluation of one age band (multi-label data such as NIH): with --findings it
+    # runs alone, since the other sections compare single-label classes
+    findings: tuple[str, ...] | None = None  # "normal": no finding present
+    age_band: str | None = None  # one of AGE_BANDS
+    finding_images: int = 16  # generated images per finding
     # the evaluation classifier (feature space of sections 2-6)
     classifier_epochs: int = 10
     classifier_size: int = 128
@@ -93,6 +100,7 @@ class EvaluationOptions:
             "--vae-images": self.vae_images,
             "--closest-pairs": self.closest_pairs,
             "--prompt-set-images": self.prompt_set_images,
+            "--finding-images": self.finding_images,
         }
         for name, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -130,16 +138,31 @@ class EvaluationOptions:
             raise EvaluationError(
                 f"unknown sampler(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(SAMPLER_NAMES)}"
             )
-        if self.classes is not None:
-            from engine.findings.vocabulary import FINDINGS, NO_FINDING
+        for option, names in (("--classes", self.classes), ("--findings", self.findings)):
+            if names is not None:
+                from engine.findings.vocabulary import FINDINGS, NO_FINDING
 
-            known = {"normal", *FINDINGS} - {NO_FINDING}
-            wrong = [name for name in self.classes if name not in known]
-            if wrong or len(set(self.classes)) < 2:
+                known = {"normal", *FINDINGS} - {NO_FINDING}
+                wrong = [name for name in names if name not in known]
+                if wrong or len(set(names)) < 2 or len(set(names)) < len(names):
+                    raise EvaluationError(
+                        f"{option} needs two or more of: normal, "
+                        f"{', '.join(sorted(known - {'normal'}))}"
+                        + (f" (unknown: {', '.join(wrong)})" if wrong else "")
+                    )
+        if self.findings is not None:
+            if self.age_band not in AGE_BANDS:
+                raise EvaluationError(f"--findings needs --age-band {' or '.join(AGE_BANDS)}")
+            if self.classes is not None:
                 raise EvaluationError(
-                    f"--classes needs two or more of: normal, {', '.join(sorted(known - {'normal'}))}"
-                    + (f" (unknown: {', '.join(wrong)})" if wrong else "")
+                    "--findings evaluates findings that may coexist, --classes single-label ones: not both"
                 )
+            if self.skip:
+                raise EvaluationError("--skip: with --findings only the per-finding age-band evaluation runs")
+            if self.finding_images < 2:
+                raise EvaluationError(f"--finding-images must be at least 2, not {self.finding_images}")
+        elif self.age_band is not None:
+            raise EvaluationError("--age-band needs --findings (the findings to evaluate in that age band)")
         if self.classifier is not None and self.classifier_init is not None:
             raise EvaluationError("--classifier reuses a trained classifier; --classifier-init trains one: not both")
         bad = [s for s in self.skip if s not in SECTIONS]
@@ -152,7 +175,17 @@ class EvaluationOptions:
         return self
 
     def runs(self, section: str) -> bool:
-        return section not in self.skip
+        if self.findings is not None:
+            return section == AGE_BAND_SECTION
+        return section != AGE_BAND_SECTION and section not in self.skip
+
+    def skip_reason(self, section: str) -> str:
+        """Why :meth:`runs` says no, for the report."""
+        if self.findings is not None:
+            return "--findings evaluates one age band per finding; this section compares single-label classes"
+        if section == AGE_BAND_SECTION:
+            return "run with --findings and --age-band"
+        return "left out with --skip"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -177,6 +210,7 @@ QUICK: dict[str, Any] = {
     "closest_pairs": 4,
     "bootstrap": 200,
     "prompt_set_images": 1,
+    "finding_images": 4,
 }
 
 
@@ -195,6 +229,8 @@ def build_options(given: dict[str, Any]) -> EvaluationOptions:
 
 
 __all__ = [
+    "AGE_BANDS",
+    "AGE_BAND_SECTION",
     "MIN_MEMORISATION_IMAGES",
     "PROMPT_AGE_BANDS",
     "PROMPT_SETS",

@@ -310,7 +310,7 @@ def render_html(report: dict, sections: Sequence[ModuleType]) -> str:
     for split in ("val", "test"):
         if split in clf:
             entry = clf[split]
-            rows.append([split, fmt(entry["n"]), with_ci(entry["accuracy"]), with_ci(entry["macro_auroc"])])
+            rows.append([split, fmt(entry["n"]), with_ci(entry.get("accuracy")), with_ci(entry["macro_auroc"])])
     add(table(["real split", "images", "accuracy", "macro AUROC"], rows))
 
     # 1-8. the sections

@@ -21,6 +21,9 @@ in ``training/evaluate/sections/`` with its computation, figures and HTML:
 7. ``steps`` Fréchet distance and alignment for every sampler at every step count.
 8. ``prompt_sets`` the committed paraphrase and negation prompts (never used in training) judged by
    the same classifier, beside the card prompts.
+9. ``age_bands`` with ``--findings`` and ``--age-band``, alone: one age band's records, findings that
+   may coexist (multi-label), the classifier one sigmoid per finding, and per finding whether images
+   prompted with it are judged so above chance.
 
 Every random choice is seeded from ``--seed``: the same inputs give the same report (on one device).
 """
@@ -44,6 +47,7 @@ from training.evaluate.data import choose_prompts, plan_images, read_real_data
 from training.evaluate.options import EvaluationError, EvaluationOptions, dig
 from training.evaluate.report import write_report
 from training.evaluate.sections import (
+    age_bands,
     alignment,
     diversity,
     frechet,
@@ -57,7 +61,7 @@ from training.evaluate.sections import (
 from training.evaluate.shared import class_mix_of_test, fit_classifier, generate, load_real
 
 # report order: report.json's keys, the figures and report.html's sections follow it
-SECTIONS = (statistics, vae, frechet, alignment, memorisation, utility, diversity, steps, prompt_sets)
+SECTIONS = (statistics, vae, frechet, alignment, memorisation, utility, diversity, steps, prompt_sets, age_bands)
 
 REPORT_FORMAT = "cxr-studio-evaluation"
 REPORT_VERSION = 1
@@ -89,7 +93,10 @@ def prepare_context(options: EvaluationOptions) -> Context:
     """Everything that can be checked before work starts; raises :class:`EvaluationError`."""
     options = options.validated()
     pack = _load_pack(options.model)
-    data = read_real_data(options.data, options.classes)
+    if options.findings is not None:
+        data = age_bands.read_band_data(options.data, options.findings, options.age_band)
+    else:
+        data = read_real_data(options.data, options.classes)
     out = Path(options.out)
     if out.exists() and not out.is_dir():
         raise EvaluationError(f"--out {out}: exists and is not a folder")
@@ -99,7 +106,12 @@ def prepare_context(options: EvaluationOptions) -> Context:
     guidance = options.guidance_scale if options.guidance_scale is not None else defaults.guidance_scale
     if options.batch_size > 16:
         raise EvaluationError(f"--batch-size must be at most 16 (the engine's limit), not {options.batch_size}")
-    prompts = choose_prompts(pack.card, data, options.prompt_source, options.prompts_per_class)
+    if options.findings is not None:
+        prompts = age_bands.band_prompts(
+            pack.card, options.findings, options.age_band, options.prompts_per_class, options.seed
+        )
+    else:
+        prompts = choose_prompts(pack.card, data, options.prompt_source, options.prompts_per_class)
     some_prompt = next(iter(prompts.values())).prompts[0]
     _check_request(some_prompt, sampler, num_steps, guidance, options.batch_size)
     for name in options.samplers:
@@ -127,6 +139,12 @@ def prepare_context(options: EvaluationOptions) -> Context:
             raise EvaluationError(
                 f"--classifier {options.classifier}: its classes ({', '.join(loaded[0].config.classes)}) are not the "
                 f"manifest's ({', '.join(data.classes)})"
+            )
+        if loaded[0].config.multi_label != (options.findings is not None):
+            raise EvaluationError(
+                f"--classifier {options.classifier}: a {'multi' if loaded[0].config.multi_label else 'single'}-label "
+                f"classifier; {'--findings needs a multi' if options.findings else 'this evaluation needs a single'}"
+                "-label one"
             )
     return Context(
         options=options,
@@ -278,7 +296,7 @@ def _evaluate(options: EvaluationOptions, command: str | None) -> dict:
         if options.runs(section.NAME):
             report[section.NAME] = section.compute(ctx)
         else:
-            report[section.NAME] = {"skipped": "left out with --skip"}
+            report[section.NAME] = {"skipped": options.skip_reason(section.NAME)}
     report["summary"] = _summary(report)
     report["environment"] = _environment(ctx)
     report["timings_s"] = {**ctx.progress.timings, "total": time.perf_counter() - started}

@@ -40,7 +40,10 @@ def load_real(ctx: Context) -> None:
 
 
 def fit_classifier(ctx: Context) -> dict:
-    """Train (or load) the evaluation classifier; features and probabilities of every real split."""
+    """Train (or load) the evaluation classifier; features and probabilities of every real split.
+
+    Real labels of shape (N, C) (0/1 per finding, :class:`~training.evaluate.sections.age_bands.BandData`)
+    make it a multi-label classifier, reported per finding by :func:`finding_aurocs`."""
     options = ctx.options
     info: dict[str, Any] = {}
     if ctx.loaded_classifier is not None:
@@ -49,7 +52,8 @@ def fit_classifier(ctx: Context) -> dict:
         if saved.get("trained", {}).get("manifest_sha256") != sha256_file(ctx.data.manifest):
             info["note"] = "trained on a different manifest file than the one evaluated"
     else:
-        config = ClassifierConfig(classes=ctx.classes, input_size=options.classifier_size)
+        multi_label = ctx.real["train"].labels.ndim == 2
+        config = ClassifierConfig(classes=ctx.classes, input_size=options.classifier_size, multi_label=multi_label)
         inputs = prepare(ctx.real["train"].images, config.input_size)
         steps = steps_for(options.classifier_epochs, len(inputs), options.classifier_batch_size)
         settings = TrainSettings(steps=steps, batch_size=options.classifier_batch_size, seed=options.seed)
@@ -91,7 +95,8 @@ def fit_classifier(ctx: Context) -> dict:
         "description": (
             f"{config.name}: a CNN (stride-2 3x3 conv stem of {config.stem_width} channels, then 4 blocks of 3x3 "
             f"conv, BatchNorm, ReLU and 2x2 max-pool with {', '.join(map(str, config.widths))} channels), global "
-            f"average pool -> {config.feature_dim}-d features -> linear; "
+            f"average pool -> {config.feature_dim}-d features -> linear"
+            f"{' -> one sigmoid per finding (multi-label)' if config.multi_label else ''}; "
             f"{parameter_count(model):,} parameters; trained from scratch on the manifest's train split at "
             f"{config.input_size} x {config.input_size} px; no pretrained weights"
         ),
@@ -103,7 +108,10 @@ def fit_classifier(ctx: Context) -> dict:
     }
     for split in ("val", "test"):
         real = ctx.real[split]
-        if len(real.images):
+        if len(real.images) and config.multi_label:
+            figures = finding_aurocs(real.probabilities, real.labels, ctx.classes, ctx.resamples, ctx.rng(10))
+            out[split] = {"n": len(real.labels), **figures}
+        elif len(real.images):
             out[split] = classification_figures(
                 real.probabilities, real.labels, ctx.classes, ctx.resamples, ctx.rng(10)
             )
@@ -195,6 +203,38 @@ def classification_figures(
     }
 
 
+def finding_aurocs(
+    scores: np.ndarray, positive: np.ndarray, names: tuple[str, ...], resamples: int, rng: np.random.Generator
+) -> dict:
+    """Per finding the AUROC of its score column against its 0/1 column of ``positive``, both (N, F),
+    with paired bootstrap 95% intervals (the same resamples of the N items for every finding), the
+    positives and negatives counted, and the macro mean of the defined AUROCs."""
+    positive = np.asarray(positive).astype(bool)
+
+    def aurocs(index: np.ndarray) -> np.ndarray:
+        return np.array([M.roc_auc(scores[index, f], positive[index, f]) for f in range(len(names))])
+
+    def statistic(index: np.ndarray) -> np.ndarray:
+        values = aurocs(index)
+        finite = values[np.isfinite(values)]
+        return np.r_[finite.mean() if len(finite) else np.nan, values]
+
+    intervals = M.bootstrap_interval(statistic, len(positive), resamples, rng)
+    values = statistic(np.arange(len(positive)))
+    return {
+        "macro_auroc": {"value": json_float(values[0]), "ci95": intervals[0].to_json()},
+        "auroc": {
+            name: {
+                "value": json_float(values[1 + f]),
+                "ci95": intervals[1 + f].to_json(),
+                "n_positive": int(positive[:, f].sum()),
+                "n_negative": int((~positive[:, f]).sum()),
+            }
+            for f, name in enumerate(names)
+        },
+    }
+
+
 def json_float(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
@@ -216,6 +256,7 @@ __all__ = [
     "class_mix_of_test",
     "classification_figures",
     "fd_with_interval",
+    "finding_aurocs",
     "fit_classifier",
     "generate",
     "load_real",
