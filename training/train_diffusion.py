@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,8 @@ from training.datasets import (
     AugmentedCaptions,
     Manifest,
     evenly_spaced,
+    join_records,
+    pick_records,
 )
 from training.diffusion_setup import (
     Denoiser,
@@ -193,9 +196,9 @@ class DiffusionOptions(TrainOptions):
 def disk_latents(
     vae: nn.Module,
     manifest: Manifest,
-    train_records: list[ManifestRecord],
-    copies: list[list[ManifestRecord]],
-    val_records: list[ManifestRecord],
+    train_records: Sequence[ManifestRecord],
+    copies: list[Sequence[ManifestRecord]],
+    val_records: Sequence[ManifestRecord],
     options: DiffusionOptions,
     image_size: int,
     device: torch.device,
@@ -209,7 +212,7 @@ def disk_latents(
     workers = options.workers if options.workers is not None else min(4, os.cpu_count() or 1)
 
     def part(
-        name: str, records: list[ManifestRecord], augmentation: Augmentation | None = None, seed: int = 0
+        name: str, records: Sequence[ManifestRecord], augmentation: Augmentation | None = None, seed: int = 0
     ) -> LatentCache:
         digest = hashlib.sha256(manifest.sha256.encode())
         for record in records:
@@ -261,8 +264,8 @@ class DiffusionTask:
         self,
         model: LatentDiffusionModel,
         manifest: Manifest,
-        train_records: list[ManifestRecord],
-        val_records: list[ManifestRecord],
+        train_records: Sequence[ManifestRecord],
+        val_records: Sequence[ManifestRecord],
         options: DiffusionOptions,
         device: torch.device,
         log: Log,
@@ -287,38 +290,51 @@ class DiffusionTask:
         self.ema_denoiser = Denoiser(ema["unet"], ema["text_projection"], dict(ema.items()).get("record"))
         self.alphas_cumprod = torch.tensor(schedules.alphas_cumprod(c.schedule), dtype=torch.float32, device=device)
 
-        # 2. text cache: distinct captions + "" + the sample prompts
+        # 2. text cache: distinct captions + "" + the sample prompts. Per training image only compact arrays
+        #    are kept (its caption's row, its record ids); the records themselves (ManifestRecords: offsets
+        #    into the manifest) are read in streamed passes here, and again only to phrase a pool caption
         started = time.perf_counter()
         self.prompts = sample_prompts(manifest)
-        texts = sorted({r.text for r in (*train_records, *val_records)} | {"", *self.prompts})
+        texts = sorted({r.text for r in itertools.chain(train_records, val_records)} | {"", *self.prompts})
         position = {text: i for i, text in enumerate(texts)}
         self.hidden, self.mask = encode_texts(model.text, texts, device)
         self.empty_index = position[""]
         self.prompt_indices = [position[p] for p in self.prompts]
         sources = options.source_names()
-        augmented = [r for r in train_records if sources is None or r.source in sources]
+        augmented = train_records
+        if sources is not None and options.augment_copies:
+            chosen = np.fromiter((r.source in sources for r in train_records), dtype=bool, count=len(train_records))
+            augmented = pick_records(train_records, np.flatnonzero(chosen))
         copies = [augmented] * options.augment_copies
-        self.train_text = torch.tensor(
-            [position[r.text] for r in [*train_records, *(r for copy in copies for r in copy)]],
-            dtype=torch.long,
-            device=device,
-        )
+        all_train = join_records([train_records, *copies])
+
+        def text_rows(records: Sequence[ManifestRecord]) -> torch.Tensor:
+            rows = np.fromiter((position[r.text] for r in records), dtype=np.int64, count=len(records))
+            return torch.from_numpy(rows).to(device)
+
+        self.train_text = text_rows(all_train)
         self.captions = None  # --caption-augment: fresh phrasings, encoded per micro-batch into scratch rows
         if options.caption_augment > 0:
-            records = [*train_records, *(r for copy in copies for r in copy)]
-            self.captions = AugmentedCaptions(records, options.caption_augment, options.seed, model.text, device)
+            memo = Path(options.latent_cache).expanduser() if options.latent_cache else None  # off the heap
+            self.captions = AugmentedCaptions(
+                all_train, options.caption_augment, options.seed, model.text, device, memo_folder=memo
+            )
             self.hidden, self.mask = self.captions.grow(self.hidden, self.mask, options.batch_size)
-        self.val_text = torch.tensor([position[r.text] for r in val_records], dtype=torch.long, device=device)
+        self.val_text = text_rows(val_records)
         # record ids (N, K): the labels' record of each image (augmented copies share their image's)
         self.train_record = self.val_record = self.prompt_record = None
         if self.record is not None:
             vocabulary = self.record.vocabulary
 
-            def ids(records: list[ManifestRecord]) -> torch.Tensor:
-                labels = [record_of_manifest(r) for r in records]  # the age band too where no age is given
-                return torch.from_numpy(vocabulary.batch_ids(labels)).to(device)
+            def ids(records: Sequence[ManifestRecord]) -> torch.Tensor:
+                # the age band too where no age is given; in chunks, so the labels are never all in memory
+                chunks = [
+                    vocabulary.batch_ids([record_of_manifest(r) for r in records[chunk]])
+                    for chunk in iter_chunks(len(records), 4096)
+                ]
+                return torch.from_numpy(np.concatenate(chunks) if chunks else vocabulary.batch_ids([])).to(device)
 
-            self.train_record = ids([*train_records, *(r for copy in copies for r in copy)])
+            self.train_record = ids(all_train)
             self.val_record = ids(val_records)
             self.prompt_record = torch.from_numpy(vocabulary.batch_ids([parse_prompt(p) for p in self.prompts]))
 
@@ -526,9 +542,12 @@ def model_card(
     if options.record_tokens:
         # what engine.findings.understood reads: the record's age band and sex reach the model (no "place":
         # no label gives a side, so side tokens never train), and the bands and views the train split has
-        train = [record_of_manifest(r) for r in manifest.records if r.split == "train"]
-        bands = {r.age_band for r in train}
-        views = {r.view for r in train} | ({"supine AP"} if any(r.view == "AP" for r in train) else set())
+        bands, views = set(), set()
+        for record in manifest.split("train"):  # streamed: 100k+ records are never all in memory
+            labels = record_of_manifest(record)
+            bands.add(labels.age_band)
+            views.add(labels.view)
+        views |= {"supine AP"} if "AP" in views else set()
         card["conditioning"] = ["age", "sex"]
         card["age_bands"] = [band for band in AGE_BANDS if band in bands]
         card["views"] = [view for view in VIEWS if view in views]
