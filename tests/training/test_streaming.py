@@ -153,3 +153,36 @@ def test_compact_records_give_the_losses_of_record_objects(tiny_checkpoint: Path
     assert new.num_train == old.num_train == 12 + 8  # 8 of the 12 are nih
     assert _losses(new) == _losses(old)
     assert torch.equal(new.train_text, old.train_text) and torch.equal(new.train_record, old.train_record)
+
+
+def test_a_resume_from_another_folder_finds_the_latent_cache(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    from training import train_cli
+    from training.run_folder import read_run_options
+
+    manifest = _manifest(tmp_path / "data", count=8)
+    first, second, run = tmp_path / "first", tmp_path / "second", tmp_path / "run"
+    first.mkdir()
+    second.mkdir()
+
+    def cli(argv: list[str]) -> int:
+        parser = argparse.ArgumentParser(prog="cxr-studio")
+        train_cli.register_train(parser.add_subparsers(dest="command"))
+        return train_cli.run(parser.parse_args(argv))
+
+    monkeypatch.chdir(first)
+    assert cli(["train", "diffusion", "--data", str(manifest), "--out", str(run), "--vae", str(tiny_checkpoint),
+                "--latent-cache", "cache", "--steps", "2", "--stop-after", "1", "--batch-size", "2", "--device", "cpu",
+                "--workers", "1", "--caption-augment", "0", "--quiet"]) == 0  # fmt: skip
+    shard = first / "cache" / "train" / "shard-00000.npy"
+    written = shard.stat().st_mtime_ns
+    assert read_run_options(run)["latent_cache"] == str(first / "cache")
+    monkeypatch.chdir(second)
+    assert cli(["train", "diffusion", "--out", str(run), "--resume", "--quiet"]) == 0
+    assert not (second / "cache").exists() and shard.stat().st_mtime_ns == written  # found, not filled again
+    # named again on the command line from elsewhere (relative to there), the same folder is no change
+    monkeypatch.chdir(tmp_path)
+    assert cli(["train", "diffusion", "--out", str(run), "--resume", "--latent-cache", "first/cache", "--quiet"]) == 0
