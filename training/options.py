@@ -19,6 +19,7 @@ from training.precision import PRECISIONS
 # run resumes as it ran.
 LEGACY_OPTIONS: dict[str, Any] = {
     "precision": "fp32", "min_snr_gamma": 0.0, "record_tokens": False, "caption_augment": 0.0,
+    "timestep_sampling": "auto", "logit_mean": 0.0, "logit_std": 1.0,  # auto: epsilon/v drew U{0..N-1}
 }  # fmt: skip
 
 MUTABLE_OPTIONS = frozenset(

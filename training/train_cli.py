@@ -15,7 +15,7 @@ from training.cli import command_error
 
 EXIT_OK = 0
 EXIT_USAGE = 2
-PATH_OPTIONS = ("data", "out", "vae", "init_from", "export", "latent_cache")
+PATH_OPTIONS = ("data", "out", "vae", "init_from", "export")
 # Options that hold for one invocation: --resume does not take them from the run.
 INVOCATION_OPTIONS = ("stop_after",)
 # Shown in --help; tests/training/test_train.py checks them against the options classes.
@@ -139,8 +139,18 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="GAMMA",
         help="weight each timestep's loss by min(SNR, GAMMA)/SNR (epsilon) or /(SNR+1) (v prediction), "
-        "Hang et al. 2023, who use 5; default 0: plain MSE",
+        "or min(SNR, GAMMA) sigma^2 (flow), Hang et al. 2023, who use 5; default 0: plain MSE",
     )
+    add(
+        "--timestep-sampling",
+        choices=("auto", "uniform", "logit-normal"),
+        default=None,
+        help="how each step draws its noise level: logit-normal, sigmoid(N(--logit-mean, --logit-std^2)) "
+        "(Esser et al. 2024, SD3), or uniform; default auto: logit-normal for a flow_prediction schedule, "
+        "uniform for epsilon and v",
+    )
+    add("--logit-mean", type=float, default=None, help="mean of the logit-normal noise levels (default 0)")
+    add("--logit-std", type=float, default=None, help="std of the logit-normal noise levels (default 1)")
     add(
         "--record-tokens",
         action=argparse.BooleanOptionalAction,

@@ -14,7 +14,9 @@ Before the first step everything frozen is computed once and kept on the device:
 
 A step (DDPM, Ho et al. 2020; ᾱ_t from ``engine.schedules``): t ~ U{0..N-1}, ε ~ N(0, I),
 x_t = sqrt(ᾱ_t) z + sqrt(1 - ᾱ_t) ε, loss = |f(x_t, t, c) - target|² with target ε
-(``epsilon``) or v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) z (``v_prediction``); the caption is replaced by
+(``epsilon``) or v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) z (``v_prediction``); with ``flow_prediction``
+(rectified flow, SD3) σ = shift(u), u logit-normal (``--timestep-sampling``), x_t = (1 - σ) z + σ ε,
+target ε - z, the UNet called at σ N (:func:`draw_timesteps`); the caption is replaced by
 "" with probability ``uncond_prob`` (classifier-free guidance). An EMA of the UNet and the
 projection is what validation, the sample grids, the checkpoints and ``--export`` use.
 
@@ -36,11 +38,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,8 +75,6 @@ from training.datasets import (
     AugmentedCaptions,
     Manifest,
     evenly_spaced,
-    join_records,
-    pick_records,
 )
 from training.diffusion_setup import (
     Denoiser,
@@ -122,6 +121,8 @@ STRONG_AUGMENTATION = Augmentation(
     max_shift=0.06, max_zoom=0.10, max_rotation_deg=5.0, max_gamma=0.3, max_contrast=0.2, max_brightness=0.06
 )
 MAX_AUGMENT_COPIES = 64
+# how a step draws its noise level: auto is logit-normal for flow_prediction (SD3), uniform for epsilon and v
+TIMESTEP_SAMPLINGS = ("auto", "uniform", "logit-normal")
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,9 @@ class DiffusionOptions(TrainOptions):
     min_snr_gamma: float = 0.0  # 0: plain MSE (v1's recipe); > 0: min-SNR-gamma weighting (Hang et al. 2023; 5 there)
     record_tokens: bool = True  # condition on the labels' record as K tokens beside the text (runs before v2: off)
     latent_cache: str | None = None  # a folder: latents in memory-mapped shards, kept for the next run; None: memory
+    timestep_sampling: str = "auto"  # one of TIMESTEP_SAMPLINGS (runs before it: auto, i.e. uniform for epsilon/v)
+    logit_mean: float = 0.0  # logit-normal: u = sigmoid(N(logit_mean, logit_std²)) (Esser et al. 2024: 0, 1)
+    logit_std: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -182,6 +186,15 @@ class DiffusionOptions(TrainOptions):
             raise TrainingError(f"--min-snr-gamma must be a number from 0 (off) to 1000, got {gamma!r}")
         if not isinstance(self.record_tokens, bool):
             raise TrainingError(f"--record-tokens must be true or false, got {self.record_tokens!r}")
+        if self.timestep_sampling not in TIMESTEP_SAMPLINGS:
+            raise TrainingError(
+                f"--timestep-sampling must be one of {', '.join(TIMESTEP_SAMPLINGS)}, got {self.timestep_sampling!r}"
+            )
+        for name, low in (("logit_mean", -np.inf), ("logit_std", 0.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low < value < np.inf:
+                what = "a number > 0" if low == 0 else "a finite number"
+                raise TrainingError(f"--{name.replace('_', '-')} must be {what}, got {value!r}")
 
     def source_names(self) -> frozenset[str] | None:
         """The sources whose images get augmented copies (None: all)."""
@@ -196,9 +209,9 @@ class DiffusionOptions(TrainOptions):
 def disk_latents(
     vae: nn.Module,
     manifest: Manifest,
-    train_records: Sequence[ManifestRecord],
-    copies: list[Sequence[ManifestRecord]],
-    val_records: Sequence[ManifestRecord],
+    train_records: list[ManifestRecord],
+    copies: list[list[ManifestRecord]],
+    val_records: list[ManifestRecord],
     options: DiffusionOptions,
     image_size: int,
     device: torch.device,
@@ -212,7 +225,7 @@ def disk_latents(
     workers = options.workers if options.workers is not None else min(4, os.cpu_count() or 1)
 
     def part(
-        name: str, records: Sequence[ManifestRecord], augmentation: Augmentation | None = None, seed: int = 0
+        name: str, records: list[ManifestRecord], augmentation: Augmentation | None = None, seed: int = 0
     ) -> LatentCache:
         digest = hashlib.sha256(manifest.sha256.encode())
         for record in records:
@@ -234,25 +247,66 @@ def disk_latents(
 def diffusion_loss(
     prediction: torch.Tensor,
     target: torch.Tensor,
-    alpha_bar: torch.Tensor,
+    noise_level: torch.Tensor,
     *,
     prediction_type: str,
     min_snr_gamma: float = 0.0,
 ) -> torch.Tensor:
     """Scalar training loss of a batch: MSE of ``prediction`` against ``target`` (B, C, h, w).
 
+    ``noise_level`` (B,): each sample's ``ᾱ_t`` (epsilon, v_prediction) or flow ``σ`` (flow_prediction).
     ``min_snr_gamma`` > 0 weights each sample's MSE by min(SNR, gamma) / SNR for epsilon
-    prediction and min(SNR, gamma) / (SNR + 1) for v prediction, SNR = alpha_bar / (1 - alpha_bar)
-    at its timestep (``alpha_bar`` (B,)): Hang et al., "Efficient Diffusion Training via Min-SNR
-    Weighting Strategy" (ICCV 2023), as diffusers' training examples compute it. 0: plain MSE.
+    prediction and min(SNR, gamma) / (SNR + 1) for v prediction, SNR = ᾱ / (1 - ᾱ) at its
+    timestep: Hang et al., "Efficient Diffusion Training via Min-SNR Weighting Strategy" (ICCV
+    2023), as diffusers' training examples compute it. Each makes the loss min(SNR, gamma) times
+    the clean-latent error |x̂_0 - x_0|², which is what the paper weights. For flow (x_t = (1 - σ) x_0
+    + σ ε, target v = ε - x_0, x̂_0 = x_t - σ v̂, so |v̂ - v|² = |x̂_0 - x_0|² / σ²) the same
+    weighting is min(SNR, gamma) σ² with SNR = ((1 - σ) / σ)². 0: plain MSE.
     """
     if min_snr_gamma <= 0:
         return F.mse_loss(prediction.float(), target)
     per_sample = (prediction.float() - target).square().mean(dim=tuple(range(1, target.ndim)))
-    snr = alpha_bar / (1 - alpha_bar)
+    if prediction_type == schedules.FLOW:
+        sigma = noise_level
+        weight = ((1 - sigma) / sigma).square().clamp(max=min_snr_gamma) * sigma.square()  # σ = 0: weight 0
+        return (per_sample * weight).mean()
+    snr = noise_level / (1 - noise_level)
     clipped = snr.clamp(max=min_snr_gamma)
     weight = clipped / snr if prediction_type == "epsilon" else clipped / (snr + 1)
     return (per_sample * weight).mean()
+
+
+def draw_timesteps(
+    batch: int,
+    generator: torch.Generator,
+    device: torch.device,
+    *,
+    flow: bool,
+    sampling: str,
+    num_train_timesteps: int,
+    shift: float = 1.0,
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+) -> torch.Tensor:
+    """A batch's noise levels, drawn from ``generator``: (B,).
+
+    epsilon and v (``flow`` False): integer timesteps in [0, N-1]; ``uniform`` is U{0..N-1}
+    (DDPM's, v1's draw), ``logit-normal`` is ``floor(u N)``. flow: ``σ = shift(u)`` float32 in
+    [0, 1] (:func:`engine.schedules.flow_shift`), ``u`` ~ U(0, 1) for ``uniform``, and for
+    ``logit-normal`` ``u = sigmoid(m + s n)``, ``n`` ~ N(0, 1) (Esser et al. 2024, "Scaling Rectified
+    Flow Transformers", section 3.1: mid-range noise levels, where the flow is hardest, drawn most).
+    """
+    if sampling == "auto":
+        sampling = "logit-normal" if flow else "uniform"
+    if sampling == "uniform" and not flow:
+        return torch.randint(0, num_train_timesteps, (batch,), generator=generator, device=device)
+    if sampling == "uniform":
+        u = torch.rand(batch, generator=generator, device=device)
+    else:
+        u = torch.sigmoid(logit_mean + logit_std * torch.randn(batch, generator=generator, device=device))
+    if not flow:
+        return (u * num_train_timesteps).long().clamp(max=num_train_timesteps - 1)
+    return shift * u / (1 + (shift - 1) * u)
 
 
 class DiffusionTask:
@@ -264,8 +318,8 @@ class DiffusionTask:
         self,
         model: LatentDiffusionModel,
         manifest: Manifest,
-        train_records: Sequence[ManifestRecord],
-        val_records: Sequence[ManifestRecord],
+        train_records: list[ManifestRecord],
+        val_records: list[ManifestRecord],
         options: DiffusionOptions,
         device: torch.device,
         log: Log,
@@ -274,6 +328,7 @@ class DiffusionTask:
         self.model, self.config, self.options, self.device = model, c, options, device
         self.scaling_factor = float(c.scaling_factor)
         self.prediction_type = c.schedule.prediction_type
+        self.flow = self.prediction_type == schedules.FLOW  # rectified flow: x_t = (1 - σ) x_0 + σ ε, v = ε - x_0
         self.precision = pick_precision(options.precision, device)
         # 1. networks: VAE frozen, UNet + projection trained, EMA of both
         self.vae = model.vae.to(device).eval().requires_grad_(False)
@@ -290,51 +345,38 @@ class DiffusionTask:
         self.ema_denoiser = Denoiser(ema["unet"], ema["text_projection"], dict(ema.items()).get("record"))
         self.alphas_cumprod = torch.tensor(schedules.alphas_cumprod(c.schedule), dtype=torch.float32, device=device)
 
-        # 2. text cache: distinct captions + "" + the sample prompts. Per training image only compact arrays
-        #    are kept (its caption's row, its record ids); the records themselves (ManifestRecords: offsets
-        #    into the manifest) are read in streamed passes here, and again only to phrase a pool caption
+        # 2. text cache: distinct captions + "" + the sample prompts
         started = time.perf_counter()
         self.prompts = sample_prompts(manifest)
-        texts = sorted({r.text for r in itertools.chain(train_records, val_records)} | {"", *self.prompts})
+        texts = sorted({r.text for r in (*train_records, *val_records)} | {"", *self.prompts})
         position = {text: i for i, text in enumerate(texts)}
         self.hidden, self.mask = encode_texts(model.text, texts, device)
         self.empty_index = position[""]
         self.prompt_indices = [position[p] for p in self.prompts]
         sources = options.source_names()
-        augmented = train_records
-        if sources is not None and options.augment_copies:
-            chosen = np.fromiter((r.source in sources for r in train_records), dtype=bool, count=len(train_records))
-            augmented = pick_records(train_records, np.flatnonzero(chosen))
+        augmented = [r for r in train_records if sources is None or r.source in sources]
         copies = [augmented] * options.augment_copies
-        all_train = join_records([train_records, *copies])
-
-        def text_rows(records: Sequence[ManifestRecord]) -> torch.Tensor:
-            rows = np.fromiter((position[r.text] for r in records), dtype=np.int64, count=len(records))
-            return torch.from_numpy(rows).to(device)
-
-        self.train_text = text_rows(all_train)
+        self.train_text = torch.tensor(
+            [position[r.text] for r in [*train_records, *(r for copy in copies for r in copy)]],
+            dtype=torch.long,
+            device=device,
+        )
         self.captions = None  # --caption-augment: fresh phrasings, encoded per micro-batch into scratch rows
         if options.caption_augment > 0:
-            memo = Path(options.latent_cache).expanduser() if options.latent_cache else None  # off the heap
-            self.captions = AugmentedCaptions(
-                all_train, options.caption_augment, options.seed, model.text, device, memo_folder=memo
-            )
+            records = [*train_records, *(r for copy in copies for r in copy)]
+            self.captions = AugmentedCaptions(records, options.caption_augment, options.seed, model.text, device)
             self.hidden, self.mask = self.captions.grow(self.hidden, self.mask, options.batch_size)
-        self.val_text = text_rows(val_records)
+        self.val_text = torch.tensor([position[r.text] for r in val_records], dtype=torch.long, device=device)
         # record ids (N, K): the labels' record of each image (augmented copies share their image's)
         self.train_record = self.val_record = self.prompt_record = None
         if self.record is not None:
             vocabulary = self.record.vocabulary
 
-            def ids(records: Sequence[ManifestRecord]) -> torch.Tensor:
-                # the age band too where no age is given; in chunks, so the labels are never all in memory
-                chunks = [
-                    vocabulary.batch_ids([record_of_manifest(r) for r in records[chunk]])
-                    for chunk in iter_chunks(len(records), 4096)
-                ]
-                return torch.from_numpy(np.concatenate(chunks) if chunks else vocabulary.batch_ids([])).to(device)
+            def ids(records: list[ManifestRecord]) -> torch.Tensor:
+                labels = [record_of_manifest(r) for r in records]  # the age band too where no age is given
+                return torch.from_numpy(vocabulary.batch_ids(labels)).to(device)
 
-            self.train_record = ids(all_train)
+            self.train_record = ids([*train_records, *(r for copy in copies for r in copy)])
             self.val_record = ids(val_records)
             self.prompt_record = torch.from_numpy(vocabulary.batch_ids([parse_prompt(p) for p in self.prompts]))
 
@@ -391,19 +433,31 @@ class DiffusionTask:
 
     def _noisy(
         self, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x_t, t, target) for posterior (mean, std) (B, C, h, w), drawing from ``generator``."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x_t, model timestep t, target, noise level: ᾱ_t or flow σ) for posterior (mean, std)
+        (B, C, h, w), drawing from ``generator``."""
         batch, device = mean.shape[0], mean.device
         z = (mean + std * torch.randn(mean.shape, generator=generator, device=device)) * self.scaling_factor
-        t = torch.randint(0, self.alphas_cumprod.shape[0], (batch,), generator=generator, device=device)
+        options, schedule = self.options, self.config.schedule
+        t = draw_timesteps(
+            batch, generator, device, flow=self.flow, sampling=options.timestep_sampling,
+            num_train_timesteps=schedule.num_train_timesteps, shift=schedule.shift,
+            logit_mean=options.logit_mean, logit_std=options.logit_std,
+        )  # fmt: skip
         noise = torch.randn(z.shape, generator=generator, device=device)
-        alpha = self.alphas_cumprod[t].view(batch, 1, 1, 1)
-        a, s = alpha.sqrt(), (1 - alpha).sqrt()
-        noisy = a * z + s * noise
-        target = noise if self.prediction_type == "epsilon" else a * noise - s * z
+        if self.flow:  # the UNet sees σ N, as the engine's samplers call it
+            level, sigma = t, t.view(batch, 1, 1, 1)
+            t = t * schedule.num_train_timesteps
+            noisy, target = (1 - sigma) * z + sigma * noise, noise - z
+        else:
+            level = self.alphas_cumprod[t]
+            alpha = level.view(batch, 1, 1, 1)
+            a, s = alpha.sqrt(), (1 - alpha).sqrt()
+            noisy = a * z + s * noise
+            target = noise if self.prediction_type == "epsilon" else a * noise - s * z
         if self.device.type == "cuda":
             noisy = noisy.contiguous(memory_format=torch.channels_last)
-        return noisy, t, target
+        return noisy, t, target, level
 
     def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
         wrapped = wrap(self.denoiser)
@@ -412,7 +466,7 @@ class DiffusionTask:
     def train_loss(self, indices: torch.Tensor, generator: torch.Generator, share: slice | None = None) -> torch.Tensor:
         """The loss of the micro-batch ``indices``, or of its positions ``share`` only (every draw
         made for the whole micro-batch, so that a share sees what one process would)."""
-        noisy, t, target = self._noisy(*self.train_latents.take(indices, self.device), generator)
+        noisy, t, target, level = self._noisy(*self.train_latents.take(indices, self.device), generator)
         drop = torch.rand(indices.shape[0], generator=generator, device=self.device) < self.options.uncond_prob
         text = torch.where(drop, self.empty_index, self.train_text[indices])
         if self.captions is not None:
@@ -422,11 +476,11 @@ class DiffusionTask:
             drop = torch.rand(indices.shape[0], generator=generator, device=self.device) < self.options.uncond_prob
             record = self.train_record[indices].masked_fill(drop.unsqueeze(1), 0)
         if share is not None:
-            noisy, t, target, text = noisy[share], t[share], target[share], text[share]
+            noisy, t, target, level, text = noisy[share], t[share], target[share], level[share], text[share]
             record = record[share] if record is not None else None
         prediction = self.train_denoiser(noisy, t, self.hidden[text], self.mask[text], record)
         return diffusion_loss(
-            prediction, target, self.alphas_cumprod[t],
+            prediction, target, level,
             prediction_type=self.prediction_type, min_snr_gamma=self.options.min_snr_gamma,
         )  # fmt: skip
 
@@ -443,7 +497,7 @@ class DiffusionTask:
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         for chunk in iter_chunks(count, self.options.batch_size):
             rows = torch.arange(count, device=self.device)[chunk]
-            noisy, t, target = self._noisy(*self.val_latents.take(rows, self.device), generator)
+            noisy, t, target, _ = self._noisy(*self.val_latents.take(rows, self.device), generator)
             text = self.val_text[chunk]
             record = self.val_record[chunk] if self.val_record is not None else None
             with autocast(self.device, self.precision):
@@ -542,12 +596,9 @@ def model_card(
     if options.record_tokens:
         # what engine.findings.understood reads: the record's age band and sex reach the model (no "place":
         # no label gives a side, so side tokens never train), and the bands and views the train split has
-        bands, views = set(), set()
-        for record in manifest.split("train"):  # streamed: 100k+ records are never all in memory
-            labels = record_of_manifest(record)
-            bands.add(labels.age_band)
-            views.add(labels.view)
-        views |= {"supine AP"} if "AP" in views else set()
+        train = [record_of_manifest(r) for r in manifest.records if r.split == "train"]
+        bands = {r.age_band for r in train}
+        views = {r.view for r in train} | ({"supine AP"} if any(r.view == "AP" for r in train) else set())
         card["conditioning"] = ["age", "sex"]
         card["age_bands"] = [band for band in AGE_BANDS if band in bands]
         card["views"] = [view for view in VIEWS if view in views]
@@ -650,5 +701,6 @@ __all__ = [
     "DiffusionOptions",
     "DiffusionTask",
     "diffusion_loss",
+    "draw_timesteps",
     "train_diffusion",
 ]

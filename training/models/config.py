@@ -187,6 +187,10 @@ def check_config(c: ModelConfig) -> None:
     if s.beta_schedule not in BETA_SCHEDULES:
         raise ConfigError(f"schedule.beta_schedule must be one of {', '.join(BETA_SCHEDULES)}")
     _positive_int(s.num_train_timesteps, "schedule.num_train_timesteps")
+    if isinstance(s.shift, bool) or not isinstance(s.shift, int | float) or not 0 < s.shift < math.inf:
+        raise ConfigError(f"schedule.shift must be a number > 0, got {s.shift!r}")
+    if s.shift != 1 and s.prediction_type != "flow_prediction":
+        raise ConfigError(f"schedule.shift applies to flow_prediction only: {s.prediction_type} needs 1")
     # 3. VAE
     v = c.vae
     if len(v.block_out_channels) < 1:
