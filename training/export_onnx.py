@@ -5,7 +5,8 @@ Graphs (names and shapes as in ``engine.pack``; every input and output has a dyn
 - ``text_encoder.onnx``: input_ids, attention_mask (B, T) int64 -> context (B, T, D) float32;
   encoder + projection, padded positions exactly zero.
 - ``unet.onnx``: sample (B, C, h, w) float32, timestep (B,) float32, context (B, T, D) float32
-  -> model_output (B, C, h, w): epsilon or v as the schedule's prediction_type. The token axis T
+  -> model_output (B, C, h, w): epsilon, v or the flow velocity ε - x_0, as the schedule's prediction_type
+  (model.json's ``schedule``; a flow_prediction pack's also holds its ``shift``). The token axis T
   of ``context`` is dynamic too: a model with record tokens takes the text's T plus K of them.
 - ``record_embeddings.npy`` (models with record tokens only): the (V, D) float32 table of
   ``engine.conditioning``, with the ``conditioning`` section of model.json naming its tokens.
