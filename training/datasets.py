@@ -1,7 +1,7 @@
 """Training data: a manifest -> grayscale images (N, 1, H, W) in [-1, 1] and captions.
 
 The manifest is the one format every importer writes, read by the one reader every part of the
-project uses (:func:`engine.manifest.read_manifest`), so a line the engine or the dataset
+project uses (:func:`engine.manifest.parse_record`, line by line), so a line the engine or the dataset
 explorer rejects is rejected here too, with the same message. Training reads ``image`` (made
 absolute here), ``text``, ``split`` and ``source`` of each record.
 
@@ -18,22 +18,24 @@ is on the patient's left, and a flipped radiograph is a different (rare) anatomy
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
-from collections.abc import Sequence
+import tempfile
+from array import array
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO, overload
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine import manifest as manifest_format
-from engine.manifest import SPLITS, ManifestError, ManifestRecord, resolve_image
+from engine.manifest import SPLITS, ManifestError, ManifestRecord, parse_record, resolve_image
 
 if TYPE_CHECKING:
     from training.models.text import TextConditioner
@@ -43,61 +45,202 @@ class DatasetError(ValueError):
     """A manifest or image that cannot be used; the message names the file (and line)."""
 
 
+class ManifestRecords(Sequence[ManifestRecord]):
+    """Records of one manifest file, read from the file when asked (issue 20 item 2): what is held
+    per record is its line's byte offset (and, in :class:`Manifest`, a split code), about 9 bytes,
+    where a :class:`ManifestRecord` with its caption, findings dict and strings costs a kilobyte or
+    more. ``rows`` are line numbers among the file's records (a split, a subset, repeats for the
+    augmented copies); an item is parsed again each time it is read (``image`` made absolute), and
+    iterating reads the file once, in ``rows`` order, through one open file.
+
+    The file must stay as it was read: a change of its size or modification time is a DatasetError.
+    """
+
+    def __init__(self, source: _ManifestFile, rows: np.ndarray):
+        self.source, self.rows = source, np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> ManifestRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> ManifestRecords: ...
+
+    def __getitem__(self, index: int | slice) -> ManifestRecord | ManifestRecords:
+        if isinstance(index, slice):
+            return ManifestRecords(self.source, self.rows[index])
+        with self.source.open() as stream:
+            return self.source.read(stream, int(self.rows[index]))
+
+    def __iter__(self) -> Iterator[ManifestRecord]:
+        with self.source.open() as stream:
+            for row in self.rows:
+                yield self.source.read(stream, int(row))
+
+    def take(self, positions: Sequence[int] | np.ndarray) -> ManifestRecords:
+        """The records at ``positions`` of this sequence (a subset, or repeats), still unread."""
+        return ManifestRecords(self.source, self.rows[np.asarray(positions, dtype=np.int64)])
+
+
+def pick_records(records: Sequence[ManifestRecord], positions: np.ndarray) -> Sequence[ManifestRecord]:
+    """The records at ``positions`` of ``records``: still unread for :class:`ManifestRecords`, else a list."""
+    if isinstance(records, ManifestRecords):
+        return records.take(positions)
+    return [records[int(i)] for i in positions]
+
+
+def join_records(parts: Sequence[Sequence[ManifestRecord]]) -> Sequence[ManifestRecord]:
+    """``parts`` one after the other: still unread when they are rows of one manifest file, else a list."""
+    if parts and all(isinstance(p, ManifestRecords) and p.source is parts[0].source for p in parts):
+        return ManifestRecords(parts[0].source, np.concatenate([p.rows for p in parts]))  # type: ignore[union-attr]
+    return [record for part in parts for record in part]
+
+
+class _ManifestFile:
+    """A manifest file's records by line: byte offsets and the file's size and mtime when read."""
+
+    def __init__(self, path: Path, offsets: np.ndarray, signature: tuple[int, int]):
+        self.path, self.offsets, self.signature = path, offsets, signature
+        self.root = path.resolve()
+        self.folder = str(self.root.parent)
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[BinaryIO]:
+        try:
+            stream = open(self.path, "rb")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise DatasetError(f"{self.path}: cannot be read: {exc}") from None
+        with stream:
+            status = os.fstat(stream.fileno())
+            if (status.st_size, status.st_mtime_ns) != self.signature:
+                raise DatasetError(f"{self.path}: changed since training read it; restart (or --resume) the run")
+            yield stream
+
+    def read(self, stream: BinaryIO, row: int) -> ManifestRecord:
+        offset = int(self.offsets[row])
+        if stream.tell() != offset:  # rows in file order read on without a seek (which drops the buffer)
+            stream.seek(offset)
+        line = stream.readline().split(b"\r", 1)[0]  # a line ends at \n, \r\n or \r, as when it was read
+        try:
+            record = parse_record(line.decode("utf-8"))
+        except (ManifestError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{self.path}: record {row + 1} no longer reads: {exc}") from None
+        return replace(record, image=self.image_path(record))
+
+    def image_path(self, record: ManifestRecord) -> str:
+        """``str(resolve_image(record, root))``; a plain relative path (no ``.`` part, no doubled or
+        trailing slash, which pathlib would normalise) is joined as a string, several times faster."""
+        image = record.image
+        if image.startswith(("/", "./")) or "//" in image or "/./" in image or image.endswith(("/", "/.")):
+            return str(resolve_image(record, self.root))
+        return f"{self.folder}/{image}" if image != "." else self.folder
+
+
+def _lines(stream: BinaryIO) -> Iterator[tuple[int, bytes, bytes]]:
+    """(offset, line, raw bytes) of a binary file split as Python's universal newlines split text
+    (at \n, \r\n and \r), so that line numbers are those of :func:`engine.manifest.iter_manifest`;
+    the raw bytes of the pieces make up the file (for its hash)."""
+    offset = 0
+    for raw in stream:
+        body = raw[:-2] if raw.endswith(b"\r\n") else raw
+        pieces = body.split(b"\r")
+        position = offset
+        for piece in pieces[:-1]:
+            yield position, piece, b""
+            position += len(piece) + 1
+        yield position, pieces[-1], raw
+        offset += len(raw)
+
+
 @dataclass(frozen=True)
 class Manifest:
-    """The records of one manifest file, in file order (``image`` made absolute), and the file's SHA-256."""
+    """The records of one manifest file, in file order (``image`` made absolute), and the file's SHA-256.
+
+    ``records`` and :meth:`split` are :class:`ManifestRecords`: read from the file when used, so a
+    manifest of 100k+ records holds its line offsets and split codes, not the records.
+    """
 
     path: Path
-    records: tuple[ManifestRecord, ...]
+    records: Sequence[ManifestRecord]
     sha256: str
+    splits: np.ndarray | None = None  # (N,) uint8 index into SPLITS per record; None: read from the records
 
     @property
     def name(self) -> str:
         return self.path.name
 
-    def split(self, name: str) -> list[ManifestRecord]:
+    def _codes(self) -> np.ndarray:
+        if self.splits is not None:
+            return self.splits
+        return np.fromiter((SPLITS.index(r.split) for r in self.records), dtype=np.uint8, count=len(self.records))
+
+    def split(self, name: str) -> Sequence[ManifestRecord]:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}: choose one of {', '.join(SPLITS)}")
-        return [r for r in self.records if r.split == name]
+        positions = np.flatnonzero(self._codes() == SPLITS.index(name))
+        if isinstance(self.records, ManifestRecords):
+            return self.records.take(positions)
+        return [self.records[i] for i in positions]
 
     def counts(self) -> dict[str, int]:
-        return {name: sum(r.split == name for r in self.records) for name in SPLITS}
+        codes = np.bincount(self._codes(), minlength=len(SPLITS))
+        return {name: int(codes[i]) for i, name in enumerate(SPLITS)}
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
-    """Read a manifest with :func:`engine.manifest.read_manifest`; DatasetError names the file
-    (and the line of the first bad record, in the engine's words).
+    """Read a manifest, one line at a time, with :func:`engine.manifest.parse_record` (the reader
+    every part of the project uses); DatasetError names the file (and the line of the first bad
+    record, in the engine's words).
 
-    Blank lines are skipped. A manifest with no records is an error. Image files are not opened
-    here (see :func:`load_images`).
+    Blank lines are skipped. A manifest with no records is an error. What is kept per record is
+    its line's offset and its split (:class:`ManifestRecords`); image files are not opened here
+    (see :func:`load_images`).
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise DatasetError(f"{path}: no such manifest file")
+    digest, offsets, splits = hashlib.sha256(), array("q"), bytearray()
     try:
-        data = path.read_bytes()
-        data.decode("utf-8")  # the engine's reader would raise UnicodeDecodeError, naming no file
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot be read as UTF-8 text: {exc}") from None
-    try:
-        records = manifest_format.read_manifest(path)
-    except (ManifestError, OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(str(exc)) from None
-    if not records:
+        with open(path, "rb") as stream:
+            signature = os.fstat(stream.fileno())
+            for number, (offset, piece, raw) in enumerate(_lines(stream), start=1):
+                digest.update(raw)
+                try:
+                    line = piece.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DatasetError(f"{path}: cannot be read as UTF-8 text: line {number}: {exc}") from None
+                if not line.strip():
+                    continue
+                try:
+                    record = parse_record(line)
+                except ManifestError as exc:
+                    raise DatasetError(f"{path}, line {number}: {exc}") from None
+                offsets.append(offset)
+                splits.append(SPLITS.index(record.split))
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot be read: {exc}") from None
+    if not offsets:
         raise DatasetError(f"{path}: no records (an empty manifest)")
-    root = path.resolve()
-    absolute = tuple(replace(r, image=str(resolve_image(r, root))) for r in records)
-    return Manifest(path=path, records=absolute, sha256=hashlib.sha256(data).hexdigest())
+    source = _ManifestFile(path, np.frombuffer(offsets, dtype=np.int64), (signature.st_size, signature.st_mtime_ns))
+    records = ManifestRecords(source, np.arange(len(offsets), dtype=np.int64))
+    codes = np.frombuffer(bytes(splits), dtype=np.uint8)
+    return Manifest(path=path, records=records, sha256=digest.hexdigest(), splits=codes)
 
 
 VAL_LIMIT = 2048  # at most this many validation images (evenly spaced) in a training run
 
 
-def evenly_spaced(records: list[ManifestRecord], limit: int) -> list[ManifestRecord]:
-    """At most ``limit`` records, evenly spaced through ``records`` (all of them when fewer)."""
+def evenly_spaced(records: Sequence[ManifestRecord], limit: int) -> Sequence[ManifestRecord]:
+    """At most ``limit`` records, evenly spaced through ``records`` (all of them when fewer);
+    still unread when ``records`` are :class:`ManifestRecords`."""
     if len(records) <= limit:
-        return list(records)
-    return [records[i] for i in np.linspace(0, len(records) - 1, limit).round().astype(int)]
+        return records if isinstance(records, ManifestRecords) else list(records)
+    positions = np.linspace(0, len(records) - 1, limit).round().astype(int)
+    if isinstance(records, ManifestRecords):
+        return records.take(positions)
+    return [records[i] for i in positions]
 
 
 # --------------------------------------------------------------------------- images
@@ -254,6 +397,56 @@ CAPTION_POOL = 8
 """Augmented captions per training image in one run (see :class:`AugmentedCaptions`)."""
 
 
+class CaptionStates:
+    """The pool captions' encoder states, (index, slot) -> (L, E) tensor, in an unnamed temporary file
+    in ``folder`` (``tempfile.TemporaryFile``: O_TMPFILE on Linux, gone when the process ends, however
+    it ends) instead of the heap: over 100k+ records the memo of :class:`AugmentedCaptions` reaches
+    gigabytes (one MiniLM caption is some 20 KB of float32 states). What the heap keeps is an offset
+    and a length per (index, slot), 12 bytes; a state reads back byte for byte as it was written.
+    The file grows by each caption's bytes (at most ``pool`` per record)."""
+
+    def __init__(self, folder: Path, count: int, pool: int):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (kept open for the run)
+        self.pool, self.end = pool, 0
+        self.offsets = np.full(count * pool, -1, dtype=np.int64)
+        self.lengths = np.zeros(count * pool, dtype=np.int32)
+        self.layout: tuple[int, torch.dtype, torch.device] | None = None  # (E, dtype, device) of every state
+
+    def _slot(self, key: tuple[int, int]) -> int:
+        index, slot = key
+        return index * self.pool + slot
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, tuple) and bool(self.offsets[self._slot(key)] >= 0)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return int((self.offsets >= 0).sum())
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for where in np.flatnonzero(self.offsets >= 0).tolist():
+            yield divmod(where, self.pool)
+
+    def __setitem__(self, key: tuple[int, int], states: torch.Tensor) -> None:
+        data = states.detach().to("cpu").contiguous()
+        self.layout = (data.shape[1], data.dtype, states.device)
+        raw = data.view(torch.uint8).numpy().tobytes()
+        os.pwrite(self.file.fileno(), raw, self.end)
+        where = self._slot(key)
+        self.offsets[where], self.lengths[where] = self.end, data.shape[0]
+        self.end += len(raw)
+
+    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+        where = self._slot(key)
+        if self.offsets[where] < 0 or self.layout is None:
+            raise KeyError(key)
+        width, dtype, device = self.layout
+        length = int(self.lengths[where])
+        size = length * width * torch.empty((), dtype=dtype).element_size()
+        raw = bytearray(os.pread(self.file.fileno(), size, int(self.offsets[where])))
+        return torch.frombuffer(raw, dtype=dtype).view(length, width).to(device)
+
+
 class AugmentedCaptions:
     """Fresh captions for training samples (issue 16 item 3): with ``probability`` a sample's caption
     is one of its record's ``pool`` augmented captions (:func:`training.data.captions.augmented_caption`),
@@ -271,7 +464,9 @@ class AugmentedCaptions:
     Why a pool: the encoder costs about what the UNet step costs on a CPU (MiniLM, ~100 captions:
     several seconds on two cores). Each pool caption is encoded the first time it is drawn and kept
     (its own tokens only, float32 on the CPU), so the encoding cost stops after the first epochs;
-    the memo holds at most ``pool`` captions per training image.
+    the memo holds at most ``pool`` captions per training image: in memory, or with ``memo_folder``
+    (``train diffusion --latent-cache``) in a :class:`CaptionStates` file there, off the heap.
+    ``records`` given as :class:`ManifestRecords` are read from the manifest when a caption is made.
     """
 
     def __init__(
@@ -282,13 +477,19 @@ class AugmentedCaptions:
         text: TextConditioner,
         device: torch.device,
         pool: int = CAPTION_POOL,
+        memo_folder: Path | None = None,
     ):
         from training.data.caption_augment import can_augment
 
-        self.records, self.probability, self.seed, self.pool = list(records), float(probability), seed, pool
-        self.phrased = [can_augment(r) for r in self.records]
+        # unread records (ManifestRecords) stay unread: a record is read again when its pool caption is made
+        self.records = records if isinstance(records, ManifestRecords) else list(records)
+        self.probability, self.seed, self.pool = float(probability), seed, pool
+        self.phrased = np.fromiter((can_augment(r) for r in self.records), dtype=bool, count=len(self.records))
         self.tokenizer, self.encoder = text.tokenizer, text.encoder.to(device).eval()
-        self.memo: dict[tuple[int, int], torch.Tensor] = {}  # (index, slot) -> states (L, E), L its own tokens
+        # (index, slot) -> states (L, E), L its own tokens: in memory, or (memo_folder) in a file there
+        self.memo: dict[tuple[int, int], torch.Tensor] | CaptionStates = (
+            {} if memo_folder is None else CaptionStates(memo_folder, len(self.records), pool)
+        )
         self.first_row = 0
 
     def caption(self, index: int, slot: int) -> str:
@@ -356,12 +557,16 @@ __all__ = [
     "SPLITS",
     "Augmentation",
     "AugmentedCaptions",
+    "CaptionStates",
     "DatasetError",
     "Manifest",
+    "ManifestRecords",
     "augment",
     "evenly_spaced",
+    "join_records",
     "load_image",
     "load_images",
+    "pick_records",
     "random_crop",
     "read_manifest",
 ]

@@ -7,6 +7,7 @@ cache's use are :mod:`training.train_diffusion`.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 
@@ -191,13 +192,13 @@ def sample_prompts(manifest: Manifest, limit: int = SAMPLE_PROMPTS) -> list[str]
     """``limit`` distinct non-empty captions that differ in content (validation records first): the
     first caption, then each time the one sharing the fewest words with those already chosen, so
     a grid shows normals and findings alike rather than four phrasings of one class."""
-    candidates: list[str] = []
-    for record in [*manifest.split("val"), *manifest.split("train")]:
+    candidates: dict[str, None] = {}  # distinct, in order; streamed: 100k+ records are never all in memory
+    for record in itertools.chain(manifest.split("val"), manifest.split("train")):
         text = record.text.strip()
-        if text and text not in candidates:
-            candidates.append(text)
+        if text:
+            candidates.setdefault(text)
     words = {text: set(text.lower().replace(".", " ").replace(",", " ").split()) for text in candidates}
-    prompts: list[str] = candidates[:1]
+    prompts: list[str] = list(itertools.islice(candidates, 1))
     while len(prompts) < min(limit, len(candidates)):
 
         def overlap(text: str) -> float:

@@ -15,7 +15,7 @@ from training.cli import command_error
 
 EXIT_OK = 0
 EXIT_USAGE = 2
-PATH_OPTIONS = ("data", "out", "vae", "init_from", "export")
+PATH_OPTIONS = ("data", "out", "vae", "init_from", "export", "latent_cache")
 # Options that hold for one invocation: --resume does not take them from the run.
 INVOCATION_OPTIONS = ("stop_after",)
 # Shown in --help; tests/training/test_train.py checks them against the options classes.

@@ -41,7 +41,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +75,8 @@ from training.datasets import (
     AugmentedCaptions,
     Manifest,
     evenly_spaced,
+    join_records,
+    pick_records,
 )
 from training.diffusion_setup import (
     Denoiser,
@@ -209,9 +211,9 @@ class DiffusionOptions(TrainOptions):
 def disk_latents(
     vae: nn.Module,
     manifest: Manifest,
-    train_records: list[ManifestRecord],
-    copies: list[list[ManifestRecord]],
-    val_records: list[ManifestRecord],
+    train_records: Sequence[ManifestRecord],
+    copies: list[Sequence[ManifestRecord]],
+    val_records: Sequence[ManifestRecord],
     options: DiffusionOptions,
     image_size: int,
     device: torch.device,
@@ -225,14 +227,19 @@ def disk_latents(
     workers = options.workers if options.workers is not None else min(4, os.cpu_count() or 1)
 
     def part(
-        name: str, records: list[ManifestRecord], augmentation: Augmentation | None = None, seed: int = 0
+        name: str, records: Sequence[ManifestRecord], augmentation: Augmentation | None = None, seed: int = 0
     ) -> LatentCache:
         digest = hashlib.sha256(manifest.sha256.encode())
-        for record in records:
-            digest.update(b"\x00" + record.image.encode())
+
+        def images() -> Iterator[str]:  # one pass over the records: the key's digest and the paths
+            for record in records:
+                digest.update(b"\x00" + record.image.encode())
+                yield record.image
+
+        paths = PathTable(images())
         style = repr(augmentation) if augmentation else ""
         key = CacheKey(vae_hash, digest.hexdigest(), name, len(records), image_size, style, seed)
-        return cached_latents(root / name, vae, PathTable(r.image for r in records), key, device, workers=workers,
+        return cached_latents(root / name, vae, paths, key, device, workers=workers,
                               augmentation=augmentation, progress=not options.quiet)  # fmt: skip
 
     train = [part("train", train_records)]
@@ -318,8 +325,8 @@ class DiffusionTask:
         self,
         model: LatentDiffusionModel,
         manifest: Manifest,
-        train_records: list[ManifestRecord],
-        val_records: list[ManifestRecord],
+        train_records: Sequence[ManifestRecord],
+        val_records: Sequence[ManifestRecord],
         options: DiffusionOptions,
         device: torch.device,
         log: Log,
@@ -345,39 +352,55 @@ class DiffusionTask:
         self.ema_denoiser = Denoiser(ema["unet"], ema["text_projection"], dict(ema.items()).get("record"))
         self.alphas_cumprod = torch.tensor(schedules.alphas_cumprod(c.schedule), dtype=torch.float32, device=device)
 
-        # 2. text cache: distinct captions + "" + the sample prompts
+        # 2. text cache: distinct captions + "" + the sample prompts. Per training image only compact arrays
+        #    are kept (its caption's row, its record ids), made in one streamed pass over the records
+        #    (ManifestRecords: offsets into the manifest), which are read again only to phrase a pool caption
         started = time.perf_counter()
         self.prompts = sample_prompts(manifest)
-        texts = sorted({r.text for r in (*train_records, *val_records)} | {"", *self.prompts})
+        sources = options.source_names()
+        vocabulary = self.record.vocabulary if self.record is not None else None
+        seen: dict[str, int] = {}  # caption -> its row in order of first sight, until the cache's order is known
+
+        def scan(records: Sequence[ManifestRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+            """(caption rows in ``seen``, whether the source gets augmented copies, record ids (N, K))."""
+            rows, chosen, ids = np.empty(len(records), np.int64), np.empty(len(records), bool), []
+            for chunk in iter_chunks(len(records), 4096):
+                part = list(records[chunk])
+                rows[chunk] = [seen.setdefault(r.text, len(seen)) for r in part]
+                chosen[chunk] = [sources is None or r.source in sources for r in part]
+                if vocabulary is not None:  # the age band too where no age is given
+                    ids.append(vocabulary.batch_ids([record_of_manifest(r) for r in part]))
+            if vocabulary is None:
+                return rows, chosen, None
+            return rows, chosen, np.concatenate(ids) if ids else vocabulary.batch_ids([])
+
+        train_rows, chosen, train_ids = scan(train_records)
+        val_rows, _, val_ids = scan(val_records)
+        texts = sorted(seen.keys() | {"", *self.prompts})
         position = {text: i for i, text in enumerate(texts)}
         self.hidden, self.mask = encode_texts(model.text, texts, device)
         self.empty_index = position[""]
         self.prompt_indices = [position[p] for p in self.prompts]
-        sources = options.source_names()
-        augmented = [r for r in train_records if sources is None or r.source in sources]
-        copies = [augmented] * options.augment_copies
-        self.train_text = torch.tensor(
-            [position[r.text] for r in [*train_records, *(r for copy in copies for r in copy)]],
-            dtype=torch.long,
-            device=device,
-        )
+        cache_row = np.fromiter((position[text] for text in seen), dtype=np.int64, count=len(seen))
+        # the training images, then K augmented copies of those of --augment-sources (positions among them)
+        augmented = np.flatnonzero(chosen) if options.augment_copies else np.zeros(0, np.int64)
+        order = np.concatenate([np.arange(len(train_records)), *[augmented] * options.augment_copies])
+        copies = [pick_records(train_records, augmented)] * options.augment_copies
+        self.train_text = torch.from_numpy(cache_row[train_rows][order]).to(device)
         self.captions = None  # --caption-augment: fresh phrasings, encoded per micro-batch into scratch rows
         if options.caption_augment > 0:
-            records = [*train_records, *(r for copy in copies for r in copy)]
-            self.captions = AugmentedCaptions(records, options.caption_augment, options.seed, model.text, device)
+            memo = Path(options.latent_cache).expanduser() if options.latent_cache else None  # off the heap
+            self.captions = AugmentedCaptions(
+                join_records([train_records, *copies]), options.caption_augment, options.seed, model.text, device,
+                memo_folder=memo,
+            )  # fmt: skip
             self.hidden, self.mask = self.captions.grow(self.hidden, self.mask, options.batch_size)
-        self.val_text = torch.tensor([position[r.text] for r in val_records], dtype=torch.long, device=device)
+        self.val_text = torch.from_numpy(cache_row[val_rows]).to(device)
         # record ids (N, K): the labels' record of each image (augmented copies share their image's)
         self.train_record = self.val_record = self.prompt_record = None
-        if self.record is not None:
-            vocabulary = self.record.vocabulary
-
-            def ids(records: list[ManifestRecord]) -> torch.Tensor:
-                labels = [record_of_manifest(r) for r in records]  # the age band too where no age is given
-                return torch.from_numpy(vocabulary.batch_ids(labels)).to(device)
-
-            self.train_record = ids([*train_records, *(r for copy in copies for r in copy)])
-            self.val_record = ids(val_records)
+        if vocabulary is not None and train_ids is not None and val_ids is not None:
+            self.train_record = torch.from_numpy(train_ids[order]).to(device)
+            self.val_record = torch.from_numpy(val_ids).to(device)
             self.prompt_record = torch.from_numpy(vocabulary.batch_ids([parse_prompt(p) for p in self.prompts]))
 
         # 3. latent cache: tensors in memory, or (--latent-cache) shards on disk read through memory maps
@@ -596,9 +619,12 @@ def model_card(
     if options.record_tokens:
         # what engine.findings.understood reads: the record's age band and sex reach the model (no "place":
         # no label gives a side, so side tokens never train), and the bands and views the train split has
-        train = [record_of_manifest(r) for r in manifest.records if r.split == "train"]
-        bands = {r.age_band for r in train}
-        views = {r.view for r in train} | ({"supine AP"} if any(r.view == "AP" for r in train) else set())
+        bands, views = set(), set()
+        for record in manifest.split("train"):  # streamed: 100k+ records are never all in memory
+            labels = record_of_manifest(record)
+            bands.add(labels.age_band)
+            views.add(labels.view)
+        views |= {"supine AP"} if "AP" in views else set()
         card["conditioning"] = ["age", "sex"]
         card["age_bands"] = [band for band in AGE_BANDS if band in bands]
         card["views"] = [view for view in VIEWS if view in views]
