@@ -63,16 +63,18 @@ def template(size: int, folder: Path) -> Dataset:
 
 
 def fill(outbox: Outbox, ds: Dataset, count: int) -> set[str]:
-    """Queue ``count`` copies of ``ds`` with fresh SOP Instance UIDs (fresh study and series per 100)."""
+    """Queue ``count`` copies of ``ds`` with fresh SOP Instance UIDs (fresh study and series per 100), in one
+    ``Outbox.batch()`` as ``send`` and ``make-studies --send`` queue."""
     uids = set()
-    for index in range(count):
-        if index % INSTANCES_PER_STUDY == 0:
-            ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-        uid = generate_uid()
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
-        ds.InstanceNumber = index % INSTANCES_PER_STUDY + 1
-        outbox.put(ds, NODE)
-        uids.add(uid)
+    with outbox.batch():
+        for index in range(count):
+            if index % INSTANCES_PER_STUDY == 0:
+                ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+            uid = generate_uid()
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+            ds.InstanceNumber = index % INSTANCES_PER_STUDY + 1
+            outbox.put(ds, NODE)
+            uids.add(uid)
     return uids
 
 
@@ -133,7 +135,8 @@ def durability(server: OrthancServer, work: Path, ds: Dataset, count: int, assoc
     outbox = Outbox(work / "outbox-durability")
     started = time.perf_counter()
     uids = fill(outbox, ds, count)
-    print(f"durability: {count} instances queued in {time.perf_counter() - started:.1f} s; "
+    queued_s = time.perf_counter() - started
+    print(f"durability: {count} instances queued in {queued_s:.1f} s ({queued_s / count * 1000:.2f} s per 1,000); "
           f"{associations} associations; Orthanc killed after {kill_at:.0%} acknowledged")  # fmt: skip
     node = node_for(server)
     kill_after = max(1, int(count * kill_at))
