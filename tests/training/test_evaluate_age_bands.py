@@ -253,17 +253,24 @@ def test_the_judges_real_aurocs_are_reproduced_from_the_saved_judge(adult_run: d
 
 
 @pytest.mark.slow
-def test_the_child_band_runs_on_a_record_token_pack(
-    tiny_record_pack_dir: Path, band_manifest: Path, tmp_path: Path
+def test_the_child_band_runs_on_a_record_token_pack_with_a_judge_by_transfer(
+    tiny_record_pack_dir: Path, band_manifest: Path, tmp_path: Path, adult_run: dict
 ) -> None:
     manifest = tmp_path / "children.jsonl"
     records = read_manifest(band_manifest)
     # children: the adult records again, aged 6 (the band's split and findings kept)
     write_manifest(manifest, [replace(r, age=6, age_band=None) if r.patient_id.startswith("A") else r for r in records])
     out = tmp_path / "report"
-    code, _, stderr = _run(_band_args(tiny_record_pack_dir, manifest, out, ("normal", "cardiomegaly"), "child"))
+    args = _band_args(tiny_record_pack_dir, manifest, out, ("normal", "cardiomegaly"), "child")
+    code, _, stderr = _run([*args, "--classifier-init", str(adult_run["out"] / "classifier")])
     assert code == 0, stderr
-    section = json.loads((out / "report.json").read_text(encoding="utf-8"))["age_bands"]["child"]
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert (
+        f"trained from the convolutional layers of {adult_run['out'] / 'classifier'}"
+        in report["classifier"]["description"]
+    )
+    assert "trained from scratch" in adult_run["report"]["classifier"]["description"]
+    section = report["age_bands"]["child"]
     assert section["records"]["train"] == 20 + 3
     for prompt in section["findings"]["cardiomegaly"]["prompts"]:
         assert prompt.startswith("Paediatric AP chest radiograph: ") and parse_prompt(prompt).age_band == "child"

@@ -90,6 +90,8 @@ def fit_classifier(ctx: Context) -> dict:
             image_set.probabilities, image_set.features = _predict(ctx, image_set.images)
             bar.update(len(image_set.images))
     config = model.config
+    # --classifier-init: the description said "from scratch" of a classifier that started from another one
+    start = f"from the convolutional layers of {options.classifier_init}" if options.classifier_init else "from scratch"
     out = {
         "name": config.name,
         "description": (
@@ -97,8 +99,8 @@ def fit_classifier(ctx: Context) -> dict:
             f"conv, BatchNorm, ReLU and 2x2 max-pool with {', '.join(map(str, config.widths))} channels), global "
             f"average pool -> {config.feature_dim}-d features -> linear"
             f"{' -> one sigmoid per finding (multi-label)' if config.multi_label else ''}; "
-            f"{parameter_count(model):,} parameters; trained from scratch on the manifest's train split at "
-            f"{config.input_size} x {config.input_size} px; no pretrained weights"
+            f"{parameter_count(model):,} parameters; trained {start} on the manifest's train split at "
+            f"{config.input_size} x {config.input_size} px; no weights downloaded"
         ),
         "feature_space": f"the {config.feature_dim}-d global-average-pool output (penultimate layer)",
         "input_size": config.input_size,
