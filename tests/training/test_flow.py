@@ -165,6 +165,13 @@ def test_a_tiny_flow_run_exports_generates_with_every_sampler_and_resumes_exactl
     for sampler in SAMPLERS:
         images = pipeline.generate(GenerationRequest(prompt="Cardiomegaly", num_steps=3, sampler=sampler)).images
         assert images.shape == (1, 32, 32) and np.isfinite(images).all() and images.std() > 0, sampler
+    # 4. and through the command line, as users run it
+    from engine.cli.main import main
+
+    out = tmp_path / "flow.png"
+    assert main(["generate", "Cardiomegaly", "--model", str(pack), "--steps", "3", "--sampler", "euler",
+                 "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    assert out.is_file()
 
 
 @pytest.mark.parametrize(
