@@ -11,7 +11,7 @@ import math
 import os
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,6 +132,52 @@ def read_table(path: Path, kind: str) -> tuple[list[str], list[tuple[int, dict[s
     return columns, rows
 
 
+@dataclass(frozen=True)
+class TableRow:
+    """One row of a source's table: where it is ("TABLE, line N"), its key cell and its cells."""
+
+    where: str
+    key: str
+    row: dict[str, str]
+
+
+def table_rows(
+    tables: Sequence[Path],
+    kind: str,
+    required: Sequence[str],
+    result: ImportResult,
+    *,
+    key: str,
+    filled: Sequence[str] = (),
+    whole: bool = False,
+    missing: str,
+    duplicate: str,
+) -> Iterator[TableRow]:
+    """The rows of ``tables`` in order, one at a time, for the importers that read a source's label
+    table: each table must have the ``required`` columns (else :class:`ImporterError`); a row whose
+    ``key`` cell or a ``filled`` cell is empty (or, with ``whole``, a line with too few or too many
+    cells) is skipped by name as ``missing``, a key seen before as ``duplicate`` (``{key}`` in it
+    names the key): the first row of a key wins. What is held: the keys seen."""
+    seen: set[str] = set()
+    for table in tables:
+        columns, numbered = read_table(table, kind)
+        absent = [name for name in required if name not in columns]
+        if absent:
+            raise ImporterError(f"{kind}: {table} has no column(s) {', '.join(absent)}")
+        for line, row in numbered:
+            where = f"{table.name}, line {line}"
+            value = (row.get(key) or "").strip()
+            broken = whole and (None in row or any(cell is None for cell in row.values()))
+            if not value or broken or any(not (row.get(name) or "").strip() for name in filled):
+                result.skip(where, missing)
+                continue
+            if value in seen:
+                result.skip(where, duplicate.format(key=value))
+                continue
+            seen.add(value)
+            yield TableRow(where, value, row)
+
+
 AGE_RANGE = (0, 120)  # whole years, as engine.manifest accepts them
 
 
@@ -169,6 +215,7 @@ __all__ = [
     "ImportOptions",
     "ImportResult",
     "ImporterError",
+    "TableRow",
     "age_years",
     "check_image",
     "image_index",
@@ -176,4 +223,5 @@ __all__ = [
     "need_existing",
     "read_image",
     "read_table",
+    "table_rows",
 ]

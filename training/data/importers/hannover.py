@@ -33,7 +33,7 @@ from training.data.importers.common import (
     image_index,
     make_record,
     need_existing,
-    read_table,
+    table_rows,
 )
 
 _REQUIRED = ("patient_id", "image_id")
@@ -52,54 +52,42 @@ def import_hannover(paths: Sequence[Path], manifest: Path, options: ImportOption
         raise ImporterError("hannover: give the image folder (IMAGE_ID.png files)")
     index = image_index(folders)
     result = ImportResult()
-    seen: set[str] = set()
-    for table in tables:
-        columns, numbered = read_table(table, "hannover")
-        missing = [name for name in _REQUIRED if name not in columns]
-        if missing:
-            raise ImporterError(f"hannover: {table} has no column(s) {', '.join(missing)}")
-        for line, row in numbered:
-            if result.full(options):
-                return result
-            where = f"{table.name}, line {line}"
-            patient, image_id = (row.get("patient_id") or "").strip(), (row.get("image_id") or "").strip()
-            if not patient or not image_id:
-                result.skip(where, "no patient_id or image_id")
-                continue
-            if image_id in seen:
-                result.skip(where, f"image {image_id} listed twice")
-                continue
-            seen.add(image_id)
-            path = next(
-                (index[name] for name in (image_id, *(image_id + s for s in IMAGE_SUFFIXES)) if name in index), None
+    rows = table_rows(tables, "hannover", _REQUIRED, result, key="image_id", filled=("patient_id",),
+                      missing="no patient_id or image_id", duplicate="image {key} listed twice")  # fmt: skip
+    for item in rows:
+        row, image_id, patient = item.row, item.key, (item.row.get("patient_id") or "").strip()
+        path = next(
+            (index[name] for name in (image_id, *(image_id + s for s in IMAGE_SUFFIXES)) if name in index), None
+        )
+        problem = "image file missing" if path is None else check_image(path, options)
+        if problem:
+            result.skip(image_id, problem)
+            continue
+        view = _VIEWS.get((row.get("projection") or "").strip().lower(), "UNKNOWN")
+        sex = _SEXES.get((row.get("sex") or "").strip().lower())
+        if view == "UNKNOWN":
+            result.notes["projection not ap or pa: view UNKNOWN"] += 1
+        if sex is None:
+            result.notes["sex not m or f: left out"] += 1
+        caption = covid_caption(
+            caption_rng(options.seed, path.name), view=None if view == "UNKNOWN" else view, sex=sex
+        )
+        result.records.append(
+            make_record(
+                path,
+                manifest,
+                text=caption.text,
+                findings=caption.findings,
+                patient_id=patient,
+                view=view,
+                source="hannover",
+                sex=sex,
+                age_band="adult",
+                label=LABEL,
             )
-            problem = "image file missing" if path is None else check_image(path, options)
-            if problem:
-                result.skip(image_id, problem)
-                continue
-            view = _VIEWS.get((row.get("projection") or "").strip().lower(), "UNKNOWN")
-            sex = _SEXES.get((row.get("sex") or "").strip().lower())
-            if view == "UNKNOWN":
-                result.notes["projection not ap or pa: view UNKNOWN"] += 1
-            if sex is None:
-                result.notes["sex not m or f: left out"] += 1
-            caption = covid_caption(
-                caption_rng(options.seed, path.name), view=None if view == "UNKNOWN" else view, sex=sex
-            )
-            result.records.append(
-                make_record(
-                    path,
-                    manifest,
-                    text=caption.text,
-                    findings=caption.findings,
-                    patient_id=patient,
-                    view=view,
-                    source="hannover",
-                    sex=sex,
-                    age_band="adult",
-                    label=LABEL,
-                )
-            )
+        )
+        if result.full(options):
+            break
     return result
 
 

@@ -17,7 +17,7 @@ from training.data.importers.common import (
     image_index,
     make_record,
     need_existing,
-    read_table,
+    table_rows,
 )
 
 _NIH_REQUIRED = ("Image Index", "Finding Labels")
@@ -33,21 +33,12 @@ def import_nih(paths: Sequence[Path], manifest: Path, options: ImportOptions) ->
         raise ImporterError("nih: give the image folder(s)")
     index = image_index(folders)
     result = ImportResult()
-    # 1. rows from every table; the first row for an image wins
-    rows: dict[str, dict[str, str]] = {}
-    for table in tables:
-        columns, numbered = read_table(table, "nih")
-        missing = [name for name in _NIH_REQUIRED if name not in columns]
-        if missing:
-            raise ImporterError(f"nih: {table} has no column(s) {', '.join(missing)}")
-        for _, row in numbered:
-            name = (row.get("Image Index") or "").strip()
-            if not name or None in row or any(value is None for value in row.values()):
-                result.skipped["malformed row"] += 1
-            elif name in rows:
-                result.skipped["duplicate row"] += 1
-            else:
-                rows[name] = row
+    # 1. rows from every table; the first row for an image wins (held: the rows, to import them in name order)
+    table = table_rows(
+        tables, "nih", _NIH_REQUIRED, result, key="Image Index", whole=True, missing="malformed row",
+        duplicate="duplicate row",
+    )  # fmt: skip
+    rows = {item.key: item.row for item in table}
     # 2. the rows whose image is there
     without_image = 0
     for name in sorted(rows):
