@@ -7,11 +7,12 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import math
 import os
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +77,19 @@ class ImportResult:
 
     def full(self, options: ImportOptions) -> bool:
         return options.limit is not None and len(self.records) >= options.limit
+
+
+RecordStream = Callable[[Sequence[Path], Path, ImportOptions, ImportResult], Iterator[ManifestRecord]]
+"""An importer's records one at a time (``paths, manifest, options, result``): the skipped items and
+notes go to ``result`` as they happen, the records are yielded, so that ``run_import`` writes them
+line by line (``engine.manifest.write_manifest``) and never holds them."""
+
+
+def collect(records: RecordStream, paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
+    """An importer's records as a list in an :class:`ImportResult` (``options.limit`` of them at most)."""
+    result = ImportResult()
+    result.records.extend(itertools.islice(records(paths, manifest, options, result), options.limit))
+    return result
 
 
 def read_image(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray | None:
@@ -215,9 +229,11 @@ __all__ = [
     "ImportOptions",
     "ImportResult",
     "ImporterError",
+    "RecordStream",
     "TableRow",
     "age_years",
     "check_image",
+    "collect",
     "image_index",
     "make_record",
     "need_existing",

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from engine.findings.reader import summarize
 from engine.findings.vocabulary import FINDINGS, STATUSES
-from engine.manifest import VIEWS
+from engine.manifest import VIEWS, ManifestRecord
 from training.data.importers.common import (
     AGE_RANGE,
     ImporterError,
@@ -19,6 +19,7 @@ from training.data.importers.common import (
     ImportResult,
     age_years,
     check_image,
+    collect,
     make_record,
     need_existing,
     read_table,
@@ -49,9 +50,10 @@ def parse_findings(text: str) -> dict[str, str]:
     return findings
 
 
-def import_csv(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
+def iter_csv(
+    paths: Sequence[Path], manifest: Path, options: ImportOptions, result: ImportResult
+) -> Iterator[ManifestRecord]:
     need_existing(paths, "csv")
-    result = ImportResult()
     for table in paths:
         if not table.is_file():
             raise ImporterError(f"csv: {table} is not a file")
@@ -61,7 +63,7 @@ def import_csv(paths: Sequence[Path], manifest: Path, options: ImportOptions) ->
             raise ImporterError(f"csv: {table} needs the columns path,text[,findings,patient_id,view,age,sex,label]")
         for line, row in rows:
             if result.full(options):
-                return result
+                return
             where = f"{table}, line {line}"
             cell = {key: (row.get(name) or "").strip() for key, name in columns.items()}
             if None in row:
@@ -97,7 +99,7 @@ def import_csv(paths: Sequence[Path], manifest: Path, options: ImportOptions) ->
             if not patient:
                 patient = image.stem
                 result.notes["no patient_id: the image stands for its patient"] += 1
-            result.records.append(
+            yield (
                 make_record(
                     image,
                     manifest,
@@ -111,10 +113,15 @@ def import_csv(paths: Sequence[Path], manifest: Path, options: ImportOptions) ->
                     label=cell.get("label") or None,
                 )
             )
-    return result
+
+
+def import_csv(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
+    """The records of :func:`iter_csv` as a list (``run_import`` streams them instead)."""
+    return collect(iter_csv, paths, manifest, options)
 
 
 __all__ = [
     "import_csv",
+    "iter_csv",
     "parse_findings",
 ]

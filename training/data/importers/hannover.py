@@ -20,9 +20,10 @@ skipped by name (table and line, or the image id).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from engine.manifest import ManifestRecord
 from training.data.captions import caption_rng, covid_caption
 from training.data.importers.common import (
     IMAGE_SUFFIXES,
@@ -30,6 +31,7 @@ from training.data.importers.common import (
     ImportOptions,
     ImportResult,
     check_image,
+    collect,
     image_index,
     make_record,
     need_existing,
@@ -42,7 +44,9 @@ _SEXES = {"m": "M", "f": "F"}
 LABEL = "COVID-19"
 
 
-def import_hannover(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
+def iter_hannover(
+    paths: Sequence[Path], manifest: Path, options: ImportOptions, result: ImportResult
+) -> Iterator[ManifestRecord]:
     need_existing(paths, "hannover")
     tables = [p for p in paths if p.is_file()]
     folders = [p for p in paths if p.is_dir()]
@@ -51,7 +55,6 @@ def import_hannover(paths: Sequence[Path], manifest: Path, options: ImportOption
     if not folders:
         raise ImporterError("hannover: give the image folder (IMAGE_ID.png files)")
     index = image_index(folders)
-    result = ImportResult()
     rows = table_rows(tables, "hannover", _REQUIRED, result, key="image_id", filled=("patient_id",),
                       missing="no patient_id or image_id", duplicate="image {key} listed twice")  # fmt: skip
     for item in rows:
@@ -72,7 +75,7 @@ def import_hannover(paths: Sequence[Path], manifest: Path, options: ImportOption
         caption = covid_caption(
             caption_rng(options.seed, path.name), view=None if view == "UNKNOWN" else view, sex=sex
         )
-        result.records.append(
+        yield (
             make_record(
                 path,
                 manifest,
@@ -88,10 +91,15 @@ def import_hannover(paths: Sequence[Path], manifest: Path, options: ImportOption
         )
         if result.full(options):
             break
-    return result
+
+
+def import_hannover(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
+    """The records of :func:`iter_hannover` as a list (``run_import`` streams them instead)."""
+    return collect(iter_hannover, paths, manifest, options)
 
 
 __all__ = [
     "LABEL",
     "import_hannover",
+    "iter_hannover",
 ]

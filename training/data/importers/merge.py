@@ -13,30 +13,36 @@ twice; and a manifest that does not exist or has a bad line (the reader's messag
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from engine.manifest import ManifestError, read_manifest, relative_image_path, resolve_image
-from training.data.importers.common import ImporterError, ImportOptions, ImportResult
+from engine.manifest import ManifestError, ManifestRecord, iter_manifest, relative_image_path, resolve_image
+from training.data.importers.common import ImporterError, ImportOptions, ImportResult, collect
 
 
-def merge_manifests(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
+def _records(path: Path) -> Iterator[ManifestRecord]:
+    """A manifest's records one at a time; a bad line is an :class:`ImporterError` naming it."""
+    try:
+        yield from iter_manifest(path)
+    except (ManifestError, UnicodeDecodeError) as exc:
+        raise ImporterError(f"merge: {exc}") from None
+
+
+def iter_merged(
+    paths: Sequence[Path], manifest: Path, options: ImportOptions, result: ImportResult
+) -> Iterator[ManifestRecord]:
     """The records of ``paths`` in order, images re-pointed for ``manifest``, splits kept; ``options``
     are not used (a merge draws nothing)."""
     if len(paths) < 2:
         raise ImporterError("merge: give two or more manifests (.jsonl)")
-    result = ImportResult()
     patients: dict[str, tuple[str, str, str]] = {}  # patient id -> (split, source, manifest name)
     images: dict[str, str] = {}  # resolved image -> manifest name
     for path in paths:
         if not path.is_file():
             raise ImporterError(f"merge: {path} does not exist or is not a file")
-        try:
-            records = read_manifest(path)
-        except (ManifestError, UnicodeDecodeError) as exc:
-            raise ImporterError(f"merge: {exc}") from None
-        for record in records:
+        count = 0
+        for record in _records(path):
             image = str(resolve_image(record, path).resolve())
             if image in images:
                 raise ImporterError(f"merge: image {image} is in {images[image]} and in {path.name}")
@@ -52,11 +58,17 @@ def merge_manifests(paths: Sequence[Path], manifest: Path, options: ImportOption
                     f"merge: patient {record.patient_id!r} is in split {split} in {where} and in {record.split} "
                     f"in {path.name}; import the sources with the same --seed"
                 )
-            result.records.append(replace(record, image=relative_image_path(Path(image), manifest)))
-        result.notes[f"images from {path.name}"] += len(records)
-    return result
+            yield replace(record, image=relative_image_path(Path(image), manifest))
+            count += 1
+        result.notes[f"images from {path.name}"] += count
+
+
+def merge_manifests(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
+    """The records of :func:`iter_merged` as a list (``run_import`` streams them instead)."""
+    return collect(iter_merged, paths, manifest, options)
 
 
 __all__ = [
+    "iter_merged",
     "merge_manifests",
 ]

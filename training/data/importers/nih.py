@@ -4,9 +4,10 @@ captions from labels, age, sex and view, for the rows whose image is there.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from engine.manifest import ManifestRecord
 from training.data.captions import CaptionError, caption_rng, nih_caption
 from training.data.importers.common import (
     ImporterError,
@@ -14,6 +15,7 @@ from training.data.importers.common import (
     ImportResult,
     age_years,
     check_image,
+    collect,
     image_index,
     make_record,
     need_existing,
@@ -23,7 +25,9 @@ from training.data.importers.common import (
 _NIH_REQUIRED = ("Image Index", "Finding Labels")
 
 
-def import_nih(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
+def iter_nih(
+    paths: Sequence[Path], manifest: Path, options: ImportOptions, result: ImportResult
+) -> Iterator[ManifestRecord]:
     need_existing(paths, "nih")
     tables = [p for p in paths if p.is_file()]
     folders = [p for p in paths if p.is_dir()]
@@ -32,7 +36,6 @@ def import_nih(paths: Sequence[Path], manifest: Path, options: ImportOptions) ->
     if not folders:
         raise ImporterError("nih: give the image folder(s)")
     index = image_index(folders)
-    result = ImportResult()
     # 1. rows from every table; the first row for an image wins (held: the rows, to import them in name order)
     table = table_rows(
         tables, "nih", _NIH_REQUIRED, result, key="Image Index", whole=True, missing="malformed row",
@@ -69,7 +72,7 @@ def import_nih(paths: Sequence[Path], manifest: Path, options: ImportOptions) ->
             result.skipped["unknown finding label"] += 1
             continue
         patient = (row.get("Patient ID") or "").strip() or name.split("_", 1)[0]
-        result.records.append(
+        yield (
             make_record(
                 path,
                 manifest,
@@ -85,9 +88,14 @@ def import_nih(paths: Sequence[Path], manifest: Path, options: ImportOptions) ->
         )
     if without_image:
         result.notes["table rows without an image in the folders"] += without_image
-    return result
+
+
+def import_nih(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
+    """The records of :func:`iter_nih` as a list (``run_import`` streams them instead)."""
+    return collect(iter_nih, paths, manifest, options)
 
 
 __all__ = [
     "import_nih",
+    "iter_nih",
 ]

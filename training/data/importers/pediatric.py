@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from engine.manifest import ManifestRecord
 from training.data.captions import PAEDIATRIC_LABELS, caption_rng, paediatric_caption
 from training.data.importers.common import (
     IMAGE_SUFFIXES,
@@ -26,6 +27,7 @@ from training.data.importers.common import (
     ImportOptions,
     ImportResult,
     check_image,
+    collect,
     make_record,
     need_existing,
     read_table,
@@ -93,15 +95,16 @@ def _pediatric_rows(root: Path, result: ImportResult) -> Iterator[tuple[Path, st
             yield path, kermany_label(path.name, folder.name), kermany_patient_id(path.name)
 
 
-def import_pediatric(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
+def iter_pediatric(
+    paths: Sequence[Path], manifest: Path, options: ImportOptions, result: ImportResult
+) -> Iterator[ManifestRecord]:
     need_existing(paths, "pediatric")
-    result = ImportResult()
     for root in paths:
         if not root.is_dir():
             raise ImporterError(f"pediatric: {root} is not a folder")
         for image, label, patient in _pediatric_rows(root, result):
             if result.full(options):
-                return result
+                return
             if label not in PAEDIATRIC_LABELS:
                 result.skipped[f"unknown label {label!r}"] += 1
                 continue
@@ -110,7 +113,7 @@ def import_pediatric(paths: Sequence[Path], manifest: Path, options: ImportOptio
                 result.skipped[problem] += 1
                 continue
             caption = paediatric_caption(label, caption_rng(options.seed, image.name))
-            result.records.append(
+            yield (
                 make_record(
                     image,
                     manifest,
@@ -123,11 +126,16 @@ def import_pediatric(paths: Sequence[Path], manifest: Path, options: ImportOptio
                     age_band="child",
                 )
             )
-    return result
+
+
+def import_pediatric(paths: Sequence[Path], manifest: Path, options: ImportOptions) -> ImportResult:
+    """The records of :func:`iter_pediatric` as a list (``run_import`` streams them instead)."""
+    return collect(iter_pediatric, paths, manifest, options)
 
 
 __all__ = [
     "import_pediatric",
+    "iter_pediatric",
     "kermany_label",
     "kermany_patient_id",
 ]
