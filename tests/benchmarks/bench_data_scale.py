@@ -1,19 +1,25 @@
-"""Data at scale (issue 20 item 2): time and peak memory per 1,000 records for 10k, 30k and 100k.
+"""Data at scale (issue 20 item 2): time and peak memory per 1,000 records for 10k and 100k records.
 
-    OMP_NUM_THREADS=1 .venv/bin/python tests/benchmarks/bench_data_scale.py [--counts 10000,30000,100000]
+    OMP_NUM_THREADS=1 .venv/bin/python tests/benchmarks/bench_data_scale.py [--counts 10000,100000]
 
-Builds a few hundred small PNGs (40x36, 8-bit; records repeat them) and the tiny seeded model of the
-tests (32x32 images, a 4x8x8 latent: the VAE and UNet are tiny so the run takes minutes on a CPU,
-which times the data path rather than the networks). For each count, three phases, each in its own
-process so each has its own peak:
+Builds a few hundred small PNGs (40x36, 8-bit; records repeat them) and a seeded model shaped like
+the tests' tiny one (32x32 images, a 4x8x8 latent, a tiny random BERT) with a VAE and UNet smaller
+still (4-8 channels): the networks are tiny so that caching and an epoch of 100k records take
+minutes on a CPU, which times the data path rather than the networks. The records carry findings,
+age and sex, so record tokens and --caption-augment (the defaults) have something to read. For each
+count, three phases, each in its own process so each has its own peak:
 
 - import: a generator of records (splits by patient, as importers assign them) streamed by
-  ``engine.manifest.write_manifest``, then one pass of ``iter_manifest`` keeping what training keeps
-  per record (a ``PathTable`` of image paths, split and caption codes);
-- cache: ``fill_latent_cache`` of every record (one DataLoader worker decodes, the tiny VAE encodes
-  in this process, shards of 1,024 rows);
-- epoch: one shuffled pass over the cache's memory maps in batches of 64 (every row read once), with a
-  tiny-UNet training step (forward, backward, AdamW) on one batch in 8.
+  ``engine.manifest.write_manifest``, then ``training.datasets.read_manifest`` (what a run reads:
+  line offsets and split codes);
+- cache: ``train_diffusion`` (what ``cxr-studio train diffusion`` runs) with ``--latent-cache`` and
+  ``--stop-after 1``: the run's start-up (manifest, text cache, record ids, the latent cache filled,
+  one DataLoader worker decoding) and its first step;
+- epoch: the same run resumed (``--resume``) to the end of its first epoch (batches of 128, every
+  training row read once through the memory maps), then validation and the checkpoint, as ``fit``
+  does. ``--caption-augment`` is off: it adds a text-encoder pass per drawn image, which would time the
+  encoder, not the data path (the pool captions' states go to a file in the cache folder,
+  ``training.datasets.CaptionStates``; tests/training/test_streaming.py).
 
 Memory: ``peak heap`` is the highest anonymous resident memory (RssAnon, sampled every 2 ms from
 /proc/self/status), ``peak RSS`` the process's ru_maxrss, which also counts pages of the mapped
@@ -83,6 +89,17 @@ class PeakMemory:
 # --------------------------------------------------------------------------- one phase (a child process)
 
 
+FINDINGS = (
+    {"cardiomegaly": "present"},
+    {"pleural_effusion": "present", "atelectasis": "present"},
+    {"no_finding": "present"},
+    {"consolidation": "present", "cardiomegaly": "absent"},
+    {"no_finding": "present", "pneumothorax": "absent"},
+    {"cardiomegaly": "present", "pleural_effusion": "present"},
+)
+BATCH = 128
+
+
 def _records(work: Path, count: int):
     """``count`` records over the PNGs of ``work``/images (one patient per 3 records)."""
     from engine.manifest import ManifestRecord, split_of
@@ -90,111 +107,64 @@ def _records(work: Path, count: int):
     for i in range(count):
         patient = f"P{i // 3:06d}"
         yield ManifestRecord(
-            image=f"images/chest{i % IMAGES:03d}.png", text=CAPTIONS[i % len(CAPTIONS)], findings={},
-            patient_id=patient, view="PA", source="synthetic",
-            split=split_of(patient, seed=0, val_frac=0.05, test_frac=0.05),
+            image=f"images/chest{i % IMAGES:03d}.png", text=CAPTIONS[i % len(CAPTIONS)],
+            findings=FINDINGS[i % len(FINDINGS)], patient_id=patient, view="PA", source="synthetic",
+            split=split_of(patient, seed=0, val_frac=0.05, test_frac=0.05), age=18 + i % 70, sex="MF"[i % 2],
         )  # fmt: skip
 
 
-def _compact(manifest: Path):
-    """One streamed pass: image paths (absolute), split codes and caption codes, nothing else per record."""
-    import numpy as np
-
-    from engine.manifest import SPLITS, iter_manifest, resolve_image
-    from training.latent_cache import PathTable
-
-    splits = bytearray()
-    captions: dict[str, int] = {}
-    codes = bytearray()
-
-    def paths():
-        for record in iter_manifest(manifest):
-            splits.append(SPLITS.index(record.split))
-            codes.append(captions.setdefault(record.text, len(captions)))
-            yield str(resolve_image(record, manifest))
-
-    table = PathTable(paths())
-    return table, np.frombuffer(bytes(splits), np.uint8), np.frombuffer(bytes(codes), np.uint8), list(captions)
-
-
 def phase_import(work: Path, count: int) -> dict:
-    import training.latent_cache  # noqa: F401  (imported before the clock starts: PathTable's module imports torch)
+    import training.datasets  # noqa: F401  (imported before the clock starts: it imports torch and OpenCV)
     from engine.manifest import write_manifest
+    from training.datasets import read_manifest
 
     manifest = work / f"manifest-{count}.jsonl"
     started = time.perf_counter()
     write_manifest(manifest, _records(work, count))
     written = time.perf_counter()
-    table, splits, _, _ = _compact(manifest)
-    assert len(table) == count and len(splits) == count
+    read = read_manifest(manifest)
+    assert len(read.records) == count
     return {"write_s": written - started, "read_s": time.perf_counter() - written}
 
 
-def _key(work: Path, count: int, vae):
-    import hashlib
+def _options(work: Path, count: int, **changes):
+    """The run of one count: the real ``train diffusion`` options, one epoch of the train split."""
+    from training.train_diffusion import DiffusionOptions
 
-    from training.latent_cache import CacheKey, vae_sha256
-
-    digest = hashlib.sha256()
-    with open(work / f"manifest-{count}.jsonl", "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return CacheKey(vae_sha256(vae), digest.hexdigest(), "all", count, 32)
+    with open(work / f"manifest-{count}.jsonl", encoding="utf-8") as stream:
+        train = sum('"split": "train"' in line for line in stream)
+    steps = train // BATCH
+    options = DiffusionOptions(
+        data=str(work / f"manifest-{count}.jsonl"), out=str(work / f"run-{count}"), vae=str(work / "checkpoint"),
+        latent_cache=str(work / f"cache-{count}"), steps=steps, batch_size=BATCH, lr=1e-4, checkpoint_every=steps,
+        log_every=50, sample_every=0, patience=0, device="cpu", workers=WORKERS, quiet=True, seed=0,
+        caption_augment=0.0,  # on, the text encoder would run on ~0.8 pool captions per image and epoch
+    )  # fmt: skip
+    return DiffusionOptions(**{**options.to_json(), **changes})
 
 
 def phase_cache(work: Path, count: int) -> dict:
-    import torch
+    import shutil
 
-    from training.checkpoint import load_checkpoint
-    from training.latent_cache import fill_latent_cache
+    from training.train_diffusion import train_diffusion
 
-    vae = load_checkpoint(work / "checkpoint").vae.eval().requires_grad_(False)
-    table, _, _, _ = _compact(work / f"manifest-{count}.jsonl")
+    shutil.rmtree(work / f"run-{count}", ignore_errors=True)
+    options = _options(work, count, stop_after=1)
     started = time.perf_counter()
-    key = _key(work, count, vae)
-    written = fill_latent_cache(work / f"cache-{count}", vae, table, key, torch.device("cpu"), workers=WORKERS)
-    return {"cache_s": time.perf_counter() - started, "shards": len(written)}
+    result = train_diffusion(options)
+    assert result.step == 1 and not result.finished
+    shards = len(list((work / f"cache-{count}" / "train").glob("shard-*.npy")))
+    return {"cache_s": time.perf_counter() - started, "shards": shards}
 
 
 def phase_epoch(work: Path, count: int) -> dict:
-    import numpy as np
-    import torch
+    from training.train_diffusion import train_diffusion
 
-    from engine import schedules
-    from training.checkpoint import load_checkpoint
-    from training.diffusion_setup import Denoiser, encode_texts
-    from training.latent_cache import LatentCache
-    from training.train_diffusion import diffusion_loss
-
-    torch.manual_seed(0)
-    model = load_checkpoint(work / "checkpoint")
-    table, _, codes, captions = _compact(work / f"manifest-{count}.jsonl")
-    del table  # the epoch needs the caption codes only
-    cache = LatentCache(work / f"cache-{count}", _key(work, count, model.vae))
-    hidden, mask = encode_texts(model.text, captions, torch.device("cpu"))
-    denoiser = Denoiser(model.unet.train(), model.text.projection.train())
-    optimizer = torch.optim.AdamW([*model.unet.parameters(), *model.text.projection.parameters()], lr=1e-4)
-    alphas = torch.tensor(schedules.alphas_cumprod(model.config.schedule), dtype=torch.float32)
-    text = torch.from_numpy(codes.astype(np.int64))
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(0))
-    started, steps, read_s = time.perf_counter(), 0, 0.0
-    for number, batch in enumerate(order.split(64)):
-        before = time.perf_counter()
-        mean, std = cache.take(batch, torch.device("cpu"))
-        read_s += time.perf_counter() - before
-        if number % 8:
-            continue
-        z = (mean + std * torch.randn_like(mean)) * float(model.config.scaling_factor)
-        t = torch.randint(0, alphas.shape[0], (len(batch),))
-        noise = torch.randn_like(z)
-        a = alphas[t].view(-1, 1, 1, 1)
-        prediction = denoiser(a.sqrt() * z + (1 - a).sqrt() * noise, t, hidden[text[batch]], mask[text[batch]])
-        loss = diffusion_loss(prediction, noise, alphas[t], prediction_type="epsilon")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        steps += 1
-    return {"epoch_s": time.perf_counter() - started, "read_s": read_s, "steps": steps}
+    options = _options(work, count)
+    started = time.perf_counter()
+    result = train_diffusion(options, resume=True)
+    assert result.finished and result.step == options.steps
+    return {"epoch_s": time.perf_counter() - started, "steps": result.step}
 
 
 PHASES = {"import": phase_import, "cache": phase_cache, "epoch": phase_epoch}
@@ -215,10 +185,15 @@ def child(phase: str, work: Path, count: int) -> None:
 
 
 def prepare(work: Path) -> None:
+    from dataclasses import replace
+
     import cv2
     import numpy as np
+    import torch
 
-    from training.tiny import build_tiny_checkpoint
+    from training.checkpoint import build_model, save_checkpoint
+    from training.models.config import UNetConfig, VAEConfig
+    from training.tiny import TINY_ENCODER_DIR, TINY_SHAPE, save_random_bert, tiny_config
 
     (work / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -228,7 +203,21 @@ def prepare(work: Path) -> None:
         cv2.circle(image, (22, 26), 5 + i % 4, 230, -1)
         noisy = np.clip(image + rng.normal(0, 4, image.shape), 0, 255).astype(np.uint8)
         cv2.imwrite(str(work / "images" / f"chest{i:03d}.png"), noisy)
-    build_tiny_checkpoint(work / "checkpoint", seed=0)
+    # the tests' tiny model with a VAE and a UNet smaller still (4-8 channels, attention only in the
+    # UNet's middle block): a step is mostly the data path's work, so that caching and an epoch of 100k
+    # records take minutes on two shared cores
+    config = replace(
+        tiny_config(encoder=TINY_ENCODER_DIR),
+        vae=VAEConfig(block_out_channels=(4, 8, 8), layers_per_block=1, norm_num_groups=4, mid_block_attention=False),
+        unet=UNetConfig(block_out_channels=(8, 8), cross_attention=(False, False), layers_per_block=1, head_dim=8,
+                        norm_num_groups=4),
+    )  # fmt: skip
+    checkpoint = work / "checkpoint"
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    save_random_bert(checkpoint / TINY_ENCODER_DIR, TINY_SHAPE)
+    model = build_model(config, base_dir=checkpoint)
+    save_checkpoint(checkpoint, config, model.vae, model.unet, model.text, record=model.record)
 
 
 def run_phase(phase: str, work: Path, count: int) -> dict:
@@ -243,7 +232,7 @@ def run_phase(phase: str, work: Path, count: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--counts", default="10000,30000,100000")
+    parser.add_argument("--counts", default="10000,100000")
     parser.add_argument("--work", help="a folder for the images, manifests and caches (default: a temporary one)")
     parser.add_argument("--child", choices=sorted(PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -255,23 +244,25 @@ def main() -> int:
         work = Path(args.work or scratch)
         prepare(work)
         threads = os.environ.get("OMP_NUM_THREADS", "unset")
-        print(f"OMP_NUM_THREADS={threads}, {IMAGES} PNGs 40x36 repeated, tiny VAE/UNet (32x32, latent 4x8x8); "
-              "per 1,000 records: seconds; peak heap / peak RSS (MiB)")  # fmt: skip
+        print(f"OMP_NUM_THREADS={threads}, {IMAGES} PNGs 40x36 repeated, micro VAE/UNet (32x32, latent 4x8x8), "
+              f"train diffusion --latent-cache, batch {BATCH}; per 1,000 records: seconds; peak heap / peak RSS (MiB)")
         print(f"{'records':>8} | {'write s':>7} {'read s':>7} {'heap':>6} {'RSS':>6} | {'cache s':>7} {'heap':>6} "
-              f"{'RSS':>6} {'worker':>6} | {'epoch s':>7} {'mmap s':>7} {'steps':>5} {'heap':>6} "
-              f"{'RSS':>6}")  # fmt: skip
+              f"{'RSS':>6} {'worker':>6} | {'epoch s':>7} {'steps':>5} {'heap':>6} {'RSS':>6}")  # fmt: skip
         heaps: dict[str, dict[int, float]] = {phase: {} for phase in PHASES}
+        seconds: dict[str, dict[int, float]] = {phase: {} for phase in ("write", "read", "cache", "epoch")}
         for count in counts:
             got = {phase: run_phase(phase, work, count) for phase in PHASES}
             for phase in PHASES:
                 heaps[phase][count] = got[phase]["peak_heap_mib"]
             per = 1000 / count
             i, c, e = got["import"], got["cache"], got["epoch"]
+            for name, value in (("write", i["write_s"]), ("read", i["read_s"]), ("cache", c["cache_s"]),
+                                ("epoch", e["epoch_s"])):  # fmt: skip
+                seconds[name][count] = value * per
             print(f"{count:>8} | {i['write_s'] * per:>7.3f} {i['read_s'] * per:>7.3f} {i['peak_heap_mib']:>6.0f} "
                   f"{i['peak_rss_mib']:>6.0f} | {c['cache_s'] * per:>7.3f} {c['peak_heap_mib']:>6.0f} "
                   f"{c['peak_rss_mib']:>6.0f} {c['workers_peak_rss_mib']:>6.0f} | {e['epoch_s'] * per:>7.3f} "
-                  f"{e['read_s'] * per:>7.3f} {e['steps']:>5} {e['peak_heap_mib']:>6.0f} {e['peak_rss_mib']:>6.0f}",
-                  flush=True)  # fmt: skip
+                  f"{e['steps']:>5} {e['peak_heap_mib']:>6.0f} {e['peak_rss_mib']:>6.0f}", flush=True)  # fmt: skip
         low, high = min(counts), max(counts)
         failed = []
         for phase, peaks in heaps.items():
@@ -281,6 +272,8 @@ def main() -> int:
                   f"({growth:+.0f} MiB): {'flat' if ok else 'GROWS'}")  # fmt: skip
             if not ok:
                 failed.append(phase)
+        ratios = ", ".join(f"{name} x{values[high] / values[low]:.2f}" for name, values in seconds.items())
+        print(f"time per 1,000 records, {high} / {low}: {ratios}")
         return 1 if failed else 0
 
 
