@@ -16,7 +16,7 @@ A step (DDPM, Ho et al. 2020; ᾱ_t from ``engine.schedules``): t ~ U{0..N-1}, �
 x_t = sqrt(ᾱ_t) z + sqrt(1 - ᾱ_t) ε, loss = |f(x_t, t, c) - target|² with target ε
 (``epsilon``) or v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) z (``v_prediction``); with ``flow_prediction``
 (rectified flow, SD3) σ = shift(u), u logit-normal (``--timestep-sampling``), x_t = (1 - σ) z + σ ε,
-target ε - z, the UNet called at σ N (:func:`draw_timesteps`); the caption is replaced by
+target ε - z, the UNet called at σ N (:func:`training.objective.draw_timesteps`); the caption is replaced by
 "" with probability ``uncond_prob`` (classifier-free guidance). An EMA of the UNet and the
 projection is what validation, the sample grids, the checkpoints and ``--export`` use.
 
@@ -112,6 +112,7 @@ from training.loop import (
     use_compile,
 )
 from training.models.config import ModelConfig
+from training.objective import diffusion_loss, draw_timesteps
 from training.options import Log, TrainingError, TrainOptions
 from training.precision import autocast
 from training.run_folder import discard_on_failure, image_grid, open_run, resumes
@@ -249,71 +250,6 @@ def disk_latents(
 
 
 # --------------------------------------------------------------------------- task
-
-
-def diffusion_loss(
-    prediction: torch.Tensor,
-    target: torch.Tensor,
-    noise_level: torch.Tensor,
-    *,
-    prediction_type: str,
-    min_snr_gamma: float = 0.0,
-) -> torch.Tensor:
-    """Scalar training loss of a batch: MSE of ``prediction`` against ``target`` (B, C, h, w).
-
-    ``noise_level`` (B,): each sample's ``ᾱ_t`` (epsilon, v_prediction) or flow ``σ`` (flow_prediction).
-    ``min_snr_gamma`` > 0 weights each sample's MSE by min(SNR, gamma) / SNR for epsilon
-    prediction and min(SNR, gamma) / (SNR + 1) for v prediction, SNR = ᾱ / (1 - ᾱ) at its
-    timestep: Hang et al., "Efficient Diffusion Training via Min-SNR Weighting Strategy" (ICCV
-    2023), as diffusers' training examples compute it. Each makes the loss min(SNR, gamma) times
-    the clean-latent error |x̂_0 - x_0|², which is what the paper weights. For flow (x_t = (1 - σ) x_0
-    + σ ε, target v = ε - x_0, x̂_0 = x_t - σ v̂, so |v̂ - v|² = |x̂_0 - x_0|² / σ²) the same
-    weighting is min(SNR, gamma) σ² with SNR = ((1 - σ) / σ)². 0: plain MSE.
-    """
-    if min_snr_gamma <= 0:
-        return F.mse_loss(prediction.float(), target)
-    per_sample = (prediction.float() - target).square().mean(dim=tuple(range(1, target.ndim)))
-    if prediction_type == schedules.FLOW:
-        sigma = noise_level
-        weight = ((1 - sigma) / sigma).square().clamp(max=min_snr_gamma) * sigma.square()  # σ = 0: weight 0
-        return (per_sample * weight).mean()
-    snr = noise_level / (1 - noise_level)
-    clipped = snr.clamp(max=min_snr_gamma)
-    weight = clipped / snr if prediction_type == "epsilon" else clipped / (snr + 1)
-    return (per_sample * weight).mean()
-
-
-def draw_timesteps(
-    batch: int,
-    generator: torch.Generator,
-    device: torch.device,
-    *,
-    flow: bool,
-    sampling: str,
-    num_train_timesteps: int,
-    shift: float = 1.0,
-    logit_mean: float = 0.0,
-    logit_std: float = 1.0,
-) -> torch.Tensor:
-    """A batch's noise levels, drawn from ``generator``: (B,).
-
-    epsilon and v (``flow`` False): integer timesteps in [0, N-1]; ``uniform`` is U{0..N-1}
-    (DDPM's, v1's draw), ``logit-normal`` is ``floor(u N)``. flow: ``σ = shift(u)`` float32 in
-    [0, 1] (:func:`engine.schedules.flow_shift`), ``u`` ~ U(0, 1) for ``uniform``, and for
-    ``logit-normal`` ``u = sigmoid(m + s n)``, ``n`` ~ N(0, 1) (Esser et al. 2024, "Scaling Rectified
-    Flow Transformers", section 3.1: mid-range noise levels, where the flow is hardest, drawn most).
-    """
-    if sampling == "auto":
-        sampling = "logit-normal" if flow else "uniform"
-    if sampling == "uniform" and not flow:
-        return torch.randint(0, num_train_timesteps, (batch,), generator=generator, device=device)
-    if sampling == "uniform":
-        u = torch.rand(batch, generator=generator, device=device)
-    else:
-        u = torch.sigmoid(logit_mean + logit_std * torch.randn(batch, generator=generator, device=device))
-    if not flow:
-        return (u * num_train_timesteps).long().clamp(max=num_train_timesteps - 1)
-    return shift * u / (1 + (shift - 1) * u)
 
 
 class DiffusionTask:
@@ -726,7 +662,5 @@ def train_diffusion(options: DiffusionOptions, *, resume: bool = False, log: Log
 __all__ = [
     "DiffusionOptions",
     "DiffusionTask",
-    "diffusion_loss",
-    "draw_timesteps",
     "train_diffusion",
 ]

@@ -18,9 +18,10 @@ from engine.pipeline import GenerationRequest, Pipeline
 from engine.samplers import SAMPLERS
 from tests.training.test_train import make_dataset
 from training.checkpoint import UNET_FILE
+from training.objective import diffusion_loss, draw_timesteps
 from training.options import TrainingError
 from training.run_folder import FORMAT_VERSION, RUN_FORMAT, MetricsLog, open_run
-from training.train_diffusion import DiffusionOptions, DiffusionTask, diffusion_loss, draw_timesteps, train_diffusion
+from training.train_diffusion import DiffusionOptions, DiffusionTask, train_diffusion
 
 FLOW = "flow_prediction"
 

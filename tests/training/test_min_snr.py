@@ -10,8 +10,9 @@ from diffusers.training_utils import compute_snr
 
 from engine import schedules
 from engine.pack import ScheduleConfig
+from training.objective import diffusion_loss
 from training.options import TrainingError
-from training.train_diffusion import DiffusionOptions, diffusion_loss
+from training.train_diffusion import DiffusionOptions
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
