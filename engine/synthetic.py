@@ -180,10 +180,25 @@ def prepare(out: Path, plan: DatasetPlan) -> None:
                 "choose a new folder"
             )
         return
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or not _being_prepared(out)):
+        if path.exists():  # another shard wrote the plan after the check above: compare with it
+            return prepare(out, plan)
         raise DatasetError(f"{out} is not empty and holds no {PLAN_FILE}: choose a new or empty folder")
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, plan.to_json())
+
+
+def _being_prepared(out: Path) -> bool:
+    """True when ``out`` holds nothing or only what another shard's :func:`prepare` makes before its
+    plan lands (an empty images folder, the plan's temporary file): under torchrun every rank
+    prepares the same folder at once."""
+    for entry in out.iterdir():
+        if entry.name == IMAGES_DIR and entry.is_dir() and not any(entry.iterdir()):
+            continue
+        if entry.name.startswith(f".{PLAN_FILE}.") and entry.name.endswith(".tmp"):
+            continue
+        return False
+    return True
 
 
 @dataclass(frozen=True)

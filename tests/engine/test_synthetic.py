@@ -90,6 +90,22 @@ def test_a_folder_of_another_plan_is_refused(pipeline: Pipeline, tmp_path: Path)
     assert list((out / "images").iterdir()) == []
 
 
+def test_a_shard_that_finds_another_shard_preparing_the_folder_joins_it(pipeline: Pipeline, tmp_path: Path) -> None:
+    """Under torchrun every rank prepares the same folder at once: one that finds only what another's
+    prepare makes (an empty images/ and the plan's temporary file) must not call the folder foreign
+    (CI saw "is not empty and holds no dataset.json" from rank 1)."""
+    out = tmp_path / "set"
+    (out / "images").mkdir(parents=True)
+    (out / f".{synthetic.PLAN_FILE}.x1y2.tmp").write_text("{", encoding="utf-8")
+    synthetic.prepare(out, _plan(pipeline))
+    assert (out / synthetic.PLAN_FILE).is_file()
+    other = tmp_path / "other"
+    (other / "images").mkdir(parents=True)
+    (other / "images" / "00000.png").write_bytes(b"x")
+    with pytest.raises(synthetic.DatasetError, match="is not empty and holds no"):
+        synthetic.prepare(other, _plan(pipeline))
+
+
 def test_slices_of_two_shard_counts_do_not_merge(pipeline: Pipeline, tmp_path: Path) -> None:
     plan = _plan(pipeline)
     out = tmp_path / "set"
