@@ -27,6 +27,12 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def temporaries_of(path: Path) -> list[Path]:
+    """The temporary files and folders that :func:`atomic_write_bytes` and :func:`staged_folder` make
+    beside ``path`` (``.NAME.*.tmp``): another process's write in progress, or what a killed one left."""
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
 def atomic_write_bytes(
     path: str | os.PathLike[str], data: bytes, *, durable: bool = True, mode: int | None = None
 ) -> None:

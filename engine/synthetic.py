@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.fileio import atomic_write_bytes, atomic_write_text
+from engine.fileio import atomic_write_bytes, atomic_write_text, temporaries_of
 from engine.findings.parse import parse_prompt
 from engine.findings.reader import summarize
 from engine.imaging import encode_png
@@ -192,10 +192,11 @@ def _being_prepared(out: Path) -> bool:
     """True when ``out`` holds nothing or only what another shard's :func:`prepare` makes before its
     plan lands (an empty images folder, the plan's temporary file): under torchrun every rank
     prepares the same folder at once."""
+    plan_in_progress = set(temporaries_of(out / PLAN_FILE))
     for entry in out.iterdir():
         if entry.name == IMAGES_DIR and entry.is_dir() and not any(entry.iterdir()):
             continue
-        if entry.name.startswith(f".{PLAN_FILE}.") and entry.name.endswith(".tmp"):
+        if entry in plan_in_progress:
             continue
         return False
     return True

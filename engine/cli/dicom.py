@@ -333,7 +333,7 @@ def _run_make_studies(args: argparse.Namespace) -> int:
     from engine.checker import MAX_TRIES, Checker, CheckerError
     from engine.dicom.nodes import get_node
     from engine.dicom.studies import MAX_STUDIES, SEED_STRIDE, make_studies, plan_studies, write_dicomdir
-    from engine.fileio import folder_in_use, staged_folder
+    from engine.fileio import folder_in_use, staged_folder, temporaries_of
     from engine.pack import load_model_pack
     from engine.pipeline import MAX_SEED, MAX_STEPS, Pipeline
     from engine.synthetic import read_prompts
@@ -370,7 +370,7 @@ def _run_make_studies(args: argparse.Namespace) -> int:
 
     # 2. generate and write into a hidden folder beside --out, renamed to --out at the end: a run that
     # is killed leaves no half-filled --out (an interrupted or failed one removes its folder)
-    left = sorted(args.out.absolute().parent.glob(f".{args.out.name}.*.tmp"))
+    left = temporaries_of(args.out.absolute())
     if left:
         print(f"note: {', '.join(p.name for p in left)} beside --out may be left by a killed run; delete it",
               file=sys.stderr)  # fmt: skip
