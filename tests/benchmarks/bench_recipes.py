@@ -197,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the tiny model on the 12 fixture films, 8 steps: a smoke run (about 1 CPU-minute)",
     )
     add("--data", type=Path, default=None, help="manifest with train, val and test splits (required unless --quick)")
+    add(
+        "--eval-data",
+        type=Path,
+        default=None,
+        help="the evaluations' manifest when it is not --data's, e.g. the paediatric part of a mixed training set, "
+        "so that every recipe is measured on v1's protocol (default: --data)",
+    )
     add("--vae", default=None, help="VAE run or checkpoint (required unless --quick or --init)")
     add("--init", default=None, help="fine-tune this diffusion run or checkpoint instead of training from scratch")
     add(
@@ -276,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         wall = cli(*train)
         seconds, steps, val_loss = train_seconds(run, args.batch)
         # 3. evaluate (the first evaluation trains the classifier, the rest reuse it: one feature space)
-        evaluate = ["evaluate", "--model", str(pack), "--data", str(data), "--out", str(report),
+        evaluate = ["evaluate", "--model", str(pack), "--data", str(args.eval_data or data), "--out", str(report),
                     "--num-images", str(args.num_images), "--bootstrap", str(args.bootstrap), "--skip", args.skip,
                     "--seed", str(args.seed), "--quiet"]  # fmt: skip
         evaluate += ["--steps", str(args.eval_steps)] if args.eval_steps else []
@@ -312,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     spread = max(r["train_seconds"] for r in rows) / max(min(r["train_seconds"] for r in rows), 1e-9)
     notes = [
-        f"{args.steps} steps x batch {args.batch} each, seed {args.seed}; evaluate: {args.num_images} images, "
+        f"{args.steps} steps x batch {args.batch} each, seed {args.seed}, trained on {data}; evaluate on "
+        f"{args.eval_data or data}: {args.num_images} images, "
         f"--skip {args.skip}, one classifier (trained by the first recipe's evaluation).",
         f"train s: the optimiser steps alone (metrics log); slowest / fastest = {spread:.2f}"
         + (" (equal steps ≈ equal minutes holds)" if spread <= 1.15 else
