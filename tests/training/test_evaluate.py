@@ -355,6 +355,31 @@ def test_prompts_come_from_the_card_when_it_covers_every_class(pediatric_fixture
     assert plan.seeds.tolist() == list(range(5, 12)) and len(plan.prompts) == 7
 
 
+def test_a_card_prompt_of_the_other_age_band_is_left_out_with_prompt_age_band(
+    pediatric_fixture_dir: Path, tmp_path: Path
+) -> None:
+    """v2's card has an adult normal prompt: a paediatric evaluation's normal class took it beside the
+    child one (with --prompt-age-band child it must not; with any, as before, it does)."""
+    data = read_real_data(_manifest(tmp_path, pediatric_fixture_dir))
+    child_normal = "Paediatric AP chest radiograph: no focal consolidation. Normal heart size."
+    adult_normal = "PA chest radiograph of a 45-year-old man: no focal consolidation. Normal chest radiograph."
+    unstated_normal = "Normal chest radiograph."
+    card = {"example_prompts": [
+        "Paediatric AP chest radiograph: findings consistent with bacterial pneumonia.",
+        "Paediatric AP chest radiograph: patchy bilateral opacities consistent with viral pneumonia.",
+        child_normal, adult_normal, unstated_normal,
+        "AP chest radiograph of a 67-year-old woman: findings consistent with viral pneumonia.",
+    ]}  # fmt: skip
+    assert choose_prompts(card, data, "card", 4)["normal"].prompts == (child_normal, adult_normal, unstated_normal)
+    child = choose_prompts(card, data, "card", 4, "child")
+    assert child["normal"].prompts == (child_normal, unstated_normal)
+    assert child["viral_pneumonia"].prompts == (card["example_prompts"][1],)
+    adult = choose_prompts(card, data, "auto", 4, "adult")  # the adult prompts cover no bacterial class
+    assert adult["normal"].source == "test-split captions"
+    with pytest.raises(EvaluationError, match="no prompt for bacterial_pneumonia"):
+        choose_prompts(card, data, "card", 4, "adult")
+
+
 def test_classes_option_takes_the_one_listed_finding_and_ignores_labels(
     pediatric_fixture_dir: Path, tmp_path: Path
 ) -> None:

@@ -125,7 +125,8 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "--prompt-age-band",
         choices=PROMPT_AGE_BANDS,
         default=None,
-        help="child / adult: only the sets' prompts of that age band or of none stated (default any)",
+        help="child / adult: only prompts of that age band or of none stated, the sets' and the card's "
+        "(default any)",
     )
     g = parser.add_argument_group("findings by age band (section 9; runs alone)")
     g.add_argument(

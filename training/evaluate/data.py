@@ -13,6 +13,7 @@ Prompts per class (``--prompt-source``):
   every class gets one;
 - ``test``: the class's most frequent texts of the test split (the captions the images came with);
 - ``auto``: ``card`` when the card covers every class, else ``test``.
+With ``--prompt-age-band child|adult`` a card prompt that states an age of the other band is left out.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.findings.parse import parse_prompt
 from engine.findings.reader import summarize
 from engine.findings.vocabulary import NO_FINDING, PARENTS, PRESENT
 from engine.manifest import ManifestError, ManifestRecord, read_manifest, resolve_image
@@ -179,15 +181,30 @@ def class_findings(data: RealData) -> dict[str, frozenset[str]]:
     return {name: counter.most_common(1)[0][0] if counter else frozenset() for name, counter in sets.items()}
 
 
-def card_prompts(card: dict, data: RealData) -> dict[str, list[str]]:
+PROMPT_BAND_GROUPS = {"child": ("infant", "child", "adolescent"), "adult": ("adult", "older_adult")}
+"""``--prompt-age-band`` -> the :data:`engine.findings.record.AGE_BANDS` a prompt's stated age may fall in."""
+
+
+def prompt_band_ok(prompt: str, age_band: str) -> bool:
+    """True when ``prompt`` states no age (or sex-and-age shorthand) or one in ``age_band`` (any / child / adult)."""
+    if age_band == "any":
+        return True
+    stated = parse_prompt(prompt).age_band
+    return stated is None or stated in PROMPT_BAND_GROUPS[age_band]
+
+
+def card_prompts(card: dict, data: RealData, age_band: str = "any") -> dict[str, list[str]]:
     """The card's ``example_prompts`` by class: a prompt belongs to the class whose findings it
     states (it may state more, such as the opacities of a viral pneumonia); when several classes'
-    findings are stated, to the most specific one, and to none when that is not unique."""
+    findings are stated, to the most specific one, and to none when that is not unique. With
+    ``age_band`` child or adult, a prompt that states an age of the other band belongs to no class
+    (a card for children and adults has an adult "normal chest radiograph": without this, a
+    paediatric evaluation's normal class would take it and judge adult images as children)."""
     wanted = {name: findings for name, findings in class_findings(data).items() if findings}
     out: dict[str, list[str]] = {name: [] for name in data.classes}
     examples = card.get("example_prompts") if isinstance(card, dict) else None
     for prompt in examples if isinstance(examples, list) else []:
-        if not isinstance(prompt, str) or not prompt.strip():
+        if not isinstance(prompt, str) or not prompt.strip() or not prompt_band_ok(prompt, age_band):
             continue
         stated = present_findings(summarize(prompt))
         matches = [name for name, findings in wanted.items() if findings <= stated]
@@ -207,9 +224,12 @@ def test_prompts(data: RealData, per_class: int) -> dict[str, list[str]]:
     return out
 
 
-def choose_prompts(card: dict, data: RealData, source: str, per_class: int) -> dict[str, ClassPrompts]:
-    """Prompts per class from ``source`` (auto / card / test); see the module docstring."""
-    from_card = card_prompts(card, data)
+def choose_prompts(
+    card: dict, data: RealData, source: str, per_class: int, age_band: str = "any"
+) -> dict[str, ClassPrompts]:
+    """Prompts per class from ``source`` (auto / card / test), the card's of ``age_band`` or none stated
+    (``--prompt-age-band``); see the module docstring."""
+    from_card = card_prompts(card, data, age_band)
     covered = all(from_card[name] for name in data.classes)
     if source == "card" and not covered:
         missing = [name for name in data.classes if not from_card[name]]

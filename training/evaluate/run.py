@@ -111,7 +111,9 @@ def prepare_context(options: EvaluationOptions) -> Context:
             pack.card, options.findings, options.age_band, options.prompts_per_class, options.seed
         )
     else:
-        prompts = choose_prompts(pack.card, data, options.prompt_source, options.prompts_per_class)
+        prompts = choose_prompts(
+            pack.card, data, options.prompt_source, options.prompts_per_class, options.prompt_age_band
+        )
     some_prompt = next(iter(prompts.values())).prompts[0]
     _check_request(some_prompt, sampler, num_steps, guidance, options.batch_size)
     for name in options.samplers:
