@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.findings.record import AGE_BANDS, SEXES, SIDES, VIEWS, PromptRecord, band_of
-from engine.findings.vocabulary import ABSENT, FINDINGS, PRESENT, UNCERTAIN
+from engine.findings.vocabulary import ABSENT, FINDINGS, PRESENT, UNCERTAIN, with_implied_absent
 from engine.manifest import ManifestRecord
 from engine.pack import MANIFEST, ModelPack, PackError
 
@@ -108,8 +108,11 @@ def record_of_labels(
 
 def record_of_manifest(record: ManifestRecord) -> PromptRecord:
     """:func:`record_of_labels` of a manifest record: its findings, age, age band, sex and view (what
-    training conditions each image on)."""
-    return record_of_labels(record.findings, age=record.age, sex=record.sex, view=record.view, age_band=record.age_band)
+    training conditions each image on). A study labelled normal also has the findings its label rules out
+    as absent (:func:`engine.findings.vocabulary.with_implied_absent`: "no pneumonia" for a normal film), so
+    that the absent tokens a prompt's negations give were trained."""
+    findings = with_implied_absent(record.findings)
+    return record_of_labels(findings, age=record.age, sex=record.sex, view=record.view, age_band=record.age_band)
 
 
 @dataclass(frozen=True)

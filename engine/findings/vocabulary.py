@@ -7,6 +7,7 @@ library.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 PRESENT = "present"
@@ -321,10 +322,30 @@ FINDINGS: dict[str, str] = {spec.name: spec.label for spec in VOCABULARY}
 
 PARENTS: dict[str, str] = {spec.name: spec.parent for spec in VOCABULARY if spec.parent}
 
+NORMAL_IMPLIES_ABSENT: tuple[str, ...] = (
+    "pneumonia", "bacterial_pneumonia", "viral_pneumonia", "consolidation", "pleural_effusion", "pneumothorax",
+    "cardiomegaly", "edema", "atelectasis", "infiltration",
+)  # fmt: skip
+"""Findings that a study labelled normal (``no_finding`` present) rules out, and that a training caption
+or record may therefore state as absent although the label table does not list them: Kermany's NORMAL
+class is "no pneumonia", NIH's "No Finding" none of its fourteen labels. Without them a normal film was
+never "no pneumonia" in training, and "no pneumonia" prompts drew pneumonia (issue 16's negation check).
+The findings users deny and the models draw; not every finding (a caption would become a list)."""
+
+
+def with_implied_absent(findings: Mapping[str, str]) -> dict[str, str]:
+    """``findings`` (name -> status) and, when ``no_finding`` is present, each :data:`NORMAL_IMPLIES_ABSENT`
+    finding it does not state, as absent (after the stated ones, in that order)."""
+    out = dict(findings)
+    if out.get(NO_FINDING) == PRESENT:
+        out.update({name: ABSENT for name in NORMAL_IMPLIES_ABSENT if name not in out})
+    return out
+
 
 __all__ = [
     "ABSENT",
     "FINDINGS",
+    "NORMAL_IMPLIES_ABSENT",
     "NO_FINDING",
     "PARENTS",
     "PRESENT",
@@ -333,4 +354,5 @@ __all__ = [
     "VOCABULARY",
     "FindingSpec",
     "one_of",
+    "with_implied_absent",
 ]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from engine.conditioning import (
+    DEFAULT_MAX_TOKENS,
     EMBEDDINGS_FILE,
     NULL_TOKEN,
     RecordVocabulary,
@@ -20,6 +21,7 @@ from engine.conditioning import (
     record_of_manifest,
 )
 from engine.findings.parse import parse_prompt
+from engine.findings.vocabulary import NORMAL_IMPLIES_ABSENT
 from engine.manifest import ManifestRecord
 from engine.pack import MANIFEST, PackError, load_pack, write_manifest
 
@@ -80,6 +82,21 @@ def test_record_of_manifest_labels() -> None:
     bare = record_of_labels({}, view="FRONTAL")  # no single view named, no age, no sex
     assert not FULL.record_token_ids(bare).any()
     assert record_of_labels({}, age=70, sex="M", view="LATERAL").view == "lateral"
+
+
+def test_a_normal_manifest_record_also_has_the_findings_its_label_rules_out() -> None:
+    """A normal film trains the absent tokens "no pneumonia" gives (engine.findings.vocabulary's
+    NORMAL_IMPLIES_ABSENT); a film with a finding keeps its labels alone."""
+    def record(findings: dict[str, str]) -> ManifestRecord:
+        return ManifestRecord(image="x.png", text="t", findings=findings, patient_id="p", view="AP", source="pediatric")
+
+    normal = FULL.known_tokens(record_of_manifest(record({"no_finding": "present", "pneumothorax": "absent"})))
+    assert normal[:2] == ["view:AP", "finding:no_finding=present"]
+    assert {"finding:pneumonia=absent", "finding:viral_pneumonia=absent", "finding:pneumothorax=absent"} <= set(normal)
+    assert len(normal) == 2 + len(NORMAL_IMPLIES_ABSENT)  # pneumothorax is listed and implied: once
+    ill = FULL.known_tokens(record_of_manifest(record({"pneumonia": "present", "no_finding": "absent"})))
+    assert ill == ["view:AP", "finding:pneumonia=present", "finding:no_finding=absent"]
+    assert len(normal) + 2 <= DEFAULT_MAX_TOKENS  # with an age band and a sex, nothing is cut in a pack
 
 
 def test_record_of_labels_takes_the_band_from_the_age_else_from_age_band() -> None:

@@ -96,6 +96,26 @@ def test_doubts_and_statuses_beyond_the_importers_round_trip() -> None:
             assert not round_trip_problems(record, text), (text, round_trip_problems(record, text))
 
 
+def test_a_normal_study_is_also_said_to_lack_what_its_label_rules_out() -> None:
+    """Kermany's NORMAL is "no pneumonia" and NIH's No Finding none of its labels: a normal record's
+    captions now and then deny pneumonia (its subtypes, effusion, ...) although the label table lists
+    only a few negatives; a record with a finding never gets such implied negatives."""
+    normal = _record({NO_FINDING: PRESENT, "consolidation": ABSENT}, source="pediatric", view="AP")
+    bacterial = _record({"bacterial_pneumonia": PRESENT, "pneumonia": PRESENT, NO_FINDING: ABSENT}, source="pediatric")
+    denied: dict[str, int] = {}
+    for seed in range(300):
+        text = augmented_caption(normal, random.Random(seed))
+        assert round_trip_problems(normal, text) == [], text
+        for name, status in parse_prompt(text).findings.items():
+            if status == ABSENT:
+                denied[name] = denied.get(name, 0) + 1
+        ill = parse_prompt(augmented_caption(bacterial, random.Random(seed))).findings
+        assert [name for name, status in ill.items() if status == ABSENT] == [NO_FINDING]
+    assert 30 <= denied.get("pneumonia", 0) <= 150, denied  # one implied negative in five, not every caption
+    assert denied.get("consolidation", 0) > denied["pneumonia"]  # a listed negative is said more often
+    assert {"pleural_effusion", "pneumothorax", "viral_pneumonia", "cardiomegaly"} <= set(denied)
+
+
 def test_the_round_trip_check_catches_a_wrong_caption() -> None:
     record = _record({"cardiomegaly": PRESENT, "pneumothorax": ABSENT}, view="PA", age=61, sex="F")
     assert round_trip_problems(record, "PA CXR, 61F: big heart. No PTX.") == []

@@ -12,10 +12,10 @@ import random
 import re
 from dataclasses import dataclass
 
-from engine.findings.vocabulary import ABSENT, NO_FINDING, PARENTS, PRESENT, UNCERTAIN
+from engine.findings.vocabulary import ABSENT, NO_FINDING, PARENTS, PRESENT, UNCERTAIN, with_implied_absent
 from training.data.captions import CaptionError, caption_rng, join_phrases
 
-AUGMENT_VERSION = 1
+AUGMENT_VERSION = 2  # 2: negatives implied by a normal label (no pneumonia, ...)
 
 AUGMENT_PRESENT: dict[str, tuple[str, ...]] = {
     "atelectasis": ("atelectasis", "atelectatic change", "atx", "subsegmental atelectasis", "plate atelectasis"),
@@ -80,6 +80,8 @@ AUGMENT_NORMAL = (
     "unremarkable chest radiograph", "normal chest film", "no active disease", "normal chest x-ray",
 )  # fmt: skip
 """Statements of a normal study."""
+IMPLIED_KEEP = 0.2
+"""Chance that a caption states one of the negatives a normal label implies (NORMAL_IMPLIES_ABSENT)."""
 _AUGMENT_VIEWS: dict[str, tuple[str, ...]] = {
     "PA": ("PA", "PA", "posteroanterior", "postero-anterior"),
     "AP": ("AP", "AP", "anteroposterior", "portable AP", "mobile AP", "bedside AP"),
@@ -111,6 +113,7 @@ class AugmentTarget:
     sex: str | None
     view: str | None
     paediatric: bool
+    implied: frozenset[str] = frozenset()  # absent by a normal label, not listed (engine.findings.vocabulary)
 
 
 def augment_target(record: object) -> AugmentTarget:
@@ -119,7 +122,8 @@ def augment_target(record: object) -> AugmentTarget:
     each other (a finding present and the study normal)."""
     from engine.findings.record import band_of
 
-    findings = dict(record.findings)
+    findings = with_implied_absent(record.findings)
+    implied = frozenset(findings) - frozenset(record.findings)
     unknown = sorted(name for name in findings if name != NO_FINDING and name not in AUGMENT_PRESENT)
     if unknown:
         raise CaptionError(f"no augmented phrasing for {', '.join(unknown)}")
@@ -136,7 +140,7 @@ def augment_target(record: object) -> AugmentTarget:
         band = getattr(record, "age_band", None) or ("child" if record.source == "pediatric" else None)
     paediatric = record.source == "pediatric" or band in ("infant", "child", "adolescent")
     sex = _SEX_NAMES.get(record.sex or "")
-    return AugmentTarget(findings, age, band, sex, _MANIFEST_VIEWS.get(record.view), paediatric)
+    return AugmentTarget(findings, age, band, sex, _MANIFEST_VIEWS.get(record.view), paediatric, implied)
 
 
 def can_augment(record: object) -> bool:
@@ -172,7 +176,11 @@ def _phrase_findings(target: AugmentTarget, rng: random.Random) -> list[str]:
     normal_statement = findings.get(NO_FINDING) == PRESENT and (not absent or rng.random() < 0.6)
     if normal_statement:
         statements.append((ABSENT, rng.choice(AUGMENT_NORMAL)))
-    keep = [name for name in absent if rng.random() < 0.75]
+    # a listed negative is said three times in four, one implied by a normal label once in five (else a
+    # normal caption would list ten); "no pneumonia" then covers its subtypes
+    keep = [name for name in absent if rng.random() < (IMPLIED_KEEP if name in target.implied else 0.75)]
+    if "pneumonia" in keep and "pneumonia" in target.implied:
+        keep = [name for name in keep if PARENTS.get(name) != "pneumonia" or name not in target.implied]
     if not keep and absent and not present and not uncertain and not normal_statement:
         keep = [rng.choice(absent)]
     rng.shuffle(keep)
@@ -451,6 +459,8 @@ def augmentation_grammar() -> dict:
             "and then, one-edit typos that engine.findings.record corrects",
             "engine.findings.parse.parse_prompt reads each back as the labels (or less): no side, lobe, "
             "severity, age band or sex the labels lack",
+            "a study labelled normal may also be said to lack what its label rules out (no pneumonia, no "
+            "effusion, ...: engine.findings.vocabulary.NORMAL_IMPLIES_ABSENT), one such negative in five",
             "captions equal to an evaluation prompt set's prompt are drawn again",
         ],
     }
