@@ -105,6 +105,26 @@ def test_patch_distance_by_hand() -> None:
     assert M.patch_distance(odd, odd + 0.2).tolist() == pytest.approx([0.2, 0.2])
 
 
+def test_the_calibrated_copy_ratio_tells_a_copy_from_a_washed_out_image() -> None:
+    """A copy of one training film is far closer to it than to its neighbours (ratio near 0); a flat grey
+    image among low-contrast films is "near" all of them by the raw patch distance (which flags it) but
+    no closer to one than to the rest (ratio near 1)."""
+    rng = np.random.default_rng(3)
+    textured = rng.random((30, 16, 16))
+    washed = 0.5 + 0.04 * rng.standard_normal((30, 16, 16))  # low-contrast films
+    train = np.concatenate([textured, washed]).astype(np.float32)
+    copy = train[7] + 0.01 * rng.standard_normal((16, 16))
+    flat = np.full((16, 16), 0.5)
+    queries = np.stack([copy, flat]).astype(np.float32)
+    features = lambda images: images.reshape(len(images), -1) - 0.45  # noqa: E731
+    ratio, index, closest = M.calibrated_copy_ratio(queries, features(queries), train, features(train), k=10)
+    assert index[0] == 7 and ratio[0] < 0.1 and closest[0] < 0.05
+    assert index[1] >= 30 and ratio[1] > 0.7  # among the washed-out films, none singled out
+    assert closest[1] <= 0.15  # while the raw distance calls it a near copy
+    whole, _, _ = M.calibrated_copy_ratio(queries, features(queries), train, features(train), k=500)  # k > N: all
+    assert whole[0] < ratio[0] and whole.shape == (2,)
+
+
 def test_auroc_and_bootstrap_by_hand() -> None:
     assert M.roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
     assert M.roc_auc(np.array([0.5, 0.5, 0.5, 0.5]), np.array([0, 1, 0, 1])) == pytest.approx(0.5)
@@ -190,6 +210,8 @@ def test_report_has_every_section(evaluation: dict) -> None:
     assert report["generation"]["images"] == 18 and sum(report["generation"]["per_class"].values()) == 18
     assert report["memorisation"]["generated"]["n"] == 18 and not report["memorisation"]["meets_protocol"]
     assert len(report["memorisation"]["closest_pairs"]) == 4
+    calibrated = report["memorisation"]["calibrated"]
+    assert calibrated["generated"]["n"] == 18 and 0 <= calibrated["generated"]["quantiles"]["p0"] <= 1
     assert sum(report["memorisation"]["generated"]["histogram"]) == 18
     assert set(report["utility"]["arms"]) == {"real_n", "real_half", "real_half_plus_synthetic_half"}
     assert [(r["sampler"], r["steps"]) for r in report["steps"]["rows"]] == [

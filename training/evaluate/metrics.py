@@ -182,6 +182,41 @@ def nearest_by_cosine(queries: np.ndarray, keys: np.ndarray, chunk: int = 1024) 
     return index, similarity
 
 
+def calibrated_copy_ratio(
+    query_images: np.ndarray,
+    query_features: np.ndarray,
+    train_images: np.ndarray,
+    train_features: np.ndarray,
+    k: int = 50,
+    grid: int = 4,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Copying, calibrated against the neighbourhood (in the manner of Carlini et al. 2023, "Extracting
+    training data from diffusion models"): for each query its ``k`` nearest training images by feature
+    cosine, the patch distance to each, and ``ratio`` = the smallest of them / their mean. A copy of one
+    training image is far closer to it than to that image's neighbours (ratio near 0); an image that is
+    merely close to many (a flat, low-contrast film is close to every low-contrast film, whatever the
+    raw distance) has a ratio near 1. Returns (ratio, index of the closest training image, its patch
+    distance), each (N,)."""
+    k = max(1, min(k, len(train_features)))
+    q, keys = normalise_rows(query_features), normalise_rows(train_features)
+    ratio = np.empty(len(q), dtype=np.float64)
+    index = np.empty(len(q), dtype=np.int64)
+    closest = np.empty(len(q), dtype=np.float64)
+    for start in range(0, len(q), 256):
+        sims = q[start : start + 256] @ keys.T
+        neighbours = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.argsort(-sims, axis=1)
+        for row, candidates in enumerate(neighbours):
+            i = start + row
+            query = np.broadcast_to(
+                np.asarray(query_images[i], dtype=np.float32), (len(candidates), *query_images.shape[1:])
+            )
+            distances = patch_distance(query, train_images[candidates].astype(np.float32), grid)
+            best = int(np.argmin(distances))
+            index[i], closest[i] = candidates[best], distances[best]
+            ratio[i] = distances[best] / max(float(distances.mean()), 1e-12)
+    return ratio, index, closest
+
+
 # 4. classification -------------------------------------------------------------------------------
 
 
@@ -382,6 +417,7 @@ __all__ = [
     "accuracy",
     "average_ranks",
     "bootstrap_interval",
+    "calibrated_copy_ratio",
     "confusion_matrix",
     "contrast_ratio",
     "describe",

@@ -1,5 +1,7 @@
 """Section ``memorisation``: per generated image the nearest training image by cosine similarity of
-classifier features, then the 4 x 4 patch distance; real test images against train as the reference."""
+classifier features, then the 4 x 4 patch distance; real test images against train as the reference.
+Beside it the calibrated count (:func:`training.evaluate.metrics.calibrated_copy_ratio`): the raw distance
+flags a washed-out image as "near" to every washed-out film, the ratio to its neighbourhood does not."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
 
 NAME = "memorisation"
 HISTOGRAM_BINS = 50  # memorisation distances over [0, 1]
+CALIBRATED_K = 50  # feature neighbours whose mean patch distance calibrates the closest one
+CALIBRATED_THRESHOLD = 0.5  # a copy: its closest training image at most half as far as its neighbours on average
 
 
 def compute(ctx: Context) -> dict:
@@ -31,6 +35,13 @@ def compute(ctx: Context) -> dict:
         bar.update(len(gen.images))
         ref_nearest, ref_cosine = M.nearest_by_cosine(test.features, train.features)
         ref_distance = M.patch_distance(test.images.astype(np.float32), train.images[ref_nearest].astype(np.float32))
+        bar.update(len(test.images))
+    with ctx.progress.phase("memorisation, calibrated", len(gen.images) + len(test.images), "img") as bar:
+        gen_ratio, _, _ = M.calibrated_copy_ratio(gen.images, gen.features, train.images, train.features, CALIBRATED_K)
+        bar.update(len(gen.images))
+        ref_ratio, _, _ = M.calibrated_copy_ratio(
+            test.images, test.features, train.images, train.features, CALIBRATED_K
+        )
         bar.update(len(test.images))
     edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
     order = np.argsort(distance, kind="stable")[: ctx.options.closest_pairs]
@@ -64,6 +75,14 @@ def compute(ctx: Context) -> dict:
             "cosine_similarity_mean": float(sims.mean()),
         }
 
+    def calibrated(ratios: np.ndarray) -> dict:
+        return {
+            "n": len(ratios),
+            "count_at_or_below_threshold": int((ratios <= CALIBRATED_THRESHOLD).sum()),
+            "per_1000": float(1000 * (ratios <= CALIBRATED_THRESHOLD).mean()) if len(ratios) else None,
+            "quantiles": {f"p{q:g}": float(np.percentile(ratios, q)) for q in (0, 1, 5, 25, 50)} if len(ratios) else {},
+        }
+
     return {
         "definition": (
             "nearest training image by cosine similarity of the classifier's features; then the normalised "
@@ -78,6 +97,17 @@ def compute(ctx: Context) -> dict:
         "real_test_reference": summary(ref_distance, ref_cosine),
         "histogram_edges": edges.tolist(),
         "closest_pairs": pairs,
+        "calibrated": {
+            "definition": (
+                f"per image its {CALIBRATED_K} nearest training images by feature cosine; the smallest patch "
+                "distance to them divided by their mean (Carlini et al. 2023's calibration): near 0 for a copy "
+                f"of one image, near 1 for an image merely close to many; a copy at or below {CALIBRATED_THRESHOLD:g}"
+            ),
+            "k": min(CALIBRATED_K, len(train.images)),
+            "threshold": CALIBRATED_THRESHOLD,
+            "generated": calibrated(gen_ratio),
+            "real_test_reference": calibrated(ref_ratio),
+        },
     }
 
 
@@ -147,6 +177,24 @@ def _paragraphs(report: dict, me: dict) -> Iterator[str]:
             )
         ],
     )
+    cal = me.get("calibrated")
+    if cal:
+        yield f"<p class=note>Calibrated: {html.escape(cal['definition'])}.</p>"
+        yield table(
+            ["images", "n", f"ratio at or below {fmt(cal['threshold'])} (per 1,000)", "min", "p1", "p5", "median"],
+            [
+                [
+                    label,
+                    fmt(cal[key]["n"]),
+                    f"{fmt(cal[key]['count_at_or_below_threshold'])} ({fmt(cal[key]['per_1000'] or 0, 3)})",
+                    *(fmt(cal[key]["quantiles"].get(q, float("nan"))) for q in ("p0", "p1", "p5", "p50")),
+                ]
+                for key, label in (
+                    ("generated", "generated -> its neighbourhood"),
+                    ("real_test_reference", "real test -> its neighbourhood"),
+                )
+            ],
+        )
     yield img(report, "memorisation", "patch distance histogram")
     yield "<p>The closest generated-training pairs:</p>"
     yield img(report, "memorisation_pairs", "closest pairs")
@@ -165,4 +213,4 @@ def _paragraphs(report: dict, me: dict) -> Iterator[str]:
     )
 
 
-__all__ = ["HISTOGRAM_BINS", "NAME", "compute", "make_figures", "render_html"]
+__all__ = ["CALIBRATED_K", "CALIBRATED_THRESHOLD", "HISTOGRAM_BINS", "NAME", "compute", "make_figures", "render_html"]
