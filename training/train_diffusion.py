@@ -296,6 +296,9 @@ class DiffusionTask:
         sources = options.source_names()
         vocabulary = self.record.vocabulary if self.record is not None else None
         seen: dict[str, int] = {}  # caption -> its row in order of first sight, until the cache's order is known
+        # record ids held per image as int16 (a quarter of int64's 192 bytes per record at K = 24), made int64
+        # per micro-batch for the embedding look-up
+        id_type = np.int16 if vocabulary is not None and len(vocabulary) < 2**15 else np.int64
 
         def scan(records: Sequence[ManifestRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
             """(caption rows in ``seen``, whether the source gets augmented copies, record ids (N, K))."""
@@ -304,11 +307,11 @@ class DiffusionTask:
                 part = list(records[chunk])
                 rows[chunk] = [seen.setdefault(r.text, len(seen)) for r in part]
                 chosen[chunk] = [sources is None or r.source in sources for r in part]
-                if vocabulary is not None:  # the age band too where no age is given
-                    ids.append(vocabulary.batch_ids([record_of_manifest(r) for r in part]))
+                if vocabulary is not None:  # the age band too where no age is given; int16 (a vocabulary < 32k)
+                    ids.append(vocabulary.batch_ids([record_of_manifest(r) for r in part]).astype(id_type))
             if vocabulary is None:
                 return rows, chosen, None
-            return rows, chosen, np.concatenate(ids) if ids else vocabulary.batch_ids([])
+            return rows, chosen, np.concatenate(ids) if ids else vocabulary.batch_ids([]).astype(id_type)
 
         train_rows, chosen, train_ids = scan(train_records)
         val_rows, _, val_ids = scan(val_records)
@@ -433,7 +436,7 @@ class DiffusionTask:
         record = None
         if self.train_record is not None:  # dropped apart from the text, so each can be guided
             drop = torch.rand(indices.shape[0], generator=generator, device=self.device) < self.options.uncond_prob
-            record = self.train_record[indices].masked_fill(drop.unsqueeze(1), 0)
+            record = self.train_record[indices].long().masked_fill(drop.unsqueeze(1), 0)
         if share is not None:
             noisy, t, target, level, text = noisy[share], t[share], target[share], level[share], text[share]
             record = record[share] if record is not None else None
@@ -458,7 +461,7 @@ class DiffusionTask:
             rows = torch.arange(count, device=self.device)[chunk]
             noisy, t, target, _ = self._noisy(*self.val_latents.take(rows, self.device), generator)
             text = self.val_text[chunk]
-            record = self.val_record[chunk] if self.val_record is not None else None
+            record = self.val_record[chunk].long() if self.val_record is not None else None
             with autocast(self.device, self.precision):
                 prediction = self.ema_denoiser(noisy, t, self.hidden[text], self.mask[text], record)
             total += F.mse_loss(prediction.float(), target, reduction="sum").double() / target[0].numel()

@@ -126,6 +126,7 @@ def test_the_diffusion_task_holds_no_record_objects(tiny_checkpoint: Path, tmp_p
     assert isinstance(memo, CaptionStates) and len(memo) > 0  # the pool captions' states are in a file
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["copy-1", "train", "val"]  # the file has no name
     assert task.train_text.dtype == torch.int64 and task.train_record.shape[0] == 12 + 8
+    assert task.train_record.dtype == torch.int16 and task.val_record.dtype == torch.int16  # 48 bytes per record
 
 
 def test_compact_records_give_the_losses_of_record_objects(tiny_checkpoint: Path, tmp_path: Path) -> None:
