@@ -318,10 +318,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{with_ci(r['alignment_accuracy'])} | {with_ci(r['alignment_macro_auroc'])} |"
         )
     spread = max(r["train_seconds"] for r in rows) / max(min(r["train_seconds"] for r in rows), 1e-9)
+    first = "trained by the first recipe's evaluation"
+    judge = "--eval-args' --classifier" if "--classifier" in args.eval_args else first
     notes = [
         f"{args.steps} steps x batch {args.batch} each, seed {args.seed}, trained on {data}; evaluate on "
         f"{args.eval_data or data}: {args.num_images} images, "
-        f"--skip {args.skip}, one classifier (trained by the first recipe's evaluation).",
+        f"--skip {args.skip}, one classifier ({judge}).",
         f"train s: the optimiser steps alone (metrics log); slowest / fastest = {spread:.2f}"
         + (" (equal steps ≈ equal minutes holds)" if spread <= 1.15 else
            " (NOT equal minutes: compare at equal seconds, or rerun on an idle machine)"),
