@@ -181,8 +181,8 @@ def class_findings(data: RealData) -> dict[str, frozenset[str]]:
     return {name: counter.most_common(1)[0][0] if counter else frozenset() for name, counter in sets.items()}
 
 
-PROMPT_BAND_GROUPS = {"child": ("infant", "child", "adolescent"), "adult": ("adult", "older_adult")}
-"""``--prompt-age-band`` -> the :data:`engine.findings.record.AGE_BANDS` a prompt's stated age may fall in."""
+BANDS = {"infant": "child", "child": "child", "adolescent": "child", "adult": "adult", "older_adult": "adult"}
+"""engine.findings.record's age bands -> the evaluation's two (``--age-band``, ``--prompt-age-band``)."""
 
 
 def prompt_band_ok(prompt: str, age_band: str) -> bool:
@@ -190,7 +190,7 @@ def prompt_band_ok(prompt: str, age_band: str) -> bool:
     if age_band == "any":
         return True
     stated = parse_prompt(prompt).age_band
-    return stated is None or stated in PROMPT_BAND_GROUPS[age_band]
+    return stated is None or BANDS[stated] == age_band
 
 
 def card_prompts(card: dict, data: RealData, age_band: str = "any") -> dict[str, list[str]]:
@@ -288,6 +288,7 @@ def plan_images(
 
 
 __all__ = [
+    "BANDS",
     "NORMAL",
     "ClassPrompts",
     "PromptPlan",

@@ -39,6 +39,7 @@ from engine.findings.vocabulary import NO_FINDING, PARENTS, PRESENT
 from engine.manifest import ManifestRecord, resolve_image
 from training.data.captions import ADULT_AGE, caption_from_findings, caption_rng
 from training.evaluate.data import (
+    BANDS,
     NORMAL,
     ClassPrompts,
     RealData,
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
     from training.evaluate.context import Context
 
 NAME = "age_bands"
-BANDS = {"infant": "child", "child": "child", "adolescent": "child", "adult": "adult", "older_adult": "adult"}
 MIN_TEST_POSITIVES = 20  # fewer in the test split for some finding: val joins the held-out films
 MIN_REAL_POSITIVES = 5  # fewer held-out positives: the judge's real AUROC is not trusted
 ALIGNED = "aligned above chance"
