@@ -14,6 +14,12 @@ unconditional half. The empty-text embedding is computed once per pipeline.
 A pack with record conditioning (``engine.conditioning``) gets, after the T text tokens, K record
 tokens from the parsed prompt: the context is (B, T + K, D) for both halves, the unconditional
 half's record being the negative prompt's ("" gives K null tokens). Other packs run as before.
+Such a pack can guide the record apart from the text (``record_guidance``; training drops text and
+record independently for this): three halves in one UNet call, unconditional u (negative text and
+record), text-only t (the prompt's text, the negative prompt's record) and full c, combined as
+``u + g * (t - u) + r * (c - t)`` (compositional guidance, as InstructPix2Pix guides image and text).
+r = g is the two-half formula; a CLIP-style text encoder that reads "no pneumonia" as pneumonia is
+outweighed by a larger r, since the record says "pneumonia absent".
 
 ``iter_steps(request, attention=True)`` on a pack exported with attention maps also collects the
 conditional half's cross-attention at every step (``engine.attention``) into the result's finding
@@ -59,6 +65,7 @@ class GenerationRequest:
     seed: int = 0
     batch_size: int = 1
     eta: float = 0.0  # DDIM only: 0 deterministic, 1 DDPM-like
+    record_guidance: float | None = None  # the record tokens' own scale; None: guidance_scale (two halves)
     preview_decode_every: int = 0  # 0: cheap linear previews only; k: full VAE decode every k steps
 
     def validated(self) -> GenerationRequest:
@@ -79,6 +86,8 @@ class GenerationRequest:
             raise RequestError(f"eta must be from 0 to 1, not {self.eta}")
         if self.eta and self.sampler != "ddim":
             raise RequestError("eta applies to the ddim sampler only")
+        if self.record_guidance is not None and not 0.0 <= float(self.record_guidance) <= MAX_GUIDANCE:
+            raise RequestError(f"record guidance must be from 0 to {MAX_GUIDANCE:g}, not {self.record_guidance}")
         if self.preview_decode_every < 0:
             raise RequestError("preview_decode_every must be 0 (off) or a positive step interval")
         return replace(self, prompt=prompt, negative_prompt=negative)
@@ -169,6 +178,15 @@ class Pipeline:
             self._context_cache[negative_prompt] = self.encode([negative_prompt])[0]
         return self._context_cache[negative_prompt]
 
+    def record_guided(self, request: GenerationRequest) -> bool:
+        """Whether ``request`` guides the record apart from the text (three halves); RequestError for
+        a record guidance on a pack without record tokens."""
+        if request.record_guidance is None:
+            return False
+        if self.conditioning is None:
+            raise RequestError(f"record guidance needs a model with record tokens; {self.pack.model_id} has none")
+        return float(request.record_guidance) != float(request.guidance_scale)
+
     def dropped_words(self, prompt: str) -> tuple[str, ...]:
         return self.tokenizer.encode_batch([prompt]).dropped[0]
 
@@ -179,12 +197,14 @@ class Pipeline:
         uncond: np.ndarray,
         guidance_scale: float,
         attention: Callable[[list[np.ndarray]], None] | None = None,
+        record_guidance: float | None = None,
     ) -> samplers.ModelFn:
         """model_fn(sample (B,C,h,w), timestep (B,)) -> guided model output (B,C,h,w).
 
         ``cond`` (B, T', D) and ``uncond`` (1 or B, T', D), T' = T (+ K record tokens). Both halves go
         through one UNet call. ``attention``: called after every UNet call with the conditional half's
-        attention maps (the backend's ``unet_attention``), each (B, h_l * w_l, T').
+        attention maps (the backend's ``unet_attention``), each (B, h_l * w_l, T'). ``record_guidance``
+        (a pack with record tokens): the third, text-only half and ``u + g (t - u) + r (c - t)``.
         """
         batch = cond.shape[0]
 
@@ -195,16 +215,41 @@ class Pipeline:
             attention([m[-batch:] for m in maps])  # the conditional half is the last B rows
             return output
 
+        uncond_b = np.broadcast_to(uncond, cond.shape)
+        scale = np.float32(guidance_scale)
+        if record_guidance is not None:
+            return self._record_guided_fn(unet, cond, uncond_b, scale, np.float32(record_guidance))
         if guidance_scale == 1.0:
             return lambda sample, timestep: unet(sample, timestep, cond)
-        uncond_b = np.broadcast_to(uncond, cond.shape)
         context = np.concatenate([uncond_b, cond], axis=0)
-        scale = np.float32(guidance_scale)
 
         def model_fn(sample: np.ndarray, timestep: np.ndarray) -> np.ndarray:
             both = unet(np.concatenate([sample, sample], axis=0), np.concatenate([timestep, timestep]), context)
             out_uncond, out_cond = both[:batch], both[batch:]
             return out_uncond + scale * (out_cond - out_uncond)
+
+        return model_fn
+
+    def _record_guided_fn(
+        self,
+        unet: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+        cond: np.ndarray,
+        uncond: np.ndarray,
+        scale: np.float32,
+        record_scale: np.float32,
+    ) -> samplers.ModelFn:
+        """The three-half denoiser: u (negative text + record), t (prompt text + negative record), c."""
+        batch = cond.shape[0]
+        if self.conditioning is None:
+            raise RequestError(f"record guidance needs a model with record tokens; {self.pack.model_id} has none")
+        text_end = cond.shape[1] - self.conditioning.vocabulary.max_tokens
+        text_only = np.concatenate([cond[:, :text_end], uncond[:, text_end:]], axis=1)
+        context = np.concatenate([uncond, text_only, cond], axis=0)  # c last: the attention maps' half
+
+        def model_fn(sample: np.ndarray, timestep: np.ndarray) -> np.ndarray:
+            out = unet(np.concatenate([sample] * 3, axis=0), np.concatenate([timestep] * 3), context)
+            out_uncond, out_text, out_cond = out[:batch], out[batch : 2 * batch], out[2 * batch :]
+            return out_uncond + scale * (out_text - out_uncond) + record_scale * (out_cond - out_text)
 
         return model_fn
 
@@ -241,6 +286,7 @@ class Pipeline:
         """
         # 1. validate and encode the text (negative prompt cached)
         request = request.validated()
+        record_guided = self.record_guided(request)
         collector = None
         if attention:
             latent_size = (self.manifest.latent.height, self.manifest.latent.width)
@@ -249,10 +295,15 @@ class Pipeline:
         t_start = time.perf_counter()
         seeds = request.seeds()
         cond, dropped = self.encode([request.prompt] * request.batch_size)
-        uncond = self.negative_context(request.negative_prompt) if request.guidance_scale != 1.0 else cond
+        guided = request.guidance_scale != 1.0 or record_guided
+        uncond = self.negative_context(request.negative_prompt) if guided else cond
         t_text = time.perf_counter()
         model_fn = self.guided_model_fn(
-            cond, uncond, request.guidance_scale, attention=collector.add if collector is not None else None
+            cond,
+            uncond,
+            request.guidance_scale,
+            attention=collector.add if collector is not None else None,
+            record_guidance=request.record_guidance if record_guided else None,
         )
 
         # 2. denoise, yielding a preview per step

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +188,8 @@ def test_long_prompt_reports_dropped_words(pipeline: Pipeline) -> None:
         ({"seed": -1}, RequestError, "seed"),
         ({"batch_size": 0}, RequestError, "batch"),
         ({"eta": 0.5, "sampler": "euler"}, RequestError, "ddim sampler only"),
+        ({"record_guidance": -0.5}, RequestError, "record guidance must be"),
+        ({"record_guidance": 6.0}, RequestError, "needs a model with record tokens"),  # the tiny pack has none
     ],
 )
 def test_bad_requests_are_refused_before_any_work(counting, kw, error, message) -> None:
@@ -253,7 +255,6 @@ def test_a_pack_without_record_tokens_runs_the_text_context_alone(tiny_pack_dir:
 def test_record_tokens_follow_the_prompt_record(tiny_record_pack_dir: Path) -> None:
     """A pack with record tokens: context (2B, T + K, D), the last K the table rows of the parsed
     prompt's record (the negative prompt's for the unconditional half); the record alone moves the image."""
-    from dataclasses import replace
 
     from engine.findings.parse import parse_prompt
 
@@ -285,3 +286,48 @@ def test_record_tokens_follow_the_prompt_record(tiny_record_pack_dir: Path) -> N
     # and "no pneumothorax" vs "pneumothorax": other record tokens
     ids = [vocabulary.record_token_ids(parse_prompt(p)) for p in ("pneumothorax", "no pneumothorax")]
     assert not np.array_equal(*ids)
+
+
+def test_record_guidance_guides_the_record_apart_from_the_text(tiny_record_pack_dir: Path) -> None:
+    """Three halves in one UNet call: u (negative text and record), t (the prompt's text, the negative
+    prompt's record), c; the sampler sees u + g (t - u) + r (c - t). r = g is the two-half path, bit for bit."""
+    pack = load_pack(tiny_record_pack_dir)
+    backend = ContextBackend(OrtBackend(pack, requested="cpu"))
+    pipe = Pipeline(pack, backend=backend)
+    assert pipe.conditioning is not None
+    t = pack.manifest.text.max_tokens
+    cond, _ = pipe.encode(["no pneumonia in a child", "left pleural effusion"])
+    uncond = pipe.negative_context("cardiomegaly")
+    rng = np.random.default_rng(0)
+    lat = pack.manifest.latent
+    sample = rng.standard_normal((2, lat.channels, lat.height, lat.width)).astype(np.float32)
+    timestep = np.array([400.0, 400.0], dtype=np.float32)
+    backend.calls.clear()
+    backend.contexts.clear()
+    guided = pipe.guided_model_fn(cond, uncond, 3.0, record_guidance=7.0)(sample, timestep)
+    assert backend.calls == [("unet", (6, lat.channels, lat.height, lat.width))]  # one batched call
+    text_only = backend.contexts[0][2:4]
+    np.testing.assert_array_equal(text_only[:, :t], cond[:, :t])
+    np.testing.assert_array_equal(text_only[:, t:], np.broadcast_to(uncond[:, t:], text_only[:, t:].shape))
+    inner = backend.inner
+    out_u = inner.unet(sample, timestep, np.repeat(uncond, 2, axis=0))
+    out_t = inner.unet(sample, timestep, text_only)
+    out_c = inner.unet(sample, timestep, cond)
+    np.testing.assert_allclose(guided, out_u + 3.0 * (out_t - out_u) + 7.0 * (out_c - out_t), atol=1e-4)
+    assert not np.allclose(guided, out_u + 3.0 * (out_c - out_u), atol=1e-4)
+    # through a whole generation: r = g is today's image and two halves; r != g moves it
+    request = _request(prompt="no pneumonia in a child", num_steps=3, guidance_scale=4.0)
+    plain = pipe.generate(request).images
+    backend.calls.clear()
+    same = pipe.generate(replace(request, record_guidance=4.0)).images
+    np.testing.assert_array_equal(same, plain)
+    assert {c[1][0] for c in backend.calls if c[0] == "unet"} == {2}
+    backend.calls.clear()
+    stronger = pipe.generate(replace(request, record_guidance=9.0))
+    assert {c[1][0] for c in backend.calls if c[0] == "unet"} == {3}
+    assert stronger.request.record_guidance == 9.0
+    assert np.abs(stronger.images - plain).max() > 1e-6
+    # guidance 1 with a record guidance still runs the text-only half (u drops out of the formula)
+    backend.calls.clear()
+    pipe.generate(replace(request, guidance_scale=1.0, record_guidance=3.0))
+    assert {c[1][0] for c in backend.calls if c[0] == "unet"} == {3}

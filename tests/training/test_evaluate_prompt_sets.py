@@ -234,6 +234,8 @@ def test_unknown_set_and_bad_band_give_one_line_and_write_nothing(
         (["--prompt-sets", "paraphrases,nonsense"], "--prompt-sets nonsense: no such prompt set (committed: "),
         (["--prompt-sets", str(bad)], f"--prompt-sets {bad}:1: unknown class 'kidney'"),
         (["--prompt-set-images", "0"], "--prompt-set-images must be a whole number of at least 1"),
+        (["--record-guidance", "6"], "has no record tokens to guide"),  # the tiny pack has none
+        (["--record-guidance", "-1"], "record guidance must be from 0 to 30"),
     ):
         out = tmp_path / "report"
         code, stdout, stderr = _run(

@@ -106,6 +106,12 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--steps", type=int, default=None, dest="num_steps", help="denoising steps (default: the pack's)")
     g.add_argument("--sampler", default=None, choices=SAMPLER_NAMES, help="sampler (default: the pack's)")
     g.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default: the pack's)")
+    g.add_argument(
+        "--record-guidance",
+        type=float,
+        default=None,
+        help="guide a pack's record tokens apart from the text at this scale (default: with the text)",
+    )
     defaulted(g, "--batch-size", "images per generation request, at most 16")
     g = parser.add_argument_group("steps x samplers (section 7)")
     defaulted(g, "--steps-list", "step counts", "10,20,50", kind=_int_list)

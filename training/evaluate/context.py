@@ -81,6 +81,7 @@ class Context:
     device: torch.device
     progress: Progress
     rng_seed: int
+    record_guidance: float | None = None  # --record-guidance
     pipeline: Pipeline | None = None
     classifier: ChestClassifier | None = None
     loaded_classifier: tuple[ChestClassifier, dict] | None = None  # --classifier, checked before work starts

@@ -52,6 +52,7 @@ class EvaluationOptions:
     num_steps: int | None = None  # None: the pack's default
     sampler: str | None = None
     guidance_scale: float | None = None
+    record_guidance: float | None = None  # None: guidance_scale (the text and record guided together)
     batch_size: int = 8
     # section 7: steps x samplers
     steps_list: tuple[int, ...] = (10, 20, 50)

@@ -80,10 +80,17 @@ def _load_pack(model: Path | None) -> ModelPack:
         raise EvaluationError(f"--model {exc}" if model is not None else str(exc)) from None
 
 
-def _check_request(prompt: str, sampler: str, num_steps: int, guidance: float, batch: int) -> None:
+def _check_request(
+    prompt: str, sampler: str, num_steps: int, guidance: float, batch: int, record_guidance: float | None = None
+) -> None:
     try:
         GenerationRequest(
-            prompt=prompt, num_steps=num_steps, guidance_scale=guidance, sampler=sampler, batch_size=batch
+            prompt=prompt,
+            num_steps=num_steps,
+            guidance_scale=guidance,
+            sampler=sampler,
+            batch_size=batch,
+            record_guidance=record_guidance,
         ).validated()
     except (RequestError, ValueError) as exc:
         raise EvaluationError(str(exc)) from None
@@ -115,7 +122,9 @@ def prepare_context(options: EvaluationOptions) -> Context:
             pack.card, data, options.prompt_source, options.prompts_per_class, options.prompt_age_band
         )
     some_prompt = next(iter(prompts.values())).prompts[0]
-    _check_request(some_prompt, sampler, num_steps, guidance, options.batch_size)
+    _check_request(some_prompt, sampler, num_steps, guidance, options.batch_size, options.record_guidance)
+    if options.record_guidance is not None and pack.manifest.conditioning is None:
+        raise EvaluationError(f"--record-guidance: {pack.model_id} has no record tokens to guide")
     for name in options.samplers:
         for count in options.steps_list:
             _check_request(some_prompt, name, count, guidance, options.batch_size)
@@ -157,6 +166,7 @@ def prepare_context(options: EvaluationOptions) -> Context:
         sampler=sampler,
         num_steps=num_steps,
         guidance_scale=float(guidance),
+        record_guidance=options.record_guidance,
         device=device,
         progress=Progress(options.quiet),
         rng_seed=options.seed,
@@ -284,6 +294,7 @@ def _evaluate(options: EvaluationOptions, command: str | None) -> dict:
             "sampler": g.sampler,
             "num_steps": g.num_steps,
             "guidance_scale": g.guidance_scale,
+            "record_guidance": ctx.record_guidance,
             "batch_size": options.batch_size,
             "seeds": [int(g.plan.seeds[0]), int(g.plan.seeds[-1])],
             "per_class": {name: int((g.labels == i).sum()) for i, name in enumerate(ctx.classes)},

@@ -154,6 +154,7 @@ def generate(ctx: Context, plan: PromptPlan, sampler: str, num_steps: int, bar) 
             prompt=plan.prompts[i],
             num_steps=num_steps,
             guidance_scale=ctx.guidance_scale,
+            record_guidance=ctx.record_guidance,
             sampler=sampler,
             seed=int(plan.seeds[i]),
             batch_size=j - i,

@@ -288,6 +288,7 @@ def compute(ctx: Context) -> dict:
         "sampler": ctx.sampler,
         "num_steps": ctx.num_steps,
         "guidance_scale": ctx.guidance_scale,
+        "record_guidance": ctx.record_guidance,
         "seconds": para.seconds + ref.seconds + (neg.seconds if neg is not None else 0.0),
         "not_scored": dict(not_scored),
         "paraphrases": paraphrase_out,
@@ -418,6 +419,11 @@ def make_figures(report: dict, ctx: Context, folder: Path) -> dict[str, str]:
     return {"prompt_sets": save_figure(figure, folder, "prompt_sets.png")}
 
 
+def _record_guidance_words(scale: float | None) -> str:
+    """", record guidance R" when the record was guided apart from the text, else nothing."""
+    return "" if scale is None else f", record guidance {fmt(scale)}"
+
+
 def _fraction(entry: dict) -> str:
     counts = f" <span class=ci>({fmt(entry['k'])} / {fmt(entry['n'])})</span>" if "k" in entry else ""
     return with_ci(entry) + counts
@@ -436,7 +442,8 @@ def render_html(report: dict) -> str:
     parts.append(
         f"<p>Sets: {sets}, written apart from the caption grammar and never used in training. "
         f"{fmt(section['images_per_prompt'])} images per prompt ({html.escape(section['sampler'])}, "
-        f"{section['num_steps']} steps, guidance {fmt(section['guidance_scale'])}); age band "
+        f"{section['num_steps']} steps, guidance {fmt(section['guidance_scale'])}"
+        f"{_record_guidance_words(section.get('record_guidance'))}); age band "
         f"{html.escape(section['age_band'])}; {fmt(section['seconds'], 4)} s.</p>"
     )
     if section["not_scored"]:
