@@ -28,6 +28,9 @@ AGE_BANDS: dict[str, tuple[float, float]] = {
     "adult": (18.0, 65.0),
     "older_adult": (65.0, 200.0),
 }
+AGE_GROUPS: dict[str, str] = {band: "child" if high <= 18.0 else "adult" for band, (_, high) in AGE_BANDS.items()}
+"""Each age band's broad group, child (under 18) or adult: what a model that knows only children, and
+the evaluation's --age-band, distinguish."""
 """Age band -> [lower, upper) in years."""
 SEXES = ("female", "male")
 VIEWS = ("PA", "AP", "supine AP", "lateral")
@@ -271,6 +274,7 @@ def _validate(record: PromptRecord) -> None:
 
 __all__ = [
     "AGE_BANDS",
+    "AGE_GROUPS",
     "LOBES",
     "MAX_AGE_YEARS",
     "RECORD_VERSION",

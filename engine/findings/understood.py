@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.findings.parse import parse_prompt
-from engine.findings.record import AGE_BANDS, LOBES, PromptRecord
+from engine.findings.record import AGE_BANDS, AGE_GROUPS, LOBES, PromptRecord
 from engine.findings.vocabulary import ABSENT, FINDINGS, NO_FINDING
 from engine.pack import card_supported_findings
 
-CHILD_BANDS = ("infant", "child", "adolescent")
+CHILD_BANDS = tuple(band for band, group in AGE_GROUPS.items() if group == "child")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import numpy as np
 
 from engine.findings.parse import parse_prompt
 from engine.findings.reader import summarize
+from engine.findings.record import AGE_GROUPS
 from engine.findings.vocabulary import NO_FINDING, PARENTS, PRESENT
 from engine.manifest import ManifestError, ManifestRecord, read_manifest, resolve_image
 from training.datasets import DatasetError, load_image
@@ -181,16 +182,12 @@ def class_findings(data: RealData) -> dict[str, frozenset[str]]:
     return {name: counter.most_common(1)[0][0] if counter else frozenset() for name, counter in sets.items()}
 
 
-BANDS = {"infant": "child", "child": "child", "adolescent": "child", "adult": "adult", "older_adult": "adult"}
-"""engine.findings.record's age bands -> the evaluation's two (``--age-band``, ``--prompt-age-band``)."""
-
-
 def prompt_band_ok(prompt: str, age_band: str) -> bool:
     """True when ``prompt`` states no age (or sex-and-age shorthand) or one in ``age_band`` (any / child / adult)."""
     if age_band == "any":
         return True
     stated = parse_prompt(prompt).age_band
-    return stated is None or BANDS[stated] == age_band
+    return stated is None or AGE_GROUPS[stated] == age_band
 
 
 def card_prompts(card: dict, data: RealData, age_band: str = "any") -> dict[str, list[str]]:
@@ -288,7 +285,6 @@ def plan_images(
 
 
 __all__ = [
-    "BANDS",
     "NORMAL",
     "ClassPrompts",
     "PromptPlan",

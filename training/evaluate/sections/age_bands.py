@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.findings.parse import parse_prompt
+from engine.findings.record import AGE_GROUPS
 from engine.findings.vocabulary import NO_FINDING, PARENTS, PRESENT
 from engine.manifest import ManifestRecord, resolve_image
 from training.data.captions import ADULT_AGE, caption_from_findings, caption_rng
 from training.evaluate.data import (
-    BANDS,
     NORMAL,
     ClassPrompts,
     RealData,
@@ -72,7 +72,7 @@ ADULT_PEOPLE = (("PA", 60, "M"), ("PA", 45, "F"), ("AP", 72, "M"), ("PA", 33, "F
 def band_of(record: ManifestRecord) -> str | None:
     """ "child" or "adult" (see :data:`RULE`), or None when the record gives no age."""
     if record.age_band is not None:
-        return BANDS[record.age_band]
+        return AGE_GROUPS[record.age_band]
     if record.age is not None:
         return "adult" if record.age >= ADULT_AGE else "child"
     return None
@@ -165,7 +165,7 @@ def read_band_data(manifest: Path, findings: tuple[str, ...], band: str) -> Band
 def _states(prompt: str, names: tuple[str, ...], band: str) -> str | None:
     """The one requested finding a prompt states present for ``band``, or None."""
     record = parse_prompt(prompt)
-    if record.age_band is None or BANDS[record.age_band] != band:
+    if record.age_band is None or AGE_GROUPS[record.age_band] != band:
         return None
     present = frozenset(name for name, status in record.findings.items() if status == PRESENT)
     if NO_FINDING not in present and not present:
